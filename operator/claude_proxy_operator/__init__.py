@@ -1,0 +1,1 @@
+"""The control plane: a kopf operator that runs ClaudeProxy resources."""

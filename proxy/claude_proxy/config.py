@@ -1,0 +1,146 @@
+"""Settings, read once from the environment into an immutable value.
+
+Everything else receives a `Settings` (or the parts it needs); nothing below the app and the CLI reads the
+environment itself, so tests build settings from plain dicts.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+DEFAULT_BASE_URL = "https://api.anthropic.com"
+
+# The fallback answer of GET /v1/models when the upstream list cannot be had (e.g. OAuth tokens). Not a whitelist:
+# any model id is passed through to Anthropic.
+DEFAULT_MODELS = (
+    "claude-opus-4-6",
+    "claude-sonnet-4-6",
+    "claude-haiku-4-5",
+    "claude-opus-4-5",
+    "claude-sonnet-4-5",
+)
+
+# Models that take `thinking: {type: adaptive}` + `output_config.effort` instead of a token budget.
+DEFAULT_ADAPTIVE_THINKING = r"^claude-(opus|sonnet)-4-([6-9]|\d\d)|^claude-[a-z]+-([5-9]|\d\d)"
+# Models that refuse non-default temperature/top_p/top_k (adaptive-thinking-only families).
+DEFAULT_FIXED_SAMPLING = r"^claude-opus-4-([7-9]|\d\d)|^claude-[a-z]+-([5-9]|\d\d)"
+
+
+class ConfigError(ValueError):
+    """A setting has a value that cannot be used; the message names the variable."""
+
+
+def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
+    if value < minimum:
+        raise ConfigError(f"{name} must be >= {minimum}, got {value}")
+    return value
+
+
+def _float(env: Mapping[str, str], name: str, default: float, minimum: float = 0.0) -> float:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number, got {raw!r}") from None
+    if value < minimum:
+        raise ConfigError(f"{name} must be >= {minimum}, got {value}")
+    return value
+
+
+def _list(env: Mapping[str, str], name: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in env.get(name, "").split(",") if part.strip())
+
+
+def _aliases(env: Mapping[str, str], name: str) -> dict[str, str]:
+    aliases: dict[str, str] = {}
+    for item in _list(env, name):
+        alias, sep, target = item.partition("=")
+        if not sep or not alias.strip() or not target.strip():
+            raise ConfigError(f"{name} takes comma-separated alias=model pairs, got {item!r}")
+        aliases[alias.strip()] = target.strip()
+    return aliases
+
+
+def default_credentials_path(env: Mapping[str, str]) -> Path:
+    """Where the Claude Code credentials file lives: explicit path, then $CLAUDE_CONFIG_DIR, then ~/.claude."""
+    if env.get("CLAUDE_CREDENTIALS_PATH"):
+        return Path(env["CLAUDE_CREDENTIALS_PATH"]).expanduser()
+    if env.get("CLAUDE_CONFIG_DIR"):
+        return Path(env["CLAUDE_CONFIG_DIR"]).expanduser() / ".credentials.json"
+    home = env.get("HOME") or str(Path.home())
+    return Path(home) / ".claude" / ".credentials.json"
+
+
+@dataclass(frozen=True)
+class ThinkingBudgets:
+    """Token budgets for `reasoning_effort` on models that take `thinking: {type: enabled}`."""
+
+    minimal: int = 1024
+    low: int = 2048
+    medium: int = 8192
+    high: int = 24576
+
+
+@dataclass(frozen=True)
+class Settings:
+    host: str = "0.0.0.0"
+    port: int = 8080
+    base_url: str = DEFAULT_BASE_URL
+    # Credentials, in priority order. Secrets are kept out of repr().
+    api_key: str | None = field(default=None, repr=False)
+    access_token: str | None = field(default=None, repr=False)
+    credentials_path: Path = field(default_factory=lambda: default_credentials_path(os.environ))
+    inbound_keys: tuple[str, ...] = field(default=(), repr=False)
+    default_max_tokens: int = 8192
+    model_aliases: Mapping[str, str] = field(default_factory=dict)
+    models: tuple[str, ...] = DEFAULT_MODELS
+    models_cache_seconds: float = 300.0
+    adaptive_thinking_models: str = DEFAULT_ADAPTIVE_THINKING
+    fixed_sampling_models: str = DEFAULT_FIXED_SAMPLING
+    thinking_budgets: ThinkingBudgets = ThinkingBudgets()
+    connect_timeout: float = 10.0
+    read_timeout: float = 600.0
+    log_level: str = "info"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        base_url = env.get("ANTHROPIC_BASE_URL") or env.get("ANTHROPIC_API_BASE") or DEFAULT_BASE_URL
+        access_token = env.get("CLAUDE_ACCESS_TOKEN") or env.get("CLAUDE_CODE_OAUTH_TOKEN") or None
+        budgets = ThinkingBudgets(
+            minimal=_int(env, "PROXY_THINKING_BUDGET_MINIMAL", ThinkingBudgets.minimal, 1024),
+            low=_int(env, "PROXY_THINKING_BUDGET_LOW", ThinkingBudgets.low, 1024),
+            medium=_int(env, "PROXY_THINKING_BUDGET_MEDIUM", ThinkingBudgets.medium, 1024),
+            high=_int(env, "PROXY_THINKING_BUDGET_HIGH", ThinkingBudgets.high, 1024),
+        )
+        return cls(
+            host=env.get("HOST") or "0.0.0.0",
+            port=_int(env, "PORT", 8080, 1),
+            base_url=base_url.rstrip("/"),
+            api_key=(env.get("ANTHROPIC_API_KEY") or "").strip() or None,
+            access_token=(access_token or "").strip() or None,
+            credentials_path=default_credentials_path(env),
+            inbound_keys=_list(env, "PROXY_API_KEYS"),
+            default_max_tokens=_int(env, "PROXY_DEFAULT_MAX_TOKENS", 8192, 1),
+            model_aliases=_aliases(env, "PROXY_MODEL_ALIASES"),
+            models=_list(env, "PROXY_MODELS") or DEFAULT_MODELS,
+            models_cache_seconds=_float(env, "PROXY_MODELS_CACHE_SECONDS", 300.0),
+            adaptive_thinking_models=env.get("PROXY_ADAPTIVE_THINKING_MODELS", DEFAULT_ADAPTIVE_THINKING),
+            fixed_sampling_models=env.get("PROXY_FIXED_SAMPLING_MODELS", DEFAULT_FIXED_SAMPLING),
+            thinking_budgets=budgets,
+            connect_timeout=_float(env, "PROXY_CONNECT_TIMEOUT", 10.0, 0.1),
+            read_timeout=_float(env, "PROXY_READ_TIMEOUT", 600.0, 0.1),
+            log_level=(env.get("LOG_LEVEL") or "info").lower(),
+        )
