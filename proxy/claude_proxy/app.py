@@ -177,7 +177,9 @@ def create_app(
         return json_response({"object": "list", "data": models.data})
 
     for prefix in ("/v1", ""):
-        app.add_api_route(f"{prefix}/chat/completions", chat_completions, methods=["POST"], include_in_schema=not prefix)
+        app.add_api_route(
+            f"{prefix}/chat/completions", chat_completions, methods=["POST"], include_in_schema=not prefix
+        )
         app.add_api_route(f"{prefix}/models", list_models, methods=["GET"], include_in_schema=not prefix)
 
     @app.get("/health")

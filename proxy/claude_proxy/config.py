@@ -122,7 +122,7 @@ class Settings:
     models_cache_seconds: float = 300.0
     adaptive_thinking_models: str = DEFAULT_ADAPTIVE_THINKING
     fixed_sampling_models: str = DEFAULT_FIXED_SAMPLING
-    thinking_budgets: ThinkingBudgets = ThinkingBudgets()
+    thinking_budgets: ThinkingBudgets = field(default_factory=ThinkingBudgets)
     connect_timeout: float = 10.0
     read_timeout: float = 600.0
     log_level: str = "info"

@@ -9,6 +9,7 @@ Nothing here logs, prints or puts a token into an exception message.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
@@ -123,10 +124,8 @@ def write_atomic(path: Path, data: bytes, mode: int = 0o600) -> None:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
-        try:
+        with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
-        except FileNotFoundError:
-            pass
         raise
     try:
         dir_fd = os.open(directory, os.O_RDONLY)

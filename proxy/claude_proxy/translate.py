@@ -73,7 +73,7 @@ class Options:
     aliases: Mapping[str, str] = field(default_factory=dict)
     adaptive_thinking: re.Pattern[str] = re.compile(r"(?!)")
     fixed_sampling: re.Pattern[str] = re.compile(r"(?!)")
-    budgets: ThinkingBudgets = ThinkingBudgets()
+    budgets: ThinkingBudgets = field(default_factory=ThinkingBudgets)
     prompt_cache: bool = True
 
     @classmethod
@@ -295,13 +295,17 @@ def _convert_messages(req: ChatRequest) -> tuple[list[str], _Turns]:
             for k, call in enumerate(msg.tool_calls or []):
                 cparam = f"{param}.tool_calls[{k}]"
                 if not TOOL_NAME.match(call.function.name):
-                    raise InvalidRequest("tool names must match ^[a-zA-Z0-9_-]{1,128}$", param=f"{cparam}.function.name")
+                    raise InvalidRequest(
+                        "tool names must match ^[a-zA-Z0-9_-]{1,128}$", param=f"{cparam}.function.name"
+                    )
                 args = _arguments(call.function.arguments, f"{cparam}.function.arguments")
                 calls.append((_tool_id(call.id, f"call_{i}_{k}"), call.function.name, args))
             if msg.function_call is not None and not msg.tool_calls:
                 fc = msg.function_call
                 if not TOOL_NAME.match(fc.name):
-                    raise InvalidRequest("function names must match ^[a-zA-Z0-9_-]{1,128}$", param=f"{param}.function_call.name")
+                    raise InvalidRequest(
+                        "function names must match ^[a-zA-Z0-9_-]{1,128}$", param=f"{param}.function_call.name"
+                    )
                 legacy_id = f"call_fn_{i}"
                 calls.append((legacy_id, fc.name, _arguments(fc.arguments, f"{param}.function_call.arguments")))
                 turns.legacy_calls.append((legacy_id, fc.name))
@@ -360,7 +364,7 @@ def _tool_choice(req: ChatRequest, names: Iterable[str]) -> dict[str, Any] | Non
     elif choice == "required":
         result = {"type": "any"}
     else:
-        named = choice.function.name  # type: ignore[union-attr]
+        named = choice.function.name
         if named not in names:
             raise InvalidRequest(f"tool_choice names unknown tool {named!r}", param="tool_choice")
         result = {"type": "tool", "name": named}
@@ -418,7 +422,10 @@ def to_anthropic(req: ChatRequest, options: Options) -> Translation:
         if not names:
             tool_choice = {"type": "none"}
 
-    body: dict[str, Any] = {"model": model, "max_tokens": req.max_completion_tokens or req.max_tokens or options.default_max_tokens}
+    body: dict[str, Any] = {
+        "model": model,
+        "max_tokens": req.max_completion_tokens or req.max_tokens or options.default_max_tokens,
+    }
 
     # Thinking: only when the request allows it.
     thinking: dict[str, Any] | None = None
@@ -447,7 +454,9 @@ def to_anthropic(req: ChatRequest, options: Options) -> Translation:
     if fmt is not None and fmt.type == "json_schema":
         schema = fmt.json_schema.schema_ if fmt.json_schema else None
         if not schema:
-            raise InvalidRequest("response_format json_schema needs json_schema.schema", param="response_format.json_schema")
+            raise InvalidRequest(
+                "response_format json_schema needs json_schema.schema", param="response_format.json_schema"
+            )
         body.setdefault("output_config", {})["format"] = {"type": "json_schema", "schema": schema}
     elif fmt is not None and fmt.type == "json_object":
         if names or thinking is not None:

@@ -15,7 +15,13 @@ import httpx
 import orjson
 
 from claude_proxy.credentials import Credential, CredentialResolver, CredentialsError
-from claude_proxy.errors import CredentialsUnavailable, UpstreamError, UpstreamTimeout, UpstreamUnavailable, upstream_error
+from claude_proxy.errors import (
+    CredentialsUnavailable,
+    UpstreamError,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+    upstream_error,
+)
 
 log = logging.getLogger("claude_proxy.upstream")
 
@@ -77,7 +83,9 @@ class Upstream:
                 f"Anthropic API is unreachable ({type(exc).__name__})", code="upstream_unavailable"
             ) from None
 
-    async def create_message(self, body: Mapping[str, Any], client_betas: str | None = None) -> tuple[dict[str, Any], httpx.Headers]:
+    async def create_message(
+        self, body: Mapping[str, Any], client_betas: str | None = None
+    ) -> tuple[dict[str, Any], httpx.Headers]:
         """POST /v1/messages (non-streaming); returns the parsed message and the response headers."""
         payload = orjson.dumps(body)
         credential = self.credential()

@@ -22,9 +22,22 @@ from urllib.parse import parse_qs, urlparse
 TOOL_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,128}$")
 TOOL_ID = re.compile(r"^[a-zA-Z0-9_-]+$")
 TOP_LEVEL = {
-    "model", "max_tokens", "messages", "system", "tools", "tool_choice", "stop_sequences", "temperature", "top_p",
-    "top_k", "metadata", "thinking", "stream", "output_config", "service_tier",
-}  # fmt: skip
+    "model",
+    "max_tokens",
+    "messages",
+    "system",
+    "tools",
+    "tool_choice",
+    "stop_sequences",
+    "temperature",
+    "top_p",
+    "top_k",
+    "metadata",
+    "thinking",
+    "stream",
+    "output_config",
+    "service_tier",
+}
 BLOCK_TYPES = {"text", "image", "tool_use", "tool_result", "thinking", "redacted_thinking", "document"}
 
 
@@ -66,9 +79,9 @@ def message(
         "content": list(blocks),
         "stop_reason": stop_reason,
         "stop_sequence": None,
-        "usage": usage or {"input_tokens": 12, "output_tokens": 7, "cache_creation_input_tokens": 0,
-                           "cache_read_input_tokens": 0},
-    }  # fmt: skip
+        "usage": usage
+        or {"input_tokens": 12, "output_tokens": 7, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0},
+    }
 
 
 def text(value: str) -> dict[str, Any]:
@@ -98,15 +111,23 @@ def render_sse(msg: dict[str, Any], *, piece: int = 3, ping: bool = True) -> Ite
     for index, block in enumerate(msg["content"]):
         kind = block["type"]
         if kind == "text":
-            yield _sse("content_block_start", {"type": "content_block_start", "index": index,
-                                               "content_block": {"type": "text", "text": ""}})  # fmt: skip
+            yield _sse(
+                "content_block_start",
+                {"type": "content_block_start", "index": index, "content_block": {"type": "text", "text": ""}},
+            )
             body = block["text"]
             for i in range(0, len(body), piece):
                 delta = {"type": "text_delta", "text": body[i : i + piece]}
                 yield _sse("content_block_delta", {"type": "content_block_delta", "index": index, "delta": delta})
         elif kind == "thinking":
-            yield _sse("content_block_start", {"type": "content_block_start", "index": index,
-                                               "content_block": {"type": "thinking", "thinking": "", "signature": ""}})  # fmt: skip
+            yield _sse(
+                "content_block_start",
+                {
+                    "type": "content_block_start",
+                    "index": index,
+                    "content_block": {"type": "thinking", "thinking": "", "signature": ""},
+                },
+            )
             body = block["thinking"]
             for i in range(0, len(body), piece):
                 delta = {"type": "thinking_delta", "thinking": body[i : i + piece]}
@@ -117,15 +138,26 @@ def render_sse(msg: dict[str, Any], *, piece: int = 3, ping: bool = True) -> Ite
             head = {"type": "tool_use", "id": block["id"], "name": block["name"], "input": {}}
             yield _sse("content_block_start", {"type": "content_block_start", "index": index, "content_block": head})
             body = json.dumps(block["input"]) if block["input"] else ""
-            yield _sse("content_block_delta", {"type": "content_block_delta", "index": index,
-                                               "delta": {"type": "input_json_delta", "partial_json": ""}})  # fmt: skip
+            yield _sse(
+                "content_block_delta",
+                {
+                    "type": "content_block_delta",
+                    "index": index,
+                    "delta": {"type": "input_json_delta", "partial_json": ""},
+                },
+            )
             for i in range(0, len(body), piece):
                 delta = {"type": "input_json_delta", "partial_json": body[i : i + piece]}
                 yield _sse("content_block_delta", {"type": "content_block_delta", "index": index, "delta": delta})
         yield _sse("content_block_stop", {"type": "content_block_stop", "index": index})
-    yield _sse("message_delta", {"type": "message_delta",
-                                 "delta": {"stop_reason": msg["stop_reason"], "stop_sequence": None},
-                                 "usage": {"output_tokens": usage.get("output_tokens", 0)}})  # fmt: skip
+    yield _sse(
+        "message_delta",
+        {
+            "type": "message_delta",
+            "delta": {"stop_reason": msg["stop_reason"], "stop_sequence": None},
+            "usage": {"output_tokens": usage.get("output_tokens", 0)},
+        },
+    )
     yield _sse("message_stop", {"type": "message_stop"})
 
 
@@ -145,7 +177,9 @@ def _check_blocks(content: Any, where: str, role: str) -> list[dict[str, Any]]:
         raise _bad(f"{where}: content must be a non-empty string or list of blocks")
     for i, block in enumerate(content):
         if not isinstance(block, dict) or block.get("type") not in BLOCK_TYPES:
-            raise _bad(f"{where}.{i}: unknown content block type {block.get('type') if isinstance(block, dict) else block!r}")
+            raise _bad(
+                f"{where}.{i}: unknown content block type {block.get('type') if isinstance(block, dict) else block!r}"
+            )
         kind = block["type"]
         if kind == "text" and (not isinstance(block.get("text"), str) or not block["text"].strip()):
             raise _bad(f"{where}.{i}: text content blocks must contain non-whitespace text")
@@ -440,10 +474,19 @@ class FakeAnthropic:
                     return self._error(rej.status, rej.etype, rej.message)
                 if oauth and fake.models_refuse_oauth:
                     return self._error(403, "permission_error", "OAuth tokens may not list models")
-                data = [{"type": "model", "id": m, "display_name": m, "created_at": "2025-10-01T00:00:00Z"}
-                        for m in fake.models]  # fmt: skip
-                self._send_json(200, {"data": data, "has_more": False, "first_id": data[0]["id"] if data else None,
-                                      "last_id": data[-1]["id"] if data else None})  # fmt: skip
+                data = [
+                    {"type": "model", "id": m, "display_name": m, "created_at": "2025-10-01T00:00:00Z"}
+                    for m in fake.models
+                ]
+                self._send_json(
+                    200,
+                    {
+                        "data": data,
+                        "has_more": False,
+                        "first_id": data[0]["id"] if data else None,
+                        "last_id": data[-1]["id"] if data else None,
+                    },
+                )
 
             def do_POST(self) -> None:
                 url = urlparse(self.path)

@@ -30,8 +30,17 @@ def client(url: str, key: str = "unused") -> openai.OpenAI:
 
 
 def test_plain_text_roundtrip(fake: FakeAnthropic, proxy: ProxyFactory) -> None:
-    fake.script(message(text("Hi there!"), usage={"input_tokens": 10, "output_tokens": 3,
-                                                  "cache_read_input_tokens": 5, "cache_creation_input_tokens": 2}))  # fmt: skip
+    fake.script(
+        message(
+            text("Hi there!"),
+            usage={
+                "input_tokens": 10,
+                "output_tokens": 3,
+                "cache_read_input_tokens": 5,
+                "cache_creation_input_tokens": 2,
+            },
+        )
+    )
     out = client(proxy()).chat.completions.create(
         model="claude-sonnet-4-6", messages=[{"role": "user", "content": "Say hi"}]
     )
@@ -50,7 +59,9 @@ def test_plain_text_roundtrip(fake: FakeAnthropic, proxy: ProxyFactory) -> None:
 
 
 def test_rockbot_conversation_with_many_system_messages_and_tool_loop(fake: FakeAnthropic, proxy: ProxyFactory) -> None:
-    fake.script(message(text("Checking."), tool_use("toolu_1", "get_weather", {"city": "Paris"}), stop_reason="tool_use"))
+    fake.script(
+        message(text("Checking."), tool_use("toolu_1", "get_weather", {"city": "Paris"}), stop_reason="tool_use")
+    )
     c = client(proxy())
     history = [
         {"role": "system", "content": "You are RockBot."},
@@ -78,7 +89,9 @@ def test_rockbot_conversation_with_many_system_messages_and_tool_loop(fake: Fake
 
     # The summary call: same history, no tools definitions; the strict fake would refuse raw tool history.
     fake.script(message(text("Summary: sunny.")))
-    summary = c.chat.completions.create(model="claude-sonnet-4-6", messages=history + [{"role": "user", "content": "Summarize"}])
+    summary = c.chat.completions.create(
+        model="claude-sonnet-4-6", messages=[*history, {"role": "user", "content": "Summarize"}]
+    )
     assert summary.choices[0].message.content == "Summary: sunny."
     body = fake.messages_requests[-1].body
     assert body["tool_choice"] == {"type": "none"}
@@ -121,12 +134,17 @@ def test_images_reasoning_and_json_modes(fake: FakeAnthropic, proxy: ProxyFactor
     out = c.chat.completions.create(
         model="claude-sonnet-4-5",
         reasoning_effort="low",
-        messages=[{"role": "user", "content": [
-            {"type": "text", "text": "What is this?"},
-            {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}},
-            {"type": "image_url", "image_url": {"url": "https://example.com/cat.jpg"}},
-        ]}],
-    )  # fmt: skip
+        messages=[
+            {
+                "role": "user",
+                "content": [
+                    {"type": "text", "text": "What is this?"},
+                    {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}},
+                    {"type": "image_url", "image_url": {"url": "https://example.com/cat.jpg"}},
+                ],
+            }
+        ],
+    )
     assert out.choices[0].message.content == "A cat."
     assert out.choices[0].message.model_extra["reasoning_content"] == "Let me think."  # type: ignore[index]
     body = fake.messages_requests[-1].body
@@ -135,12 +153,19 @@ def test_images_reasoning_and_json_modes(fake: FakeAnthropic, proxy: ProxyFactor
 
     fake.script(message(tool_use("toolu_j", "json_response", {"answer": 42}), stop_reason="tool_use"))
     out = c.chat.completions.create(
-        model="claude-sonnet-4-6", response_format={"type": "json_object"}, messages=[{"role": "user", "content": "JSON"}]
+        model="claude-sonnet-4-6",
+        response_format={"type": "json_object"},
+        messages=[{"role": "user", "content": "JSON"}],
     )
     assert json.loads(out.choices[0].message.content or "") == {"answer": 42}
     assert out.choices[0].finish_reason == "stop" and not out.choices[0].message.tool_calls
 
-    schema = {"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"], "additionalProperties": False}
+    schema = {
+        "type": "object",
+        "properties": {"n": {"type": "integer"}},
+        "required": ["n"],
+        "additionalProperties": False,
+    }
     fake.script(message(text('{"n": 3}')))
     out = c.chat.completions.create(
         model="claude-sonnet-4-6",
@@ -159,16 +184,34 @@ def test_images_reasoning_and_json_modes(fake: FakeAnthropic, proxy: ProxyFactor
         ({"model": "m", "messages": [{"role": "wizard", "content": "x"}]}, "messages[0]"),
         ({"model": "m", "messages": [{"role": "user", "content": 5}]}, "messages[0]"),
         ({"model": "m", "messages": [{"role": "user", "content": "x"}], "n": 2}, "n"),
-        ({"model": "m", "messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "ftp://x"}}]}]},
-         "messages[0].content[0].image_url.url"),
-        ({"model": "m", "messages": [{"role": "user", "content": "x"},
-                                     {"role": "assistant", "tool_calls": [{"id": "c", "type": "function",
-                                      "function": {"name": "f", "arguments": "{oops"}}]}]},
-         "messages[1].tool_calls[0].function.arguments"),
+        (
+            {
+                "model": "m",
+                "messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "ftp://x"}}]}],
+            },
+            "messages[0].content[0].image_url.url",
+        ),
+        (
+            {
+                "model": "m",
+                "messages": [
+                    {"role": "user", "content": "x"},
+                    {
+                        "role": "assistant",
+                        "tool_calls": [
+                            {"id": "c", "type": "function", "function": {"name": "f", "arguments": "{oops"}}
+                        ],
+                    },
+                ],
+            },
+            "messages[1].tool_calls[0].function.arguments",
+        ),
         ({"model": "m", "messages": [{"role": "user", "content": "x"}], "temperature": 3}, "temperature"),
     ],
-)  # fmt: skip
-def test_bad_requests_get_openai_400_envelopes(fake: FakeAnthropic, proxy: ProxyFactory, payload: dict, param: str) -> None:
+)
+def test_bad_requests_get_openai_400_envelopes(
+    fake: FakeAnthropic, proxy: ProxyFactory, payload: dict, param: str
+) -> None:
     response = httpx.post(f"{proxy()}/v1/chat/completions", json=payload)
     assert response.status_code == 400, response.text
     error = response.json()["error"]
@@ -179,7 +222,9 @@ def test_bad_requests_get_openai_400_envelopes(fake: FakeAnthropic, proxy: Proxy
 
 
 def test_malformed_json_body(proxy: ProxyFactory) -> None:
-    response = httpx.post(f"{proxy()}/v1/chat/completions", content=b"{not json", headers={"content-type": "application/json"})
+    response = httpx.post(
+        f"{proxy()}/v1/chat/completions", content=b"{not json", headers={"content-type": "application/json"}
+    )
     assert response.status_code == 400
     assert response.json()["error"]["code"] == "invalid_json"
 
@@ -235,18 +280,23 @@ def test_unreachable_upstream_is_502_and_missing_credentials_503(proxy: ProxyFac
         assert way in info.value.message
 
 
-def test_oauth_file_bearer_beta_header_and_reread_after_rotation(fake: FakeAnthropic, proxy: ProxyFactory, tmp_path: Path) -> None:
+def test_oauth_file_bearer_beta_header_and_reread_after_rotation(
+    fake: FakeAnthropic, proxy: ProxyFactory, tmp_path: Path
+) -> None:
     creds = tmp_path / "creds.json"
-    doc = {"claudeAiOauth": {"accessToken": "sk-ant-oat01-old", "refreshToken": "r", "expiresAt": 4102444800000},
-           "other": {"kept": True}}  # fmt: skip
+    doc = {
+        "claudeAiOauth": {"accessToken": "sk-ant-oat01-old", "refreshToken": "r", "expiresAt": 4102444800000},
+        "other": {"kept": True},
+    }
     creds.write_text(json.dumps(doc))
     fake.oauth_tokens = {"sk-ant-oat01-old"}
     url = proxy(ANTHROPIC_API_KEY="-", CLAUDE_CREDENTIALS_PATH=str(creds))
     c = client(url)
     c.chat.completions.create(
-        model="claude-sonnet-4-6", messages=[{"role": "user", "content": "x"}],
+        model="claude-sonnet-4-6",
+        messages=[{"role": "user", "content": "x"}],
         extra_headers={"anthropic-beta": "context-1m-2025-08-07"},
-    )  # fmt: skip
+    )
     sent = fake.messages_requests[-1].headers
     assert sent["authorization"] == "Bearer sk-ant-oat01-old"
     assert sent["anthropic-beta"] == "oauth-2025-04-20,context-1m-2025-08-07"
@@ -272,11 +322,15 @@ def test_explicit_access_token_env(fake: FakeAnthropic, proxy: ProxyFactory) -> 
 def test_inbound_keys(fake: FakeAnthropic, proxy: ProxyFactory) -> None:
     url = proxy(PROXY_API_KEYS="key-one, key-two")
     with pytest.raises(openai.AuthenticationError) as info:
-        client(url, "wrong").chat.completions.create(model="claude-sonnet-4-6", messages=[{"role": "user", "content": "x"}])
+        client(url, "wrong").chat.completions.create(
+            model="claude-sonnet-4-6", messages=[{"role": "user", "content": "x"}]
+        )
     assert "key-one" not in info.value.message and "wrong" not in info.value.message
     with pytest.raises(openai.AuthenticationError):
         client(url, "wrong").models.list()
-    out = client(url, "key-two").chat.completions.create(model="claude-sonnet-4-6", messages=[{"role": "user", "content": "x"}])
+    out = client(url, "key-two").chat.completions.create(
+        model="claude-sonnet-4-6", messages=[{"role": "user", "content": "x"}]
+    )
     assert out.choices[0].message.content
     # the client's own key never goes upstream
     assert all("key-two" not in json.dumps(r.headers) for r in fake.requests)
