@@ -1,0 +1,112 @@
+"""Server-sent events: an incremental decoder for what Anthropic sends and the encoder for what clients receive.
+
+No I/O: the caller feeds network chunks in and gets whole events out. Parsing follows the WHATWG event-stream rules
+(https://html.spec.whatwg.org/multipage/server-sent-events.html#event-stream-interpretation):
+- lines end with CRLF, LF or CR, and a chunk may end anywhere (inside a line, between CR and LF, inside a UTF-8
+  character); one leading BOM is dropped;
+- `:` starts a comment; `field: value` loses one leading space after the colon; a line without a colon is a field
+  with an empty value; unknown fields are ignored;
+- `data` lines of one event are joined with `\\n`; a blank line dispatches the event, unless it had no `data` line;
+- `id` sets the last event id, which sticks to later events (an `id` containing NUL is ignored); `retry` must be
+  ASCII digits and is reported on the event it came with;
+- at the end of the stream an event without its closing blank line is dropped.
+
+The buffer holds bytes and only whole lines are decoded, so a multi-byte character split across chunks is never
+seen half (line ends are ASCII and never occur inside a UTF-8 sequence). Invalid UTF-8 becomes U+FFFD, as the
+spec's decoder does.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+_BOM = b"\xef\xbb\xbf"
+
+DONE: bytes = b"data: [DONE]\n\n"
+
+
+def encode_data(payload: bytes) -> bytes:
+    """One SSE event carrying `payload` (compact JSON, so it holds no line break) as its data."""
+    return b"data: " + payload + b"\n\n"
+
+
+@dataclass(frozen=True, slots=True)
+class ServerSentEvent:
+    event: str | None  # None when the event had no (or an empty) `event` field, i.e. the default "message" type
+    data: str
+    id: str | None = None
+    retry: int | None = None
+
+
+class SSEDecoder:
+    """Turns a byte stream, chunked in any way, into events. One decoder per stream."""
+
+    __slots__ = ("_bom_checked", "_buf", "_data", "_event", "_last_id", "_retry", "_skip_lf")
+
+    def __init__(self) -> None:
+        self._buf = b""
+        self._bom_checked = False
+        self._skip_lf = False  # the previous chunk ended with CR: a LF at the start of the next one ends no line
+        self._data: list[str] = []
+        self._event: str | None = None
+        self._last_id: str | None = None
+        self._retry: int | None = None
+
+    def feed(self, chunk: bytes) -> list[ServerSentEvent]:
+        """Add bytes; return the events they complete (often none)."""
+        if not chunk:
+            return []
+        if self._skip_lf:
+            self._skip_lf = False
+            if chunk[:1] == b"\n":
+                chunk = chunk[1:]
+        buf = self._buf + chunk if self._buf else chunk
+        if not self._bom_checked:
+            if len(buf) < len(_BOM) and _BOM.startswith(buf):
+                self._buf = buf
+                return []
+            self._bom_checked = True
+            if buf.startswith(_BOM):
+                buf = buf[len(_BOM) :]
+        if b"\r" in buf:
+            if buf.endswith(b"\r"):
+                self._skip_lf = True
+            buf = buf.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+        if b"\n" not in buf:
+            self._buf = buf
+            return []
+        *lines, self._buf = buf.split(b"\n")
+        events: list[ServerSentEvent] = []
+        for line in lines:
+            if not line:
+                if self._data:
+                    events.append(ServerSentEvent(self._event, "\n".join(self._data), self._last_id, self._retry))
+                self._data = []
+                self._event = None
+                self._retry = None
+            elif line[0] != 0x3A:  # not a ":" comment
+                self._field(line.decode("utf-8", "replace"))
+        return events
+
+    def flush(self) -> list[ServerSentEvent]:
+        """The stream ended: every complete event was already returned by `feed`; a partial one is dropped."""
+        self._buf = b""
+        self._data = []
+        self._event = None
+        self._retry = None
+        self._skip_lf = False
+        return []
+
+    def _field(self, line: str) -> None:
+        name, colon, value = line.partition(":")
+        if colon and value[:1] == " ":
+            value = value[1:]
+        if name == "data":
+            self._data.append(value)
+        elif name == "event":
+            self._event = value or None
+        elif name == "id":
+            if "\0" not in value:
+                self._last_id = value
+        elif name == "retry" and value.isascii() and value.isdigit():
+            self._retry = int(value)

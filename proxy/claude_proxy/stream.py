@@ -1,0 +1,279 @@
+"""Anthropic Messages stream events -> OpenAI `chat.completion.chunk`s, as a pure state machine.
+
+`feed(event)` takes one parsed event (the JSON of an SSE `data` field) and returns the chunks it produces;
+`finish()` is called once the upstream stream has ended. No I/O, no logging, no globals; events are never mutated.
+The reassembled chunks equal what `translate.to_openai` makes of the same message, non-streamed.
+
+Mapping (Anthropic event -> chunk delta), after the shapes OpenAI itself streams:
+- message_start -> the first chunk, `{"role": "assistant", "content": ""}`; it fixes `id`, `model` and the
+  input-side usage.
+- text_delta -> `content`; thinking_delta -> `reasoning_content`.
+- tool_use block -> one tool call with its own `index` (0, 1, … in order of the calls, not the block index): `id`,
+  `type`, `function.name` and empty `arguments` on content_block_start, then every non-empty partial_json as an
+  `arguments` fragment. A call that streamed no input gets its whole input (`{}` when empty) when it ends, so the
+  fragments always concatenate to a JSON object.
+- message_delta -> stop_reason and usage are remembered; message_stop -> `{}` with the mapped `finish_reason`,
+  then, with include_usage, one chunk with `choices: []` and `usage`.
+- error event -> `UpstreamError` with the HTTP status of the error type; a stream that ends without message_stop
+  is an error too (502), never a short success.
+- ping, signature_delta, citations_delta, content_block_stop of text/thinking blocks, and any unknown event, delta
+  or block type produce nothing.
+
+json_object mode (`json_tool` set): the forced tool's input is the answer, so its fragments are streamed as
+`content`. Text a client has received cannot be taken back, and `to_openai` drops text written before the tool, so
+text blocks are held back until it is known whether the tool comes: dropped when it does, sent just before the
+finish chunk when it never does. Anthropic forces the tool by prefilling the turn, so in practice no text precedes it
+and nothing is delayed. Text after the tool is dropped: the JSON already sent is the answer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from claude_proxy.errors import UpstreamError, upstream_error
+from claude_proxy.translate import completion_id, map_finish_reason, map_usage, tool_arguments
+
+# Anthropic error type -> the HTTP status it is sent with outside a stream (reference: Anthropic API errors).
+_ERROR_STATUS = {
+    "invalid_request_error": 400,
+    "authentication_error": 401,
+    "billing_error": 402,
+    "permission_error": 403,
+    "not_found_error": 404,
+    "request_too_large": 413,
+    "rate_limit_error": 429,
+    "api_error": 500,
+    "timeout_error": 504,
+    "overloaded_error": 529,
+}
+
+_USAGE_KEYS = ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens", "output_tokens")
+
+_TEXT, _THINKING, _TOOL, _JSON = "text", "thinking", "tool", "json"
+
+
+class _Block:
+    """An open content block, by its Anthropic index."""
+
+    __slots__ = ("call", "input", "kind", "streamed")
+
+    def __init__(self, kind: str, call: int = -1, input: Any = None) -> None:
+        self.kind = kind
+        self.call = call  # tool call index in the OpenAI stream
+        self.input = input  # tool input given on content_block_start
+        self.streamed = False  # a non-empty input fragment was sent
+
+
+def _error_status(event: Mapping[str, Any]) -> int:
+    error = event.get("error")
+    etype = error.get("type") if isinstance(error, Mapping) else None
+    return _ERROR_STATUS.get(etype, 500) if isinstance(etype, str) else 500
+
+
+class StreamTranslator:
+    def __init__(self, *, model: str, created: int, include_usage: bool, json_tool: str | None = None) -> None:
+        self._model = model
+        self._created = created
+        self._include_usage = include_usage
+        self._json_tool = json_tool
+        self._id = completion_id(None)
+        self._started = False
+        self._done = False
+        self._usage_sent = False
+        self._usage: dict[str, Any] = {}
+        self._stop_reason: str | None = None
+        self._blocks: dict[int, _Block] = {}
+        self._calls = 0  # tool calls announced so far
+        self._held: list[str] = []  # json_object mode: text waiting to learn whether the json tool comes
+        self._json_seen = False
+
+    @property
+    def done(self) -> bool:
+        """message_stop was seen."""
+        return self._done
+
+    # ---- chunks ----------------------------------------------------------------------------------------------------
+
+    def _chunk(self, delta: dict[str, Any], finish_reason: str | None = None) -> dict[str, Any]:
+        return {
+            "id": self._id,
+            "object": "chat.completion.chunk",
+            "created": self._created,
+            "model": self._model,
+            "system_fingerprint": None,
+            "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}],
+        }
+
+    def _start(self, out: list[dict[str, Any]]) -> None:
+        if not self._started:
+            self._started = True
+            out.append(self._chunk({"role": "assistant", "content": ""}))
+
+    def _arguments(self, out: list[dict[str, Any]], block: _Block, fragment: str) -> None:
+        block.streamed = True
+        if block.kind == _JSON:
+            out.append(self._chunk({"content": fragment}))
+        else:
+            out.append(self._chunk({"tool_calls": [{"index": block.call, "function": {"arguments": fragment}}]}))
+
+    def _close(self, out: list[dict[str, Any]], index: int) -> None:
+        block = self._blocks.pop(index, None)
+        if block is not None and block.kind in (_TOOL, _JSON) and not block.streamed:
+            self._arguments(out, block, tool_arguments(block.input))
+
+    # ---- events ----------------------------------------------------------------------------------------------------
+
+    def feed(self, event: Mapping[str, Any]) -> list[dict[str, Any]]:
+        """One Anthropic stream event -> the chunks it produces (0..n)."""
+        out: list[dict[str, Any]] = []
+        if self._done:
+            return out
+        kind = event.get("type")
+        if kind == "content_block_delta":
+            self._delta(out, event)
+        elif kind == "content_block_start":
+            self._block_start(out, event)
+        elif kind == "content_block_stop":
+            index = event.get("index")
+            if isinstance(index, int):
+                self._close(out, index)
+        elif kind == "message_start":
+            self._message_start(out, event)
+        elif kind == "message_delta":
+            self._message_delta(event)
+        elif kind == "message_stop":
+            self._message_stop(out)
+        elif kind == "error":
+            raise upstream_error(_error_status(event), event, None)
+        return out
+
+    def _message_start(self, out: list[dict[str, Any]], event: Mapping[str, Any]) -> None:
+        if self._started:
+            return
+        message = event.get("message")
+        if isinstance(message, Mapping):
+            message_id = message.get("id")
+            self._id = completion_id(message_id if isinstance(message_id, str) else None)
+            model = message.get("model")
+            if isinstance(model, str) and model:
+                self._model = model
+            self._merge_usage(message.get("usage"))
+        self._start(out)
+
+    def _block_start(self, out: list[dict[str, Any]], event: Mapping[str, Any]) -> None:
+        index, block = event.get("index"), event.get("content_block")
+        if not isinstance(index, int) or not isinstance(block, Mapping):
+            return
+        self._start(out)
+        btype = block.get("type")
+        if btype == "text":
+            self._blocks[index] = _Block(_TEXT)
+            self._text(out, block.get("text"))
+        elif btype == "thinking":
+            self._blocks[index] = _Block(_THINKING)
+            self._thinking(out, block.get("thinking"))
+        elif btype == "tool_use":
+            name = block.get("name") if isinstance(block.get("name"), str) else ""
+            if self._json_tool is not None and name == self._json_tool:
+                self._json_seen = True
+                self._held = []
+                self._blocks[index] = _Block(_JSON, input=block.get("input"))
+                return
+            call = self._calls
+            self._calls += 1
+            self._blocks[index] = _Block(_TOOL, call, block.get("input"))
+            tool_id = block.get("id")
+            head = {
+                "index": call,
+                "id": tool_id if isinstance(tool_id, str) and tool_id else f"call_{call}",
+                "type": "function",
+                "function": {"name": name, "arguments": ""},
+            }
+            out.append(self._chunk({"tool_calls": [head]}))
+
+    def _delta(self, out: list[dict[str, Any]], event: Mapping[str, Any]) -> None:
+        delta = event.get("delta")
+        if not isinstance(delta, Mapping):
+            return
+        dtype = delta.get("type")
+        if dtype == "text_delta":
+            self._start(out)
+            self._text(out, delta.get("text"))
+        elif dtype == "thinking_delta":
+            self._start(out)
+            self._thinking(out, delta.get("thinking"))
+        elif dtype == "input_json_delta":
+            index, fragment = event.get("index"), delta.get("partial_json")
+            block = self._blocks.get(index) if isinstance(index, int) else None
+            if block is not None and block.kind in (_TOOL, _JSON) and isinstance(fragment, str) and fragment:
+                self._arguments(out, block, fragment)
+
+    def _text(self, out: list[dict[str, Any]], text: Any) -> None:
+        if not isinstance(text, str) or not text:
+            return
+        if self._json_tool is None:
+            out.append(self._chunk({"content": text}))
+        elif not self._json_seen:
+            self._held.append(text)
+
+    def _thinking(self, out: list[dict[str, Any]], thinking: Any) -> None:
+        if isinstance(thinking, str) and thinking:
+            out.append(self._chunk({"reasoning_content": thinking}))
+
+    def _merge_usage(self, usage: Any) -> None:
+        if isinstance(usage, Mapping):
+            for key in _USAGE_KEYS:
+                value = usage.get(key)
+                if value is not None:
+                    self._usage[key] = value
+
+    def _message_delta(self, event: Mapping[str, Any]) -> None:
+        delta = event.get("delta")
+        if isinstance(delta, Mapping) and isinstance(delta.get("stop_reason"), str):
+            self._stop_reason = delta["stop_reason"]
+        self._merge_usage(event.get("usage"))
+
+    def _message_stop(self, out: list[dict[str, Any]]) -> None:
+        self._done = True
+        self._start(out)
+        for index in list(self._blocks):  # blocks a max_tokens cut left open
+            self._close(out, index)
+        if self._held:
+            out.append(self._chunk({"content": "".join(self._held)}))
+            self._held = []
+        finish = map_finish_reason(self._stop_reason)
+        if finish == "tool_calls" and not self._calls:
+            finish = "stop"
+        out.append(self._chunk({}, finish))
+        out.extend(self._usage_chunk())
+
+    def _usage_chunk(self) -> list[dict[str, Any]]:
+        if not self._include_usage or self._usage_sent:
+            return []
+        self._usage_sent = True
+        return [
+            {
+                "id": self._id,
+                "object": "chat.completion.chunk",
+                "created": self._created,
+                "model": self._model,
+                "system_fingerprint": None,
+                "choices": [],
+                "usage": map_usage(self._usage),
+            }
+        ]
+
+    def finish(self) -> list[dict[str, Any]]:
+        """The upstream stream ended: the chunks still owed, or UpstreamError when it ended before message_stop.
+
+        The finish and usage chunks already go out with message_stop, so after a complete stream this is empty.
+        """
+        if not self._done:
+            raise UpstreamError(
+                "Anthropic API stream ended before the message was complete",
+                status=502,
+                type="upstream_error",
+                code="incomplete_stream",
+            )
+        return self._usage_chunk()
