@@ -2,31 +2,90 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hmac
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
+import anyio
 import httpx
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import Response
+from fastapi.responses import Response, StreamingResponse
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import Receive, Scope, Send
 
 from claude_proxy import __version__
 from claude_proxy.config import Settings
 from claude_proxy.credentials import CredentialResolver
 from claude_proxy.errors import InvalidRequest, ProxyError, Unauthorized
+from claude_proxy.relay import StreamRelay
+from claude_proxy.stream import StreamTranslator
 from claude_proxy.translate import Options, to_anthropic, to_openai
-from claude_proxy.upstream import Upstream
+from claude_proxy.upstream import RetryPolicy, Upstream
 from claude_proxy.wire import ChatRequest
 
 log = logging.getLogger("claude_proxy")
+T = TypeVar("T")
+SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
+
+
+class ClientGone(ProxyError):
+    """The client disconnected before the answer was ready (never delivered; 499 as nginx logs it)."""
+
+    status = 499
+    type = "client_closed_request"
+
+
+async def _disconnected(request: Request) -> None:
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
+async def until_disconnect(request: Request, work: Callable[[], Awaitable[T]]) -> T:
+    """Run `work`, cancelling it (and so closing its upstream request) as soon as the client disconnects."""
+    task = asyncio.ensure_future(work())
+    watcher = asyncio.ensure_future(_disconnected(request))
+    try:
+        await asyncio.wait((task, watcher), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        if not task.done():
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        watcher.cancel()
+    if task.cancelled():
+        raise ClientGone("client disconnected")
+    return task.result()
+
+
+class SSEResponse(StreamingResponse):
+    """A streaming response that notices a client disconnect at once, even while the upstream is silent, and always
+    closes its body iterator (which closes the upstream stream)."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        async def listen(group: anyio.abc.TaskGroup) -> None:
+            while (await receive())["type"] != "http.disconnect":
+                pass
+            group.cancel_scope.cancel()
+
+        try:
+            async with anyio.create_task_group() as group:
+                group.start_soon(listen, group)
+                with contextlib.suppress(OSError):  # the client went away while we were writing
+                    await self.stream_response(send)
+                group.cancel_scope.cancel()
+        finally:
+            aclose = getattr(self.body_iterator, "aclose", None)
+            if aclose is not None:
+                with anyio.CancelScope(shield=True):
+                    await aclose()
 
 
 def json_response(payload: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -82,8 +141,14 @@ def create_app(
             log.warning("PROXY_API_KEYS is not set: /v1 endpoints accept requests without a key")
         timeout = httpx.Timeout(connect=settings.connect_timeout, read=settings.read_timeout, write=60.0, pool=30.0)
         limits = httpx.Limits(max_connections=None, max_keepalive_connections=200, keepalive_expiry=60)
+        stream_timeout = httpx.Timeout(
+            connect=settings.connect_timeout, read=settings.stream_idle_timeout, write=60.0, pool=30.0
+        )
+        retry = RetryPolicy(max_retries=settings.max_retries, max_wait=settings.retry_max_wait)
         async with httpx.AsyncClient(timeout=timeout, limits=limits, transport=transport) as client:
-            app.state.upstream = Upstream(client, settings.base_url, resolver)
+            app.state.upstream = Upstream(
+                client, settings.base_url, resolver, retry=retry, stream_timeout=stream_timeout
+            )
             yield
 
     app = FastAPI(
@@ -145,11 +210,27 @@ def create_app(
         except ValidationError as exc:
             raise _validation_error(exc) from None
         translation = to_anthropic(chat, options)
-        if chat.stream:
-            raise InvalidRequest("streaming is not supported yet", param="stream")
         upstream: Upstream = request.app.state.upstream
-        message, headers = await upstream.create_message(translation.body, request.headers.get("anthropic-beta"))
-        body = to_openai(message, model=translation.model, created=int(clock()), json_tool=translation.json_tool)
+        betas = request.headers.get("anthropic-beta")
+        created = int(clock())
+        if chat.stream:
+            include_usage = bool(chat.stream_options and chat.stream_options.include_usage)
+            relay = StreamRelay(
+                upstream,
+                orjson.dumps({**translation.body, "stream": True}),
+                betas,
+                lambda: StreamTranslator(
+                    model=translation.model,
+                    created=created,
+                    include_usage=include_usage,
+                    json_tool=translation.json_tool,
+                ),
+                idle_timeout=settings.stream_idle_timeout,
+            )
+            await until_disconnect(request, relay.start)
+            return SSEResponse(relay.__aiter__(), media_type="text/event-stream", headers=SSE_HEADERS)
+        message, headers = await until_disconnect(request, lambda: upstream.create_message(translation.body, betas))
+        body = to_openai(message, model=translation.model, created=created, json_tool=translation.json_tool)
         out_headers = {"x-upstream-request-id": headers["request-id"]} if "request-id" in headers else None
         return json_response(body, headers=out_headers)
 

@@ -541,7 +541,7 @@ def to_openai(message: Mapping[str, Any], *, model: str, created: int, json_tool
     texts: list[str] = []
     reasoning: list[str] = []
     tool_calls: list[ToolCallOut] = []
-    answered_by_json_tool = False
+    json_answer: str | None = None
     for block in message.get("content") or ():
         kind = block.get("type")
         if kind == "text":
@@ -550,8 +550,8 @@ def to_openai(message: Mapping[str, Any], *, model: str, created: int, json_tool
             reasoning.append(block.get("thinking") or "")
         elif kind == "tool_use":
             if json_tool is not None and block.get("name") == json_tool:
-                texts.append(tool_arguments(block.get("input")))
-                answered_by_json_tool = True
+                if json_answer is None:
+                    json_answer = tool_arguments(block.get("input"))
                 continue
             tool_calls.append(
                 {
@@ -560,8 +560,8 @@ def to_openai(message: Mapping[str, Any], *, model: str, created: int, json_tool
                     "function": {"name": block.get("name") or "", "arguments": tool_arguments(block.get("input"))},
                 }
             )
-    if answered_by_json_tool:
-        texts = texts[-1:]  # the tool's JSON is the answer; any preamble text would make it invalid JSON
+    if json_answer is not None:
+        texts = [json_answer]  # the tool's JSON is the answer; any other text would make it invalid JSON
     finish = map_finish_reason(message.get("stop_reason"))
     if finish == "tool_calls" and not tool_calls:
         finish = "stop"

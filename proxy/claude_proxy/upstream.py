@@ -1,22 +1,32 @@
-"""The only I/O seam towards Anthropic: one shared httpx.AsyncClient, auth headers, error mapping.
+"""The only I/O seam towards Anthropic: one shared httpx.AsyncClient, auth headers, retries, error mapping.
 
 The client is created by the app's lifespan and handed in, so tests pass a transport or point the base URL at a
 fake server. The proxy never refreshes OAuth tokens itself (that is `claude-proxy refresh`'s job); it re-reads the
 credentials file when it changed, and once more after a 401 in case the file was rewritten since.
+
+Retries cover 429, 529, 500/502/503/504 and connection failures, with jittered exponential backoff that honours
+`retry-after`/`retry-after-ms` and `x-should-retry`, bounded in attempts and in total wait. They happen only before
+anything was sent to the client: the streaming relay calls `open_stream` again only while it has sent nothing.
 """
 
 from __future__ import annotations
 
+import asyncio
+import email.utils
 import logging
-from collections.abc import Mapping, Sequence
+import random
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
 import orjson
 
-from claude_proxy.credentials import Credential, CredentialResolver, CredentialsError
+from claude_proxy.credentials import Credential, CredentialKind, CredentialResolver, CredentialsError
 from claude_proxy.errors import (
     CredentialsUnavailable,
+    ProxyError,
     UpstreamError,
     UpstreamTimeout,
     UpstreamUnavailable,
@@ -27,6 +37,7 @@ log = logging.getLogger("claude_proxy.upstream")
 
 ANTHROPIC_VERSION = "2023-06-01"
 OAUTH_BETA = "oauth-2025-04-20"
+RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504, 529})
 
 
 def merge_betas(*groups: Sequence[str] | str | None) -> str:
@@ -52,18 +63,98 @@ def build_headers(credential: Credential, client_betas: str | None = None) -> di
     return headers
 
 
-def _parse_error_body(response: httpx.Response) -> Any:
+def retry_after_seconds(headers: Mapping[str, str] | None, now: float | None = None) -> float | None:
+    """The server's retry hint in seconds: `retry-after-ms`, then `retry-after` (seconds or an HTTP date)."""
+    if not headers:
+        return None
+    raw_ms = headers.get("retry-after-ms")
+    if raw_ms:
+        try:
+            return max(0.0, float(raw_ms) / 1000)
+        except ValueError:
+            pass
+    raw = headers.get("retry-after")
+    if not raw:
+        return None
     try:
-        return orjson.loads(response.content)
+        return max(0.0, float(raw))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(raw)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+@dataclass
+class RetryPolicy:
+    """Bounded, jittered exponential backoff. `max_retries=0` disables retrying."""
+
+    max_retries: int = 2
+    base_delay: float = 0.5
+    max_delay: float = 8.0
+    max_wait: float = 30.0
+    rng: Callable[[], float] = field(default=random.random, repr=False)
+
+    def delay(self, retry: int, hint: float | None, waited: float) -> float | None:
+        """Seconds to sleep before retry number `retry` (1-based), or None when no retry should happen."""
+        if retry > self.max_retries:
+            return None
+        if hint is not None:
+            wait = hint
+        else:
+            wait = min(self.max_delay, self.base_delay * 2 ** (retry - 1)) * (0.5 + self.rng() / 2)
+        if waited + wait > self.max_wait:
+            return None
+        return wait
+
+
+def should_retry(status: int, headers: Mapping[str, str]) -> bool:
+    hint = headers.get("x-should-retry")
+    if hint == "true":
+        return True
+    if hint == "false":
+        return False
+    return status in RETRYABLE_STATUS
+
+
+def _parse_error_body(content: bytes) -> Any:
+    try:
+        return orjson.loads(content)
     except orjson.JSONDecodeError:
         return None
 
 
+def _transport_error(exc: httpx.TransportError) -> ProxyError:
+    if isinstance(exc, httpx.TimeoutException):
+        return UpstreamTimeout("Anthropic API did not answer in time", code="upstream_timeout")
+    return UpstreamUnavailable(f"Anthropic API is unreachable ({type(exc).__name__})", code="upstream_unavailable")
+
+
+def _retryable_transport(exc: httpx.TransportError) -> bool:
+    # A read timeout means the upstream is generating slowly or stalled: retrying would start the work again.
+    return not isinstance(exc, httpx.ReadTimeout | httpx.WriteTimeout | httpx.PoolTimeout)
+
+
 class Upstream:
-    def __init__(self, client: httpx.AsyncClient, base_url: str, resolver: CredentialResolver) -> None:
+    def __init__(
+        self,
+        client: httpx.AsyncClient,
+        base_url: str,
+        resolver: CredentialResolver,
+        *,
+        retry: RetryPolicy | None = None,
+        stream_timeout: httpx.Timeout | None = None,
+        sleep: Callable[[float], Any] = asyncio.sleep,
+    ) -> None:
         self.client = client
         self.base_url = base_url.rstrip("/")
         self.resolver = resolver
+        self.retry = retry or RetryPolicy()
+        self.stream_timeout = stream_timeout
+        self.sleep = sleep
+        self.retries = 0  # total retries performed (for metrics)
 
     def credential(self) -> Credential:
         try:
@@ -71,42 +162,90 @@ class Upstream:
         except CredentialsError as exc:
             raise CredentialsUnavailable(str(exc), code="credentials_unavailable") from None
 
-    async def _post(self, path: str, body: bytes, credential: Credential, client_betas: str | None) -> httpx.Response:
-        try:
-            return await self.client.post(
-                f"{self.base_url}{path}", content=body, headers=build_headers(credential, client_betas)
+    async def backoff(self, retry: int, hint: float | None, waited: float, why: str) -> float | None:
+        """Sleep before a retry if the policy allows it; returns the seconds slept, or None to give up."""
+        wait = self.retry.delay(retry, hint, waited)
+        if wait is None:
+            return None
+        self.retries += 1
+        log.info("upstream %s; retry %d/%d in %.2fs", why, retry, self.retry.max_retries, wait)
+        await self.sleep(wait)
+        return wait
+
+    async def _send(self, body: bytes, client_betas: str | None, *, stream: bool) -> httpx.Response:
+        """One POST /v1/messages, with the 401 re-read of a rewritten credentials file. Errors are not raised here."""
+        credential = self.credential()
+        for attempt in range(2):
+            request = self.client.build_request(
+                "POST",
+                f"{self.base_url}/v1/messages",
+                content=body,
+                headers=build_headers(credential, client_betas),
+                timeout=self.stream_timeout if stream and self.stream_timeout else httpx.USE_CLIENT_DEFAULT,
             )
-        except httpx.TimeoutException:
-            raise UpstreamTimeout("Anthropic API did not answer in time", code="upstream_timeout") from None
-        except httpx.TransportError as exc:
-            raise UpstreamUnavailable(
-                f"Anthropic API is unreachable ({type(exc).__name__})", code="upstream_unavailable"
-            ) from None
+            response = await self.client.send(request, stream=stream)
+            if response.status_code != 401 or credential.kind is not CredentialKind.OAUTH_FILE or attempt:
+                return response
+            self.resolver.invalidate()
+            fresh = self.credential()
+            if fresh.token == credential.token:
+                return response
+            await response.aclose()
+            log.info("upstream answered 401; retrying once with the credentials file's newer token")
+            credential = fresh
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def send_with_retries(self, body: bytes, client_betas: str | None, *, stream: bool) -> httpx.Response:
+        """POST /v1/messages until a non-retryable answer; returns a 2xx response (streaming responses open)."""
+        waited = 0.0
+        retry = 0
+        while True:
+            try:
+                response = await self._send(body, client_betas, stream=stream)
+            except httpx.TransportError as exc:
+                error = _transport_error(exc)
+                slept = (
+                    await self.backoff(retry + 1, None, waited, f"transport error {type(exc).__name__}")
+                    if _retryable_transport(exc)
+                    else None
+                )
+                if slept is None:
+                    raise error from None
+                waited += slept
+                retry += 1
+                continue
+            if response.status_code < 400:
+                return response
+            content = await response.aread()
+            await response.aclose()
+            error = upstream_error(response.status_code, _parse_error_body(content), response.headers)
+            if should_retry(response.status_code, response.headers):
+                hint = retry_after_seconds(response.headers)
+                slept = await self.backoff(retry + 1, hint, waited, f"answered HTTP {response.status_code}")
+                if slept is not None:
+                    waited += slept
+                    retry += 1
+                    continue
+            raise error
 
     async def create_message(
         self, body: Mapping[str, Any], client_betas: str | None = None
     ) -> tuple[dict[str, Any], httpx.Headers]:
         """POST /v1/messages (non-streaming); returns the parsed message and the response headers."""
-        payload = orjson.dumps(body)
-        credential = self.credential()
-        response = await self._post("/v1/messages", payload, credential, client_betas)
-        if response.status_code == 401 and credential.kind.value == "oauth_file":
-            self.resolver.invalidate()
-            fresh = self.credential()
-            if fresh.token != credential.token:
-                log.info("upstream answered 401; retrying once with the credentials file's newer token")
-                response = await self._post("/v1/messages", payload, fresh, client_betas)
-        if response.status_code >= 400:
-            raise upstream_error(response.status_code, _parse_error_body(response), response.headers)
+        response = await self.send_with_retries(orjson.dumps(body), client_betas, stream=False)
         try:
             message = orjson.loads(response.content)
         except orjson.JSONDecodeError:
             raise UpstreamError(
                 "Anthropic API returned a response that is not JSON", status=502, type="upstream_error"
             ) from None
-        if not isinstance(message, dict):
+        if not isinstance(message, dict) or not isinstance(message.get("content"), list):
             raise UpstreamError("Anthropic API returned an unexpected response", status=502, type="upstream_error")
         return message, response.headers
+
+    async def open_stream(self, body: bytes, client_betas: str | None = None) -> httpx.Response:
+        """POST /v1/messages with stream: true; the caller reads the open response and must close it."""
+        return await self.send_with_retries(body, client_betas, stream=True)
 
     async def list_models(self) -> list[dict[str, Any]]:
         """GET /v1/models, all pages (bounded)."""
@@ -118,12 +257,10 @@ class Upstream:
                 response = await self.client.get(
                     f"{self.base_url}/v1/models", params=params, headers=build_headers(credential)
                 )
-            except httpx.TimeoutException:
-                raise UpstreamTimeout("Anthropic API did not answer in time") from None
             except httpx.TransportError as exc:
-                raise UpstreamUnavailable(f"Anthropic API is unreachable ({type(exc).__name__})") from None
+                raise _transport_error(exc) from None
             if response.status_code >= 400:
-                raise upstream_error(response.status_code, _parse_error_body(response), response.headers)
+                raise upstream_error(response.status_code, _parse_error_body(response.content), response.headers)
             page = orjson.loads(response.content)
             models.extend(m for m in page.get("data", []) if isinstance(m, dict) and isinstance(m.get("id"), str))
             if not page.get("has_more") or not page.get("last_id"):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+import socket
 import threading
 import time
 from collections import deque
@@ -389,6 +390,7 @@ class FakeAnthropic:
         self.replies: deque[Reply] = deque()
         self.stream_delay = 0.0  # seconds between SSE events
         self.disconnects = 0  # streams whose client went away before the end
+        self.abandoned = 0  # non-streamed requests whose client went away before the answer was ready
         self.open_streams = 0
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
@@ -512,6 +514,11 @@ class FakeAnthropic:
                     reply: Any = fake.replies.popleft() if fake.replies else None
                 if callable(reply):
                     reply = reply(record)
+                    if self._peer_closed():
+                        with fake._lock:
+                            fake.abandoned += 1
+                        self.close_connection = True
+                        return None
                 if reply is None:
                     reply = message(text("Hello from the fake."))
                 if isinstance(reply, ErrorReply):
@@ -529,6 +536,15 @@ class FakeAnthropic:
                     return self._send_json(200, reply)
                 return self._stream(reply)
 
+            def _peer_closed(self) -> bool:
+                """True when the client has closed its end (it gave up on this request)."""
+                try:
+                    return self.connection.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+                except BlockingIOError:
+                    return False
+                except OSError:
+                    return True
+
             def _stream(self, reply: dict[str, Any]) -> None:
                 self.send_response(200)
                 self.send_header("content-type", "text/event-stream")
@@ -542,6 +558,13 @@ class FakeAnthropic:
                 try:
                     events = reply["_events"] if "_events" in reply else render_sse(reply)
                     for chunk in events:
+                        if isinstance(chunk, int | float):  # a pause scripted inside the stream
+                            deadline = time.monotonic() + chunk
+                            while time.monotonic() < deadline:
+                                if self._peer_closed():
+                                    raise ConnectionResetError("client closed the stream during a pause")
+                                time.sleep(0.01)
+                            continue
                         if fake.stream_delay:
                             time.sleep(fake.stream_delay)
                         self.wfile.write(chunk)

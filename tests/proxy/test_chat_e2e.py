@@ -256,7 +256,9 @@ def test_upstream_errors_keep_status_message_and_request_id(
 ) -> None:
     fake.script(ErrorReply(status, etype, f"upstream says {etype}", headers={"retry-after": "7"}))
     with pytest.raises(exc) as info:
-        client(proxy()).chat.completions.create(model="claude-sonnet-4-6", messages=[{"role": "user", "content": "x"}])
+        client(proxy(PROXY_MAX_RETRIES="0")).chat.completions.create(
+            model="claude-sonnet-4-6", messages=[{"role": "user", "content": "x"}]
+        )
     err = info.value
     assert isinstance(err, openai.APIStatusError)
     assert err.status_code == status

@@ -521,3 +521,17 @@ def test_json_tool_answer_becomes_content() -> None:
     assert out["choices"][0]["message"]["content"] == '{"a":[1]}'
     assert out["choices"][0]["finish_reason"] == "stop"
     assert "tool_calls" not in out["choices"][0]["message"]
+
+
+def test_json_tool_answer_wins_over_text_after_it() -> None:
+    out = to_openai(
+        anthropic_message(
+            {"type": "tool_use", "id": "t", "name": "json_response", "input": {"a": 1}},
+            {"type": "text", "text": "trailing"},
+            stop="tool_use",
+        ),
+        model="m",
+        created=0,
+        json_tool="json_response",
+    )
+    assert out["choices"][0]["message"]["content"] == '{"a":1}'
