@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run test lint typecheck clean
+.PHONY: install run test lint typecheck bench clean
 
 install: $(STAMP)
 
@@ -22,9 +22,16 @@ run: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest
 
+## bench: the proxy against the upstream called directly, one table (stored in bench/results/); not a test
+bench: $(STAMP)
+	@command -v wrk >/dev/null || { apt-get install -y -qq wrk >/dev/null 2>&1 || \
+	  { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq wrk >/dev/null 2>&1; }; } || \
+	  echo "wrk could not be installed: the Python load generator will be used"
+	$(BIN)/python -m bench.run $(BENCH_ARGS)
+
 lint: $(STAMP)
-	$(BIN)/ruff check proxy operator tests
-	$(BIN)/ruff format --check proxy operator tests
+	$(BIN)/ruff check proxy operator tests bench
+	$(BIN)/ruff format --check proxy operator tests bench
 	$(BIN)/mypy
 
 clean:

@@ -1,0 +1,1 @@
+"""Benchmark harness: the proxy measured against calling the upstream directly (see bench/run.py)."""

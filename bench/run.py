@@ -1,0 +1,612 @@
+"""`make bench`: the proxy against calling the upstream directly, measured in one run, printed as one table.
+
+Starts the lean upstream (`bench/upstream.py`) and the proxy as users run it (`claude-proxy serve`, pointed at the
+upstream with a dummy key), then measures each figure twice — straight to the upstream, and through the proxy:
+
+- non-streaming requests at concurrency 1, 16 and 64 with `wrk` (a Lua script posts the body); without `wrk`, a
+  Python async load generator takes its place, and the table says so;
+- a 200-delta stream at concurrency 1: time to the first text token and total time; streams/s at concurrency 16;
+- the proxy's resident memory (its whole process tree) after warm-up, after the run, and while 1,000 streams are
+  held open by the upstream, checking that every one of them then completes without an error.
+
+The table goes to stdout and to `bench/results/<UTC time>.md` and `bench/results/latest.md`.
+Run `python -m bench.run --help` for the knobs (durations, `--workers`, where to write).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import resource
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from bench.client import Connection, Result, get, post
+from bench.upstream import DELTAS
+
+HERE = Path(__file__).resolve().parent
+HOST = "127.0.0.1"
+HELD_MODEL = "bench-hold"
+
+_SYSTEM = "You are a concise assistant. Answer in plain prose. " * 6
+_QUESTION = "Summarise the trade-offs between optimistic and pessimistic locking in a relational database. " * 5
+
+
+def openai_body(stream: bool, model: str = "claude-sonnet-4-6") -> bytes:
+    body: dict[str, object] = {
+        "model": model,
+        "messages": [{"role": "system", "content": _SYSTEM}, {"role": "user", "content": _QUESTION}],
+        "max_tokens": 1024,
+        "temperature": 0.7,
+    }
+    if stream:
+        body["stream"] = True
+    return json.dumps(body, separators=(",", ":")).encode()
+
+
+def anthropic_body(stream: bool, model: str = "claude-sonnet-4-6") -> bytes:
+    """What the proxy sends upstream for `openai_body` (the same size and shape), for the direct measurements."""
+    body: dict[str, object] = {
+        "model": model,
+        "max_tokens": 1024,
+        "system": [{"type": "text", "text": _SYSTEM, "cache_control": {"type": "ephemeral"}}],
+        "messages": [
+            {
+                "role": "user",
+                "content": [{"type": "text", "text": _QUESTION, "cache_control": {"type": "ephemeral"}}],
+            }
+        ],
+        "temperature": 0.7,
+    }
+    if stream:
+        body["stream"] = True
+    return json.dumps(body, separators=(",", ":")).encode()
+
+
+ANTHROPIC_HEADERS = "x-api-key: bench-dummy-key\r\nanthropic-version: 2023-06-01\r\n"
+
+
+@dataclass
+class Target:
+    """Where a side is and what it is sent."""
+
+    name: str
+    port: int
+    path: str
+    body: Callable[[bool], bytes]
+    headers: str = ""
+    held_body: bytes = b""
+
+    def request(self, stream: bool) -> bytes:
+        return post(HOST, self.port, self.path, self.body(stream), self.headers)
+
+
+@dataclass
+class Load:
+    rps: float
+    p50: float  # seconds
+    p99: float
+    requests: int
+    errors: int
+
+
+@dataclass
+class Streams:
+    ttft_p50: float
+    ttft_p99: float
+    total_p50: float
+    total_p99: float
+    count: int
+    errors: int
+    per_second: float = 0.0
+
+
+@dataclass
+class Row:
+    figure: str
+    direct: str
+    proxy: str
+    delta: str
+    target: str = ""
+    met: bool | None = None
+    note: str = ""
+
+
+@dataclass
+class Report:
+    rows: list[Row] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+# ---- processes -----------------------------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind((HOST, 0))
+        return int(sock.getsockname()[1])
+
+
+def raise_nofile() -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = hard if hard != resource.RLIM_INFINITY else 65536
+    if soft < want:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+
+
+def proxy_command() -> list[str]:
+    script = Path(sys.executable).parent / "claude-proxy"
+    if script.exists():
+        return [str(script)]
+    found = shutil.which("claude-proxy")
+    if found:
+        return [found]
+    return [sys.executable, "-m", "claude_proxy"]
+
+
+@contextmanager
+def process(cmd: list[str], env: dict[str, str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
+    with log.open("wb") as out:
+        proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def wait_ready(port: int, path: str, proc: subprocess.Popen[bytes], log: Path, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(
+                f"{path} server exited with {proc.returncode}:\n{log.read_text(errors='replace')[-2000:]}"
+            )
+        try:
+            with socket.create_connection((HOST, port), timeout=1) as sock:
+                sock.sendall(get(HOST, port, path).replace(b"\r\n\r\n", b"\r\nconnection: close\r\n\r\n"))
+                if sock.recv(64).startswith(b"HTTP/1.1 200"):
+                    return
+        except OSError:
+            pass
+        time.sleep(0.05)
+    raise RuntimeError(
+        f"server on port {port} not ready after {timeout:g} s:\n{log.read_text(errors='replace')[-2000:]}"
+    )
+
+
+def tree_rss(pid: int) -> int:
+    """Resident memory in bytes of `pid` and all its descendants (workers included)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        children.setdefault(ppid, []).append(int(entry.name))
+    total, todo = 0, [pid]
+    while todo:
+        current = todo.pop()
+        todo.extend(children.get(current, []))
+        try:
+            for line in Path(f"/proc/{current}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1]) * 1024
+        except OSError:
+            continue
+    return total
+
+
+# ---- load ----------------------------------------------------------------------------------------------------------
+
+WRK_SCRIPT = """\
+local f = assert(io.open(os.getenv("BENCH_BODY_FILE"), "rb"))
+wrk.method = "POST"
+wrk.body = f:read("*a")
+f:close()
+wrk.headers["Content-Type"] = "application/json"
+for line in string.gmatch(os.getenv("BENCH_HEADERS") or "", "[^\\n]+") do
+  local name, value = string.match(line, "^([^:]+):%s*(.-)%s*$")
+  if name then wrk.headers[name] = value end
+end
+function done(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format('BENCH {"requests":%d,"duration_us":%d,"errors":%d,"status":%d,"p50":%d,"p99":%d}\\n',
+    summary.requests, summary.duration, e.connect + e.read + e.write + e.timeout, e.status,
+    latency:percentile(50), latency:percentile(99)))
+end
+"""
+
+
+def run_wrk(wrk: str, target: Target, concurrency: int, seconds: float, workdir: Path) -> Load:
+    body_file = workdir / f"{target.name}.json"
+    body_file.write_bytes(target.body(False))
+    script = workdir / "post.lua"
+    script.write_text(WRK_SCRIPT)
+    env = {**os.environ, "BENCH_BODY_FILE": str(body_file), "BENCH_HEADERS": target.headers.replace("\r\n", "\n")}
+    threads = min(concurrency, 2)
+    cmd = [
+        wrk,
+        f"-t{threads}",
+        f"-c{concurrency}",
+        f"-d{max(1, round(seconds))}s",
+        "--timeout",
+        "10s",
+        "-s",
+        str(script),
+    ]
+    out = subprocess.run(
+        [*cmd, f"http://{HOST}:{target.port}{target.path}"], env=env, capture_output=True, text=True, timeout=120
+    )
+    line = next((x for x in out.stdout.splitlines() if x.startswith("BENCH ")), None)
+    if line is None:
+        raise RuntimeError(f"wrk printed no result:\n{out.stdout}\n{out.stderr}")
+    data = json.loads(line[6:])
+    duration = data["duration_us"] / 1e6
+    return Load(
+        rps=data["requests"] / duration if duration else 0.0,
+        p50=data["p50"] / 1e6,
+        p99=data["p99"] / 1e6,
+        requests=data["requests"],
+        errors=data["errors"] + data["status"],
+    )
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q / 100 * len(ordered) + 0.5) - 1))]
+
+
+async def run_python_load(target: Target, concurrency: int, seconds: float) -> Load:
+    """The fallback load generator: `concurrency` keep-alive connections posting back to back for `seconds`."""
+    raw = target.request(False)
+    latencies: list[float] = []
+    errors = 0
+    deadline = time.perf_counter() + seconds
+
+    async def worker() -> None:
+        nonlocal errors
+        conn = await Connection.open(HOST, target.port)
+        try:
+            while time.perf_counter() < deadline:
+                result = await conn.request(raw)
+                if result.status != 200:
+                    errors += 1
+                latencies.append(result.total)
+        finally:
+            conn.close()
+
+    start = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    elapsed = time.perf_counter() - start
+    return Load(len(latencies) / elapsed, percentile(latencies, 50), percentile(latencies, 99), len(latencies), errors)
+
+
+async def run_streams(target: Target, count: int) -> Streams:
+    """`count` streams one after the other on one keep-alive connection."""
+    raw = target.request(True)
+    conn = await Connection.open(HOST, target.port)
+    results: list[Result] = []
+    try:
+        for _ in range(count):
+            results.append(await conn.request(raw))
+    finally:
+        conn.close()
+    return _streams(results)
+
+
+async def run_stream_load(target: Target, concurrency: int, seconds: float) -> Streams:
+    raw = target.request(True)
+    results: list[Result] = []
+    deadline = time.perf_counter() + seconds
+
+    async def worker() -> None:
+        conn = await Connection.open(HOST, target.port)
+        try:
+            while time.perf_counter() < deadline:
+                results.append(await conn.request(raw))
+        finally:
+            conn.close()
+
+    start = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    elapsed = time.perf_counter() - start
+    summary = _streams(results)
+    summary.per_second = sum(1 for r in results if r.ok) / elapsed
+    return summary
+
+
+def _streams(results: list[Result]) -> Streams:
+    good = [r for r in results if r.ok and r.tokens == DELTAS]
+    return Streams(
+        ttft_p50=percentile([r.ttft for r in good], 50),
+        ttft_p99=percentile([r.ttft for r in good], 99),
+        total_p50=percentile([r.total for r in good], 50),
+        total_p99=percentile([r.total for r in good], 99),
+        count=len(results),
+        errors=len(results) - len(good),
+    )
+
+
+async def hold_streams(proxy: Target, upstream_port: int, count: int, measure: Callable[[], int]) -> tuple[int, int]:
+    """Open `count` streams through the proxy, wait until each has its first token, measure, release them all.
+
+    Returns (RSS while held, streams that failed to open or to finish cleanly)."""
+    raw = post(HOST, proxy.port, proxy.path, proxy.held_body, proxy.headers)
+    conns: list[Connection] = []
+    for batch in range(0, count, 100):  # open in batches: a burst of connects can overflow the listen backlog
+        conns += await asyncio.gather(*(Connection.open(HOST, proxy.port) for _ in range(min(100, count - batch))))
+    tasks = [asyncio.ensure_future(conn.request(raw)) for conn in conns]
+    await asyncio.sleep(0)  # let every request start (and create its first-token future)
+    failed = 0
+    try:
+        firsts = [conn.first_token for conn in conns if conn.first_token is not None]
+        waits = [asyncio.ensure_future(_first_or_end(f, t)) for f, t in zip(firsts, tasks, strict=True)]
+        await asyncio.wait_for(asyncio.gather(*waits), 60)
+        await asyncio.sleep(0.2)
+        held_rss = measure()
+        release = await Connection.open(HOST, upstream_port)
+        await release.request(post(HOST, upstream_port, "/bench/release", b"{}"))
+        release.close()
+        for outcome in await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), 60):
+            if not isinstance(outcome, Result) or not outcome.ok or outcome.tokens != DELTAS:
+                failed += 1
+    finally:
+        for conn in conns:
+            conn.close()
+    return held_rss, failed
+
+
+async def _first_or_end(first: asyncio.Future[None], task: asyncio.Future[Result]) -> None:
+    waiting: list[asyncio.Future[object]] = [first, task]  # type: ignore[list-item]
+    await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+
+
+# ---- the run -------------------------------------------------------------------------------------------------------
+
+
+def ms(seconds: float) -> str:
+    return f"{seconds * 1000:.2f} ms"
+
+
+def added(direct: float, proxy: float) -> str:
+    return f"+{(proxy - direct) * 1000:.2f} ms"
+
+
+def mb(value: int) -> str:
+    return f"{value / 1e6:.1f} MB"
+
+
+def check_added(limit_ms: float, direct: float, proxy: float) -> tuple[bool, str]:
+    extra = (proxy - direct) * 1000
+    return extra <= limit_ms, "" if extra <= limit_ms else f"over by {extra - limit_ms:.2f} ms"
+
+
+async def measure(args: argparse.Namespace, direct: Target, proxy: Target, pid: int, upstream_port: int) -> Report:
+    report = Report()
+    wrk = None if args.load_generator == "python" else shutil.which("wrk")
+    if args.load_generator == "wrk" and wrk is None:
+        raise SystemExit("wrk is not installed (apt-get install wrk), and --load-generator wrk was asked for")
+    if wrk is None:
+        report.notes.append(
+            "Non-streaming load came from the Python load generator (`wrk` is not installed): its own cost is in "
+            "both columns, so latencies read higher than with `wrk`."
+        )
+    workdir = Path(tempfile.mkdtemp(prefix="bench-"))
+
+    async def load(target: Target, concurrency: int, seconds: float) -> Load:
+        if wrk is not None:
+            return await asyncio.to_thread(run_wrk, wrk, target, concurrency, seconds, workdir)
+        return await run_python_load(target, concurrency, seconds)
+
+    def rss() -> int:
+        return tree_rss(pid)
+
+    # Warm-up: both paths, both kinds, so imports, pools and caches are in place before anything is measured.
+    for target in (direct, proxy):
+        if args.warmup > 0:
+            await load(target, 16, args.warmup)
+        else:
+            await run_python_load(target, 4, 0.2)
+        await run_streams(target, max(5, args.streams // 4))
+    await asyncio.sleep(0.2)
+    rss_warm = rss()
+
+    for concurrency in (1, 16, 64):
+        d = await load(direct, concurrency, args.duration)
+        p = await load(proxy, concurrency, args.duration)
+        ratio = p.rps / d.rps if d.rps else 0.0
+        row = Row(f"c={concurrency}: requests/s", f"{d.rps:,.0f}", f"{p.rps:,.0f}", f"{ratio:.1%} of direct")
+        if concurrency == 16:
+            row.target, row.met = "≥ 12% of direct", ratio >= 0.12
+            row.note = "" if row.met else f"short by {(0.12 - ratio) * 100:.1f} points"
+        report.rows.append(row)
+        for label, dv, pv, limit in (
+            ("p50", d.p50, p.p50, {1: 0.6}.get(concurrency)),
+            ("p99", d.p99, p.p99, {1: 2.0, 16: 10.0}.get(concurrency)),
+        ):
+            row = Row(f"c={concurrency}: {label} latency", ms(dv), ms(pv), added(dv, pv))
+            if limit is not None:
+                row.met, row.note = check_added(limit, dv, pv)
+                row.target = f"≤ +{limit:g} ms"
+            report.rows.append(row)
+        if d.errors or p.errors:
+            report.notes.append(f"c={concurrency}: {d.errors} errors direct, {p.errors} through the proxy.")
+
+    sd = await run_streams(direct, args.streams)
+    sp = await run_streams(proxy, args.streams)
+    for label, dv, pv, limit in (
+        ("stream c=1: first token p50", sd.ttft_p50, sp.ttft_p50, 1.0),
+        ("stream c=1: first token p99", sd.ttft_p99, sp.ttft_p99, None),
+        (f"stream c=1: {DELTAS}-delta total p50", sd.total_p50, sp.total_p50, 5.0),
+        (f"stream c=1: {DELTAS}-delta total p99", sd.total_p99, sp.total_p99, None),
+    ):
+        row = Row(label, ms(dv), ms(pv), added(dv, pv))
+        if limit is not None:
+            row.met, row.note = check_added(limit, dv, pv)
+            row.target = f"≤ +{limit:g} ms"
+        report.rows.append(row)
+    ld = await run_stream_load(direct, 16, args.duration)
+    lp = await run_stream_load(proxy, 16, args.duration)
+    ratio = lp.per_second / ld.per_second if ld.per_second else 0.0
+    report.rows.append(
+        Row("stream c=16: streams/s", f"{ld.per_second:,.0f}", f"{lp.per_second:,.0f}", f"{ratio:.1%} of direct")
+    )
+    for name, s in (("direct", sd), ("proxy", sp), ("direct c=16", ld), ("proxy c=16", lp)):
+        if s.errors:
+            report.notes.append(f"streams ({name}): {s.errors} of {s.count} did not complete with {DELTAS} tokens.")
+
+    await asyncio.sleep(0.2)
+    rss_run = rss()
+    held_rss, held_failed = await hold_streams(proxy, upstream_port, args.hold, rss)
+    await asyncio.sleep(0.5)
+    rss_after_held = rss()
+
+    growth = rss_run / rss_warm - 1 if rss_warm else 0.0
+    report.rows += [
+        Row(
+            "RSS after warm-up",
+            "—",
+            mb(rss_warm),
+            "",
+            "≤ 80 MB",
+            rss_warm <= 80e6,
+            "" if rss_warm <= 80e6 else f"over by {mb(rss_warm - int(80e6))}",
+        ),
+        Row(
+            "RSS after the run",
+            "—",
+            mb(rss_run),
+            f"{growth:+.1%}",
+            "≤ +10%",
+            growth <= 0.10,
+            "" if growth <= 0.10 else f"over by {(growth - 0.10) * 100:.1f} points",
+        ),
+        Row(
+            f"RSS with {args.hold:,} streams open",
+            "—",
+            mb(held_rss),
+            f"{held_failed} failed",
+            f"{args.hold:,} held, no error",
+            held_failed == 0,
+            "" if not held_failed else f"{held_failed} failed",
+        ),
+        Row(f"RSS after the {args.hold:,} streams closed", "—", mb(rss_after_held), "", ""),
+    ]
+    shutil.rmtree(workdir, ignore_errors=True)
+    return report
+
+
+def render(report: Report, args: argparse.Namespace, elapsed: float, generator: str) -> str:
+    cpu = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    workers = args.workers or 1
+    lines = [
+        f"Run of {when}: {os.cpu_count()} CPUs ({cpu}), Python {platform.python_version()}, "
+        f"proxy with {workers} worker{'s' if workers > 1 else ''}, load generator {generator}, "
+        f"{args.duration:g} s per load figure, {args.streams} streams at c=1, {elapsed:.0f} s in all.",
+        "",
+        "| Figure | Direct to upstream | Through the proxy | Proxy vs direct | Target | Met |",
+        "|---|---:|---:|---:|---|---|",
+    ]
+    for row in report.rows:
+        met = "" if row.met is None else ("yes" if row.met else f"**no** ({row.note})")
+        lines.append(f"| {row.figure} | {row.direct} | {row.proxy} | {row.delta} | {row.target} | {met} |")
+    if report.notes:
+        lines.append("")
+        lines += [f"- {note}" for note in report.notes]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.run", description="benchmark: direct vs through the proxy")
+    parser.add_argument(
+        "--duration", type=float, default=5.0, help="seconds per load figure (default 5; wrk rounds to whole seconds)"
+    )
+    parser.add_argument("--warmup", type=float, default=2.0, help="seconds of warm-up load per side (default 2)")
+    parser.add_argument("--streams", type=int, default=300, help="streams timed one by one at c=1 (default 300)")
+    parser.add_argument("--hold", type=int, default=1000, help="streams held open at once (default 1000)")
+    parser.add_argument("--workers", type=int, default=0, help="claude-proxy serve --workers N (default: its own)")
+    parser.add_argument("--load-generator", choices=("auto", "wrk", "python"), default="auto")
+    parser.add_argument("--results", type=Path, default=HERE / "results", help="where tables are stored")
+    parser.add_argument("--no-save", action="store_true", help="print the table only")
+    args = parser.parse_args(argv)
+
+    raise_nofile()
+    started = time.monotonic()
+    logs = Path(tempfile.mkdtemp(prefix="bench-logs-"))
+    upstream_port, proxy_port = free_port(), free_port()
+    base_env = {k: v for k, v in os.environ.items() if not k.startswith(("ANTHROPIC_", "CLAUDE_", "PROXY_"))}
+    upstream_cmd = [sys.executable, "-m", "bench.upstream", "--port", str(upstream_port)]
+    proxy_env = {
+        **base_env,
+        "ANTHROPIC_BASE_URL": f"http://{HOST}:{upstream_port}",
+        "ANTHROPIC_API_KEY": "bench-dummy-key",
+        "HOME": str(logs),  # no credentials file of the machine's user is ever read
+    }
+    serve = [*proxy_command(), "serve", "--host", HOST, "--port", str(proxy_port)]
+    if args.workers:
+        serve += ["--workers", str(args.workers)]
+    generator = "Python (fallback)" if args.load_generator == "python" or not shutil.which("wrk") else "wrk"
+
+    with (
+        process(upstream_cmd, {**base_env, "PYTHONPATH": str(HERE.parent)}, logs / "upstream.log") as up,
+        process(serve, proxy_env, logs / "proxy.log") as px,
+    ):
+        wait_ready(upstream_port, "/v1/models", up, logs / "upstream.log")
+        wait_ready(proxy_port, "/health", px, logs / "proxy.log")
+        direct = Target("direct", upstream_port, "/v1/messages", anthropic_body, ANTHROPIC_HEADERS)
+        proxy = Target(
+            "proxy", proxy_port, "/v1/chat/completions", openai_body, held_body=openai_body(True, HELD_MODEL)
+        )
+        try:
+            import uvloop
+
+            runner: Callable[..., Report] = uvloop.run
+        except ImportError:
+            runner = asyncio.run
+        report = runner(measure(args, direct, proxy, px.pid, upstream_port))
+    table = render(report, args, time.monotonic() - started, generator)
+    print(table, end="")
+    if not args.no_save:
+        args.results.mkdir(parents=True, exist_ok=True)
+        stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+        (args.results / f"{stamp}.md").write_text(table)
+        (args.results / "latest.md").write_text(table)
+        print(f"\nstored in {args.results / (stamp + '.md')} and {args.results / 'latest.md'}", file=sys.stderr)
+    shutil.rmtree(logs, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,71 @@
+"""Smoke run of the benchmark harness: tiny durations, real processes; checks the table, never the speed."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+FIGURES = [
+    "c=1: requests/s",
+    "c=1: p50 latency",
+    "c=1: p99 latency",
+    "c=16: requests/s",
+    "c=16: p50 latency",
+    "c=16: p99 latency",
+    "c=64: requests/s",
+    "c=64: p50 latency",
+    "c=64: p99 latency",
+    "stream c=1: first token p50",
+    "stream c=1: first token p99",
+    "stream c=1: 200-delta total p50",
+    "stream c=1: 200-delta total p99",
+    "stream c=16: streams/s",
+    "RSS after warm-up",
+    "RSS after the run",
+    "RSS with 40 streams open",
+    "RSS after the 40 streams closed",
+]
+
+
+def _rows(table: str) -> dict[str, list[str]]:
+    rows = {}
+    for line in table.splitlines():
+        if line.startswith("| ") and not line.startswith(("| Figure", "|---")):
+            cells = [cell.strip() for cell in line.strip("|").split("|")]
+            rows[cells[0]] = cells[1:]
+    return rows
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("generator", ["auto", "python"])
+def test_harness_prints_and_stores_the_whole_table(generator: str, tmp_path: Path) -> None:
+    duration = "1" if generator == "auto" else "0.3"
+    out = subprocess.run(
+        [sys.executable, "-m", "bench.run", "--duration", duration, "--warmup", "0", "--streams", "8",
+         "--hold", "40", "--load-generator", generator, "--results", str(tmp_path)],
+        cwd=ROOT, capture_output=True, text=True, timeout=90,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr[-3000:]
+    table = out.stdout
+    rows = _rows(table)
+    assert list(rows) == FIGURES
+    number = re.compile(r"^[\d,]+(\.\d+)?( ms| MB)?$")
+    for figure, (direct, proxy, *_rest) in rows.items():
+        assert number.match(proxy), (figure, proxy)
+        assert direct == "—" if figure.startswith("RSS") else number.match(direct), (figure, direct)
+    # Every relayed stream completed: the held ones are counted, the timed ones would be listed in the notes.
+    assert rows["RSS with 40 streams open"][2] == "0 failed"
+    assert rows["RSS with 40 streams open"][4] == "yes"
+    assert "did not complete" not in table
+    if generator == "python":
+        assert "Python load generator" in table
+    stored = sorted(p.name for p in tmp_path.iterdir())
+    assert len(stored) == 2 and "latest.md" in stored
+    assert (tmp_path / "latest.md").read_text() == table
+    assert all((tmp_path / name).read_text() == table for name in stored)
