@@ -29,6 +29,7 @@ from claude_proxy.errors import InvalidRequest, ProxyError, Unauthorized
 from claude_proxy.relay import StreamRelay
 from claude_proxy.stream import StreamTranslator
 from claude_proxy.translate import Options, to_anthropic, to_openai
+from claude_proxy.transport import LeanTransport, environment_proxy
 from claude_proxy.upstream import RetryPolicy, Upstream
 from claude_proxy.wire import ChatRequest
 
@@ -145,7 +146,8 @@ def create_app(
             connect=settings.connect_timeout, read=settings.stream_idle_timeout, write=60.0, pool=30.0
         )
         retry = RetryPolicy(max_retries=settings.max_retries, max_wait=settings.retry_max_wait)
-        async with httpx.AsyncClient(timeout=timeout, limits=limits, transport=transport) as client:
+        lean = None if transport is not None or environment_proxy(settings.base_url) else LeanTransport()
+        async with httpx.AsyncClient(timeout=timeout, limits=limits, transport=transport or lean) as client:
             app.state.upstream = Upstream(
                 client, settings.base_url, resolver, retry=retry, stream_timeout=stream_timeout
             )
