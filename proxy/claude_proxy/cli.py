@@ -21,16 +21,33 @@ def _serve(args: argparse.Namespace) -> int:
         return 2
     host = args.host or settings.host
     port = args.port or settings.port
+    workers = args.workers or 1
+    if workers < 1:
+        print("claude-proxy: --workers must be at least 1", file=sys.stderr)
+        return 2
+    # Each worker process builds its own app (and upstream pool) from the same environment.
+    app: object = "claude_proxy.app:create_app" if workers > 1 else create_app(settings)
     uvicorn.run(
-        create_app(settings),
+        app,  # type: ignore[arg-type]
+        factory=workers > 1,
+        workers=workers,
         host=host,
         port=port,
+        loop=_installed("uvloop", "uvloop", "asyncio"),
+        http=_installed("httptools", "httptools", "h11"),
         log_level=settings.log_level,
         proxy_headers=False,
         server_header=False,
         timeout_graceful_shutdown=args.graceful_timeout,
     )
     return 0
+
+
+def _installed(module: str, fast: str, fallback: str) -> str:
+    """uvicorn's C-accelerated event loop and HTTP parser when installed (uvicorn[standard]), else the pure ones."""
+    import importlib.util
+
+    return fast if importlib.util.find_spec(module) is not None else fallback
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -40,6 +57,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run the OpenAI-compatible proxy server")
     serve.add_argument("--host", default=None, help="listen address (env HOST, default 0.0.0.0)")
     serve.add_argument("--port", type=int, default=None, help="listen port (env PORT, default 8080)")
+    serve.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="worker processes sharing the port (default 1); up to one per CPU core",
+    )
     serve.add_argument("--graceful-timeout", type=float, default=25.0, help="seconds in-flight requests get on SIGTERM")
     serve.set_defaults(func=_serve)
     return parser

@@ -150,6 +150,7 @@ class Upstream:
     ) -> None:
         self.client = client
         self.base_url = base_url.rstrip("/")
+        self.messages_url = httpx.URL(f"{self.base_url}/v1/messages")  # parsed once, not per request
         self.resolver = resolver
         self.retry = retry or RetryPolicy()
         self.stream_timeout = stream_timeout
@@ -178,7 +179,7 @@ class Upstream:
         for attempt in range(2):
             request = self.client.build_request(
                 "POST",
-                f"{self.base_url}/v1/messages",
+                self.messages_url,
                 content=body,
                 headers=build_headers(credential, client_betas),
                 timeout=self.stream_timeout if stream and self.stream_timeout else httpx.USE_CLIENT_DEFAULT,
