@@ -51,19 +51,34 @@ async def _disconnected(request: Request) -> None:
 
 
 async def until_disconnect(request: Request, work: Callable[[], Awaitable[T]]) -> T:
-    """Run `work`, cancelling it (and so closing its upstream request) as soon as the client disconnects."""
-    task = asyncio.ensure_future(work())
+    """Run `work`, cancelling it (and so closing its upstream request) as soon as the client disconnects.
+
+    The work runs in the request's own task; only the disconnect watcher is a task of its own, which cancels the
+    request's task when the client goes away."""
+    current = asyncio.current_task()
+    assert current is not None
+    state = {"active": True, "gone": False}
+
+    def on_disconnect(watcher: asyncio.Future[None]) -> None:
+        if state["active"] and not watcher.cancelled() and watcher.exception() is None:
+            state["gone"] = True
+            current.cancel()
+
     watcher = asyncio.ensure_future(_disconnected(request))
+    watcher.add_done_callback(on_disconnect)
     try:
-        await asyncio.wait((task, watcher), return_when=asyncio.FIRST_COMPLETED)
+        result = await work()
+    except asyncio.CancelledError:
+        if state["gone"]:
+            current.uncancel()
+            raise ClientGone("client disconnected") from None
+        raise
     finally:
-        if not task.done():
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+        state["active"] = False
         watcher.cancel()
-    if task.cancelled():
-        raise ClientGone("client disconnected")
-    return task.result()
+    if state["gone"]:  # the work swallowed the cancellation: take it back, the task goes on
+        current.uncancel()
+    return result
 
 
 class SSEResponse(StreamingResponse):
@@ -149,7 +164,7 @@ def create_app(
         lean = None if transport is not None or environment_proxy(settings.base_url) else LeanTransport()
         async with httpx.AsyncClient(timeout=timeout, limits=limits, transport=transport or lean) as client:
             app.state.upstream = Upstream(
-                client, settings.base_url, resolver, retry=retry, stream_timeout=stream_timeout
+                client, settings.base_url, resolver, retry=retry, stream_timeout=stream_timeout, transport=lean
             )
             yield
 

@@ -147,8 +147,18 @@ class Upstream:
         retry: RetryPolicy | None = None,
         stream_timeout: httpx.Timeout | None = None,
         sleep: Callable[[float], Any] = asyncio.sleep,
+        transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self.client = client
+        # When the client's transport is handed in too, messages go straight to it: the client's own layers
+        # (cookie jar, redirects, event hooks) are per-request work the proxy has no use for, and a shared cookie
+        # jar would even carry one caller's upstream cookies into another's requests.
+        self.transport = transport
+        self._default_headers = {name.lower(): value for name, value in client.headers.items()}
+        self._timeouts = {
+            False: client.timeout.as_dict(),
+            True: (stream_timeout or client.timeout).as_dict(),
+        }
         self.base_url = base_url.rstrip("/")
         self.messages_url = httpx.URL(f"{self.base_url}/v1/messages")  # parsed once, not per request
         self.resolver = resolver
@@ -177,14 +187,14 @@ class Upstream:
         """One POST /v1/messages, with the 401 re-read of a rewritten credentials file. Errors are not raised here."""
         credential = self.credential()
         for attempt in range(2):
-            request = self.client.build_request(
+            request = httpx.Request(
                 "POST",
                 self.messages_url,
                 content=body,
-                headers=build_headers(credential, client_betas),
-                timeout=self.stream_timeout if stream and self.stream_timeout else httpx.USE_CLIENT_DEFAULT,
+                headers={**self._default_headers, **build_headers(credential, client_betas)},
+                extensions={"timeout": self._timeouts[stream]},
             )
-            response = await self.client.send(request, stream=stream)
+            response = await self._dispatch(request, stream)
             if response.status_code != 401 or credential.kind is not CredentialKind.OAUTH_FILE or attempt:
                 return response
             self.resolver.invalidate()
@@ -195,6 +205,19 @@ class Upstream:
             log.info("upstream answered 401; retrying once with the credentials file's newer token")
             credential = fresh
         raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _dispatch(self, request: httpx.Request, stream: bool) -> httpx.Response:
+        if self.transport is None:
+            return await self.client.send(request, stream=stream)
+        response = await self.transport.handle_async_request(request)
+        response.request = request
+        if not stream:
+            try:
+                await response.aread()
+            except BaseException:
+                await response.aclose()
+                raise
+        return response
 
     async def send_with_retries(self, body: bytes, client_betas: str | None, *, stream: bool) -> httpx.Response:
         """POST /v1/messages until a non-retryable answer; returns a 2xx response (streaming responses open)."""

@@ -43,12 +43,12 @@ def _rows(table: str) -> dict[str, list[str]]:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("generator", ["auto", "python"])
-def test_harness_prints_and_stores_the_whole_table(generator: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize(("generator", "workers"), [("auto", "1"), ("python", "2")])
+def test_harness_prints_and_stores_the_whole_table(generator: str, workers: str, tmp_path: Path) -> None:
     duration = "1" if generator == "auto" else "0.3"
     out = subprocess.run(
         [sys.executable, "-m", "bench.run", "--duration", duration, "--warmup", "0", "--streams", "8",
-         "--hold", "40", "--load-generator", generator, "--results", str(tmp_path)],
+         "--hold", "40", "--load-generator", generator, "--workers", workers, "--results", str(tmp_path)],
         cwd=ROOT, capture_output=True, text=True, timeout=90,
     )  # fmt: skip
     assert out.returncode == 0, out.stderr[-3000:]
@@ -65,6 +65,7 @@ def test_harness_prints_and_stores_the_whole_table(generator: str, tmp_path: Pat
     assert "did not complete" not in table
     if generator == "python":
         assert "Python load generator" in table
+    assert ("proxy with 2 workers" in table) == (workers == "2")
     stored = sorted(p.name for p in tmp_path.iterdir())
     assert len(stored) == 2 and "latest.md" in stored
     assert (tmp_path / "latest.md").read_text() == table
