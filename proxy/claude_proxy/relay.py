@@ -10,6 +10,7 @@ every case, including when the client goes away (the task is cancelled and the c
 
 from __future__ import annotations
 
+import collections
 import logging
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -24,6 +25,7 @@ from claude_proxy.stream import StreamTranslator
 from claude_proxy.upstream import RETRYABLE_STATUS, Upstream
 
 log = logging.getLogger("claude_proxy.relay")
+_SLICE = 4096  # bytes decoded at a time while looking for the next single event
 
 
 def encode_chunks(chunks: list[dict[str, Any]]) -> bytes:
@@ -49,6 +51,81 @@ def _stream_failure(exc: BaseException, idle_timeout: float | None) -> ProxyErro
     raise exc
 
 
+def _parse(data: str) -> dict[str, Any]:
+    try:
+        value = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        raise UpstreamError("Anthropic sent a malformed stream event", status=502, type="upstream_error") from None
+    if not isinstance(value, dict):
+        raise UpstreamError("Anthropic sent a malformed stream event", status=502, type="upstream_error")
+    return value
+
+
+class _Events:
+    """Anthropic's stream events as they arrive, handed out one at a time (`next`) or all that are in (`ready`).
+
+    A network read often holds many events. `next` decodes only a slice of it at a time, so the first event is
+    available without decoding the rest; `ready` takes everything already received, so the relay can answer a read
+    with one write instead of one per event (a write is a system call: per event, they cost more than the rest of
+    the relay together). Nothing that has arrived ever waits for more to arrive.
+    """
+
+    def __init__(self, response: httpx.Response) -> None:
+        self._raw = response.aiter_raw()
+        self._decoder = SSEDecoder()
+        self._pending: collections.deque[str] = collections.deque()
+        self._rest = b""
+        self._ended = False
+
+    def _decode(self, data: bytes) -> None:
+        for event in self._decoder.feed(data):
+            if event.event != "ping":
+                self._pending.append(event.data)
+
+    async def _fill(self, everything: bool) -> bool:
+        """Decode until an event is pending (all of what has arrived with `everything`); False at the end."""
+        while True:
+            if self._rest:
+                if everything or len(self._rest) <= _SLICE:
+                    data, self._rest = self._rest, b""
+                else:
+                    data, self._rest = self._rest[:_SLICE], self._rest[_SLICE:]
+                self._decode(data)
+                if self._pending and not (everything and self._rest):
+                    return True
+                continue
+            if self._pending:
+                return True
+            if self._ended:
+                return False
+            try:
+                self._rest = await self._raw.__anext__()
+            except StopAsyncIteration:
+                self._ended = True
+                for event in self._decoder.flush():
+                    if event.event != "ping":
+                        self._pending.append(event.data)
+
+    async def next(self) -> dict[str, Any] | None:
+        """The next event, reading the network only when nothing is pending; None at the end of the stream."""
+        if not await self._fill(everything=False):
+            return None
+        return _parse(self._pending.popleft())
+
+    async def ready(self) -> list[str] | None:
+        """Every event received so far (reading the network once when there is none), unparsed; None at the end."""
+        if not await self._fill(everything=True):
+            return None
+        out = list(self._pending)
+        self._pending.clear()
+        return out
+
+    async def aclose(self) -> None:
+        aclose = getattr(self._raw, "aclose", None)
+        if aclose is not None:
+            await aclose()
+
+
 class StreamRelay:
     def __init__(
         self,
@@ -65,31 +142,10 @@ class StreamRelay:
         self.idle_timeout = idle_timeout
         self.response: httpx.Response | None = None
         self.translator: StreamTranslator | None = None
-        self._events: AsyncIterator[dict[str, Any]] | None = None
+        self._events: _Events | None = None
         self._first: list[dict[str, Any]] = []
         self._ended = False  # the upstream stream ended during start()
         self.finished = False  # the stream ran to [DONE]
-
-    async def _read_events(self, response: httpx.Response) -> AsyncIterator[dict[str, Any]]:
-        decoder = SSEDecoder()
-        async for raw in response.aiter_raw():
-            for event in decoder.feed(raw):
-                if event.event == "ping":
-                    continue
-                yield self._parse(event.data)
-        for event in decoder.flush():
-            if event.event != "ping":
-                yield self._parse(event.data)
-
-    @staticmethod
-    def _parse(data: str) -> dict[str, Any]:
-        try:
-            value = orjson.loads(data)
-        except orjson.JSONDecodeError:
-            raise UpstreamError("Anthropic sent a malformed stream event", status=502, type="upstream_error") from None
-        if not isinstance(value, dict):
-            raise UpstreamError("Anthropic sent a malformed stream event", status=502, type="upstream_error")
-        return value
 
     async def start(self) -> None:
         """Open the stream and read up to the first output; raises ProxyError while nothing was sent."""
@@ -97,14 +153,13 @@ class StreamRelay:
         while True:
             response = await self.upstream.open_stream(self.body, self.client_betas)
             translator = self.new_translator()
-            events = self._read_events(response)
+            events = _Events(response)
             chunks: list[dict[str, Any]] = []
             ended = False
             try:
                 while len(chunks) < 2:
-                    try:
-                        event = await events.__anext__()
-                    except StopAsyncIteration:
+                    event = await events.next()
+                    if event is None:
                         chunks += translator.finish()
                         ended = True
                         break
@@ -127,11 +182,9 @@ class StreamRelay:
             return
 
     @staticmethod
-    async def _close(events: AsyncIterator[dict[str, Any]], response: httpx.Response) -> None:
+    async def _close(events: _Events, response: httpx.Response) -> None:
         with anyio.CancelScope(shield=True):
-            aclose = getattr(events, "aclose", None)
-            if aclose is not None:
-                await aclose()
+            await events.aclose()
             await response.aclose()
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
@@ -141,13 +194,22 @@ class StreamRelay:
             if self._first:
                 yield encode_chunks(self._first)
             if not self._ended:
-                async for event in events:
-                    chunks = translator.feed(event)
+                while (batch := await events.ready()) is not None:
+                    chunks: list[dict[str, Any]] = []
+                    try:
+                        for data in batch:
+                            chunks += translator.feed(_parse(data))
+                    except ProxyError:
+                        if chunks:  # what came before the failure is still the client's
+                            yield encode_chunks(chunks)
+                        raise
                     if chunks:
                         yield encode_chunks(chunks)
                 tail = translator.finish()
                 if tail:
-                    yield encode_chunks(tail)
+                    yield encode_chunks(tail) + DONE
+                    self.finished = True
+                    return
             yield DONE
             self.finished = True
         except (ProxyError, httpx.TransportError) as exc:

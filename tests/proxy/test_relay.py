@@ -1,0 +1,106 @@
+"""The streaming relay over an httpx transport: the bytes a client gets do not depend on how the upstream's stream
+was cut into network reads (the relay writes once per read, so batching must never reorder, drop or hold back)."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+
+from claude_proxy.credentials import CredentialResolver
+from claude_proxy.relay import StreamRelay
+from claude_proxy.stream import StreamTranslator
+from claude_proxy.upstream import RetryPolicy, Upstream
+
+FIXTURES = Path(__file__).parent.parent / "fixtures" / "sse"
+
+
+class Pieces(httpx.AsyncByteStream):
+    def __init__(self, pieces: list[bytes]) -> None:
+        self.pieces = pieces
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        for piece in self.pieces:
+            yield piece
+
+
+async def relay_output(pieces: list[bytes], tmp_path: Path) -> list[bytes]:
+    """Every write the relay makes to the client, for an upstream stream delivered in `pieces`."""
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, headers={"content-type": "text/event-stream"}, stream=Pieces(pieces))
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as client:
+        upstream = Upstream(
+            client,
+            "http://anthropic.test",
+            CredentialResolver("sk-ant-api03-test", None, tmp_path / "none.json"),
+            retry=RetryPolicy(max_retries=0),
+        )
+        relay = StreamRelay(
+            upstream,
+            b"{}",
+            None,
+            lambda: StreamTranslator(model="m", created=1, include_usage=True),
+        )
+        await relay.start()
+        return [write async for write in relay.__aiter__()]
+
+
+def events_of(writes: list[bytes]) -> list[Any]:
+    body = b"".join(writes)
+    assert body.endswith(b"\n\n")
+    out: list[Any] = []
+    for block in body[:-2].split(b"\n\n"):
+        assert block.startswith(b"data: ")
+        data = block[6:]
+        out.append("[DONE]" if data == b"[DONE]" else orjson.loads(data))
+    return out
+
+
+def cuts(stream: bytes, seed: int) -> list[list[bytes]]:
+    rng = random.Random(seed)
+    variants = [[stream], [bytes([b]) for b in stream]]
+    for _ in range(6):
+        points = sorted(rng.sample(range(1, len(stream)), 5))
+        variants.append([stream[a:b] for a, b in zip([0, *points], [*points, len(stream)], strict=True)])
+    return variants
+
+
+@pytest.mark.parametrize("name", ["text_utf8.sse", "parallel_tools_crlf.sse", "thinking_signature.sse"])
+async def test_output_is_the_same_however_the_stream_is_cut(name: str, tmp_path: Path) -> None:
+    stream = (FIXTURES / name).read_bytes()
+    expected = None
+    for pieces in cuts(stream, seed=len(name)):
+        events = events_of(await relay_output(pieces, tmp_path))
+        assert events[-1] == "[DONE]"
+        expected = expected or events
+        assert events == expected
+
+
+async def test_whole_stream_in_one_read_is_relayed_in_few_writes(tmp_path: Path) -> None:
+    stream = (FIXTURES / "text_utf8.sse").read_bytes()
+    one_read = await relay_output([stream], tmp_path)
+    per_byte = await relay_output([bytes([b]) for b in stream], tmp_path)
+    assert events_of(one_read) == events_of(per_byte)
+    # The first output goes out on its own (time to first token), everything else already received in one more
+    # write, and [DONE] once the upstream stream has ended.
+    assert len(one_read) == 3
+    assert len(per_byte) > len(one_read)
+
+
+async def test_error_in_the_same_read_as_text_keeps_the_text_then_ends_with_the_error(tmp_path: Path) -> None:
+    stream = (FIXTURES / "error_overloaded.sse").read_bytes()
+    for pieces in cuts(stream, seed=7):
+        events = events_of(await relay_output(pieces, tmp_path))
+        text = "".join(
+            e["choices"][0]["delta"].get("content") or "" for e in events if isinstance(e, dict) and e.get("choices")
+        )
+        assert text == "Partial ånswer"
+        assert events[-1]["error"]["type"] == "overloaded_error"
+        assert "[DONE]" not in events
