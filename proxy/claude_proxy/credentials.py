@@ -146,7 +146,7 @@ class LockTimeout(TimeoutError):
 
 
 @contextlib.contextmanager
-def exclusive_lock(path: Path, timeout: float, poll: float = 0.05) -> Iterator[float]:
+def exclusive_lock(path: Path, timeout: float, poll: float = 0.1) -> Iterator[float]:
     """Hold an exclusive flock on `lock_path(path)` for the block; yields the seconds spent waiting.
 
     The lock file is created (0600) when missing and never removed: removing it would let a waiter lock an
@@ -156,6 +156,7 @@ def exclusive_lock(path: Path, timeout: float, poll: float = 0.05) -> Iterator[f
     fd = os.open(lock_path(path), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
         start = time.monotonic()
+        pause = 0.002
         while True:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -163,7 +164,8 @@ def exclusive_lock(path: Path, timeout: float, poll: float = 0.05) -> Iterator[f
             except BlockingIOError:
                 if time.monotonic() - start >= timeout:
                     raise LockTimeout(f"{lock_path(path)} is held by another process") from None
-                time.sleep(poll)
+                time.sleep(pause)
+                pause = min(poll, pause * 2)
         try:
             yield time.monotonic() - start
         finally:
