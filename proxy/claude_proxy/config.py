@@ -59,6 +59,17 @@ def _float(env: Mapping[str, str], name: str, default: float, minimum: float = 0
     return value
 
 
+def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{name} must be true or false, got {raw!r}")
+
+
 def _list(env: Mapping[str, str], name: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in env.get(name, "").split(",") if part.strip())
 
@@ -104,12 +115,14 @@ class Settings:
     credentials_path: Path = field(default_factory=lambda: default_credentials_path(os.environ))
     inbound_keys: tuple[str, ...] = field(default=(), repr=False)
     default_max_tokens: int = 8192
+    default_model: str | None = None
+    prompt_cache: bool = True
     model_aliases: Mapping[str, str] = field(default_factory=dict)
     models: tuple[str, ...] = DEFAULT_MODELS
     models_cache_seconds: float = 300.0
     adaptive_thinking_models: str = DEFAULT_ADAPTIVE_THINKING
     fixed_sampling_models: str = DEFAULT_FIXED_SAMPLING
-    thinking_budgets: ThinkingBudgets = ThinkingBudgets()
+    thinking_budgets: ThinkingBudgets = field(default_factory=ThinkingBudgets)
     connect_timeout: float = 10.0
     read_timeout: float = 600.0
     log_level: str = "info"
@@ -134,6 +147,8 @@ class Settings:
             credentials_path=default_credentials_path(env),
             inbound_keys=_list(env, "PROXY_API_KEYS"),
             default_max_tokens=_int(env, "PROXY_DEFAULT_MAX_TOKENS", 8192, 1),
+            default_model=(env.get("PROXY_DEFAULT_MODEL") or "").strip() or None,
+            prompt_cache=_bool(env, "PROXY_PROMPT_CACHE", True),
             model_aliases=_aliases(env, "PROXY_MODEL_ALIASES"),
             models=_list(env, "PROXY_MODELS") or DEFAULT_MODELS,
             models_cache_seconds=_float(env, "PROXY_MODELS_CACHE_SECONDS", 300.0),

@@ -1,0 +1,157 @@
+"""One exception hierarchy for everything that can go wrong in a request, rendered as OpenAI's envelope at the edge.
+
+Messages never contain a key, a token or a prompt. Upstream (Anthropic) errors keep their status, message and
+request id; Anthropic's context-overflow wording is rewritten into OpenAI's so clients that trim and retry on
+`maximum context length` (RockBot does) keep working.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+# Anthropic error type -> OpenAI error type (the `type` field of the envelope).
+_ERROR_TYPES = {
+    "invalid_request_error": "invalid_request_error",
+    "authentication_error": "authentication_error",
+    "billing_error": "insufficient_quota",
+    "permission_error": "permission_error",
+    "not_found_error": "not_found_error",
+    "request_too_large": "invalid_request_error",
+    "rate_limit_error": "rate_limit_error",
+    "api_error": "server_error",
+    "timeout_error": "timeout_error",
+    "overloaded_error": "overloaded_error",
+}
+
+_TOO_LONG = re.compile(r"prompt is too long:\s*(\d+)\s*tokens\s*>\s*(\d+)\s*maximum", re.IGNORECASE)
+
+
+class ProxyError(Exception):
+    """An error with an HTTP status, rendered as `{"error": {message, type, param, code}}`."""
+
+    status: int = 500
+    type: str = "server_error"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        type: str | None = None,
+        param: str | None = None,
+        code: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        if status is not None:
+            self.status = status
+        if type is not None:
+            self.type = type
+        self.param = param
+        self.code = code
+        self.headers = dict(headers or {})
+
+    def envelope(self) -> dict[str, Any]:
+        return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
+
+
+class InvalidRequest(ProxyError):
+    status = 400
+    type = "invalid_request_error"
+
+
+class Unauthorized(ProxyError):
+    status = 401
+    type = "authentication_error"
+
+
+class CredentialsUnavailable(ProxyError):
+    """The proxy has no usable upstream credential (not the client's fault)."""
+
+    status = 503
+    type = "server_error"
+
+
+class UpstreamError(ProxyError):
+    """Anthropic answered with an error status."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int,
+        type: str,
+        upstream_type: str | None = None,
+        request_id: str | None = None,
+        retry_after: str | None = None,
+        param: str | None = None,
+        code: str | None = None,
+    ) -> None:
+        headers = {"retry-after": retry_after} if retry_after else {}
+        if request_id:
+            headers["x-upstream-request-id"] = request_id
+        super().__init__(message, status=status, type=type, param=param, code=code, headers=headers)
+        self.upstream_type = upstream_type
+        self.request_id = request_id
+        self.retry_after = retry_after
+
+
+class UpstreamUnavailable(ProxyError):
+    """Anthropic could not be reached (connection refused, reset, DNS, TLS)."""
+
+    status = 502
+    type = "upstream_unavailable"
+
+
+class UpstreamTimeout(ProxyError):
+    status = 504
+    type = "timeout_error"
+
+
+def upstream_error(status: int, body: Any, headers: Any) -> UpstreamError:
+    """Build the error for an Anthropic error response (`body` is the parsed JSON or raw text/bytes)."""
+    request_id = headers.get("request-id") if headers is not None else None
+    retry_after = None
+    if headers is not None:
+        retry_after = headers.get("retry-after")
+        if retry_after is None and headers.get("retry-after-ms"):
+            try:
+                retry_after = str(max(1, round(float(headers["retry-after-ms"]) / 1000)))
+            except ValueError:
+                retry_after = None
+    upstream_type = None
+    message = None
+    if isinstance(body, dict):
+        err = body.get("error")
+        if isinstance(err, dict):
+            upstream_type = err.get("type") if isinstance(err.get("type"), str) else None
+            message = err.get("message") if isinstance(err.get("message"), str) else None
+        request_id = request_id or (body.get("request_id") if isinstance(body.get("request_id"), str) else None)
+    if not message:
+        message = f"Anthropic API answered HTTP {status} without an error message"
+    etype = _ERROR_TYPES.get(upstream_type or "", "server_error" if status >= 500 else "invalid_request_error")
+    param = code = None
+    match = _TOO_LONG.search(message) if status == 400 else None
+    if match:
+        used, limit = match.group(1), match.group(2)
+        message = (
+            f"This model's maximum context length is {limit} tokens. However, your messages resulted in {used} "
+            "tokens. Please reduce the length of the messages."
+        )
+        etype, param, code = "invalid_request_error", "messages", "context_length_exceeded"
+    elif upstream_type:
+        code = upstream_type
+    if request_id:
+        message = f"{message} (Anthropic request-id: {request_id})"
+    return UpstreamError(
+        message,
+        status=status,
+        type=etype,
+        upstream_type=upstream_type,
+        request_id=request_id,
+        retry_after=retry_after,
+        param=param,
+        code=code,
+    )

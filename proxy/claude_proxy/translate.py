@@ -1,0 +1,585 @@
+"""Pure translation between OpenAI chat completions and Anthropic messages.
+
+No I/O, no environment, no globals, no logging; inputs are never mutated. Everything the caller can configure comes
+in through `Options`. Errors are `InvalidRequest` naming the offending field (`param`), never the content.
+
+Mapping notes (OpenAI field -> Anthropic field):
+- system/developer messages, wherever they stand -> the one top-level `system`, in order.
+- user parts: text -> text; image_url data: URL -> base64 image; https: URL -> url image; others -> 400.
+- assistant tool_calls -> tool_use (arguments must be a JSON object); tool/function messages -> tool_result blocks
+  in one user turn, results first. A tool call left without a result gets an explicit error result; a result without
+  its call becomes plain text; tool history without `tools` gets minimal tool definitions and tool_choice none.
+- tool_choice auto|none|required|named -> auto|none|any|tool; parallel_tool_calls=false -> disable_parallel_tool_use.
+- response_format json_schema -> output_config.format (structured outputs); json_object -> a forced tool whose
+  input object is returned as the message content (falls back to an instruction when tools or thinking forbid it).
+- reasoning_effort -> thinking (budget_tokens, or adaptive + output_config.effort on the models that take it).
+"""
+
+from __future__ import annotations
+
+import binascii
+import re
+from base64 import b64decode
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from claude_proxy.config import Settings, ThinkingBudgets
+from claude_proxy.errors import InvalidRequest
+from claude_proxy.wire import (
+    AssistantMessage,
+    ChatRequest,
+    FinishReason,
+    FunctionMessage,
+    ImagePart,
+    SystemMessage,
+    TextPart,
+    ToolCallOut,
+    ToolMessage,
+    UsageOut,
+    UserMessage,
+)
+
+TOOL_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,128}$")
+_ID_UNSAFE = re.compile(r"[^a-zA-Z0-9_-]")
+_DATA_URL = re.compile(r"^data:(?P<mime>[\w.+-]+/[\w.+-]+)(?P<params>(;[^,;]*)*?);base64,(?P<data>.*)$", re.DOTALL)
+IMAGE_TYPES = frozenset({"image/jpeg", "image/png", "image/gif", "image/webp"})
+
+MISSING_RESULT = "No result was returned for this tool call."
+HISTORY_TOOL_DESCRIPTION = "Tool used earlier in this conversation (its definition was not sent with this request)."
+JSON_TOOL_DESCRIPTION = "Give the final answer as a JSON object. Always answer through this tool."
+JSON_INSTRUCTION = "Respond only with a single valid JSON object, with no text before or after it."
+START_PLACEHOLDER = "(continued)"
+
+_FINISH: Mapping[str, FinishReason] = {
+    "end_turn": "stop",
+    "stop_sequence": "stop",
+    "pause_turn": "stop",
+    "max_tokens": "length",
+    "model_context_window_exceeded": "length",
+    "tool_use": "tool_calls",
+    "refusal": "content_filter",
+}
+
+_EFFORT = {"minimal": "low", "low": "low", "medium": "medium", "high": "high", "xhigh": "high"}
+
+
+@dataclass(frozen=True)
+class Options:
+    default_max_tokens: int = 8192
+    default_model: str | None = None
+    aliases: Mapping[str, str] = field(default_factory=dict)
+    adaptive_thinking: re.Pattern[str] = re.compile(r"(?!)")
+    fixed_sampling: re.Pattern[str] = re.compile(r"(?!)")
+    budgets: ThinkingBudgets = field(default_factory=ThinkingBudgets)
+    prompt_cache: bool = True
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Options:
+        return cls(
+            default_max_tokens=settings.default_max_tokens,
+            default_model=settings.default_model,
+            aliases=dict(settings.model_aliases),
+            adaptive_thinking=re.compile(settings.adaptive_thinking_models),
+            fixed_sampling=re.compile(settings.fixed_sampling_models),
+            budgets=settings.thinking_budgets,
+            prompt_cache=settings.prompt_cache,
+        )
+
+
+@dataclass(frozen=True)
+class Translation:
+    """An Anthropic request plus what the response translation needs to know about it."""
+
+    body: dict[str, Any]
+    model: str
+    json_tool: str | None = None  # name of the forced tool whose input is the answer (json_object mode)
+
+
+# ---- model names ---------------------------------------------------------------------------------------------------
+
+
+def resolve_model(name: str, options: Options) -> str:
+    """Client model name -> Anthropic model id: aliases, provider prefixes (`anthropic/…`) and dots (`4.5` -> `4-5`)."""
+    name = name.strip() or (options.default_model or "")
+    if not name:
+        raise InvalidRequest("you must provide a model parameter", param="model", code="missing_required_parameter")
+    if name in options.aliases:
+        return options.aliases[name]
+    normal = name.rsplit("/", 1)[-1].replace(".", "-")
+    return options.aliases.get(normal, normal)
+
+
+# ---- request -------------------------------------------------------------------------------------------------------
+
+
+def _text_of(content: str | list[Any], param: str) -> str:
+    """Text of a system/developer message (only text parts make sense there)."""
+    if isinstance(content, str):
+        return content
+    texts = []
+    for j, part in enumerate(content):
+        if not isinstance(part, TextPart):
+            raise InvalidRequest(f"{param} may only contain text parts, got {part.type!r}", param=f"{param}[{j}].type")
+        texts.append(part.text)
+    return "\n".join(texts)
+
+
+def _image_block(url: str, param: str) -> dict[str, Any]:
+    if url.startswith("data:"):
+        match = _DATA_URL.match(url)
+        if not match:
+            raise InvalidRequest("image data URLs must look like data:image/png;base64,<data>", param=param)
+        mime = match.group("mime").lower()
+        if mime not in IMAGE_TYPES:
+            raise InvalidRequest(
+                f"unsupported image type {mime!r}; use one of {', '.join(sorted(IMAGE_TYPES))}", param=param
+            )
+        data = match.group("data").strip()
+        try:
+            b64decode(data[:4096] + "=" * (-len(data[:4096]) % 4), validate=True)
+        except (binascii.Error, ValueError):
+            raise InvalidRequest("image data URL is not valid base64", param=param) from None
+        return {"type": "image", "source": {"type": "base64", "media_type": mime, "data": data}}
+    if url.startswith("https://"):
+        return {"type": "image", "source": {"type": "url", "url": url}}
+    raise InvalidRequest("image_url.url must be an https: URL or a data: URL with base64 image data", param=param)
+
+
+def _user_blocks(content: str | list[Any], param: str) -> list[dict[str, Any]]:
+    if isinstance(content, str):
+        return [{"type": "text", "text": content}] if content.strip() else []
+    blocks: list[dict[str, Any]] = []
+    for j, part in enumerate(content):
+        if isinstance(part, TextPart):
+            if part.text.strip():
+                blocks.append({"type": "text", "text": part.text})
+        elif isinstance(part, ImagePart):
+            blocks.append(_image_block(part.image_url.url, f"{param}[{j}].image_url.url"))
+        elif part.type in ("text", "image_url"):
+            raise InvalidRequest(f"malformed {part.type} content part", param=f"{param}[{j}]")
+        else:
+            raise InvalidRequest(f"unsupported content part type {part.type!r}", param=f"{param}[{j}].type")
+    return blocks
+
+
+def _assistant_text(content: str | list[Any] | None, param: str) -> list[dict[str, Any]]:
+    if content is None:
+        return []
+    if isinstance(content, str):
+        return [{"type": "text", "text": content}] if content.strip() else []
+    blocks = []
+    for j, part in enumerate(content):
+        text = getattr(part, "text", None)
+        if text is None and part.type == "refusal":
+            text = getattr(part, "refusal", None)
+        if not isinstance(text, str):
+            raise InvalidRequest(f"assistant content parts must be text, got {part.type!r}", param=f"{param}[{j}].type")
+        if text.strip():
+            blocks.append({"type": "text", "text": text})
+    return blocks
+
+
+def _arguments(raw: str | dict[str, Any] | None, param: str) -> dict[str, Any]:
+    if raw is None or (isinstance(raw, str) and not raw.strip()):
+        return {}
+    if isinstance(raw, dict):
+        return raw
+    try:
+        value = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise InvalidRequest("tool call arguments are not valid JSON", param=param) from None
+    if not isinstance(value, dict):
+        raise InvalidRequest("tool call arguments must be a JSON object", param=param)
+    return value
+
+
+def _tool_id(raw: str, fallback: str) -> str:
+    return _ID_UNSAFE.sub("_", raw) if raw else fallback
+
+
+def _result_content(content: Any, param: str) -> str | list[dict[str, Any]] | None:
+    """A tool message's content as tool_result content (None when there is nothing to send)."""
+    if content is None:
+        return None
+    if isinstance(content, str):
+        return content if content.strip() else None
+    if isinstance(content, list) and all(isinstance(p, dict) and isinstance(p.get("type"), str) for p in content):
+        blocks: list[dict[str, Any]] = []
+        for j, part in enumerate(content):
+            if part["type"] == "text" and isinstance(part.get("text"), str):
+                if part["text"].strip():
+                    blocks.append({"type": "text", "text": part["text"]})
+            elif part["type"] == "image_url" and isinstance(part.get("image_url"), dict):
+                blocks.append(_image_block(str(part["image_url"].get("url", "")), f"{param}[{j}].image_url.url"))
+            else:
+                blocks.append({"type": "text", "text": orjson.dumps(part).decode()})
+        return blocks or None
+    return orjson.dumps(content).decode()
+
+
+def _result_as_text(tool_id: str, name: str | None, content: str | list[dict[str, Any]] | None) -> dict[str, Any]:
+    if isinstance(content, list):
+        body = "\n".join(b["text"] for b in content if b.get("type") == "text") or "(non-text result)"
+    else:
+        body = content or "(empty result)"
+    label = f"{name} " if name else ""
+    return {"type": "text", "text": f"[Result of tool call {label}{tool_id}]\n{body}"}
+
+
+class _Turns:
+    """Builds the alternating user/assistant turns and keeps every tool_use paired with a tool_result."""
+
+    def __init__(self) -> None:
+        self.turns: list[dict[str, Any]] = []
+        self.pending: dict[str, str] = {}  # tool_use id -> name, from the latest assistant turn
+        self.answered: set[str] = set()
+        self.history_tools: dict[str, None] = {}  # tool names used in history, in order
+        self.legacy_calls: list[tuple[str, str]] = []  # (id, name) of legacy function_call turns, unanswered
+
+    def add(self, role: str, blocks: list[dict[str, Any]]) -> None:
+        if not blocks:
+            return
+        if self.turns and self.turns[-1]["role"] == role:
+            self.turns[-1]["content"].extend(blocks)
+        else:
+            self.turns.append({"role": role, "content": list(blocks)})
+
+    def flush(self) -> None:
+        missing = [i for i in self.pending if i not in self.answered]
+        self.add(
+            "user",
+            [{"type": "tool_result", "tool_use_id": i, "content": MISSING_RESULT, "is_error": True} for i in missing],
+        )
+        self.pending = {}
+        self.answered = set()
+
+    def result(self, tool_id: str, name: str | None, content: str | list[dict[str, Any]] | None) -> None:
+        if tool_id in self.pending and tool_id not in self.answered:
+            self.answered.add(tool_id)
+            block: dict[str, Any] = {"type": "tool_result", "tool_use_id": tool_id}
+            if content is not None:
+                block["content"] = content
+            self.add("user", [block])
+        else:
+            self.add("user", [_result_as_text(tool_id, name, content)])
+
+    def assistant(self, blocks: list[dict[str, Any]], calls: list[tuple[str, str, dict[str, Any]]]) -> None:
+        self.flush()
+        uses = []
+        for tool_id, name, args in calls:
+            if tool_id in self.pending:
+                raise InvalidRequest(f"duplicate tool call id {tool_id!r} in one assistant message", param="messages")
+            self.pending[tool_id] = name
+            self.history_tools[name] = None
+            uses.append({"type": "tool_use", "id": tool_id, "name": name, "input": args})
+        self.add("assistant", blocks + uses)
+
+
+def _convert_messages(req: ChatRequest) -> tuple[list[str], _Turns]:
+    system: list[str] = []
+    turns = _Turns()
+    for i, msg in enumerate(req.messages):
+        param = f"messages[{i}]"
+        if isinstance(msg, SystemMessage):
+            text = _text_of(msg.content, f"{param}.content")
+            if text.strip():
+                system.append(text)
+        elif isinstance(msg, UserMessage):
+            turns.flush()
+            turns.add("user", _user_blocks(msg.content, f"{param}.content"))
+        elif isinstance(msg, AssistantMessage):
+            calls = []
+            for k, call in enumerate(msg.tool_calls or []):
+                cparam = f"{param}.tool_calls[{k}]"
+                if not TOOL_NAME.match(call.function.name):
+                    raise InvalidRequest(
+                        "tool names must match ^[a-zA-Z0-9_-]{1,128}$", param=f"{cparam}.function.name"
+                    )
+                args = _arguments(call.function.arguments, f"{cparam}.function.arguments")
+                calls.append((_tool_id(call.id, f"call_{i}_{k}"), call.function.name, args))
+            if msg.function_call is not None and not msg.tool_calls:
+                fc = msg.function_call
+                if not TOOL_NAME.match(fc.name):
+                    raise InvalidRequest(
+                        "function names must match ^[a-zA-Z0-9_-]{1,128}$", param=f"{param}.function_call.name"
+                    )
+                legacy_id = f"call_fn_{i}"
+                calls.append((legacy_id, fc.name, _arguments(fc.arguments, f"{param}.function_call.arguments")))
+                turns.legacy_calls.append((legacy_id, fc.name))
+            turns.assistant(_assistant_text(msg.content, f"{param}.content"), calls)
+        elif isinstance(msg, ToolMessage):
+            tool_id = _tool_id(msg.tool_call_id, "")
+            turns.result(tool_id, turns.pending.get(tool_id), _result_content(msg.content, f"{param}.content"))
+        elif isinstance(msg, FunctionMessage):
+            match = next((c for c in reversed(turns.legacy_calls) if c[1] == msg.name), None)
+            if match is not None:
+                turns.legacy_calls.remove(match)
+            tool_id = match[0] if match else f"call_fn_orphan_{i}"
+            turns.result(tool_id, msg.name, _result_content(msg.content, f"{param}.content"))
+    turns.flush()
+    return system, turns
+
+
+def _tool_defs(req: ChatRequest) -> list[dict[str, Any]]:
+    defs: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    functions = [(f"tools[{i}].function", t.function) for i, t in enumerate(req.tools or [])]
+    functions += [(f"functions[{i}]", f) for i, f in enumerate(req.functions or [])]
+    for param, fn in functions:
+        if not TOOL_NAME.match(fn.name):
+            raise InvalidRequest("tool names must match ^[a-zA-Z0-9_-]{1,128}$", param=f"{param}.name")
+        if fn.name in seen:
+            raise InvalidRequest(f"tool {fn.name!r} is defined twice", param=f"{param}.name")
+        seen.add(fn.name)
+        schema = dict(fn.parameters) if fn.parameters else {"type": "object", "properties": {}}
+        if "type" not in schema:
+            schema["type"] = "object"
+        elif schema["type"] != "object":
+            raise InvalidRequest("tool parameters must be a JSON schema of type object", param=f"{param}.parameters")
+        tool: dict[str, Any] = {"name": fn.name, "input_schema": schema}
+        if fn.description:
+            tool["description"] = fn.description
+        defs.append(tool)
+    return defs
+
+
+def _tool_choice(req: ChatRequest, names: Iterable[str]) -> dict[str, Any] | None:
+    choice = req.tool_choice
+    if choice is None and req.function_call is not None:
+        choice = req.function_call if isinstance(req.function_call, str) else None
+        if choice is None:
+            named = req.function_call.name  # type: ignore[union-attr]
+            if named not in names:
+                raise InvalidRequest(f"function_call names unknown function {named!r}", param="function_call")
+            return {"type": "tool", "name": named}
+    if choice is None:
+        result: dict[str, Any] | None = None
+    elif choice == "auto":
+        result = {"type": "auto"}
+    elif choice == "none":
+        return {"type": "none"}
+    elif choice == "required":
+        result = {"type": "any"}
+    else:
+        named = choice.function.name
+        if named not in names:
+            raise InvalidRequest(f"tool_choice names unknown tool {named!r}", param="tool_choice")
+        result = {"type": "tool", "name": named}
+    if req.parallel_tool_calls is False:
+        result = dict(result or {"type": "auto"})
+        result["disable_parallel_tool_use"] = True
+    return result
+
+
+def _stop_sequences(stop: str | list[str] | None) -> list[str]:
+    if stop is None:
+        return []
+    items = [stop] if isinstance(stop, str) else stop
+    return [s for s in items if s.strip()]
+
+
+def _cache_last(blocks: list[dict[str, Any]]) -> None:
+    for block in reversed(blocks):
+        if block.get("type") in ("text", "image", "tool_use", "tool_result") and not (
+            block.get("type") == "text" and not block.get("text")
+        ):
+            block["cache_control"] = {"type": "ephemeral"}
+            return
+
+
+def to_anthropic(req: ChatRequest, options: Options) -> Translation:
+    """Translate a validated OpenAI chat request into an Anthropic Messages request."""
+    if req.n is not None and req.n > 1:
+        raise InvalidRequest("n > 1 is not supported: Anthropic returns one choice per request", param="n")
+    model = resolve_model(req.model, options)
+    system, turns = _convert_messages(req)
+    messages = turns.turns
+    if not messages:
+        raise InvalidRequest("messages must contain at least one user or assistant message", param="messages")
+    if messages[0]["role"] != "user":
+        messages.insert(0, {"role": "user", "content": [{"type": "text", "text": START_PLACEHOLDER}]})
+    # Within a user turn, tool results must come before anything else.
+    for turn in messages:
+        if turn["role"] == "user":
+            content = turn["content"]
+            if any(b["type"] == "tool_result" for b in content):
+                turn["content"] = [b for b in content if b["type"] == "tool_result"] + [
+                    b for b in content if b["type"] != "tool_result"
+                ]
+
+    tools = _tool_defs(req)
+    names = [t["name"] for t in tools]
+    tool_choice = _tool_choice(req, names) if tools else None
+    history_only = [n for n in turns.history_tools if n not in names]
+    if history_only:
+        tools += [
+            {"name": n, "description": HISTORY_TOOL_DESCRIPTION, "input_schema": {"type": "object"}}
+            for n in history_only
+        ]
+        if not names:
+            tool_choice = {"type": "none"}
+
+    body: dict[str, Any] = {
+        "model": model,
+        "max_tokens": req.max_completion_tokens or req.max_tokens or options.default_max_tokens,
+    }
+
+    # Thinking: only when the request allows it.
+    thinking: dict[str, Any] | None = None
+    effort = req.reasoning_effort
+    forced = tool_choice is not None and tool_choice.get("type") in ("any", "tool")
+    last_assistant = next((t for t in reversed(messages) if t["role"] == "assistant"), None)
+    mid_tool_loop = (
+        last_assistant is not None
+        and messages[-1]["role"] == "user"
+        and any(b["type"] == "tool_use" for b in last_assistant["content"])
+        and any(b["type"] == "tool_result" for b in messages[-1]["content"])
+    )
+    if effort and effort != "none" and not forced and not mid_tool_loop:
+        if options.adaptive_thinking.search(model):
+            thinking = {"type": "adaptive"}
+            body.setdefault("output_config", {})["effort"] = _EFFORT[effort]
+        else:
+            budget = getattr(options.budgets, "high" if effort == "xhigh" else effort)
+            if body["max_tokens"] <= budget:
+                body["max_tokens"] = budget + body["max_tokens"]
+            thinking = {"type": "enabled", "budget_tokens": budget}
+
+    # Structured output.
+    json_tool: str | None = None
+    fmt = req.response_format
+    if fmt is not None and fmt.type == "json_schema":
+        schema = fmt.json_schema.schema_ if fmt.json_schema else None
+        if not schema:
+            raise InvalidRequest(
+                "response_format json_schema needs json_schema.schema", param="response_format.json_schema"
+            )
+        body.setdefault("output_config", {})["format"] = {"type": "json_schema", "schema": schema}
+    elif fmt is not None and fmt.type == "json_object":
+        if names or thinking is not None:
+            system.append(JSON_INSTRUCTION)
+        else:
+            json_tool = "json_response"
+            taken = {t["name"] for t in tools}
+            suffix = 0
+            while json_tool in taken:
+                suffix += 1
+                json_tool = f"json_response_{suffix}"
+            tools.append({"name": json_tool, "description": JSON_TOOL_DESCRIPTION, "input_schema": {"type": "object"}})
+            tool_choice = {"type": "tool", "name": json_tool, "disable_parallel_tool_use": True}
+
+    if system:
+        body["system"] = [{"type": "text", "text": text} for text in system]
+    body["messages"] = messages
+    if tools:
+        body["tools"] = tools
+    if tool_choice is not None:
+        body["tool_choice"] = tool_choice
+    if thinking is not None:
+        body["thinking"] = thinking
+    elif not options.fixed_sampling.search(model):
+        if req.temperature is not None:
+            body["temperature"] = min(req.temperature, 1.0)
+        elif req.top_p is not None:
+            body["top_p"] = req.top_p
+    stops = _stop_sequences(req.stop)
+    if stops:
+        body["stop_sequences"] = stops
+    if req.user:
+        body["metadata"] = {"user_id": req.user[:256]}
+    if options.prompt_cache:
+        if tools:
+            tools[-1] = {**tools[-1], "cache_control": {"type": "ephemeral"}}
+        if "system" in body:
+            body["system"][-1]["cache_control"] = {"type": "ephemeral"}
+        _cache_last(messages[-1]["content"])
+    return Translation(body=body, model=model, json_tool=json_tool)
+
+
+# ---- response ------------------------------------------------------------------------------------------------------
+
+
+def map_finish_reason(stop_reason: str | None) -> FinishReason:
+    """Anthropic stop_reason -> OpenAI finish_reason; unknown or missing reasons are `stop` (never outside the enum)."""
+    return _FINISH.get(stop_reason or "", "stop")
+
+
+def _count(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
+
+
+def map_usage(usage: Mapping[str, Any] | None) -> UsageOut:
+    """Anthropic usage -> OpenAI usage; prompt_tokens counts cache reads and writes, cached_tokens the reads."""
+    usage = usage or {}
+    cached = _count(usage.get("cache_read_input_tokens"))
+    prompt = _count(usage.get("input_tokens")) + _count(usage.get("cache_creation_input_tokens")) + cached
+    completion = _count(usage.get("output_tokens"))
+    return {
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+        "prompt_tokens_details": {"cached_tokens": cached},
+    }
+
+
+def tool_arguments(value: Any) -> str:
+    """A tool_use input as OpenAI's arguments string (`"{}"` when empty, never null)."""
+    if not value:
+        return "{}"
+    return orjson.dumps(value).decode()
+
+
+def completion_id(message_id: str | None) -> str:
+    return f"chatcmpl-{message_id}" if message_id else "chatcmpl-proxy"
+
+
+def to_openai(message: Mapping[str, Any], *, model: str, created: int, json_tool: str | None = None) -> dict[str, Any]:
+    """Translate an Anthropic message into an OpenAI `chat.completion`."""
+    texts: list[str] = []
+    reasoning: list[str] = []
+    tool_calls: list[ToolCallOut] = []
+    answered_by_json_tool = False
+    for block in message.get("content") or ():
+        kind = block.get("type")
+        if kind == "text":
+            texts.append(block.get("text") or "")
+        elif kind == "thinking":
+            reasoning.append(block.get("thinking") or "")
+        elif kind == "tool_use":
+            if json_tool is not None and block.get("name") == json_tool:
+                texts.append(tool_arguments(block.get("input")))
+                answered_by_json_tool = True
+                continue
+            tool_calls.append(
+                {
+                    "id": block.get("id") or f"call_{len(tool_calls)}",
+                    "type": "function",
+                    "function": {"name": block.get("name") or "", "arguments": tool_arguments(block.get("input"))},
+                }
+            )
+    if answered_by_json_tool:
+        texts = texts[-1:]  # the tool's JSON is the answer; any preamble text would make it invalid JSON
+    finish = map_finish_reason(message.get("stop_reason"))
+    if finish == "tool_calls" and not tool_calls:
+        finish = "stop"
+    out_message: dict[str, Any] = {
+        "role": "assistant",
+        "content": "".join(texts) if texts or not tool_calls else None,
+        "refusal": None,
+    }
+    if tool_calls:
+        out_message["tool_calls"] = tool_calls
+    if reasoning:
+        out_message["reasoning_content"] = "".join(reasoning)
+    return {
+        "id": completion_id(message.get("id")),
+        "object": "chat.completion",
+        "created": created,
+        "model": message.get("model") or model,
+        "choices": [{"index": 0, "message": out_message, "logprobs": None, "finish_reason": finish}],
+        "usage": map_usage(message.get("usage")),
+        "system_fingerprint": None,
+    }

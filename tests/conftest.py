@@ -1,0 +1,72 @@
+"""Shared fixtures: the fake Anthropic server and the real app served by uvicorn on 127.0.0.1."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+import uvicorn
+
+from claude_proxy.app import create_app
+from claude_proxy.config import Settings
+from tests.fakes.anthropic import FakeAnthropic
+
+API_KEY = "sk-ant-api03-test-key"
+OAUTH_TOKEN = "sk-ant-oat01-test-token"
+
+
+@contextmanager
+def serve(app: object) -> Iterator[str]:
+    """Run an ASGI app under a real uvicorn server in a thread; yields its base URL."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    config = uvicorn.Config(app, log_level="warning", lifespan="on", timeout_graceful_shutdown=2)  # type: ignore[arg-type]
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("uvicorn did not start")
+        time.sleep(0.01)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
+        sock.close()
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeAnthropic]:
+    with FakeAnthropic(api_keys=(API_KEY,), oauth_tokens=(OAUTH_TOKEN,)) as server:
+        yield server
+
+
+ProxyFactory = Callable[..., str]
+
+
+@pytest.fixture
+def proxy(fake: FakeAnthropic, tmp_path: Path) -> Iterator[ProxyFactory]:
+    """`proxy(**env)` starts the real app (API-key auth against the fake by default) and returns its base URL."""
+    stack: list[object] = []
+
+    def start(**env: str) -> str:
+        values = {"ANTHROPIC_BASE_URL": fake.url, "ANTHROPIC_API_KEY": API_KEY, "HOME": str(tmp_path)}
+        values.update(env)
+        values = {k: v for k, v in values.items() if v is not None and v != "-"}
+        cm = serve(create_app(Settings.from_env(values)))
+        url = cm.__enter__()
+        stack.append(cm)
+        return url
+
+    yield start
+    for cm in reversed(stack):
+        cm.__exit__(None, None, None)  # type: ignore[attr-defined]

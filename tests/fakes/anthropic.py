@@ -1,0 +1,556 @@
+"""A fake Anthropic Messages API: a real HTTP server on 127.0.0.1 that validates requests as strictly as the real
+API does (headers, auth, roles, block types, tool pairing, parameter ranges) and records what it received.
+
+Tests script the answers: `fake.script(...)` queues replies (a message dict, an error, or a callable); with nothing
+queued it answers a short text message. A message reply is rendered as SSE when the request asked to stream, so one
+scenario serves both modes.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlparse
+
+TOOL_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,128}$")
+TOOL_ID = re.compile(r"^[a-zA-Z0-9_-]+$")
+TOP_LEVEL = {
+    "model",
+    "max_tokens",
+    "messages",
+    "system",
+    "tools",
+    "tool_choice",
+    "stop_sequences",
+    "temperature",
+    "top_p",
+    "top_k",
+    "metadata",
+    "thinking",
+    "stream",
+    "output_config",
+    "service_tier",
+}
+BLOCK_TYPES = {"text", "image", "tool_use", "tool_result", "thinking", "redacted_thinking", "document"}
+
+
+class Reject(Exception):
+    def __init__(self, status: int, etype: str, message: str) -> None:
+        super().__init__(message)
+        self.status, self.etype, self.message = status, etype, message
+
+
+@dataclass
+class Recorded:
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: Any
+
+
+@dataclass
+class ErrorReply:
+    status: int
+    etype: str
+    message: str
+    headers: dict[str, str] = field(default_factory=dict)
+    raw: bytes | None = None  # send this body verbatim instead of the JSON envelope
+
+
+def message(
+    *blocks: dict[str, Any],
+    stop_reason: str | None = "end_turn",
+    usage: dict[str, Any] | None = None,
+    model: str | None = None,
+    id: str = "msg_fake01",
+) -> dict[str, Any]:
+    return {
+        "id": id,
+        "type": "message",
+        "role": "assistant",
+        "model": model,
+        "content": list(blocks),
+        "stop_reason": stop_reason,
+        "stop_sequence": None,
+        "usage": usage
+        or {"input_tokens": 12, "output_tokens": 7, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0},
+    }
+
+
+def text(value: str) -> dict[str, Any]:
+    return {"type": "text", "text": value}
+
+
+def tool_use(id: str, name: str, input: dict[str, Any]) -> dict[str, Any]:
+    return {"type": "tool_use", "id": id, "name": name, "input": input}
+
+
+def thinking(value: str, signature: str = "sig-fake") -> dict[str, Any]:
+    return {"type": "thinking", "thinking": value, "signature": signature}
+
+
+def _sse(event: str, data: dict[str, Any]) -> bytes:
+    return f"event: {event}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
+
+
+def render_sse(msg: dict[str, Any], *, piece: int = 3, ping: bool = True) -> Iterator[bytes]:
+    """Render a message as the event stream the real API would send for it (text and JSON split into fragments)."""
+    start = dict(msg, content=[], stop_reason=None, stop_sequence=None)
+    usage = dict(msg.get("usage") or {})
+    start["usage"] = dict(usage, output_tokens=1)
+    yield _sse("message_start", {"type": "message_start", "message": start})
+    if ping:
+        yield b'event: ping\ndata: {"type": "ping"}\n\n'
+    for index, block in enumerate(msg["content"]):
+        kind = block["type"]
+        if kind == "text":
+            yield _sse(
+                "content_block_start",
+                {"type": "content_block_start", "index": index, "content_block": {"type": "text", "text": ""}},
+            )
+            body = block["text"]
+            for i in range(0, len(body), piece):
+                delta = {"type": "text_delta", "text": body[i : i + piece]}
+                yield _sse("content_block_delta", {"type": "content_block_delta", "index": index, "delta": delta})
+        elif kind == "thinking":
+            yield _sse(
+                "content_block_start",
+                {
+                    "type": "content_block_start",
+                    "index": index,
+                    "content_block": {"type": "thinking", "thinking": "", "signature": ""},
+                },
+            )
+            body = block["thinking"]
+            for i in range(0, len(body), piece):
+                delta = {"type": "thinking_delta", "thinking": body[i : i + piece]}
+                yield _sse("content_block_delta", {"type": "content_block_delta", "index": index, "delta": delta})
+            delta = {"type": "signature_delta", "signature": block.get("signature", "")}
+            yield _sse("content_block_delta", {"type": "content_block_delta", "index": index, "delta": delta})
+        elif kind == "tool_use":
+            head = {"type": "tool_use", "id": block["id"], "name": block["name"], "input": {}}
+            yield _sse("content_block_start", {"type": "content_block_start", "index": index, "content_block": head})
+            body = json.dumps(block["input"]) if block["input"] else ""
+            yield _sse(
+                "content_block_delta",
+                {
+                    "type": "content_block_delta",
+                    "index": index,
+                    "delta": {"type": "input_json_delta", "partial_json": ""},
+                },
+            )
+            for i in range(0, len(body), piece):
+                delta = {"type": "input_json_delta", "partial_json": body[i : i + piece]}
+                yield _sse("content_block_delta", {"type": "content_block_delta", "index": index, "delta": delta})
+        yield _sse("content_block_stop", {"type": "content_block_stop", "index": index})
+    yield _sse(
+        "message_delta",
+        {
+            "type": "message_delta",
+            "delta": {"stop_reason": msg["stop_reason"], "stop_sequence": None},
+            "usage": {"output_tokens": usage.get("output_tokens", 0)},
+        },
+    )
+    yield _sse("message_stop", {"type": "message_stop"})
+
+
+# ---- strict validation ----------------------------------------------------------------------------------------------
+
+
+def _bad(message: str) -> Reject:
+    return Reject(400, "invalid_request_error", message)
+
+
+def _check_blocks(content: Any, where: str, role: str) -> list[dict[str, Any]]:
+    if isinstance(content, str):
+        if not content.strip():
+            raise _bad(f"{where}: text content blocks must contain non-whitespace text")
+        return [{"type": "text", "text": content}]
+    if not isinstance(content, list) or not content:
+        raise _bad(f"{where}: content must be a non-empty string or list of blocks")
+    for i, block in enumerate(content):
+        if not isinstance(block, dict) or block.get("type") not in BLOCK_TYPES:
+            raise _bad(
+                f"{where}.{i}: unknown content block type {block.get('type') if isinstance(block, dict) else block!r}"
+            )
+        kind = block["type"]
+        if kind == "text" and (not isinstance(block.get("text"), str) or not block["text"].strip()):
+            raise _bad(f"{where}.{i}: text content blocks must contain non-whitespace text")
+        if kind == "image":
+            src = block.get("source") or {}
+            if src.get("type") == "base64":
+                if src.get("media_type") not in ("image/jpeg", "image/png", "image/gif", "image/webp"):
+                    raise _bad(f"{where}.{i}.source.media_type: unsupported")
+                if not isinstance(src.get("data"), str) or not src["data"]:
+                    raise _bad(f"{where}.{i}.source.data: required")
+            elif src.get("type") == "url":
+                if not str(src.get("url", "")).startswith("https://"):
+                    raise _bad(f"{where}.{i}.source.url: must be https")
+            else:
+                raise _bad(f"{where}.{i}.source: unsupported source type")
+        if kind == "tool_use":
+            if role != "assistant":
+                raise _bad(f"{where}.{i}: tool_use blocks are only allowed in assistant messages")
+            if not TOOL_ID.match(str(block.get("id", ""))):
+                raise _bad(f"{where}.{i}.id: String should match pattern '^[a-zA-Z0-9_-]+$'")
+            if not TOOL_NAME.match(str(block.get("name", ""))):
+                raise _bad(f"{where}.{i}.name: String should match pattern '^[a-zA-Z0-9_-]{{1,128}}$'")
+            if not isinstance(block.get("input"), dict):
+                raise _bad(f"{where}.{i}.input: Input should be a valid dictionary")
+        if kind == "tool_result":
+            if role != "user":
+                raise _bad(f"{where}.{i}: tool_result blocks are only allowed in user messages")
+            if not TOOL_ID.match(str(block.get("tool_use_id", ""))):
+                raise _bad(f"{where}.{i}.tool_use_id: String should match pattern '^[a-zA-Z0-9_-]+$'")
+            if "content" in block:
+                inner = block["content"]
+                if isinstance(inner, list):
+                    _check_blocks(inner, f"{where}.{i}.content", "user")
+                elif not isinstance(inner, str):
+                    raise _bad(f"{where}.{i}.content: must be a string or a list of blocks")
+    return content
+
+
+def validate_messages_request(body: Any, *, fixed_sampling: bool = False) -> None:
+    """Raise Reject for anything the real API would refuse (the subset the proxy can get wrong)."""
+    if not isinstance(body, dict):
+        raise _bad("body must be a JSON object")
+    extra = set(body) - TOP_LEVEL
+    if extra:
+        raise _bad(f"{sorted(extra)[0]}: Extra inputs are not permitted")
+    if not isinstance(body.get("model"), str) or not body["model"]:
+        raise _bad("model: Field required")
+    if not isinstance(body.get("max_tokens"), int) or body["max_tokens"] < 1:
+        raise _bad("max_tokens: Field required")
+    system = body.get("system")
+    if system is not None and not isinstance(system, str):
+        if not isinstance(system, list):
+            raise _bad("system: must be a string or a list of text blocks")
+        for i, block in enumerate(system):
+            if not isinstance(block, dict) or block.get("type") != "text" or not str(block.get("text", "")).strip():
+                raise _bad(f"system.{i}: system blocks must be non-empty text blocks")
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise _bad("messages: at least one message is required")
+    tools = body.get("tools")
+    tool_names = set()
+    if tools is not None:
+        if not isinstance(tools, list):
+            raise _bad("tools: must be a list")
+        for i, tool in enumerate(tools):
+            if not TOOL_NAME.match(str(tool.get("name", ""))):
+                raise _bad(f"tools.{i}.name: String should match pattern '^[a-zA-Z0-9_-]{{1,128}}$'")
+            schema = tool.get("input_schema")
+            if not isinstance(schema, dict) or schema.get("type") != "object":
+                raise _bad(f"tools.{i}.input_schema: must be a JSON schema of type object")
+            if tool["name"] in tool_names:
+                raise _bad(f"tools: Tool names must be unique: {tool['name']}")
+            tool_names.add(tool["name"])
+    merged: list[dict[str, Any]] = []  # the API merges consecutive same-role turns
+    for i, msg in enumerate(messages):
+        role = msg.get("role") if isinstance(msg, dict) else None
+        if role not in ("user", "assistant"):
+            raise _bad(f"messages.{i}.role: Input should be 'user' or 'assistant'")
+        blocks = _check_blocks(msg.get("content"), f"messages.{i}.content", role)
+        if merged and merged[-1]["role"] == role:
+            merged[-1]["content"] = merged[-1]["content"] + blocks
+        else:
+            merged.append({"role": role, "content": list(blocks)})
+    if merged[0]["role"] != "user":
+        raise _bad("messages: first message must use the user role")
+    uses_tools = False
+    for i, turn in enumerate(merged):
+        types = [b["type"] for b in turn["content"]]
+        if "tool_use" in types or "tool_result" in types:
+            uses_tools = True
+        if turn["role"] == "assistant":
+            ids = [b["id"] for b in turn["content"] if b["type"] == "tool_use"]
+            if len(set(ids)) != len(ids):
+                raise _bad(f"messages.{i}: tool_use ids must be unique")
+            if ids:
+                nxt = merged[i + 1] if i + 1 < len(merged) else None
+                if nxt is None:
+                    raise _bad(
+                        f"messages.{i}: tool_use ids were found without tool_result blocks immediately after: "
+                        + ", ".join(ids)
+                    )
+                results = {b["tool_use_id"] for b in nxt["content"] if b["type"] == "tool_result"}
+                missing = [x for x in ids if x not in results]
+                if missing:
+                    raise _bad(
+                        f"messages.{i + 1}: tool_use ids were found without tool_result blocks immediately after: "
+                        + ", ".join(missing)
+                    )
+        else:
+            prev = merged[i - 1] if i > 0 else None
+            allowed = {b["id"] for b in prev["content"] if b["type"] == "tool_use"} if prev else set()
+            seen_other = False
+            for b in turn["content"]:
+                if b["type"] == "tool_result":
+                    if seen_other:
+                        raise _bad(f"messages.{i}: tool_result blocks must come first in the user message")
+                    if b["tool_use_id"] not in allowed:
+                        raise _bad(
+                            f"messages.{i}: unexpected tool_use_id found in tool_result blocks: {b['tool_use_id']}. "
+                            "Each tool_result block must have a corresponding tool_use block in the previous message."
+                        )
+                else:
+                    seen_other = True
+    if uses_tools and not tools:
+        raise _bad("Requests which include tool_use or tool_result blocks must define tools.")
+    for i, turn in enumerate(merged):
+        for b in turn["content"]:
+            if b["type"] == "tool_use" and tools is not None and b["name"] not in tool_names:
+                raise _bad(f"messages.{i}: tool_use names a tool that is not defined: {b['name']}")
+    choice = body.get("tool_choice")
+    if choice is not None:
+        if not tools:
+            raise _bad("tool_choice may only be specified while providing tools")
+        if choice.get("type") not in ("auto", "any", "tool", "none"):
+            raise _bad("tool_choice.type: Input should be 'auto', 'any', 'tool' or 'none'")
+        if choice["type"] == "tool" and choice.get("name") not in tool_names:
+            raise _bad("tool_choice.name: names a tool that is not defined")
+    temp = body.get("temperature")
+    if temp is not None and not (0 <= temp <= 1):
+        raise _bad("temperature: Input should be less than or equal to 1")
+    if temp is not None and body.get("top_p") is not None:
+        raise _bad("`temperature` and `top_p` cannot both be specified for this model.")
+    if fixed_sampling and (temp is not None or body.get("top_p") is not None or body.get("top_k") is not None):
+        raise _bad("temperature, top_p and top_k may not be set for this model")
+    for i, stop in enumerate(body.get("stop_sequences") or []):
+        if not isinstance(stop, str) or not stop.strip():
+            raise _bad(f"stop_sequences.{i}: each stop sequence must contain non-whitespace")
+    think = body.get("thinking")
+    if think is not None:
+        if think.get("type") == "enabled":
+            budget = think.get("budget_tokens")
+            if not isinstance(budget, int) or budget < 1024:
+                raise _bad("thinking.budget_tokens: Input should be greater than or equal to 1024")
+            if budget >= body["max_tokens"]:
+                raise _bad("`max_tokens` must be greater than `thinking.budget_tokens`")
+        elif think.get("type") not in ("adaptive", "disabled"):
+            raise _bad("thinking.type: unknown")
+        if think.get("type") != "disabled":
+            if choice is not None and choice.get("type") in ("any", "tool"):
+                raise _bad("Thinking may not be enabled when tool_choice forces tool use.")
+            if temp is not None and temp != 1:
+                raise _bad("`temperature` may only be set to 1 when thinking is enabled.")
+            last_assistant = next((t for t in reversed(merged) if t["role"] == "assistant"), None)
+            if (
+                last_assistant is not None
+                and any(b["type"] == "tool_use" for b in last_assistant["content"])
+                and last_assistant["content"][0]["type"] not in ("thinking", "redacted_thinking")
+                and merged[-1]["role"] == "user"
+                and any(b["type"] == "tool_result" for b in merged[-1]["content"])
+            ):
+                raise _bad(
+                    "messages: Expected `thinking` or `redacted_thinking`, but found `tool_use`. When `thinking` is "
+                    "enabled, a final `assistant` message must start with a thinking block."
+                )
+    cfg = body.get("output_config")
+    if cfg is not None:
+        fmt = cfg.get("format")
+        if fmt is not None and (fmt.get("type") != "json_schema" or not isinstance(fmt.get("schema"), dict)):
+            raise _bad("output_config.format: must be {type: json_schema, schema}")
+        if "effort" in cfg and cfg["effort"] not in ("low", "medium", "high", "max"):
+            raise _bad("output_config.effort: unknown effort")
+
+
+# ---- the server ----------------------------------------------------------------------------------------------------
+
+Reply = dict[str, Any] | ErrorReply | Callable[[Recorded], Any]
+
+
+class FakeAnthropic:
+    """`with FakeAnthropic() as fake:` serves on 127.0.0.1:<random port>; `fake.url` is the base URL."""
+
+    def __init__(
+        self,
+        *,
+        api_keys: tuple[str, ...] = ("sk-ant-api03-test-key",),
+        oauth_tokens: tuple[str, ...] = ("sk-ant-oat01-test-token",),
+        models: tuple[str, ...] = ("claude-sonnet-4-6", "claude-haiku-4-5-20251001"),
+        models_refuse_oauth: bool = False,
+        fixed_sampling: bool = False,
+    ) -> None:
+        self.api_keys = set(api_keys)
+        self.oauth_tokens = set(oauth_tokens)
+        self.models = models
+        self.models_refuse_oauth = models_refuse_oauth
+        self.fixed_sampling = fixed_sampling
+        self.requests: list[Recorded] = []
+        self.replies: deque[Reply] = deque()
+        self.stream_delay = 0.0  # seconds between SSE events
+        self.disconnects = 0  # streams whose client went away before the end
+        self.open_streams = 0
+        self._lock = threading.Lock()
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+
+    @property
+    def url(self) -> str:
+        host, port = self._server.server_address[:2]
+        return f"http://{host}:{port}"
+
+    @property
+    def messages_requests(self) -> list[Recorded]:
+        return [r for r in self.requests if r.path == "/v1/messages"]
+
+    def script(self, *replies: Reply) -> None:
+        self.replies.extend(replies)
+
+    def __enter__(self) -> FakeAnthropic:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def authenticate(self, headers: dict[str, str]) -> bool:
+        """True for OAuth, False for API key; raises Reject otherwise."""
+        if headers.get("anthropic-version") != "2023-06-01":
+            raise _bad("anthropic-version: header is required")
+        key, auth = headers.get("x-api-key"), headers.get("authorization")
+        if key and auth:
+            raise _bad("send either x-api-key or Authorization, not both")
+        if key:
+            if key not in self.api_keys:
+                raise Reject(401, "authentication_error", "invalid x-api-key")
+            return False
+        if auth and auth.startswith("Bearer "):
+            token = auth[len("Bearer ") :]
+            betas = [b.strip() for b in headers.get("anthropic-beta", "").split(",")]
+            if "oauth-2025-04-20" not in betas:
+                raise Reject(401, "authentication_error", "OAuth authentication is currently not supported.")
+            if token not in self.oauth_tokens:
+                raise Reject(401, "authentication_error", "OAuth token has expired or is invalid.")
+            return True
+        raise Reject(401, "authentication_error", "x-api-key header is required")
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def _send_json(self, status: int, payload: Any, headers: dict[str, str] | None = None) -> None:
+                data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+                self.send_response(status)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(data)))
+                self.send_header("request-id", f"req_fake{len(fake.requests):04d}")
+                for k, v in (headers or {}).items():
+                    self.send_header(k, v)
+                self.end_headers()
+                self.wfile.write(data)
+
+            def _error(self, status: int, etype: str, message: str, headers: dict[str, str] | None = None) -> None:
+                rid = f"req_fake{len(fake.requests):04d}"
+                body = {"type": "error", "error": {"type": etype, "message": message}, "request_id": rid}
+                self._send_json(status, body, headers)
+
+            def do_GET(self) -> None:
+                url = urlparse(self.path)
+                headers = {k.lower(): v for k, v in self.headers.items()}
+                with fake._lock:
+                    fake.requests.append(Recorded("GET", url.path, headers, dict(parse_qs(url.query))))
+                if url.path != "/v1/models":
+                    return self._error(404, "not_found_error", f"no route {url.path}")
+                try:
+                    oauth = fake.authenticate(headers)
+                except Reject as rej:
+                    return self._error(rej.status, rej.etype, rej.message)
+                if oauth and fake.models_refuse_oauth:
+                    return self._error(403, "permission_error", "OAuth tokens may not list models")
+                data = [
+                    {"type": "model", "id": m, "display_name": m, "created_at": "2025-10-01T00:00:00Z"}
+                    for m in fake.models
+                ]
+                self._send_json(
+                    200,
+                    {
+                        "data": data,
+                        "has_more": False,
+                        "first_id": data[0]["id"] if data else None,
+                        "last_id": data[-1]["id"] if data else None,
+                    },
+                )
+
+            def do_POST(self) -> None:
+                url = urlparse(self.path)
+                headers = {k.lower(): v for k, v in self.headers.items()}
+                raw = self.rfile.read(int(headers.get("content-length", "0") or 0))
+                try:
+                    body = json.loads(raw)
+                except ValueError:
+                    body = None
+                record = Recorded("POST", url.path, headers, body)
+                with fake._lock:
+                    fake.requests.append(record)
+                if url.path != "/v1/messages":
+                    return self._error(404, "not_found_error", f"no route {url.path}")
+                try:
+                    fake.authenticate(headers)
+                    if body is None:
+                        raise _bad("request body is not valid JSON")
+                    validate_messages_request(body, fixed_sampling=fake.fixed_sampling)
+                except Reject as rej:
+                    return self._error(rej.status, rej.etype, rej.message)
+                with fake._lock:
+                    reply: Any = fake.replies.popleft() if fake.replies else None
+                if callable(reply):
+                    reply = reply(record)
+                if reply is None:
+                    reply = message(text("Hello from the fake."))
+                if isinstance(reply, ErrorReply):
+                    if reply.raw is not None:
+                        data = reply.raw
+                        self.send_response(reply.status)
+                        self.send_header("content-type", reply.headers.get("content-type", "text/html"))
+                        self.send_header("content-length", str(len(data)))
+                        self.end_headers()
+                        self.wfile.write(data)
+                        return None
+                    return self._error(reply.status, reply.etype, reply.message, reply.headers)
+                reply = dict(reply, model=reply.get("model") or body["model"])
+                if not body.get("stream"):
+                    return self._send_json(200, reply)
+                return self._stream(reply)
+
+            def _stream(self, reply: dict[str, Any]) -> None:
+                self.send_response(200)
+                self.send_header("content-type", "text/event-stream")
+                self.send_header("cache-control", "no-cache")
+                self.send_header("request-id", f"req_fake{len(fake.requests):04d}")
+                self.send_header("connection", "close")
+                self.end_headers()
+                self.close_connection = True
+                with fake._lock:
+                    fake.open_streams += 1
+                try:
+                    events = reply["_events"] if "_events" in reply else render_sse(reply)
+                    for chunk in events:
+                        if fake.stream_delay:
+                            time.sleep(fake.stream_delay)
+                        self.wfile.write(chunk)
+                        self.wfile.flush()
+                except (BrokenPipeError, ConnectionResetError):
+                    with fake._lock:
+                        fake.disconnects += 1
+                finally:
+                    with fake._lock:
+                        fake.open_streams -= 1
+
+        return Handler
