@@ -204,12 +204,14 @@ class AtomicWriter:
     writer is made, so a caller can prove the directory is writable *before* doing something that cannot be
     undone (a refresh grant consumes the old refresh token) and only then `commit`: write, truncate, fchmod,
     fsync, rename over the target, fsync the directory. `abort` (or leaving the `with` block without
-    committing) removes the temp file and leaves the target untouched.
+    committing) removes the temp file and leaves the target untouched. With `owner` (uid, gid) the new file keeps
+    the owner of the one it replaces, where the process may change it.
     """
 
-    def __init__(self, path: Path, mode: int = 0o600, reserve: int = 0) -> None:
+    def __init__(self, path: Path, mode: int = 0o600, reserve: int = 0, owner: tuple[int, int] | None = None) -> None:
         self.path = path
         self.mode = mode
+        self.owner = owner
         fd, tmp = tempfile.mkstemp(prefix=temp_prefix(path), suffix=TEMP_SUFFIX, dir=path.parent)
         self._fd: int | None = fd
         self._tmp: str | None = tmp
@@ -235,6 +237,10 @@ class AtomicWriter:
             while offset < len(view):
                 offset += os.pwrite(fd, view[offset:], offset)
             os.ftruncate(fd, len(data))
+            if self.owner is not None and self.owner != (os.geteuid(), os.getegid()):
+                # Keep the file readable by its owner (the proxy) when a privileged user rewrites it.
+                with contextlib.suppress(PermissionError):
+                    os.fchown(fd, *self.owner)
             os.fchmod(fd, self.mode)
             os.fsync(fd)
             os.close(fd)

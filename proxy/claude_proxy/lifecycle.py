@@ -134,6 +134,14 @@ def _read(path: Path) -> tuple[bytes | None, str | None]:
         return None, "unreadable"
 
 
+def _owner(path: Path) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_uid, st.st_gid
+
+
 def _expiry(parsed: OAuthFile) -> int | None:
     return parsed.expires_at_ms
 
@@ -259,7 +267,7 @@ def _refresh_locked(
     reason = "forced" if options.force else "due"
 
     try:
-        writer = AtomicWriter(path, reserve=len(data) + 8192)
+        writer = AtomicWriter(path, reserve=len(data) + 8192, owner=_owner(path))
     except OSError as exc:
         return failed("not_writable", f"cannot write next to {path} ({exc.strerror}); nothing changed", expires)
     with writer:
@@ -369,7 +377,7 @@ def _seed_locked(data: bytes, src: OAuthFile, source: Path, target: Path, force:
             current.expires_at_ms,
         )
 
-    with AtomicWriter(target) as writer:
+    with AtomicWriter(target, owner=_owner(target) if existing is not None else None) as writer:
         writer.commit(data)
     why = {
         "forced": "forced",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import stat
 from collections.abc import Iterator
@@ -374,3 +375,31 @@ def test_lock_timeout_fails_without_touching_anything(fake: FakeOAuthServer, cre
         outcome = refresh(creds, options(fake, lock_timeout=0.2))
     assert (outcome.result, outcome.reason) == (Result.FAILED, "locked")
     assert creds.read_bytes() == data and fake.requests == []
+
+
+def test_no_token_reaches_any_logger_even_at_debug(
+    fake: FakeOAuthServer, creds: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Every logger (ours, httpx, httpcore) at DEBUG through retries, a refresh and an invalid_grant."""
+    caplog.set_level(logging.DEBUG)
+    due_login(fake, creds)
+    fake.script(Scripted(429, {"error": "rate_limited"}, {"retry-after": "0"}), Scripted(503, "busy"))
+    assert refresh(creds, options(fake), sleep=Sleeps()).result is Result.REFRESHED
+    fake.echo_token_in_errors = True
+    assert refresh(creds, options(fake, force=True, client_id=CLIENT_ID)).result is Result.REFRESHED
+    stale = creds.read_bytes()
+    assert refresh(creds, options(fake, force=True)).result is Result.REFRESHED
+    creds.write_bytes(stale)  # a spent refresh token: the endpoint echoes it back in its error
+    outcome = refresh(creds, options(fake, force=True))
+    assert outcome.reason == "invalid_grant"
+    assert any(r.name.startswith("httpcore") for r in caplog.records), "transport debug logs were captured"
+    assert_no_secrets([caplog.text, outcome.message], fake.issued())
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="changing a file's owner needs root")
+def test_a_privileged_refresh_keeps_the_file_owner(fake: FakeOAuthServer, creds: Path) -> None:
+    due_login(fake, creds)
+    os.chown(creds, 4321, 4321)
+    assert refresh(creds, options(fake)).result is Result.REFRESHED
+    st = creds.stat()
+    assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (4321, 4321, 0o600)
