@@ -66,7 +66,7 @@ def test_two_refreshers_started_at_once_make_exactly_one_grant(
 ) -> None:
     login = fake.login()
     write_credentials(creds, login.access_token, login.refresh_token, now_ms() + 5 * 60_000)
-    fake.delay = 0.5  # the first grant is still in flight when the second process wants the lock
+    fake.delay = 1.0  # the first grant is still in flight when the second process wants the lock
     env = cli_env(tmp_path, fake)
     procs = [start_cli("refresh", "--credentials", str(creds), env=env) for _ in range(2)]
     results = [finish(p) for p in procs]
