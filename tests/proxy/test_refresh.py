@@ -403,3 +403,17 @@ def test_a_privileged_refresh_keeps_the_file_owner(fake: FakeOAuthServer, creds:
     assert refresh(creds, options(fake)).result is Result.REFRESHED
     st = creds.stat()
     assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (4321, 4321, 0o600)
+
+
+def test_answer_without_lifetime_assumes_a_short_one(fake: FakeOAuthServer, creds: Path) -> None:
+    """The new tokens are saved (the old refresh token is spent) with an expiry early enough to refresh soon."""
+    due_login(fake, creds)
+    fake.script(
+        Scripted(200, {"access_token": "sk-ant-oat01-test-nolife", "refresh_token": "sk-ant-ort01-test-nolife"})
+    )
+    before = now_ms()
+    outcome = refresh(creds, options(fake))
+    assert outcome.result is Result.REFRESHED and "assumed 1h" in outcome.message
+    oauth = read_oauth(creds)
+    assert (oauth["accessToken"], oauth["refreshToken"]) == ("sk-ant-oat01-test-nolife", "sk-ant-ort01-test-nolife")
+    assert before + HOUR_MS <= oauth["expiresAt"] <= now_ms() + HOUR_MS
