@@ -3,10 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import logging
+import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
 
-from claude_proxy.config import ConfigError, Settings
+from claude_proxy.config import ConfigError, Settings, default_credentials_path
+
+if TYPE_CHECKING:  # the lifecycle modules are imported by the commands that need them
+    from claude_proxy.lifecycle import Outcome
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -62,6 +69,98 @@ def _installed(module: str, fallback: str) -> str:
     return module if importlib.util.find_spec(module) is not None else fallback
 
 
+def _setup_logging(level: str | None) -> None:
+    name = (level or os.environ.get("LOG_LEVEL") or "info").upper()
+    logging.basicConfig(
+        level=getattr(logging, name, logging.INFO), stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s"
+    )
+    # Transport chatter adds nothing to the outcome line and must never get a chance to print a request body.
+    for noisy in ("httpx", "httpcore"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def _emit(outcome: Outcome) -> int:
+    from claude_proxy.lifecycle import TERMINATION_LOG, emit
+
+    emit(outcome, sys.stdout.write, os.environ.get("CLAUDE_PROXY_TERMINATION_LOG", TERMINATION_LOG))
+    sys.stdout.flush()
+    return outcome.exit_code
+
+
+def _internal_failure(command: str, exc: BaseException) -> Outcome:
+    from claude_proxy.lifecycle import Outcome, Result
+
+    # The type name only: a foreign exception's text is not ours to vouch for.
+    return Outcome(command, Result.FAILED, "internal", f"unexpected error ({type(exc).__name__}); nothing changed")
+
+
+def _credentials_path(args: argparse.Namespace) -> Path:
+    return Path(args.credentials).expanduser() if args.credentials else default_credentials_path(os.environ)
+
+
+def _refresh(args: argparse.Namespace) -> int:
+    from claude_proxy.lifecycle import RefreshOptions, refresh
+    from claude_proxy.oauth import RetryPolicy
+
+    _setup_logging(args.log_level)
+    options = RefreshOptions(
+        before_seconds=args.before * 60,
+        force=args.force,
+        token_url=args.token_url,
+        client_id=args.client_id,
+        timeout=args.timeout,
+        retry=RetryPolicy(attempts=max(1, args.attempts), max_wait=args.max_wait),
+        lock_timeout=args.lock_timeout,
+    )
+    try:
+        outcome = refresh(_credentials_path(args), options)
+    except Exception as exc:
+        outcome = _internal_failure("refresh", exc)
+    return _emit(outcome)
+
+
+def _seed(args: argparse.Namespace) -> int:
+    from claude_proxy.lifecycle import seed
+
+    _setup_logging(args.log_level)
+    try:
+        outcome = seed(Path(args.source).expanduser(), Path(args.target).expanduser(), force=args.force)
+    except Exception as exc:
+        outcome = _internal_failure("seed", exc)
+    return _emit(outcome)
+
+
+def _check(args: argparse.Namespace) -> int:
+    import json
+
+    from claude_proxy.credentials import CredentialResolver
+    from claude_proxy.lifecycle import check
+
+    _setup_logging(args.log_level)
+    try:
+        settings = Settings.from_env()
+    except ConfigError as exc:
+        print(f"claude-proxy: {exc}", file=sys.stderr)
+        return 2
+    path = Path(args.credentials).expanduser() if args.credentials else settings.credentials_path
+    report = check(CredentialResolver(settings.api_key, settings.access_token, path))
+    print(json.dumps(report.to_dict()) if args.json else report.to_text())
+    return report.exit_code
+
+
+def _positive(kind: type[float] | type[int]) -> Callable[[str], float | int]:
+    def parse(text: str) -> float | int:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        if value < 0:
+            raise argparse.ArgumentTypeError(f"must be >= 0: {text!r}")
+        return value
+
+    return parse
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="claude-proxy", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -77,6 +176,67 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--graceful-timeout", type=float, default=25.0, help="seconds in-flight requests get on SIGTERM")
     serve.set_defaults(func=_serve)
+
+    from claude_proxy.oauth import DEFAULT_CLIENT_ID, DEFAULT_TOKEN_URL
+
+    log_level = argparse.ArgumentParser(add_help=False)
+    log_level.add_argument("--log-level", default=None, help="debug|info|warning|error (env LOG_LEVEL, default info)")
+
+    refresh = sub.add_parser(
+        "refresh",
+        parents=[log_level],
+        help="renew the OAuth access token in the credentials file (refresh_token grant, under a lock)",
+        description="Renew the OAuth access token in a Claude Code credentials file when it is due. Prints one "
+        "JSON outcome line; exit 0 when refreshed or not due, 1 on failure (file left untouched).",
+    )
+    refresh.add_argument("--credentials", default=None, help="credentials file (default: as the proxy resolves it)")
+    refresh.add_argument(
+        "--before", type=_positive(float), default=60.0, help="refresh when the token expires within MINUTES (60)"
+    )
+    refresh.add_argument("--force", action="store_true", help="refresh even when the token is not due")
+    refresh.add_argument(
+        "--token-url",
+        default=os.environ.get("CLAUDE_OAUTH_TOKEN_URL") or DEFAULT_TOKEN_URL,
+        help=f"OAuth token endpoint (env CLAUDE_OAUTH_TOKEN_URL, default {DEFAULT_TOKEN_URL})",
+    )
+    refresh.add_argument(
+        "--client-id",
+        default=os.environ.get("CLAUDE_OAUTH_CLIENT_ID") or DEFAULT_CLIENT_ID,
+        help="OAuth client id (env CLAUDE_OAUTH_CLIENT_ID, default Claude Code's public client id)",
+    )
+    refresh.add_argument("--timeout", type=_positive(float), default=30.0, help="seconds per HTTP attempt (30)")
+    refresh.add_argument("--attempts", type=_positive(int), default=4, help="tries of the grant, first included (4)")
+    refresh.add_argument(
+        "--max-wait", type=_positive(float), default=120.0, help="seconds of back-off/retry-after in total (120)"
+    )
+    refresh.add_argument(
+        "--lock-timeout", type=_positive(float), default=300.0, help="seconds to wait for another refresher (300)"
+    )
+    refresh.set_defaults(func=_refresh)
+
+    seed = sub.add_parser(
+        "seed",
+        parents=[log_level],
+        help="install a credentials file (e.g. from a Secret) unless the target is newer",
+        description="Copy a validated credentials file to a writable location, atomically and with mode 0600, "
+        "unless the target holds credentials at least as new (by claudeAiOauth.expiresAt). Prints one JSON "
+        "outcome line; exit 0 when copied or skipped, 1 on failure.",
+    )
+    seed.add_argument("--from", dest="source", required=True, help="source credentials file (read only)")
+    seed.add_argument("--to", dest="target", required=True, help="target credentials file")
+    seed.add_argument("--force", action="store_true", help="copy even when the target is newer")
+    seed.set_defaults(func=_seed)
+
+    check = sub.add_parser(
+        "check",
+        parents=[log_level],
+        help="report which credential the proxy would use and how long it stays valid",
+        description="Resolve credentials as the proxy does and report source, kind, expiry and subscription "
+        "type (never the secret). Exit 0 valid, 1 expired or missing, 2 malformed.",
+    )
+    check.add_argument("--credentials", default=None, help="credentials file (default: as the proxy resolves it)")
+    check.add_argument("--json", action="store_true", help="print one JSON object instead of text")
+    check.set_defaults(func=_check)
     return parser
 
 
