@@ -129,6 +129,14 @@ class Row:
 class Report:
     rows: list[Row] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    load_before: str = "unknown"
+
+
+def load_average() -> str:
+    try:
+        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    except OSError:
+        return "unknown"
 
 
 # ---- processes -----------------------------------------------------------------------------------------------------
@@ -393,7 +401,7 @@ def ms(seconds: float) -> str:
 
 
 def added(direct: float, proxy: float) -> str:
-    return f"+{(proxy - direct) * 1000:.2f} ms"
+    return f"{(proxy - direct) * 1000:+.2f} ms"
 
 
 def mb(value: int) -> str:
@@ -406,7 +414,12 @@ def check_added(limit_ms: float, direct: float, proxy: float) -> tuple[bool, str
 
 
 async def measure(args: argparse.Namespace, direct: Target, proxy: Target, pid: int, upstream_port: int) -> Report:
-    report = Report()
+    report = Report(load_before=load_average())
+    if (args.workers or 1) > 1:
+        report.notes.append(
+            f"RSS is the proxy's whole process tree: the supervisor and its {args.workers} workers "
+            "(the memory targets are for one process)."
+        )
     wrk = None if args.load_generator == "python" else shutil.which("wrk")
     if args.load_generator == "wrk" and wrk is None:
         raise SystemExit("wrk is not installed (apt-get install wrk), and --load-generator wrk was asked for")
@@ -534,7 +547,8 @@ def render(report: Report, args: argparse.Namespace, elapsed: float, generator: 
     lines = [
         f"Run of {when}: {os.cpu_count()} CPUs ({cpu}), Python {platform.python_version()}, "
         f"proxy with {workers} worker{'s' if workers > 1 else ''}, load generator {generator}, "
-        f"{args.duration:g} s per load figure, {args.streams} streams at c=1, {elapsed:.0f} s in all.",
+        f"{args.duration:g} s per load figure, {args.streams} streams at c=1, {elapsed:.0f} s in all; "
+        f"load average {report.load_before} before the run (other work on the machine shows in the p99s).",
         "",
         "| Figure | Direct to upstream | Through the proxy | Proxy vs direct | Target | Met |",
         "|---|---:|---:|---:|---|---|",
