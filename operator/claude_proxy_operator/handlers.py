@@ -1,0 +1,58 @@
+"""The kopf wiring: which events start a reconcile pass. Thin on purpose; the work is in `reconcile`."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import kopf
+
+from claude_proxy_operator import builders
+from claude_proxy_operator.config import Config
+from claude_proxy_operator.kube import Kube
+from claude_proxy_operator.reconcile import Reconciler
+from claude_proxy_operator.spec import GROUP, PLURAL, VERSION
+
+CHILD_LABELS = {builders.MANAGED_BY_LABEL: builders.MANAGER, builders.INSTANCE_LABEL: kopf.PRESENT}
+
+
+def configure(settings: kopf.OperatorSettings) -> None:
+    """Keep kopf's bookkeeping in annotations (status belongs to the resource) and ask only for RBAC it needs."""
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=GROUP, key="last-handled-configuration"
+    )
+    settings.posting.level = logging.WARNING  # Events carry outcomes and warnings, not every log line
+    settings.scanning.disabled = True  # no cluster-wide CRD/namespace watching: the resources are fixed
+    settings.peering.standalone = True  # one replica (Recreate): no peering objects needed
+
+
+def build_registry(config: Config, *, login: Callable[..., Any] | None = None) -> kopf.OperatorRegistry:
+    """The operator's handlers; `login` replaces kopf's usual logins (service account, kubeconfig), e.g. in tests."""
+    registry = kopf.OperatorRegistry() if login is not None else kopf.SmartOperatorRegistry()
+    if login is not None:
+        kopf.on.login(registry=registry)(login)
+    reconciler = Reconciler(Kube(), config)
+
+    @kopf.on.startup(registry=registry)
+    def startup(settings: kopf.OperatorSettings, logger: logging.Logger, **_: Any) -> None:
+        configure(settings)
+        logger.info(f"Managing {PLURAL}.{GROUP}/{VERSION}; proxy image {config.default_image}")
+
+    @kopf.on.resume(GROUP, VERSION, PLURAL, registry=registry)
+    @kopf.on.create(GROUP, VERSION, PLURAL, registry=registry)
+    @kopf.on.update(GROUP, VERSION, PLURAL, registry=registry)
+    async def converge(name: str, namespace: str, logger: logging.Logger, **_: Any) -> None:
+        await reconciler.run(namespace, name, logger)
+
+    @kopf.timer(GROUP, VERSION, PLURAL, interval=config.resync_seconds, registry=registry)
+    async def resync(name: str, namespace: str, logger: logging.Logger, **_: Any) -> None:
+        await reconciler.run(namespace, name, logger)
+
+    @kopf.on.event("batch", "v1", "jobs", labels=CHILD_LABELS, registry=registry)
+    @kopf.on.event("apps", "v1", "deployments", labels=CHILD_LABELS, registry=registry)
+    async def child_changed(labels: dict[str, str], namespace: str, logger: logging.Logger, **_: Any) -> None:
+        await reconciler.run(namespace, labels[builders.INSTANCE_LABEL], logger)
+
+    return registry
