@@ -46,9 +46,20 @@ def build_registry(config: Config, *, login: Callable[..., Any] | None = None) -
     async def converge(name: str, namespace: str, logger: logging.Logger, **_: Any) -> None:
         await reconciler.run(namespace, name, logger)
 
-    @kopf.timer(GROUP, VERSION, PLURAL, interval=config.resync_seconds, registry=registry)
-    async def resync(name: str, namespace: str, logger: logging.Logger, **_: Any) -> None:
-        await reconciler.run(namespace, name, logger)
+    # The resync loop: notices what no watched event announces (a Secret's new content, an expiry passing). A pass
+    # is safe to interrupt (the next one converges), so stopping never waits long for one.
+    @kopf.daemon(GROUP, VERSION, PLURAL, cancellation_timeout=1.0, registry=registry)
+    async def resync(name: str, namespace: str, logger: logging.Logger, stopped: Any, **_: Any) -> None:
+        while not stopped:
+            await stopped.wait(config.resync_seconds)
+            if stopped:
+                break
+            try:
+                await reconciler.run(namespace, name, logger)
+            except kopf.PermanentError as exc:
+                logger.debug(f"Resync: {exc}")  # already in the status and an Event
+            except Exception as exc:
+                logger.warning(f"Resync failed, retrying in {config.resync_seconds:g}s: {exc}")
 
     @kopf.on.event("batch", "v1", "jobs", labels=CHILD_LABELS, registry=registry)
     @kopf.on.event("apps", "v1", "deployments", labels=CHILD_LABELS, registry=registry)
