@@ -283,9 +283,7 @@ def refresh_cronjob(name: str, namespace: str, spec: ProxySpec) -> Obj:
                     "ttlSecondsAfterFinished": JOB_TTL_SECONDS,
                     "template": {
                         "metadata": {"labels": _pod_labels(name, spec, "refresh")},
-                        "spec": _pod_spec(
-                            name, spec, [container], [_credentials_volume(name), _tmp_volume()], "Never"
-                        ),
+                        "spec": _pod_spec(name, spec, [container], [_credentials_volume(name), _tmp_volume()], "Never"),
                     },
                 },
             },

@@ -66,7 +66,9 @@ class Kube:
         self._settings = settings or kopf.OperatorSettings()
         self._logger = logger or logging.getLogger("claude_proxy_operator.kube")
 
-    async def _call(self, method: str, url: str, payload: object | None = None, headers: Mapping[str, str] | None = None) -> Any:
+    async def _call(
+        self, method: str, url: str, payload: object | None = None, headers: Mapping[str, str] | None = None
+    ) -> Any:
         response = await _api.request(
             method,
             url,
@@ -96,7 +98,9 @@ class Kube:
         return created
 
     async def patch(self, res: Resource, namespace: str, name: str, patch: Obj, subresource: str | None = None) -> Obj:
-        patched: Obj = await self._call("patch", res.url(namespace, name, subresource), payload=patch, headers=MERGE_PATCH)
+        patched: Obj = await self._call(
+            "patch", res.url(namespace, name, subresource), payload=patch, headers=MERGE_PATCH
+        )
         return patched
 
     async def delete(self, res: Resource, namespace: str, name: str) -> bool:

@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -63,7 +62,7 @@ class Reconciler:
         self.post_event = post_event
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
 
-    async def run(self, namespace: str, name: str, logger: logging.Logger | logging.LoggerAdapter[Any]) -> None:
+    async def run(self, namespace: str, name: str, logger: kopf.Logger) -> None:
         lock = self._locks.setdefault((namespace, name), asyncio.Lock())
         async with lock:
             body = await self.kube.get(CLAUDE_PROXIES, namespace, name)
@@ -76,7 +75,7 @@ class Reconciler:
 class _Pass:
     """The state of one reconcile pass over one ClaudeProxy."""
 
-    def __init__(self, owner: Reconciler, body: Obj, logger: logging.Logger | logging.LoggerAdapter[Any]) -> None:
+    def __init__(self, owner: Reconciler, body: Obj, logger: kopf.Logger) -> None:
         self.kube = owner.kube
         self.config = owner.config
         self.now = owner.clock()
@@ -123,8 +122,7 @@ class _Pass:
     def _is_ours(self, obj: Mapping[str, Any]) -> bool:
         found = obj.get("metadata", {}).get("labels") or {}
         return bool(
-            found.get(builders.MANAGED_BY_LABEL) == builders.MANAGER
-            and found.get(builders.INSTANCE_LABEL) == self.name
+            found.get(builders.MANAGED_BY_LABEL) == builders.MANAGER and found.get(builders.INSTANCE_LABEL) == self.name
         )
 
     # --- reading -------------------------------------------------------------------------------------------------
@@ -183,7 +181,11 @@ class _Pass:
         if spec.oauth is not None:
             template = ((live or {}).get("spec") or {}).get("template") or {}
             annotations = (template.get("metadata") or {}).get("annotations") or {}
-            seed_part = str(seed.get("digest")) if seeded and seed else str(annotations.get(builders.SEED_DIGEST_ANNOTATION, ""))
+            seed_part = (
+                str(seed.get("digest"))
+                if seeded and seed
+                else str(annotations.get(builders.SEED_DIGEST_ANNOTATION, ""))
+            )
         checksum = _digest(*digests, seed_part)
         desired = builders.deployment(self.name, self.ns, spec, checksum)
         if spec.oauth is not None:
@@ -202,13 +204,12 @@ class _Pass:
         found: dict[str, Any] = {}
         jobs = await self.kube.list(JOBS, self.ns, builders.selector(self.name, "seed"))
         current = builders.seed_job_name(self.name, seed_digest) if seed_digest else None
-        for job in jobs:
-            job_name = job["metadata"]["name"]
-            if job_name != current and self._is_ours(job):
-                await self.kube.delete(JOBS, self.ns, job_name)
+        for stale in jobs:
+            if stale["metadata"]["name"] != current and self._is_ours(stale):
+                await self.kube.delete(JOBS, self.ns, stale["metadata"]["name"])
         done = self.previous.get("seed") or {}
         if seed_digest is not None and done.get("digest") != seed_digest:
-            job = next((j for j in jobs if j["metadata"]["name"] == current), None)
+            job: Obj | None = next((j for j in jobs if j["metadata"]["name"] == current), None)
             if job is None:  # Jobs are immutable: created once per Secret content, never patched
                 job = await self._apply(JOBS, self._own(builders.seed_job(self.name, self.ns, spec, seed_digest)))
             found["seed_job"] = status.job_state(job)
@@ -251,7 +252,10 @@ class _Pass:
             await self._remove(JOBS, job["metadata"]["name"])
         pvc = await self.kube.get(PVCS, self.ns, builders.pvc_name(self.name))
         if pvc is not None and self._is_ours(pvc):
-            owned = any(ref.get("uid") == self.body["metadata"].get("uid") for ref in pvc["metadata"].get("ownerReferences") or ())
+            owned = any(
+                ref.get("uid") == self.body["metadata"].get("uid")
+                for ref in pvc["metadata"].get("ownerReferences") or ()
+            )
             if owned:
                 await self._remove(PVCS, builders.pvc_name(self.name))
             else:

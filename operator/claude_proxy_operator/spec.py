@@ -182,7 +182,7 @@ def parse_spec(raw: Mapping[str, Any], *, default_image: str) -> ProxySpec:
         oauth=_oauth(auth["oauth"]) if mode == "oauth" else None,
         image_pull_policy=str(raw.get("imagePullPolicy", "IfNotPresent")),
         replicas=replicas,
-        resources=raw.get("resources") if raw.get("resources") is not None else DEFAULT_RESOURCES,
+        resources=DEFAULT_RESOURCES if raw.get("resources") is None else _mapping(raw["resources"], "resources"),
         node_selector=dict(_mapping(raw.get("nodeSelector"), "nodeSelector")),
         tolerations=tuple(raw.get("tolerations") or ()),
         affinity=dict(_mapping(raw.get("affinity"), "affinity")),

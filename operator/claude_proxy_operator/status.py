@@ -212,8 +212,11 @@ def _token_fresh(observed: Observed, expires_at: str | None, refresh: Mapping[st
             return _condition("TokenFresh", False, camel(reason), f"{refresh.get('message', '')}{hint}")
         if valid:
             return _condition(
-                "TokenFresh", True, "RefreshRetrying", f"last refresh failed ({reason}); the token is valid until "
-                f"{expires_at} and the next scheduled refresh retries"
+                "TokenFresh",
+                True,
+                "RefreshRetrying",
+                f"last refresh failed ({reason}); the token is valid until "
+                f"{expires_at} and the next scheduled refresh retries",
             )
         return _condition("TokenFresh", False, camel(reason), str(refresh.get("message", "")))
     if expiry is None:
@@ -244,7 +247,9 @@ def _available(observed: Observed, seeded: Condition) -> Condition:
 
 def _credentials(observed: Observed) -> Condition:
     if observed.missing_secrets:
-        return _condition("CredentialsReady", False, "SecretNotFound", "missing: " + ", ".join(observed.missing_secrets))
+        return _condition(
+            "CredentialsReady", False, "SecretNotFound", "missing: " + ", ".join(observed.missing_secrets)
+        )
     return _condition("CredentialsReady", True, "SecretsFound", "every referenced Secret and key is present")
 
 
@@ -289,7 +294,7 @@ def compute_status(previous: Mapping[str, Any], observed: Observed) -> dict[str,
 def condition(status: Mapping[str, Any], kind: str) -> Mapping[str, Any]:
     for cond in status.get("conditions") or ():
         if cond.get("type") == kind:
-            return cond  # type: ignore[no-any-return]
+            return cond
     return {}
 
 

@@ -118,7 +118,7 @@ class Cluster(kmock.KubernetesEmulator):
                     pending.append(raw["metadata"]["uid"])
 
     async def _serve_list(self, request: kmock.Request) -> Any:
-        result = await super()._serve_list(request)
+        result: dict[str, Any] = await super()._serve_list(request)  # type: ignore[assignment]
         selector = request.params.get("labelSelector")
         if selector:
             result["items"] = [item for item in result["items"] if _matches(item, selector)]
@@ -141,14 +141,16 @@ class Api:
             return await resp.json()
 
     async def get(self, res: Resource, ns: str, name: str) -> dict[str, Any] | None:
-        return await self._call("GET", res.url(ns, name), ok_missing=True)  # type: ignore[no-any-return]
+        found: dict[str, Any] | None = await self._call("GET", res.url(ns, name), ok_missing=True)
+        return found
 
     async def list(self, res: Resource, ns: str) -> list[dict[str, Any]]:
         return list((await self._call("GET", res.url(ns)))["items"])
 
     async def create(self, res: Resource, ns: str, body: dict[str, Any]) -> dict[str, Any]:
         body = {"apiVersion": res.api_version, "kind": res.kind, **body}
-        return await self._call("POST", res.url(ns), body)  # type: ignore[no-any-return]
+        created: dict[str, Any] = await self._call("POST", res.url(ns), body)
+        return created
 
     async def patch(self, res: Resource, ns: str, name: str, patch: dict[str, Any], sub: str | None = None) -> Any:
         return await self._call("PATCH", res.url(ns, name, sub), patch)
@@ -161,13 +163,13 @@ def secret_data(values: dict[str, str]) -> dict[str, str]:
     return {key: base64.b64encode(value.encode()).decode() for key, value in values.items()}
 
 
-async def eventually(probe: Callable[[], Awaitable[T]], timeout: float = 8.0, what: str = "") -> T:
+async def eventually(probe: Callable[[], Awaitable[T | None]], timeout: float = 8.0, what: str = "") -> T:
     """Poll until `probe` returns something truthy; fail with its last answer otherwise."""
     deadline = time.monotonic() + timeout
     last: Any = None
     while time.monotonic() < deadline:
         last = await probe()
         if last:
-            return last  # type: ignore[no-any-return]
+            return last
         await asyncio.sleep(0.05)
     raise AssertionError(f"timed out waiting for {what or probe}: last answer {last!r}")

@@ -20,11 +20,11 @@ EXAMPLES = sorted((ROOT / "manifests" / "examples").glob("claudeproxy-*.yaml"))
 
 @cache
 def crd() -> dict[str, Any]:
-    return yaml.safe_load(CRD_PATH.read_text())  # type: ignore[no-any-return]
+    return yaml.safe_load(CRD_PATH.read_text())
 
 
 def schema() -> dict[str, Any]:
-    return crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]  # type: ignore[no-any-return]
+    return crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
 
 
 def load_all(path: Path) -> list[dict[str, Any]]:

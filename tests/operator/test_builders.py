@@ -48,7 +48,7 @@ def _pod_templates(obj: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 EXAMPLES = {p["metadata"]["name"]: p for p in crdtools.example_proxies()}
-RICH_OAUTH = {
+RICH_OAUTH: dict[str, Any] = {
     "auth": {
         "oauth": {
             "seedSecretRef": {"name": "creds", "key": "credentials"},
@@ -177,7 +177,9 @@ def test_oauth_volume_seed_and_refresh() -> None:
     assert cspec["concurrencyPolicy"] == "Forbid" and cspec["startingDeadlineSeconds"] > 0
     assert cspec["successfulJobsHistoryLimit"] > 0 and cspec["failedJobsHistoryLimit"] > 0
     jspec = cspec["jobTemplate"]["spec"]
-    assert 0 < jspec["backoffLimit"] <= 3 and jspec["activeDeadlineSeconds"] > 0 and jspec["ttlSecondsAfterFinished"] > 0
+    assert (
+        0 < jspec["backoffLimit"] <= 3 and jspec["activeDeadlineSeconds"] > 0 and jspec["ttlSecondsAfterFinished"] > 0
+    )
     args = jspec["template"]["spec"]["containers"][0]["args"]
     assert args == [
         "refresh", "--credentials", "/var/lib/claude-proxy/.credentials.json", "--before", "90",
@@ -221,7 +223,11 @@ def test_service_endpoint_and_network_policy() -> None:
     assert builders.endpoint("p", NS, 80, "corp.internal") == "http://p.rockbot.svc.corp.internal/v1"
 
     same_namespace = builders.network_policy("p", NS, _spec({**RICH_OAUTH, "networkPolicy": {"enabled": True}}))
-    assert same_namespace["spec"]["ingress"] == [{"from": [{"podSelector": {}}], "ports": [{"port": 8080, "protocol": "TCP"}]}]
+    assert same_namespace["spec"]["ingress"] == [
+        {"from": [{"podSelector": {}}], "ports": [{"port": 8080, "protocol": "TCP"}]}
+    ]
     listed = builders.network_policy("p", NS, _spec(EXAMPLES["claude-proxy"]["spec"]))
-    assert listed["spec"]["ingress"][0]["from"] == [{"podSelector": {"matchLabels": {"app.kubernetes.io/name": "rockbot"}}}]
+    assert listed["spec"]["ingress"][0]["from"] == [
+        {"podSelector": {"matchLabels": {"app.kubernetes.io/name": "rockbot"}}}
+    ]
     assert listed["spec"]["policyTypes"] == ["Ingress"]

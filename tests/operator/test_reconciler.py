@@ -81,12 +81,25 @@ def _child_writes(cluster: Cluster) -> list[str]:
     return [
         f"{r.method} {r.url.path}"
         for r in cluster
-        if r.resource is not None and r.resource.plural in CHILD_KINDS and r.method in (kmock.method.POST, kmock.method.PATCH, kmock.method.DELETE)
+        if r.resource is not None
+        and r.resource.plural in CHILD_KINDS
+        and r.method in (kmock.method.POST, kmock.method.PATCH, kmock.method.DELETE)
+    ]
+
+
+def _seed_creates(cluster: Cluster) -> list[str]:
+    return [
+        str(r.data["metadata"]["name"])
+        for r in cluster
+        if r.method == kmock.method.POST
+        and r.resource == kmock.resource("batch/v1/jobs")
+        and str(r.data["metadata"]["name"]).startswith("p-seed-")
     ]
 
 
 def _template(deploy: dict[str, Any]) -> dict[str, Any]:
-    return deploy["spec"]["template"]  # type: ignore[no-any-return]
+    template: dict[str, Any] = deploy["spec"]["template"]
+    return template
 
 
 async def test_api_key_mode_creates_children_reports_status_and_converges(api: Api, operator: Cluster) -> None:
@@ -133,7 +146,12 @@ async def test_spec_update_patches_children_and_removes_what_was_turned_off(api:
     await _exists(api, DEPLOYMENTS, "p")
     await api.patch(DEPLOYMENTS, NS, "p", {"status": {"availableReplicas": 1}}, "status")
 
-    update = {"replicas": 2, "nodeSelector": {"pool": "ai"}, "networkPolicy": {"enabled": True}, "model": {"default": "claude-x"}}
+    update = {
+        "replicas": 2,
+        "nodeSelector": {"pool": "ai"},
+        "networkPolicy": {"enabled": True},
+        "model": {"default": "claude-x"},
+    }
     await api.patch(CLAUDE_PROXIES, NS, "p", {"spec": update})
 
     async def rolled() -> dict[str, Any] | None:
@@ -169,7 +187,10 @@ async def test_spec_update_patches_children_and_removes_what_was_turned_off(api:
 async def test_changed_secret_content_rolls_the_proxy_out(api: Api, operator: Cluster) -> None:
     await api.create(SECRETS, NS, {"metadata": {"name": "token"}, "data": secret_data({"token": "test-token-1"})})
     await api.create(SECRETS, NS, {"metadata": {"name": "clients"}, "data": secret_data({"keys": "client-1"})})
-    spec = {"auth": {"accessToken": {"secretRef": {"name": "token"}}}, "clientAuth": {"apiKeysSecretRef": {"name": "clients"}}}
+    spec = {
+        "auth": {"accessToken": {"secretRef": {"name": "token"}}},
+        "clientAuth": {"apiKeysSecretRef": {"name": "clients"}},
+    }
     await api.create(CLAUDE_PROXIES, NS, _proxy("p", spec))
     first = _template(await _exists(api, DEPLOYMENTS, "p"))
 
@@ -213,9 +234,13 @@ async def _finish_job(api: Api, job: str, instance: str, component: str, line: s
             "status": {
                 "phase": "Succeeded" if ok else "Failed",
                 "containerStatuses": [
-                    {"name": "claude-proxy", "state": {"terminated": {"exitCode": 0 if ok else 1,
-                                                                      "finishedAt": _finished_at(), "message": line}}}
-                ],  # fmt: skip
+                    {
+                        "name": "claude-proxy",
+                        "state": {
+                            "terminated": {"exitCode": 0 if ok else 1, "finishedAt": _finished_at(), "message": line}
+                        },
+                    }
+                ],
             },
         },
     )
@@ -244,7 +269,9 @@ CREDENTIALS = '{"claudeAiOauth": {"accessToken": "placeholder", "refreshToken": 
 
 
 async def test_oauth_seeds_once_then_serves_and_reports_refreshes(api: Api, operator: Cluster) -> None:
-    await api.create(SECRETS, NS, {"metadata": {"name": "creds"}, "data": secret_data({".credentials.json": CREDENTIALS})})
+    await api.create(
+        SECRETS, NS, {"metadata": {"name": "creds"}, "data": secret_data({".credentials.json": CREDENTIALS})}
+    )
     await api.create(CLAUDE_PROXIES, NS, _proxy("p", OAUTH_SPEC))
 
     pvc = await _exists(api, PVCS, "p-credentials")
@@ -256,7 +283,9 @@ async def test_oauth_seeds_once_then_serves_and_reports_refreshes(api: Api, oper
     assert _cond(seeding, "Available") == ("False", "WaitingForSeed")
     assert await api.get(DEPLOYMENTS, NS, "p") is None  # the proxy waits for the seed
 
-    await _finish_job(api, job["metadata"]["name"], "p", "seed", _line("seed", "copied", "forced", "2030-01-01T08:00:00Z"))
+    await _finish_job(
+        api, job["metadata"]["name"], "p", "seed", _line("seed", "copied", "forced", "2030-01-01T08:00:00Z")
+    )
     deploy = await _exists(api, DEPLOYMENTS, "p")
     seeded = await _status_is(api, "p", "Seeded", ("True", "Copied"))
     assert seeded["status"]["tokenExpiresAt"] == "2030-01-01T08:00:00Z"
@@ -278,9 +307,7 @@ async def test_oauth_seeds_once_then_serves_and_reports_refreshes(api: Api, oper
 
     # Resyncs never run the seed again for the same Secret content.
     await asyncio.sleep(1.0)
-    seed_creates = [r for r in operator if r.method == kmock.method.POST and r.resource == kmock.resource("batch/v1/jobs")
-                    and str(r.data["metadata"]["name"]).startswith("p-seed-")]  # fmt: skip
-    assert len(seed_creates) == 1
+    assert len(_seed_creates(operator)) == 1
 
     # New Secret content: a new seed Job replaces the old one; the proxy rolls out once it has landed.
     await api.patch(SECRETS, NS, "creds", {"data": secret_data({".credentials.json": CREDENTIALS.replace("1}", "2}")})})
@@ -288,7 +315,9 @@ async def test_oauth_seeds_once_then_serves_and_reports_refreshes(api: Api, oper
     await _gone(api, JOBS, job["metadata"]["name"])
     template = _template(await api.get(DEPLOYMENTS, NS, "p") or {})
     assert template["metadata"]["annotations"][builders.SEED_DIGEST_ANNOTATION] == digest  # not while copying
-    await _finish_job(api, second["metadata"]["name"], "p", "seed", _line("seed", "skipped", "target_newer", "2030-01-01T16:00:00Z"))
+    await _finish_job(
+        api, second["metadata"]["name"], "p", "seed", _line("seed", "skipped", "target_newer", "2030-01-01T16:00:00Z")
+    )
 
     async def rolled_out() -> bool:
         template = _template(await api.get(DEPLOYMENTS, NS, "p") or {})
@@ -315,17 +344,23 @@ async def test_failed_seed_is_reported_and_not_retried_until_the_secret_changes(
 
 
 async def test_switching_auth_mode_removes_what_the_old_mode_needed(api: Api, operator: Cluster) -> None:
-    await api.create(SECRETS, NS, {"metadata": {"name": "creds"}, "data": secret_data({".credentials.json": CREDENTIALS})})
+    await api.create(
+        SECRETS, NS, {"metadata": {"name": "creds"}, "data": secret_data({".credentials.json": CREDENTIALS})}
+    )
     await api.create(SECRETS, NS, {"metadata": {"name": "key"}, "data": secret_data({"api-key": "test-key-1"})})
     spec = {"auth": {"oauth": {"seedSecretRef": {"name": "creds"}, "storage": {"retainOnDelete": False}}}}
     proxy = await api.create(CLAUDE_PROXIES, NS, _proxy("p", spec))
     pvc = await _exists(api, PVCS, "p-credentials")
     assert [r["uid"] for r in pvc["metadata"]["ownerReferences"]] == [proxy["metadata"]["uid"]]
     job = await _seed_job(api, "p")
-    await _finish_job(api, job["metadata"]["name"], "p", "seed", _line("seed", "copied", "forced", "2030-01-01T08:00:00Z"))
+    await _finish_job(
+        api, job["metadata"]["name"], "p", "seed", _line("seed", "copied", "forced", "2030-01-01T08:00:00Z")
+    )
     await _exists(api, DEPLOYMENTS, "p")
 
-    await api.patch(CLAUDE_PROXIES, NS, "p", {"spec": {"auth": {"oauth": None, "apiKey": {"secretRef": {"name": "key"}}}}})
+    await api.patch(
+        CLAUDE_PROXIES, NS, "p", {"spec": {"auth": {"oauth": None, "apiKey": {"secretRef": {"name": "key"}}}}}
+    )
     await _gone(api, CRONJOBS, "p-refresh")
     await _gone(api, JOBS, job["metadata"]["name"])
     await _gone(api, PVCS, "p-credentials")
@@ -343,10 +378,14 @@ async def test_switching_auth_mode_removes_what_the_old_mode_needed(api: Api, op
 
 
 async def test_delete_cleans_up_but_keeps_a_retained_login(api: Api, operator: Cluster) -> None:
-    await api.create(SECRETS, NS, {"metadata": {"name": "creds"}, "data": secret_data({".credentials.json": CREDENTIALS})})
+    await api.create(
+        SECRETS, NS, {"metadata": {"name": "creds"}, "data": secret_data({".credentials.json": CREDENTIALS})}
+    )
     await api.create(CLAUDE_PROXIES, NS, _proxy("p", {**OAUTH_SPEC, "networkPolicy": {"enabled": True}}))
     job = await _seed_job(api, "p")
-    await _finish_job(api, job["metadata"]["name"], "p", "seed", _line("seed", "copied", "forced", "2030-01-01T08:00:00Z"))
+    await _finish_job(
+        api, job["metadata"]["name"], "p", "seed", _line("seed", "copied", "forced", "2030-01-01T08:00:00Z")
+    )
     await _exists(api, DEPLOYMENTS, "p")
     await _exists(api, NETWORK_POLICIES, "p")
 
@@ -368,6 +407,6 @@ async def test_invalid_spec_is_reported_and_builds_nothing(api: Api, operator: C
     both = {"auth": {"apiKey": {"secretRef": {"name": "k"}}, "accessToken": {"secretRef": {"name": "t"}}}}
     await api.create(CLAUDE_PROXIES, NS, _proxy("p", both))
     st = await _status_is(api, "p", "Ready", ("False", "InvalidSpec"))
-    assert "exactly one" in [c for c in st["status"]["conditions"] if c["type"] == "Ready"][0]["message"]
+    assert "exactly one" in next(c for c in st["status"]["conditions"] if c["type"] == "Ready")["message"]
     await asyncio.sleep(0.5)
     assert _child_writes(operator) == []

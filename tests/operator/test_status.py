@@ -98,14 +98,18 @@ def test_api_key_mode_ready_when_available() -> None:
         "Ready": ("True", "Ready"),
     }
     assert st["observedGeneration"] == 3 and st["endpoint"] == ENDPOINT and st["authMode"] == "apiKey"
-    assert all(c["observedGeneration"] == 3 and c["lastTransitionTime"] == "2026-03-01T12:00:00Z" for c in st["conditions"])
+    assert all(
+        c["observedGeneration"] == 3 and c["lastTransitionTime"] == "2026-03-01T12:00:00Z" for c in st["conditions"]
+    )
     assert st["tokenExpiresAt"] is None and st["seed"] is None
 
 
 def test_transition_times_move_only_when_the_status_changes() -> None:
     first = status.compute_status({}, status.Observed(1, "apiKey", ENDPOINT, NOW, deployment=_available()))
     later = NOW + timedelta(minutes=5)
-    missing = status.Observed(1, "apiKey", ENDPOINT, later, missing_secrets=["Secret k key api-key"], deployment=_available())
+    missing = status.Observed(
+        1, "apiKey", ENDPOINT, later, missing_secrets=["Secret k key api-key"], deployment=_available()
+    )
     second = status.compute_status(first, missing)
     times = {c["type"]: c["lastTransitionTime"] for c in second["conditions"]}
     assert times["CredentialsReady"] == times["Ready"] == "2026-03-01T12:05:00Z"
@@ -206,7 +210,12 @@ def test_removals_null_what_is_no_longer_wanted() -> None:
 
 
 def test_patch_for_is_none_when_unchanged_and_records_what_it_applies() -> None:
-    desired = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "s", "labels": {"a": "1"}}, "spec": {"type": "NodePort"}}
+    desired = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": "s", "labels": {"a": "1"}},
+        "spec": {"type": "NodePort"},
+    }
     live = record(desired)
     live["spec"]["clusterIP"] = "10.0.0.1"  # set by the server, not ours
     assert patch_for(live, desired) is None
