@@ -20,6 +20,9 @@ import kmock
 from claude_proxy_operator.kube import Resource
 
 T = TypeVar("T")
+# What the operator's requests needed, as RBAC (apiGroup, resource, verb), over the tests that ran it.
+EXERCISED: set[tuple[str, str, str]] = set()
+OPERATOR_TESTS_RUN: set[str] = set()
 _versions = itertools.count(1)
 
 RESOURCES: dict[str, kmock.ResourceInfo] = {
@@ -43,6 +46,28 @@ for _key, _kind in [
     RESOURCES[_key] = kmock.ResourceInfo(
         kind=_kind, namespaced=True, verbs={"get", "list", "watch", "create", "patch", "delete"}
     )
+
+
+def permission(request: kmock.Request) -> tuple[str, str, str]:
+    """The RBAC (apiGroup, resource, verb) an API request needs."""
+    assert request.resource is not None
+    resource = str(request.resource.plural) + (f"/{request.subresource}" if request.subresource else "")
+    method = str(request.method.value).upper()
+    if method == "GET":
+        verb = "get" if request.name else ("watch" if request.params.get("watch") == "true" else "list")
+    else:
+        verb = {"POST": "create", "PATCH": "patch", "PUT": "update", "DELETE": "delete"}[method]
+    return str(request.resource.group or ""), resource, verb
+
+
+def operator_permissions(cluster: kmock.KubernetesEmulator) -> set[tuple[str, str, str]]:
+    """Permissions used by requests the operator made (kopf's client), not those of the tests' own client; API
+    discovery (/api, /apis/<group>/<version>) is open to every authenticated client and needs no rule."""
+    return {
+        permission(r)
+        for r in cluster
+        if r.resource is not None and r.resource.plural and "kopf" in r.headers.get("User-Agent", "")
+    }
 
 
 def _matches(obj: dict[str, Any], selector: str) -> bool:

@@ -13,9 +13,10 @@ import kmock
 import kopf
 import pytest
 
+from claude_proxy_operator import rbac
 from claude_proxy_operator.config import Config
 from claude_proxy_operator.handlers import build_registry, configure
-from tests.operator.cluster import RESOURCES, Api, Cluster
+from tests.operator.cluster import EXERCISED, OPERATOR_TESTS_RUN, RESOURCES, Api, Cluster, operator_permissions
 
 IMAGE = "claude-code-proxy:test"
 RESYNC_SECONDS = 0.4
@@ -57,7 +58,7 @@ async def _quiesce(emulator: Cluster) -> None:
 
 
 @pytest.fixture
-async def operator(cluster: tuple[Cluster, str]) -> AsyncIterator[Cluster]:
+async def operator(cluster: tuple[Cluster, str], request: pytest.FixtureRequest) -> AsyncIterator[Cluster]:
     emulator, url = cluster
 
     def login(**_: Any) -> kopf.ConnectionInfo:
@@ -91,3 +92,7 @@ async def operator(cluster: tuple[Cluster, str]) -> AsyncIterator[Cluster]:
     await asyncio.to_thread(thread.join, 15)
     assert not thread.is_alive(), "the operator did not stop"
     assert not failure, failure
+    made = operator_permissions(emulator)
+    assert made - rbac.permissions() == set(), "the operator made requests its RBAC rules do not allow"
+    EXERCISED.update(made)
+    OPERATOR_TESTS_RUN.add(request.node.name)

@@ -11,8 +11,9 @@ import json
 from typing import Any
 
 import kmock
+import pytest
 
-from claude_proxy_operator import builders
+from claude_proxy_operator import builders, rbac
 from claude_proxy_operator.kube import (
     CLAUDE_PROXIES,
     CRONJOBS,
@@ -26,7 +27,7 @@ from claude_proxy_operator.kube import (
     SERVICES,
     Resource,
 )
-from tests.operator.cluster import Api, Cluster, eventually, secret_data
+from tests.operator.cluster import EXERCISED, OPERATOR_TESTS_RUN, Api, Cluster, eventually, secret_data
 
 NS = "rockbot"
 EVENTS = Resource("", "v1", "events", "Event")
@@ -85,6 +86,11 @@ def _child_writes(cluster: Cluster) -> list[str]:
         and r.resource.plural in CHILD_KINDS
         and r.method in (kmock.method.POST, kmock.method.PATCH, kmock.method.DELETE)
     ]
+
+
+async def _endpoint_is(api: Api, expected: str) -> bool:
+    obj = await api.get(CLAUDE_PROXIES, NS, "p")
+    return bool(obj and obj.get("status", {}).get("endpoint") == expected)
 
 
 def _seed_creates(cluster: Cluster) -> list[str]:
@@ -173,7 +179,37 @@ async def test_spec_update_patches_children_and_removes_what_was_turned_off(api:
     assert _cond(st, "Ready") == ("True", "Ready")
     assert {c["observedGeneration"] for c in st["status"]["conditions"]} == {2}
 
-    await api.patch(CLAUDE_PROXIES, NS, "p", {"spec": {"nodeSelector": None, "networkPolicy": {"enabled": False}}})
+    # Service port, callers, and the resource's own labels (which kopf.adopt copies to every child).
+    allow = [{"namespaceSelector": {"matchLabels": {"team": "bots"}}}]
+    await api.patch(
+        CLAUDE_PROXIES,
+        NS,
+        "p",
+        {
+            "metadata": {"labels": {"team": "bots"}},
+            "spec": {"service": {"port": 8080}, "networkPolicy": {"allowFrom": allow}},
+        },
+    )
+
+    async def relabelled() -> bool:
+        sa, svc, netpol = [await api.get(r, NS, "p") for r in (SERVICE_ACCOUNTS, SERVICES, NETWORK_POLICIES)]
+        return (
+            (sa or {}).get("metadata", {}).get("labels", {}).get("team") == "bots"
+            and (svc or {}).get("spec", {}).get("ports", [{}])[0].get("port") == 8080
+            and (netpol or {}).get("spec", {}).get("ingress", [{}])[0].get("from") == allow
+        )
+
+    await eventually(relabelled, what="ServiceAccount, Service and NetworkPolicy patched")
+    await eventually(
+        lambda: _endpoint_is(api, "http://p.rockbot.svc.cluster.local:8080/v1"), what="endpoint on the new port"
+    )
+
+    await api.patch(
+        CLAUDE_PROXIES,
+        NS,
+        "p",
+        {"spec": {"nodeSelector": None, "networkPolicy": {"enabled": False, "allowFrom": None}}},
+    )
 
     async def unpinned() -> dict[str, Any] | None:
         deploy = await api.get(DEPLOYMENTS, NS, "p")
@@ -305,6 +341,23 @@ async def test_oauth_seeds_once_then_serves_and_reports_refreshes(api: Api, oper
     assert fresh["status"]["tokenExpiresAt"] == "2030-01-01T16:00:00Z"
     assert _cond(fresh, "TokenFresh") == ("True", "Refreshed")
 
+    # Schedule and size changes reach the CronJob and the (growable) volume.
+    storage = {"size": "128Mi"}
+    await api.patch(
+        CLAUDE_PROXIES,
+        NS,
+        "p",
+        {"spec": {"auth": {"oauth": {"refresh": {"schedule": "0 * * * *"}, "storage": storage}}}},
+    )
+
+    async def rescheduled() -> bool:
+        cron, pvc = await api.get(CRONJOBS, NS, "p-refresh"), await api.get(PVCS, NS, "p-credentials")
+        return (cron or {}).get("spec", {}).get("schedule") == "0 * * * *" and (pvc or {}).get("spec", {}).get(
+            "resources", {}
+        ).get("requests", {}).get("storage") == "128Mi"
+
+    await eventually(rescheduled, what="CronJob schedule and PVC size patched")
+
     # Resyncs never run the seed again for the same Secret content.
     await asyncio.sleep(1.0)
     assert len(_seed_creates(operator)) == 1
@@ -410,3 +463,13 @@ async def test_invalid_spec_is_reported_and_builds_nothing(api: Api, operator: C
     assert "exactly one" in next(c for c in st["status"]["conditions"] if c["type"] == "Ready")["message"]
     await asyncio.sleep(0.5)
     assert _child_writes(operator) == []
+
+
+def test_zz_every_rbac_rule_is_used(request: pytest.FixtureRequest) -> None:
+    """Runs last: the rules grant nothing the operator did not need in the tests above."""
+    operator_tests = [
+        item.name for item in request.session.items if item.module is request.module and "operator" in item.fixturenames
+    ]
+    if set(operator_tests) - OPERATOR_TESTS_RUN:
+        pytest.skip("needs every end-to-end test of this module in the same run")
+    assert rbac.permissions() - EXERCISED == rbac.UNEXERCISED
