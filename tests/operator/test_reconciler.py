@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+from pathlib import Path
 from typing import Any
 
 import kmock
+import kubernetes_validate
 import pytest
 
 from claude_proxy_operator import builders, rbac
@@ -27,9 +29,11 @@ from claude_proxy_operator.kube import (
     SERVICES,
     Resource,
 )
+from tests.operator import crdtools
 from tests.operator.cluster import EXERCISED, OPERATOR_TESTS_RUN, Api, Cluster, eventually, secret_data
 
 NS = "rockbot"
+K8S = kubernetes_validate.latest_version()
 EVENTS = Resource("", "v1", "events", "Event")
 CHILD_KINDS = {"serviceaccounts", "services", "deployments", "persistentvolumeclaims", "jobs", "cronjobs",
                "networkpolicies"}  # fmt: skip
@@ -465,10 +469,49 @@ async def test_invalid_spec_is_reported_and_builds_nothing(api: Api, operator: C
     assert _child_writes(operator) == []
 
 
+EXPECTED_KINDS = {
+    "claudeproxy-apikey.yaml": {"ServiceAccount", "Deployment", "Service", "NetworkPolicy"},
+    "claudeproxy-accesstoken.yaml": {"ServiceAccount", "Deployment", "Service"},
+    "claudeproxy-oauth.yaml": {"ServiceAccount", "PersistentVolumeClaim", "Job", "CronJob", "Deployment", "Service"},
+}
+
+
+@pytest.mark.parametrize("path", crdtools.EXAMPLES, ids=lambda p: p.name)
+async def test_each_example_produces_exactly_its_objects_all_valid(path: Path, api: Api, operator: Cluster) -> None:
+    """`kubectl apply -f` of an example, with the operator running: the objects it creates, checked strictly against
+    the Kubernetes API schemas (a seed Job's success is simulated so the oauth Deployment appears too)."""
+    name = ""
+    for doc in crdtools.load_all(path):
+        if doc["kind"] == "Secret":  # the API server stores stringData as data
+            doc = {**doc, "data": secret_data(doc.pop("stringData"))}
+        res = {"Secret": SECRETS, "ClaudeProxy": CLAUDE_PROXIES}[doc["kind"]]
+        await api.create(res, NS, doc)
+        name = doc["metadata"]["name"] if doc["kind"] == "ClaudeProxy" else name
+    if "oauth" in path.name:
+        job = await _seed_job(api, name)
+        await _finish_job(
+            api, job["metadata"]["name"], name, "seed", _line("seed", "copied", "forced", "2030-01-01T08:00:00Z")
+        )
+    await _exists(api, DEPLOYMENTS, name)
+    await _status_is(api, name, "Seeded", ("True", "NotRequired" if "oauth" not in path.name else "Copied"))
+
+    children = [
+        obj.raw
+        for (resource, ns, _), obj in operator.objects.items()
+        if ns == NS and resource.plural in CHILD_KINDS and not obj.deleted
+    ]
+    assert {c["kind"] for c in children} == EXPECTED_KINDS[path.name]
+    for child in children:
+        kubernetes_validate.validate(child, K8S, strict=True)
+        assert child["metadata"]["labels"][builders.INSTANCE_LABEL] == name
+
+
 def test_zz_every_rbac_rule_is_used(request: pytest.FixtureRequest) -> None:
     """Runs last: the rules grant nothing the operator did not need in the tests above."""
     operator_tests = [
-        item.name for item in request.session.items if item.module is request.module and "operator" in item.fixturenames
+        item.name
+        for item in request.session.items
+        if isinstance(item, pytest.Function) and item.module is request.module and "operator" in item.fixturenames
     ]
     if set(operator_tests) - OPERATOR_TESTS_RUN:
         pytest.skip("needs every end-to-end test of this module in the same run")
