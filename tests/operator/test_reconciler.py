@@ -107,6 +107,11 @@ def _seed_creates(cluster: Cluster) -> list[str]:
     ]
 
 
+def _status_writes(cluster: Cluster) -> int:
+    return sum(1 for r in cluster if r.method == kmock.method.PATCH and r.subresource == "status" and r.resource
+               and r.resource.plural == "claudeproxies")  # fmt: skip
+
+
 def _template(deploy: dict[str, Any]) -> dict[str, Any]:
     template: dict[str, Any] = deploy["spec"]["template"]
     return template
@@ -140,10 +145,11 @@ async def test_api_key_mode_creates_children_reports_status_and_converges(api: A
     ready = await _status_is(api, "p", "Ready", ("True", "Ready"))
     assert all(c["observedGeneration"] == 1 for c in ready["status"]["conditions"])
 
-    # Converged: several resync passes later, nothing was written to any child again.
-    writes = _child_writes(operator)
+    # Converged: several resync passes later, nothing was written again, to a child or to the status.
+    writes, status_writes = _child_writes(operator), _status_writes(operator)
     await asyncio.sleep(1.5)
     assert _child_writes(operator) == writes
+    assert _status_writes(operator) == status_writes
     ready_event = await _event(api, "Normal", "Ready")
     assert ready_event["involvedObject"]["uid"] == uid
     await asyncio.sleep(0.5)
