@@ -317,8 +317,9 @@ def proxy_env(spec: ProxySpec) -> list[Obj]:
     return env
 
 
-def deployment(name: str, namespace: str, spec: ProxySpec, checksum: str) -> Obj:
-    """The proxy pods; `checksum` digests the Secret content and seed they run on, so a change rolls them out."""
+def deployment(name: str, namespace: str, spec: ProxySpec, checksum: str, seed_digest: str | None = None) -> Obj:
+    """The proxy pods. `checksum` digests the content of the Secrets they read and `seed_digest` names the seed the
+    volume holds (oauth), so a change of either rolls them out."""
     mounts: list[Obj] = [{"name": "tmp", "mountPath": TMP_DIR}]
     volumes: list[Obj] = [_tmp_volume()]
     if spec.oauth is not None:
@@ -355,6 +356,9 @@ def deployment(name: str, namespace: str, spec: ProxySpec, checksum: str) -> Obj
     }
     pod = _pod_spec(name, spec, [container], volumes, "Always")
     pod["terminationGracePeriodSeconds"] = 30
+    annotations = {CHECKSUM_ANNOTATION: checksum}
+    if seed_digest is not None:
+        annotations[SEED_DIGEST_ANNOTATION] = seed_digest
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -367,7 +371,7 @@ def deployment(name: str, namespace: str, spec: ProxySpec, checksum: str) -> Obj
             "template": {
                 "metadata": {
                     "labels": _pod_labels(name, spec, "proxy"),
-                    "annotations": {CHECKSUM_ANNOTATION: checksum},
+                    "annotations": annotations,
                 },
                 "spec": pod,
             },

@@ -159,7 +159,7 @@ class _Pass:
         if spec.oauth is not None:
             seed_digest, observed = await self._oauth(spec, missing)
         else:
-            await self._drop_oauth(spec)
+            await self._drop_oauth()
 
         seed = status.seed_record(self.previous, self._observed(spec, missing, seed_digest, None, observed))
         seeded = spec.oauth is None or status.is_seeded(seed, seed_digest)
@@ -177,20 +177,13 @@ class _Pass:
         self, spec: ProxySpec, digests: list[str], seed: Mapping[str, Any] | None, seeded: bool, live: Obj | None
     ) -> Obj:
         """Roll out on a Secret's new content, and on a new seed once it has landed (not while it is copying)."""
-        seed_part = ""
+        seed_digest = None
         if spec.oauth is not None:
             template = ((live or {}).get("spec") or {}).get("template") or {}
             annotations = (template.get("metadata") or {}).get("annotations") or {}
-            seed_part = (
-                str(seed.get("digest"))
-                if seeded and seed
-                else str(annotations.get(builders.SEED_DIGEST_ANNOTATION, ""))
-            )
-        checksum = _digest(*digests, seed_part)
-        desired = builders.deployment(self.name, self.ns, spec, checksum)
-        if spec.oauth is not None:
-            desired["spec"]["template"]["metadata"]["annotations"][builders.SEED_DIGEST_ANNOTATION] = seed_part
-        return self._own(desired)
+            landed = seed.get("digest") if seeded and seed else annotations.get(builders.SEED_DIGEST_ANNOTATION)
+            seed_digest = str(landed or "")
+        return self._own(builders.deployment(self.name, self.ns, spec, _digest(*digests), seed_digest))
 
     async def _oauth(self, spec: ProxySpec, missing: list[str]) -> tuple[str | None, dict[str, Any]]:
         assert spec.oauth is not None
@@ -245,7 +238,7 @@ class _Pass:
         }
         return await self._apply(PVCS, desired, managed)
 
-    async def _drop_oauth(self, spec: ProxySpec) -> None:
+    async def _drop_oauth(self) -> None:
         """What oauth mode needed and this mode does not: the CronJob, seed Jobs, and (unless kept) the volume."""
         await self._remove(CRONJOBS, builders.cronjob_name(self.name))
         for job in await self.kube.list(JOBS, self.ns, builders.selector(self.name, "seed")):

@@ -146,6 +146,9 @@ def test_proxy_container_probes_port_and_rollout_checksum() -> None:
     other = builders.deployment("p", NS, spec, "another")
     assert other["spec"]["template"] != deploy["spec"]["template"]
     assert builders.deployment("p", NS, spec, CHECKSUM) == deploy  # same input, same dict
+    assert builders.SEED_DIGEST_ANNOTATION not in deploy["spec"]["template"]["metadata"]["annotations"]
+    seeded = builders.deployment("p", NS, spec, CHECKSUM, DIGEST)
+    assert seeded["spec"]["template"]["metadata"]["annotations"][builders.SEED_DIGEST_ANNOTATION] == DIGEST
     env = _env(deploy)
     assert env["CLAUDE_CREDENTIALS_PATH"] == "/var/lib/claude-proxy/.credentials.json"
     assert env["ANTHROPIC_BASE_URL"] == "http://fake-anthropic.test"
