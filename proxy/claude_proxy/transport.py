@@ -143,8 +143,13 @@ class _Connection(asyncio.Protocol):
             if handle is not None:
                 handle.cancel()
 
+    def usable(self) -> bool:
+        return not self.closed and self.transport is not None and not self.transport.is_closing()
+
     async def send(self, head: bytes, body: bytes, timeout: float | None) -> None:
         self._reset()
+        if not self.usable():  # closed before the request could start: nothing would ever wake a reader
+            raise httpx.RemoteProtocolError("upstream connection was closed before the request was sent")
         assert self.transport is not None
         self.transport.write(head + body if len(body) < 65536 else head)
         if len(body) >= 65536:
@@ -250,7 +255,7 @@ class LeanTransport(httpx.AsyncBaseTransport):
         now = time.monotonic()
         while idle:
             conn = idle.pop()
-            if not conn.closed and now - conn.idle_since < self.keepalive_expiry:
+            if conn.usable() and now - conn.idle_since < self.keepalive_expiry:
                 return conn
             conn.abort()
         return None

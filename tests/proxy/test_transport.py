@@ -236,6 +236,28 @@ async def test_idle_connection_closed_by_the_server_is_not_reused() -> None:
         assert server.connections == 2
 
 
+async def test_pooled_connection_closing_locally_is_not_reused() -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            await read_request(reader)
+            writer.write(response(b"ok"))
+            await writer.drain()
+
+    lean = LeanTransport()
+    async with serve(handler) as server, httpx.AsyncClient(transport=lean) as http:
+        assert (await http.get(server.url)).content == b"ok"
+        ((origin, (pooled,)),) = lean._idle.items()
+        assert pooled.transport is not None
+        pooled.transport.close()  # closing; connection_lost has not run yet (it is only scheduled)
+        assert not pooled.closed
+        assert lean._take_idle(origin) is None  # so it is dropped, not handed out
+        with pytest.raises(httpx.RemoteProtocolError):  # and were it handed out, it would fail at once, not hang
+            await pooled.send(b"GET / HTTP/1.1\r\n\r\n", b"", None)
+        answer = await asyncio.wait_for(http.get(server.url), 2)
+        assert answer.content == b"ok"
+        assert server.connections == 2
+
+
 def test_environment_proxy_applies_unless_bypassed(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "all_proxy",
                  "no_proxy"):  # fmt: skip
