@@ -580,7 +580,14 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     logs = Path(tempfile.mkdtemp(prefix="bench-logs-"))
     upstream_port, proxy_port = free_port(), free_port()
-    base_env = {k: v for k, v in os.environ.items() if not k.startswith(("ANTHROPIC_", "CLAUDE_", "PROXY_"))}
+    # No credentials of the machine's user, and no HTTP proxy between the proxy and the local stand-in.
+    base_env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("ANTHROPIC_", "CLAUDE_", "PROXY_"))
+        and k.lower() not in ("http_proxy", "https_proxy", "all_proxy")
+    }
+    base_env["NO_PROXY"] = base_env["no_proxy"] = "127.0.0.1,localhost"
     upstream_cmd = [sys.executable, "-m", "bench.upstream", "--port", str(upstream_port)]
     proxy_env = {
         **base_env,
