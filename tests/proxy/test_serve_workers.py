@@ -1,0 +1,73 @@
+"""`claude-proxy serve --workers N` as a real process: N workers answer on one port, and bad values are refused."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+CLI = [str(Path(sys.executable).parent / "claude-proxy")]
+
+
+def _env(tmp_path: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ANTHROPIC_", "CLAUDE_", "PROXY_"))}
+    env.update(HOME=str(tmp_path), ANTHROPIC_API_KEY="sk-ant-api03-test-key", ANTHROPIC_BASE_URL="http://127.0.0.1:9")
+    return env
+
+
+def _workers(pid: int) -> list[int]:
+    """The worker processes uvicorn spawned under `pid` (not multiprocessing's resource tracker)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+                cmdline = (entry / "cmdline").read_bytes()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid and b"spawn_main" in cmdline:
+                found.append(int(entry.name))
+    return found
+
+
+@pytest.mark.slow
+def test_two_workers_serve_one_port(tmp_path: Path) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    proc = subprocess.Popen(
+        [*CLI, "serve", "--host", "127.0.0.1", "--port", str(port), "--workers", "2"],
+        env=_env(tmp_path),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and len(_workers(proc.pid)) < 2:
+            time.sleep(0.1)
+        workers = _workers(proc.pid)
+        assert len(workers) == 2
+        health = None
+        while time.monotonic() < deadline and health is None:
+            try:
+                health = httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).json()
+            except httpx.TransportError:
+                time.sleep(0.1)
+        assert health == {"status": "ok"}
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(20) == 0
+    assert not any(Path(f"/proc/{pid}").exists() for pid in workers)
+
+
+def test_workers_must_be_positive(tmp_path: Path) -> None:
+    out = subprocess.run([*CLI, "serve", "--workers", "-1"], env=_env(tmp_path), capture_output=True, text=True)
+    assert out.returncode == 2
+    assert "--workers must be at least 1" in out.stderr
