@@ -69,6 +69,7 @@ class StreamRelay:
         self._first: list[dict[str, Any]] = []
         self._ended = False  # the upstream stream ended during start()
         self.finished = False  # the stream ran to [DONE]
+        self.error: ProxyError | None = None  # what ended the stream with an error line
 
     async def _read_events(self, response: httpx.Response) -> AsyncIterator[dict[str, Any]]:
         decoder = SSEDecoder()
@@ -101,6 +102,15 @@ class StreamRelay:
             chunks: list[dict[str, Any]] = []
             ended = False
             try:
+                content_type = response.headers.get("content-type", "")
+                if not content_type.startswith("text/event-stream"):
+                    raise UpstreamError(
+                        f"Anthropic API answered {response.status_code} with {content_type.split(';')[0] or 'no'} "
+                        "content instead of an event stream (a proxy or gateway in between?)",
+                        status=502,
+                        type="upstream_error",
+                        code="not_an_event_stream",
+                    )
                 while len(chunks) < 2:
                     try:
                         event = await events.__anext__()
@@ -113,7 +123,9 @@ class StreamRelay:
                 await self._close(events, response)
                 error = _stream_failure(exc, self.idle_timeout)
                 if error.status in RETRYABLE_STATUS:
-                    slept = await self.upstream.backoff(retry + 1, None, waited, f"stream failed early ({error.type})")
+                    slept = await self.upstream.backoff(
+                        retry + 1, None, waited, f"stream failed early ({error.type})", "stream_error"
+                    )
                     if slept is not None:
                         waited += slept
                         retry += 1
@@ -152,6 +164,7 @@ class StreamRelay:
             self.finished = True
         except (ProxyError, httpx.TransportError) as exc:
             error = _stream_failure(exc, self.idle_timeout)
+            self.error = error
             log.warning("stream ended with an error after output began: %s", error.type)
             yield error_line(error)
         finally:

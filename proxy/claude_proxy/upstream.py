@@ -18,7 +18,7 @@ import random
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 import orjson
@@ -137,6 +137,23 @@ def _retryable_transport(exc: httpx.TransportError) -> bool:
     return not isinstance(exc, httpx.ReadTimeout | httpx.WriteTimeout | httpx.PoolTimeout)
 
 
+class UpstreamObserver(Protocol):
+    """Receives one call per attempt and per retry (the metrics implement it); must be cheap and never raise."""
+
+    def attempt(self, status: int | None, seconds: float, stream: bool) -> None: ...
+
+    def retry(self, reason: str) -> None: ...
+
+
+def retry_reason(status: int | None) -> str:
+    """A bounded label for why a retry happened."""
+    if status is None:
+        return "connection"
+    if status in (429, 529):
+        return f"http_{status}"
+    return "http_5xx" if status >= 500 else "http_other"
+
+
 class Upstream:
     def __init__(
         self,
@@ -147,6 +164,7 @@ class Upstream:
         retry: RetryPolicy | None = None,
         stream_timeout: httpx.Timeout | None = None,
         sleep: Callable[[float], Any] = asyncio.sleep,
+        observer: UpstreamObserver | None = None,
     ) -> None:
         self.client = client
         self.base_url = base_url.rstrip("/")
@@ -154,7 +172,8 @@ class Upstream:
         self.retry = retry or RetryPolicy()
         self.stream_timeout = stream_timeout
         self.sleep = sleep
-        self.retries = 0  # total retries performed (for metrics)
+        self.retries = 0  # total retries performed
+        self.observer = observer
 
     def credential(self) -> Credential:
         try:
@@ -162,12 +181,16 @@ class Upstream:
         except CredentialsError as exc:
             raise CredentialsUnavailable(str(exc), code="credentials_unavailable") from None
 
-    async def backoff(self, retry: int, hint: float | None, waited: float, why: str) -> float | None:
+    async def backoff(
+        self, retry: int, hint: float | None, waited: float, why: str, reason: str = "other"
+    ) -> float | None:
         """Sleep before a retry if the policy allows it; returns the seconds slept, or None to give up."""
         wait = self.retry.delay(retry, hint, waited)
         if wait is None:
             return None
         self.retries += 1
+        if self.observer is not None:
+            self.observer.retry(reason)
         log.info("upstream %s; retry %d/%d in %.2fs", why, retry, self.retry.max_retries, wait)
         await self.sleep(wait)
         return wait
@@ -183,7 +206,15 @@ class Upstream:
                 headers=build_headers(credential, client_betas),
                 timeout=self.stream_timeout if stream and self.stream_timeout else httpx.USE_CLIENT_DEFAULT,
             )
-            response = await self.client.send(request, stream=stream)
+            started = time.perf_counter()
+            try:
+                response = await self.client.send(request, stream=stream)
+            except httpx.TransportError:
+                if self.observer is not None:
+                    self.observer.attempt(None, time.perf_counter() - started, stream)
+                raise
+            if self.observer is not None:
+                self.observer.attempt(response.status_code, time.perf_counter() - started, stream)
             if response.status_code != 401 or credential.kind is not CredentialKind.OAUTH_FILE or attempt:
                 return response
             self.resolver.invalidate()
@@ -205,7 +236,7 @@ class Upstream:
             except httpx.TransportError as exc:
                 error = _transport_error(exc)
                 slept = (
-                    await self.backoff(retry + 1, None, waited, f"transport error {type(exc).__name__}")
+                    await self.backoff(retry + 1, None, waited, f"transport error {type(exc).__name__}", "connection")
                     if _retryable_transport(exc)
                     else None
                 )
@@ -221,7 +252,9 @@ class Upstream:
             error = upstream_error(response.status_code, _parse_error_body(content), response.headers)
             if should_retry(response.status_code, response.headers):
                 hint = retry_after_seconds(response.headers)
-                slept = await self.backoff(retry + 1, hint, waited, f"answered HTTP {response.status_code}")
+                slept = await self.backoff(
+                    retry + 1, hint, waited, f"answered HTTP {response.status_code}", retry_reason(response.status_code)
+                )
                 if slept is not None:
                     waited += slept
                     retry += 1
