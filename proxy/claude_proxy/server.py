@@ -101,14 +101,17 @@ class ProxyServer(uvicorn.Server):
         super().handle_exit(sig, frame)
 
 
-def build_server(app: FastAPI, settings: Settings, host: str, port: int) -> ProxyServer:
+def build_server(
+    app: FastAPI, settings: Settings, host: str, port: int, *, configure_logging: bool = True
+) -> ProxyServer:
+    """The server `claude-proxy serve` runs; `configure_logging=False` leaves the process's logging alone (tests)."""
     drain: Drain = app.state.drain
     config = uvicorn.Config(
         app,
         host=host,
         port=port,
         http=header_timeout_protocol(settings.header_timeout),
-        log_config=logging_config(settings.log_level, settings.log_format),
+        log_config=logging_config(settings.log_level, settings.log_format) if configure_logging else None,
         log_level=settings.log_level,
         access_log=False,
         proxy_headers=False,
