@@ -326,15 +326,15 @@ def create_app(
             if relay.translator is not None:
                 info.add_usage(relay.translator.usage)
                 metrics.usage(translation.model, relay.translator.usage)
-            if outcome == "client_gone" and not relay.finished:
-                metrics.disconnects.inc()
-                info.error = "client_disconnected"
+            if relay.error is not None:  # the stream ended with an error line (the client may leave after it)
+                metrics.stream_errors.labels(relay.error.type).inc()
+                info.error = relay.error.code or relay.error.type
             elif outcome == "shutdown":
                 metrics.stream_errors.labels("shutting_down").inc()
                 info.error = "shutting_down"
-            elif relay.error is not None:
-                metrics.stream_errors.labels(relay.error.type).inc()
-                info.error = relay.error.code or relay.error.type
+            elif outcome == "client_gone" and not relay.finished:
+                metrics.disconnects.inc()
+                info.error = "client_disconnected"
 
         return SSEResponse(relay.__aiter__(), drain=drain, on_close=on_close)
 

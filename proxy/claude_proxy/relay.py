@@ -21,7 +21,7 @@ import orjson
 from claude_proxy.errors import ProxyError, UpstreamError
 from claude_proxy.sse import DONE, SSEDecoder, encode_data
 from claude_proxy.stream import StreamTranslator
-from claude_proxy.upstream import RETRYABLE_STATUS, Upstream
+from claude_proxy.upstream import RETRYABLE_STATUS, RetryBudget, Upstream, retries_spent
 
 log = logging.getLogger("claude_proxy.relay")
 
@@ -94,9 +94,9 @@ class StreamRelay:
 
     async def start(self) -> None:
         """Open the stream and read up to the first output; raises ProxyError while nothing was sent."""
-        waited, retry = 0.0, 0
+        budget = RetryBudget()  # shared with the upstream layer: 1 + max_retries attempts in all
         while True:
-            response = await self.upstream.open_stream(self.body, self.client_betas)
+            response = await self.upstream.open_stream(self.body, self.client_betas, budget)
             translator = self.new_translator()
             events = self._read_events(response)
             chunks: list[dict[str, Any]] = []
@@ -124,12 +124,14 @@ class StreamRelay:
                 error = _stream_failure(exc, self.idle_timeout)
                 if error.status in RETRYABLE_STATUS:
                     slept = await self.upstream.backoff(
-                        retry + 1, None, waited, f"stream failed early ({error.type})", "stream_error"
+                        budget.retries + 1, None, budget.waited, f"stream failed early ({error.type})", "stream_error"
                     )
                     if slept is not None:
-                        waited += slept
-                        retry += 1
+                        budget.waited += slept
+                        budget.retries += 1
                         continue
+                    if budget.retries:
+                        retries_spent(error)
                 raise error from None
             except BaseException:
                 await self._close(events, response)

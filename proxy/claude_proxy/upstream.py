@@ -110,6 +110,14 @@ class RetryPolicy:
         return wait
 
 
+@dataclass
+class RetryBudget:
+    """Retries spent and seconds waited so far for one client request."""
+
+    retries: int = 0
+    waited: float = 0.0
+
+
 def should_retry(status: int, headers: Mapping[str, str]) -> bool:
     hint = headers.get("x-should-retry")
     if hint == "true":
@@ -130,6 +138,13 @@ def _transport_error(exc: httpx.TransportError) -> ProxyError:
     if isinstance(exc, httpx.TimeoutException):
         return UpstreamTimeout("Anthropic API did not answer in time", code="upstream_timeout")
     return UpstreamUnavailable(f"Anthropic API is unreachable ({type(exc).__name__})", code="upstream_unavailable")
+
+
+def retries_spent(error: ProxyError) -> ProxyError:
+    """Mark an error the proxy already retried: `x-should-retry: false` tells OpenAI and Anthropic SDK clients not to
+    retry it again at once, so client retries do not multiply upstream attempts (no retry amplification)."""
+    error.headers["x-should-retry"] = "false"
+    return error
 
 
 def _retryable_transport(exc: httpx.TransportError) -> bool:
@@ -226,24 +241,30 @@ class Upstream:
             credential = fresh
         raise AssertionError("unreachable")  # pragma: no cover
 
-    async def send_with_retries(self, body: bytes, client_betas: str | None, *, stream: bool) -> httpx.Response:
-        """POST /v1/messages until a non-retryable answer; returns a 2xx response (streaming responses open)."""
-        waited = 0.0
-        retry = 0
+    async def send_with_retries(
+        self, body: bytes, client_betas: str | None, *, stream: bool, budget: RetryBudget | None = None
+    ) -> httpx.Response:
+        """POST /v1/messages until a non-retryable answer; returns a 2xx response (streaming responses open).
+
+        `budget` carries the retries already spent on this client request (the streaming relay retries early stream
+        failures from the same budget), so one request never makes more than 1 + max_retries attempts."""
+        budget = budget if budget is not None else RetryBudget()
         while True:
             try:
                 response = await self._send(body, client_betas, stream=stream)
             except httpx.TransportError as exc:
                 error = _transport_error(exc)
                 slept = (
-                    await self.backoff(retry + 1, None, waited, f"transport error {type(exc).__name__}", "connection")
+                    await self.backoff(
+                        budget.retries + 1, None, budget.waited, f"transport error {type(exc).__name__}", "connection"
+                    )
                     if _retryable_transport(exc)
                     else None
                 )
                 if slept is None:
-                    raise error from None
-                waited += slept
-                retry += 1
+                    raise (retries_spent(error) if budget.retries else error) from None
+                budget.waited += slept
+                budget.retries += 1
                 continue
             if response.status_code < 400:
                 return response
@@ -253,12 +274,18 @@ class Upstream:
             if should_retry(response.status_code, response.headers):
                 hint = retry_after_seconds(response.headers)
                 slept = await self.backoff(
-                    retry + 1, hint, waited, f"answered HTTP {response.status_code}", retry_reason(response.status_code)
+                    budget.retries + 1,
+                    hint,
+                    budget.waited,
+                    f"answered HTTP {response.status_code}",
+                    retry_reason(response.status_code),
                 )
                 if slept is not None:
-                    waited += slept
-                    retry += 1
+                    budget.waited += slept
+                    budget.retries += 1
                     continue
+                if budget.retries:
+                    raise retries_spent(error)
             raise error
 
     async def create_message(
@@ -276,9 +303,11 @@ class Upstream:
             raise UpstreamError("Anthropic API returned an unexpected response", status=502, type="upstream_error")
         return message, response.headers
 
-    async def open_stream(self, body: bytes, client_betas: str | None = None) -> httpx.Response:
+    async def open_stream(
+        self, body: bytes, client_betas: str | None = None, budget: RetryBudget | None = None
+    ) -> httpx.Response:
         """POST /v1/messages with stream: true; the caller reads the open response and must close it."""
-        return await self.send_with_retries(body, client_betas, stream=True)
+        return await self.send_with_retries(body, client_betas, stream=True, budget=budget)
 
     async def list_models(self) -> list[dict[str, Any]]:
         """GET /v1/models, all pages (bounded)."""
