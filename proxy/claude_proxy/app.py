@@ -17,6 +17,7 @@ import httpx
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import Response, StreamingResponse
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -363,9 +364,10 @@ def create_app(
 
     for prefix in ("/v1", ""):
         app.add_api_route(
-            f"{prefix}/chat/completions", chat_completions, methods=["POST"], include_in_schema=not prefix
+            f"{prefix}/chat/completions", chat_completions, methods=["POST"], include_in_schema=bool(prefix)
         )
-        app.add_api_route(f"{prefix}/models", list_models, methods=["GET"], include_in_schema=not prefix)
+        app.add_api_route(f"{prefix}/models", list_models, methods=["GET"], include_in_schema=bool(prefix))
+    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
 
     @app.get("/health")
     async def health() -> Response:
@@ -392,6 +394,24 @@ def create_app(
         return json_response(info)
 
     return app
+
+
+def _openapi(app: FastAPI) -> dict[str, Any]:
+    """FastAPI's schema, plus the chat route's request body: the route reads the raw body itself (to bound its size
+    and answer validation errors in OpenAI's format), so FastAPI cannot see the ChatRequest model on its own."""
+    if app.openapi_schema:
+        return app.openapi_schema
+    schema = get_openapi(title=app.title, version=app.version, routes=app.routes)
+    body = ChatRequest.model_json_schema(by_alias=True, ref_template="#/components/schemas/{model}")
+    components = schema.setdefault("components", {}).setdefault("schemas", {})
+    components.update(body.pop("$defs", {}))
+    components["ChatRequest"] = body
+    schema["paths"]["/v1/chat/completions"]["post"]["requestBody"] = {
+        "required": True,
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ChatRequest"}}},
+    }
+    app.openapi_schema = schema
+    return schema
 
 
 def _credential_or_none(resolver: CredentialResolver) -> Credential | None:
