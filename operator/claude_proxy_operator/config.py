@@ -1,0 +1,28 @@
+"""The operator's own settings, read once from its environment."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+DEFAULT_IMAGE = "claude-code-proxy:0.1.0"
+
+
+@dataclass(frozen=True)
+class Config:
+    default_image: str = DEFAULT_IMAGE  # CLAUDE_PROXY_IMAGE: the proxy image released with this operator
+    cluster_domain: str = "cluster.local"  # CLUSTER_DOMAIN: for the endpoint in status
+    resync_seconds: float = 60.0  # CLAUDE_PROXY_OPERATOR_RESYNC_SECONDS: how soon a changed Secret is noticed
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Config:
+        env = os.environ if env is None else env
+        resync = float(env.get("CLAUDE_PROXY_OPERATOR_RESYNC_SECONDS") or cls.resync_seconds)
+        if resync <= 0:
+            raise ValueError("CLAUDE_PROXY_OPERATOR_RESYNC_SECONDS must be > 0")
+        return cls(
+            default_image=env.get("CLAUDE_PROXY_IMAGE") or DEFAULT_IMAGE,
+            cluster_domain=env.get("CLUSTER_DOMAIN") or "cluster.local",
+            resync_seconds=resync,
+        )

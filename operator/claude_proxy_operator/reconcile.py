@@ -1,0 +1,307 @@
+"""One level-based pass over a ClaudeProxy: read it fresh, converge every child, write what was observed to status.
+
+Every trigger (create, update, resume, the resync timer, a child Job or Deployment changing) runs the same pass, one
+at a time per resource, so the outcome depends only on the current state of the cluster and never on which event
+came first. The pass is idempotent: a second run over an unchanged cluster writes nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+import kopf
+
+from claude_proxy_operator import builders, status
+from claude_proxy_operator.apply import patch_for, quantity, record
+from claude_proxy_operator.config import Config
+from claude_proxy_operator.kube import (
+    CLAUDE_PROXIES,
+    CRONJOBS,
+    DEPLOYMENTS,
+    JOBS,
+    NETWORK_POLICIES,
+    PODS,
+    PVCS,
+    SECRETS,
+    SERVICE_ACCOUNTS,
+    SERVICES,
+    Conflict,
+    Kube,
+    Resource,
+)
+from claude_proxy_operator.spec import ProxySpec, SecretRef, SpecError, check_name, parse_spec
+
+Obj = dict[str, Any]
+EventSink = Callable[[Mapping[str, Any], str, str, str], None]
+
+
+def _post_event(body: Mapping[str, Any], kind: str, reason: str, message: str) -> None:
+    kopf.event(dict(body), type=kind, reason=reason, message=message)  # type: ignore[arg-type]
+
+
+def _digest(*parts: str) -> str:
+    return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:16]
+
+
+class Reconciler:
+    def __init__(
+        self,
+        kube: Kube,
+        config: Config,
+        *,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        post_event: EventSink = _post_event,
+    ) -> None:
+        self.kube = kube
+        self.config = config
+        self.clock = clock
+        self.post_event = post_event
+        self._locks: dict[tuple[str, str], asyncio.Lock] = {}
+
+    async def run(self, namespace: str, name: str, logger: kopf.Logger) -> None:
+        lock = self._locks.setdefault((namespace, name), asyncio.Lock())
+        async with lock:
+            body = await self.kube.get(CLAUDE_PROXIES, namespace, name)
+            if body is None or body.get("metadata", {}).get("deletionTimestamp"):
+                self._locks.pop((namespace, name), None)
+                return
+            await _Pass(self, body, logger).run()
+
+
+class _Pass:
+    """The state of one reconcile pass over one ClaudeProxy."""
+
+    def __init__(self, owner: Reconciler, body: Obj, logger: kopf.Logger) -> None:
+        self.kube = owner.kube
+        self.config = owner.config
+        self.now = owner.clock()
+        self.post_event = owner.post_event
+        self.body = body
+        self.logger = logger
+        meta = body["metadata"]
+        self.name: str = meta["name"]
+        self.ns: str = meta["namespace"]
+        self.generation = int(meta.get("generation") or 0)
+        self.previous: Mapping[str, Any] = body.get("status") or {}
+
+    # --- writing children ----------------------------------------------------------------------------------------
+
+    def _own(self, obj: Obj) -> Obj:
+        kopf.adopt(obj, owner=self.body)  # type: ignore[arg-type]
+        return obj
+
+    async def _apply(self, res: Resource, desired: Obj, managed: Obj | None = None) -> Obj:
+        name = desired["metadata"]["name"]
+        managed = managed if managed is not None else desired
+        live = await self.kube.get(res, self.ns, name)
+        if live is None:
+            try:
+                created = await self.kube.create(res, self.ns, record(desired, managed))
+            except Conflict:  # created meanwhile by someone else: converge onto it on the next pass
+                raise kopf.TemporaryError(f"{res.kind} {self.ns}/{name} appeared while creating it", delay=1) from None
+            self.logger.info(f"Created {res.kind} {self.ns}/{name}")
+            return created
+        patch = patch_for(live, managed)
+        if patch is None:
+            return live
+        patched = await self.kube.patch(res, self.ns, name, patch)
+        self.logger.info(f"Updated {res.kind} {self.ns}/{name}")
+        return patched
+
+    async def _remove(self, res: Resource, name: str) -> None:
+        live = await self.kube.get(res, self.ns, name)
+        if live is None or not self._is_ours(live):
+            return
+        if await self.kube.delete(res, self.ns, name):
+            self.logger.info(f"Deleted {res.kind} {self.ns}/{name} (no longer needed)")
+
+    def _is_ours(self, obj: Mapping[str, Any]) -> bool:
+        found = obj.get("metadata", {}).get("labels") or {}
+        return bool(
+            found.get(builders.MANAGED_BY_LABEL) == builders.MANAGER and found.get(builders.INSTANCE_LABEL) == self.name
+        )
+
+    # --- reading -------------------------------------------------------------------------------------------------
+
+    async def _secret_digest(self, ref: SecretRef) -> str | None:
+        """A digest of one Secret key's content (for rollouts and reseeds); None when it cannot be read."""
+        secret = await self.kube.get(SECRETS, self.ns, ref.name)
+        value = ((secret or {}).get("data") or {}).get(ref.key)
+        return _digest(ref.name, ref.key, value) if isinstance(value, str) else None
+
+    # --- the pass --------------------------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        try:
+            check_name(self.name)
+            spec = parse_spec(self.body.get("spec") or {}, default_image=self.config.default_image)
+        except SpecError as exc:
+            await self._write_invalid(str(exc))
+            raise kopf.PermanentError(f"invalid spec: {exc}") from None
+
+        missing: list[str] = []
+        digests: list[str] = []
+        for ref in spec.secret_refs():
+            digest = await self._secret_digest(ref)
+            if digest is None:
+                missing.append(f"Secret {ref.name} key {ref.key}")
+            digests.append(digest or "missing")
+
+        await self._apply(SERVICE_ACCOUNTS, self._own(builders.service_account(self.name, self.ns)))
+
+        observed: dict[str, Any] = {}
+        deployment = await self.kube.get(DEPLOYMENTS, self.ns, self.name)
+        seed_digest: str | None = None
+        if spec.oauth is not None:
+            seed_digest, observed = await self._oauth(spec, missing)
+        else:
+            await self._drop_oauth()
+
+        seed = status.seed_record(self.previous, self._observed(spec, missing, seed_digest, None, observed))
+        seeded = spec.oauth is None or status.is_seeded(seed, seed_digest)
+        if seeded or deployment is not None:
+            deployment = await self._apply(DEPLOYMENTS, self._deployment(spec, digests, seed, seeded, deployment))
+        await self._apply(SERVICES, self._own(builders.service(self.name, self.ns, spec)))
+        if spec.network_policy:
+            await self._apply(NETWORK_POLICIES, self._own(builders.network_policy(self.name, self.ns, spec)))
+        else:
+            await self._remove(NETWORK_POLICIES, self.name)
+
+        await self._write_status(self._observed(spec, missing, seed_digest, deployment, observed))
+
+    def _deployment(
+        self, spec: ProxySpec, digests: list[str], seed: Mapping[str, Any] | None, seeded: bool, live: Obj | None
+    ) -> Obj:
+        """Roll out on a Secret's new content, and on a new seed once it has landed (not while it is copying)."""
+        seed_digest = None
+        if spec.oauth is not None:
+            template = ((live or {}).get("spec") or {}).get("template") or {}
+            annotations = (template.get("metadata") or {}).get("annotations") or {}
+            landed = seed.get("digest") if seeded and seed else annotations.get(builders.SEED_DIGEST_ANNOTATION)
+            seed_digest = str(landed or "")
+        return self._own(builders.deployment(self.name, self.ns, spec, _digest(*digests), seed_digest))
+
+    async def _oauth(self, spec: ProxySpec, missing: list[str]) -> tuple[str | None, dict[str, Any]]:
+        assert spec.oauth is not None
+        pvc = await self._credentials_volume(spec)
+        content = await self._secret_digest(spec.oauth.seed)
+        # The volume's uid is part of the digest: a recreated (empty) volume is seeded again.
+        seed_digest = _digest(content, str(pvc.get("metadata", {}).get("uid", ""))) if content else None
+        if content is None and not status.is_seeded(self.previous.get("seed"), None):
+            missing.append(f"Secret {spec.oauth.seed.name} key {spec.oauth.seed.key}")
+
+        found: dict[str, Any] = {}
+        jobs = await self.kube.list(JOBS, self.ns, builders.selector(self.name, "seed"))
+        current = builders.seed_job_name(self.name, seed_digest) if seed_digest else None
+        for stale in jobs:
+            if stale["metadata"]["name"] != current and self._is_ours(stale):
+                await self.kube.delete(JOBS, self.ns, stale["metadata"]["name"])
+        done = self.previous.get("seed") or {}
+        if seed_digest is not None and done.get("digest") != seed_digest:
+            job: Obj | None = next((j for j in jobs if j["metadata"]["name"] == current), None)
+            if job is None:  # Jobs are immutable: created once per Secret content, never patched
+                job = await self._apply(JOBS, self._own(builders.seed_job(self.name, self.ns, spec, seed_digest)))
+            found["seed_job"] = status.job_state(job)
+            if found["seed_job"] in ("succeeded", "failed"):
+                labels = {**builders.selector(self.name, "seed"), "job-name": str(current)}
+                outcomes = status.pod_outcomes(await self.kube.list(PODS, self.ns, labels), "seed")
+                found["seed_outcome"] = outcomes[-1] if outcomes else None
+
+        await self._apply(CRONJOBS, self._own(builders.refresh_cronjob(self.name, self.ns, spec)))
+        refresh_pods = await self.kube.list(PODS, self.ns, builders.selector(self.name, "refresh"))
+        outcomes = status.pod_outcomes(refresh_pods, "refresh")
+        found["refresh_outcome"] = outcomes[-1] if outcomes else None
+        return seed_digest, found
+
+    async def _credentials_volume(self, spec: ProxySpec) -> Obj:
+        """Create the PVC; afterwards only its ownership and a larger size are ever changed (the rest is immutable)."""
+        assert spec.oauth is not None
+        desired = builders.credentials_pvc(self.name, self.ns, spec)
+        if not spec.oauth.storage.retain_on_delete:
+            self._own(desired)
+        live = await self.kube.get(PVCS, self.ns, desired["metadata"]["name"])
+        size = spec.oauth.storage.size
+        if live is not None:
+            current = (((live.get("spec") or {}).get("resources") or {}).get("requests") or {}).get("storage")
+            if current and quantity(str(current)) > quantity(size):
+                self.logger.warning(f"PVC {self.ns}/{desired['metadata']['name']} is {current}; volumes cannot shrink")
+                size = str(current)
+        managed = {
+            "apiVersion": desired["apiVersion"],
+            "kind": desired["kind"],
+            "metadata": desired["metadata"],
+            "spec": {"resources": {"requests": {"storage": size}}},
+        }
+        return await self._apply(PVCS, desired, managed)
+
+    async def _drop_oauth(self) -> None:
+        """What oauth mode needed and this mode does not: the CronJob, seed Jobs, and (unless kept) the volume."""
+        await self._remove(CRONJOBS, builders.cronjob_name(self.name))
+        for job in await self.kube.list(JOBS, self.ns, builders.selector(self.name, "seed")):
+            await self._remove(JOBS, job["metadata"]["name"])
+        pvc = await self.kube.get(PVCS, self.ns, builders.pvc_name(self.name))
+        if pvc is not None and self._is_ours(pvc):
+            owned = any(
+                ref.get("uid") == self.body["metadata"].get("uid")
+                for ref in pvc["metadata"].get("ownerReferences") or ()
+            )
+            if owned:
+                await self._remove(PVCS, builders.pvc_name(self.name))
+            else:
+                self.logger.info(f"Keeping PVC {self.ns}/{builders.pvc_name(self.name)} (retainOnDelete)")
+
+    # --- status --------------------------------------------------------------------------------------------------
+
+    def _observed(
+        self,
+        spec: ProxySpec,
+        missing: list[str],
+        seed_digest: str | None,
+        deployment: Mapping[str, Any] | None,
+        found: Mapping[str, Any],
+    ) -> status.Observed:
+        return status.Observed(
+            generation=self.generation,
+            auth_mode=spec.auth_mode,
+            endpoint=builders.endpoint(self.name, self.ns, spec.service_port, self.config.cluster_domain),
+            now=self.now,
+            missing_secrets=tuple(missing),
+            seed_secret=spec.oauth.seed.name if spec.oauth else None,
+            seed_digest=seed_digest,
+            seed_job=found.get("seed_job"),
+            seed_outcome=found.get("seed_outcome"),
+            refresh_outcome=found.get("refresh_outcome"),
+            replicas=spec.replicas,
+            deployment=deployment,
+        )
+
+    async def _write_status(self, observed: status.Observed) -> None:
+        new = status.compute_status(self.previous, observed)
+        old = {key: value for key, value in self.previous.items() if key in new}
+        if {k: v for k, v in new.items() if v is not None} == {k: v for k, v in old.items() if v is not None}:
+            return
+        await self.kube.patch(CLAUDE_PROXIES, self.ns, self.name, {"status": new}, subresource="status")
+        for kind, reason, message in status.events(self.previous, new):
+            self.post_event(self.body, kind, reason, message)
+        ready = status.condition(new, "Ready")
+        self.logger.info(f"Status: Ready={ready.get('status')} ({ready.get('reason')})")
+
+    async def _write_invalid(self, message: str) -> None:
+        invalid = {
+            "type": "Ready",
+            "status": "False",
+            "reason": "InvalidSpec",
+            "message": message,
+            "lastTransitionTime": status.rfc3339(self.now),
+            "observedGeneration": self.generation,
+        }
+        if status.condition(self.previous, "Ready").get("message") == message:
+            return
+        conditions = [c for c in self.previous.get("conditions") or () if c.get("type") != "Ready"] + [invalid]
+        patch = {"status": {"observedGeneration": self.generation, "conditions": conditions}}
+        await self.kube.patch(CLAUDE_PROXIES, self.ns, self.name, patch, subresource="status")
+        self.post_event(self.body, "Warning", "InvalidSpec", message)

@@ -1,0 +1,322 @@
+"""What state a ClaudeProxy is in, computed from what was observed: pure functions, the clock passed in.
+
+Job outcomes arrive as the one JSON line `claude-proxy seed|refresh` leave in their termination message. Only the
+known fields are taken from it, checked and shortened, and anything shaped like a token is masked: status and Events
+are readable by anyone who may read the resource, so they never carry a secret.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+CONDITION_TYPES = ("CredentialsReady", "Seeded", "TokenFresh", "Available", "Ready")
+RESULTS = frozenset({"refreshed", "copied", "skipped", "failed"})
+# Refresh failures that retrying cannot mend: a person has to log in again or fix the Secret.
+USER_ACTION_REASONS = frozenset({"invalid_grant", "malformed", "missing"})
+_REASON = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+_TOKENISH = re.compile(r"sk-ant-[A-Za-z0-9_-]+|[A-Za-z0-9_-]{40,}")
+MAX_MESSAGE = 300
+
+Condition = dict[str, Any]
+
+
+def rfc3339(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_time(value: Any) -> datetime | None:
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def camel(reason: str) -> str:
+    """`invalid_grant` -> `InvalidGrant`: a condition reason from an outcome's snake_case code."""
+    return "".join(part.capitalize() for part in reason.split("_") if part) or "Unknown"
+
+
+def clean_message(text: Any) -> str:
+    masked = _TOKENISH.sub("[redacted]", str(text or ""))
+    return masked if len(masked) <= MAX_MESSAGE else masked[: MAX_MESSAGE - 1] + "…"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """One finished `seed` or `refresh` run, as its pod reported it."""
+
+    command: str
+    result: str
+    reason: str
+    message: str
+    expires_at: str | None
+    time: str
+
+    @property
+    def ok(self) -> bool:
+        return self.result != "failed"
+
+    def as_status(self) -> dict[str, Any]:
+        return {
+            "time": self.time,
+            "result": self.result,
+            "reason": self.reason,
+            "message": self.message,
+            "expiresAt": self.expires_at,
+        }
+
+
+def parse_outcome(text: str, finished_at: str) -> Outcome | None:
+    """The outcome line of a termination message, or None when there is none worth trusting."""
+    for line in reversed(text.strip().splitlines()):
+        try:
+            data = json.loads(line)
+        except ValueError:
+            continue
+        if not isinstance(data, dict) or data.get("command") not in ("seed", "refresh"):
+            continue
+        result, reason = data.get("result"), data.get("reason")
+        if result not in RESULTS or not isinstance(reason, str) or not _REASON.match(reason):
+            return None
+        expires = parse_time(data.get("expiresAt"))
+        return Outcome(
+            command=data["command"],
+            result=result,
+            reason=reason,
+            message=clean_message(data.get("message")),
+            expires_at=rfc3339(expires) if expires else None,
+            time=finished_at,
+        )
+    return None
+
+
+def pod_outcomes(pods: Iterable[Mapping[str, Any]], command: str) -> list[Outcome]:
+    """Every outcome reported by terminated containers of these pods, oldest first."""
+    found: list[Outcome] = []
+    for pod in pods:
+        for status in pod.get("status", {}).get("containerStatuses") or ():
+            terminated = (status.get("state") or {}).get("terminated") or {}
+            finished = parse_time(terminated.get("finishedAt"))
+            if not terminated.get("message") or finished is None:
+                continue
+            outcome = parse_outcome(terminated["message"], rfc3339(finished))
+            if outcome is not None and outcome.command == command:
+                found.append(outcome)
+    return sorted(found, key=lambda o: o.time)
+
+
+def job_state(job: Mapping[str, Any] | None) -> str | None:
+    """`succeeded`, `failed`, `running`, or None when there is no Job."""
+    if job is None:
+        return None
+    for cond in job.get("status", {}).get("conditions") or ():
+        if cond.get("status") == "True" and cond.get("type") in ("Complete", "SuccessCriteriaMet"):
+            return "succeeded"
+        if cond.get("status") == "True" and cond.get("type") in ("Failed", "FailureTarget"):
+            return "failed"
+    return "running"
+
+
+@dataclass(frozen=True)
+class Observed:
+    """Everything the status is computed from; gathered by the reconciler, never containing secret values."""
+
+    generation: int
+    auth_mode: str
+    endpoint: str
+    now: datetime
+    missing_secrets: Sequence[str] = ()
+    seed_secret: str | None = None
+    seed_digest: str | None = None
+    seed_job: str | None = None  # job_state() of the seed Job for seed_digest
+    seed_outcome: Outcome | None = None
+    refresh_outcome: Outcome | None = None
+    replicas: int = 1
+    deployment: Mapping[str, Any] | None = None
+
+
+def _condition(kind: str, ok: bool | None, reason: str, message: str) -> Condition:
+    status = "Unknown" if ok is None else ("True" if ok else "False")
+    return {"type": kind, "status": status, "reason": reason, "message": message}
+
+
+def seed_record(previous: Mapping[str, Any], observed: Observed) -> dict[str, Any] | None:
+    """The status' memory of the last finished seed: it is what keeps a finished seed from running again."""
+    old = previous.get("seed")
+    if observed.seed_outcome is not None and observed.seed_digest is not None:
+        return {"digest": observed.seed_digest, **observed.seed_outcome.as_status()}
+    if observed.seed_job == "failed" and observed.seed_digest is not None:
+        return {
+            "digest": observed.seed_digest,
+            "time": rfc3339(observed.now),
+            "result": "failed",
+            "reason": "job_failed",
+            "message": "the seed Job failed without reporting an outcome",
+        }
+    return dict(old) if isinstance(old, Mapping) else None
+
+
+def is_seeded(seed: Mapping[str, Any] | None, digest: str | None) -> bool:
+    """Whether the volume holds credentials from the Secret's current content (None: content unknown, any will do)."""
+    if not seed or seed.get("result") in (None, "failed"):
+        return False
+    return digest is None or seed.get("digest") == digest
+
+
+def _seeded(observed: Observed, seed: Mapping[str, Any] | None) -> Condition:
+    if observed.auth_mode != "oauth":
+        return _condition("Seeded", True, "NotRequired", f"{observed.auth_mode} mode uses no credentials volume")
+    if seed and (observed.seed_digest is None or seed.get("digest") == observed.seed_digest):
+        if seed.get("result") == "failed":
+            return _condition("Seeded", False, camel(seed.get("reason", "failed")), seed.get("message", ""))
+        reason = "Copied" if seed.get("result") == "copied" else camel(seed.get("reason", "skipped"))
+        return _condition("Seeded", True, reason, seed.get("message", ""))
+    if observed.seed_digest is None:
+        return _condition("Seeded", False, "SeedSecretNotFound", f"Secret {observed.seed_secret} cannot be read")
+    return _condition("Seeded", False, "Seeding", "the seed Job is copying the credentials into the volume")
+
+
+def last_refresh(previous: Mapping[str, Any], observed: Observed) -> dict[str, Any] | None:
+    old = previous.get("lastRefresh")
+    new = observed.refresh_outcome
+    if new is not None and (not isinstance(old, Mapping) or str(old.get("time", "")) < new.time):
+        return new.as_status()
+    return dict(old) if isinstance(old, Mapping) else None
+
+
+def token_expiry(*records: Mapping[str, Any] | None) -> str | None:
+    """The expiry of the credentials on the volume: the one named by the newest outcome that names one."""
+    named = [(str(r.get("time", "")), r["expiresAt"]) for r in records if r and isinstance(r.get("expiresAt"), str)]
+    return max(named)[1] if named else None
+
+
+def _token_fresh(observed: Observed, expires_at: str | None, refresh: Mapping[str, Any] | None) -> Condition:
+    if observed.auth_mode == "apiKey":
+        return _condition("TokenFresh", True, "NotRequired", "API keys do not expire")
+    if observed.auth_mode == "accessToken":
+        return _condition("TokenFresh", True, "NotRequired", "long-lived access token; nothing to refresh")
+    expiry = parse_time(expires_at)
+    valid = expiry is not None and expiry > observed.now
+    if refresh and refresh.get("result") == "failed":
+        reason = str(refresh.get("reason", "failed"))
+        if reason in USER_ACTION_REASONS:
+            hint = f"; log in again with Claude Code and put the new credentials in Secret {observed.seed_secret}"
+            return _condition("TokenFresh", False, camel(reason), f"{refresh.get('message', '')}{hint}")
+        if valid:
+            return _condition(
+                "TokenFresh",
+                True,
+                "RefreshRetrying",
+                f"last refresh failed ({reason}); the token is valid until "
+                f"{expires_at} and the next scheduled refresh retries",
+            )
+        return _condition("TokenFresh", False, camel(reason), str(refresh.get("message", "")))
+    if expiry is None:
+        return _condition("TokenFresh", None, "NoTokenYet", "no seed or refresh has reported a token expiry yet")
+    if not valid:
+        return _condition("TokenFresh", False, "TokenExpired", f"the access token expired at {expires_at}")
+    if refresh and refresh.get("result") == "refreshed":
+        return _condition("TokenFresh", True, "Refreshed", f"valid until {expires_at}")
+    return _condition("TokenFresh", True, "Valid", f"valid until {expires_at}")
+
+
+def _available(observed: Observed, seeded: Condition) -> Condition:
+    deploy = observed.deployment
+    if deploy is None:
+        if observed.auth_mode == "oauth" and seeded["status"] != "True":
+            return _condition("Available", False, "WaitingForSeed", "the proxy starts once the volume is seeded")
+        return _condition("Available", False, "DeploymentPending", "the proxy Deployment is not created yet")
+    if observed.replicas == 0:
+        return _condition("Available", False, "ScaledToZero", "spec.replicas is 0")
+    status = deploy.get("status") or {}
+    available = int(status.get("availableReplicas") or 0)
+    if available > 0:
+        return _condition(
+            "Available", True, "MinimumReplicasAvailable", f"{available}/{observed.replicas} replicas available"
+        )
+    return _condition("Available", False, "NoReplicasAvailable", f"0/{observed.replicas} replicas available")
+
+
+def _credentials(observed: Observed) -> Condition:
+    if observed.missing_secrets:
+        return _condition(
+            "CredentialsReady", False, "SecretNotFound", "missing: " + ", ".join(observed.missing_secrets)
+        )
+    return _condition("CredentialsReady", True, "SecretsFound", "every referenced Secret and key is present")
+
+
+def _stamp(conditions: list[Condition], previous: Sequence[Mapping[str, Any]], observed: Observed) -> list[Condition]:
+    before = {c.get("type"): c for c in previous if isinstance(c, Mapping)}
+    for cond in conditions:
+        old = before.get(cond["type"])
+        same = old is not None and old.get("status") == cond["status"] and old.get("lastTransitionTime")
+        cond["lastTransitionTime"] = old["lastTransitionTime"] if same else rfc3339(observed.now)  # type: ignore[index]
+        cond["observedGeneration"] = observed.generation
+    return conditions
+
+
+def compute_status(previous: Mapping[str, Any], observed: Observed) -> dict[str, Any]:
+    """The whole `.status` (fields this operator owns), keeping transition times of unchanged conditions."""
+    seed = seed_record(previous, observed)
+    refresh = last_refresh(previous, observed) if observed.auth_mode == "oauth" else None
+    expires = token_expiry(seed, refresh) if observed.auth_mode == "oauth" else None
+    credentials = _credentials(observed)
+    seeded = _seeded(observed, seed)
+    fresh = _token_fresh(observed, expires, refresh)
+    available = _available(observed, seeded)
+    parts = [credentials, seeded, fresh, available]
+    blocker = next((c for c in parts if c["status"] != "True"), None)
+    ready = (
+        _condition("Ready", True, "Ready", "the proxy serves requests")
+        if blocker is None
+        else _condition("Ready", False, blocker["reason"], f"{blocker['type']}: {blocker['message']}")
+    )
+    status: dict[str, Any] = {
+        "observedGeneration": observed.generation,
+        "authMode": observed.auth_mode,
+        "endpoint": observed.endpoint,
+        "tokenExpiresAt": expires,
+        "lastRefresh": refresh,
+        "seed": seed if observed.auth_mode == "oauth" else None,
+        "conditions": _stamp([*parts, ready], previous.get("conditions") or (), observed),
+    }
+    return status
+
+
+def condition(status: Mapping[str, Any], kind: str) -> Mapping[str, Any]:
+    for cond in status.get("conditions") or ():
+        if cond.get("type") == kind:
+            return cond
+    return {}
+
+
+def events(previous: Mapping[str, Any], current: Mapping[str, Any]) -> list[tuple[str, str, str]]:
+    """(type, reason, message) of the Events a status change is worth: outcomes, and Ready turning."""
+    found: list[tuple[str, str, str]] = []
+    seed, old_seed = current.get("seed") or {}, previous.get("seed") or {}
+    if seed and (seed.get("time"), seed.get("digest")) != (old_seed.get("time"), old_seed.get("digest")):
+        if seed.get("result") == "failed":
+            found.append(("Warning", "SeedFailed", f"{seed.get('reason')}: {seed.get('message')}"))
+        else:
+            found.append(("Normal", "Seeded", f"{seed.get('result')}: {seed.get('message')}"))
+    refresh, old_refresh = current.get("lastRefresh") or {}, previous.get("lastRefresh") or {}
+    if refresh and refresh.get("time") != old_refresh.get("time"):
+        if refresh.get("result") == "failed":
+            found.append(("Warning", "RefreshFailed", f"{refresh.get('reason')}: {refresh.get('message')}"))
+        elif refresh.get("result") == "refreshed":
+            found.append(("Normal", "Refreshed", f"token valid until {current.get('tokenExpiresAt')}"))
+    ready, old_ready = condition(current, "Ready"), condition(previous, "Ready")
+    if ready.get("status") != old_ready.get("status"):
+        if ready.get("status") == "True":
+            found.append(("Normal", "Ready", str(ready.get("message", ""))))
+        elif old_ready:
+            found.append(("Warning", "NotReady", f"{ready.get('reason')}: {ready.get('message')}"))
+    return found

@@ -1,0 +1,98 @@
+"""Fixtures that run the real operator (kopf, the handlers, the reconciler) against the in-process API."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import kmock
+import kopf
+import pytest
+
+from claude_proxy_operator import rbac
+from claude_proxy_operator.config import Config
+from claude_proxy_operator.handlers import build_registry, configure
+from tests.operator.cluster import EXERCISED, OPERATOR_TESTS_RUN, RESOURCES, Api, Cluster, operator_permissions
+
+IMAGE = "claude-code-proxy:test"
+RESYNC_SECONDS = 0.4
+HANDLED = "claudeproxy.dev/last-handled-configuration"
+
+
+@pytest.fixture
+async def cluster() -> AsyncIterator[tuple[Cluster, str]]:
+    async with Cluster() as emulator, kmock.Server(emulator) as server:
+        for key, info in RESOURCES.items():
+            emulator.resources[key] = info
+        yield emulator, str(server.url)
+
+
+@pytest.fixture
+async def api(cluster: tuple[Cluster, str]) -> AsyncIterator[Api]:
+    async with aiohttp.ClientSession() as session:
+        yield Api(cluster[1], session)
+
+
+async def _quiesce(emulator: Cluster) -> None:
+    """Let kopf finish handling the last spec change before stopping it: a change still being handled while kopf
+    stops makes it start the resync daemon again after its daemon killer has gone (a shutdown-only race)."""
+
+    def settled() -> bool:
+        for (resource, _ns, _name), obj in list(emulator.objects.items()):
+            if obj.deleted or resource.plural != "claudeproxies":
+                continue
+            handled = (obj.get("metadata", {}).get("annotations") or {}).get(HANDLED)
+            if handled is None or json.loads(handled).get("spec") != obj.raw.get("spec"):
+                return False
+        return True
+
+    for _ in range(100):
+        if settled():
+            break
+        await asyncio.sleep(0.05)
+    await asyncio.sleep(0.1)
+
+
+@pytest.fixture
+async def operator(cluster: tuple[Cluster, str], request: pytest.FixtureRequest) -> AsyncIterator[Cluster]:
+    emulator, url = cluster
+
+    def login(**_: Any) -> kopf.ConnectionInfo:
+        return kopf.ConnectionInfo(server=url.rstrip("/"), scheme="Bearer", token="test-token")
+
+    registry = build_registry(Config(default_image=IMAGE, resync_seconds=RESYNC_SECONDS), login=login)
+    settings = kopf.OperatorSettings()
+    configure(settings)
+    settings.networking.error_backoffs = [0.1, 0.2]
+    # kopf gets a thread and event loop of its own: on stopping, it cancels every task started in its loop after it.
+    stop, ready = threading.Event(), threading.Event()
+    failure: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            asyncio.run(
+                kopf.operator(
+                    registry=registry, settings=settings, clusterwide=True, standalone=True,
+                    stop_flag=stop, ready_flag=ready,
+                )
+            )  # fmt: skip
+        except BaseException as exc:  # pragma: no cover - reported below
+            failure.append(exc)
+
+    thread = threading.Thread(target=run, name="kopf", daemon=True)
+    thread.start()
+    assert await asyncio.to_thread(ready.wait, 10), "the operator did not start"
+    yield emulator
+    await _quiesce(emulator)
+    stop.set()
+    await asyncio.to_thread(thread.join, 15)
+    assert not thread.is_alive(), "the operator did not stop"
+    assert not failure, failure
+    made = operator_permissions(emulator)
+    assert made - rbac.permissions() == set(), "the operator made requests its RBAC rules do not allow"
+    EXERCISED.update(made)
+    OPERATOR_TESTS_RUN.add(request.node.name)
