@@ -271,7 +271,9 @@ def create_app(
         betas = request.headers.get("anthropic-beta")
         created = int(clock())
         started = time.perf_counter()
-        slot = await until_disconnect(request, limiter.acquire, drain)
+        slot = limiter.try_acquire()
+        if slot is None:  # only a wait needs watching for the client leaving or the shutdown deadline
+            slot = await until_disconnect(request, limiter.acquire, drain)
         if chat.stream:
             return await stream_completion(request, chat, translation, upstream, betas, created, started, slot)
         try:

@@ -129,10 +129,17 @@ class Limiter:
         retry_after = "1" if reason == "queue_full" else str(max(1, round(self.timeout / 2)))
         return Overloaded(message, code="proxy_overloaded", headers={"retry-after": retry_after})
 
-    async def acquire(self) -> Slot:
+    def try_acquire(self) -> Slot | None:
+        """A slot at once if one is free (the common case, with no task or timer), else None."""
         if self.active < self.limit and not self._waiters:
             self.active += 1
             return Slot(self)
+        return None
+
+    async def acquire(self) -> Slot:
+        slot = self.try_acquire()
+        if slot is not None:
+            return slot
         if len(self._waiters) >= self.max_queue:
             raise self._refuse(
                 "queue_full",
