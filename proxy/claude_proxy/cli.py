@@ -17,26 +17,21 @@ if TYPE_CHECKING:  # the lifecycle modules are imported by the commands that nee
 
 
 def _serve(args: argparse.Namespace) -> int:
-    import uvicorn
+    import dataclasses
 
     from claude_proxy.app import create_app
+    from claude_proxy.server import build_server
 
     try:
         settings = Settings.from_env()
     except ConfigError as exc:
         print(f"claude-proxy: {exc}", file=sys.stderr)
         return 2
+    if args.graceful_timeout is not None:
+        settings = dataclasses.replace(settings, shutdown_grace=args.graceful_timeout)
     host = args.host or settings.host
     port = args.port or settings.port
-    uvicorn.run(
-        create_app(settings),
-        host=host,
-        port=port,
-        log_level=settings.log_level,
-        proxy_headers=False,
-        server_header=False,
-        timeout_graceful_shutdown=args.graceful_timeout,
-    )
+    build_server(create_app(settings), settings, host, port).run()
     return 0
 
 
@@ -139,7 +134,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run the OpenAI-compatible proxy server")
     serve.add_argument("--host", default=None, help="listen address (env HOST, default 0.0.0.0)")
     serve.add_argument("--port", type=int, default=None, help="listen port (env PORT, default 8080)")
-    serve.add_argument("--graceful-timeout", type=float, default=25.0, help="seconds in-flight requests get on SIGTERM")
+    serve.add_argument(
+        "--graceful-timeout",
+        type=float,
+        default=None,
+        help="seconds in-flight requests get on SIGTERM (env PROXY_SHUTDOWN_GRACE, default 25)",
+    )
     serve.set_defaults(func=_serve)
 
     from claude_proxy.oauth import DEFAULT_CLIENT_ID, DEFAULT_TOKEN_URL
