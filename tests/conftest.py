@@ -14,6 +14,7 @@ import uvicorn
 
 from claude_proxy.app import create_app
 from claude_proxy.config import Settings
+from claude_proxy.server import build_server
 from tests.fakes.anthropic import FakeAnthropic
 
 API_KEY = "sk-ant-api03-test-key"
@@ -21,14 +22,19 @@ OAUTH_TOKEN = "sk-ant-oat01-test-token"
 
 
 @contextmanager
-def serve(app: object) -> Iterator[str]:
-    """Run an ASGI app under a real uvicorn server in a thread; yields its base URL."""
+def serve(app: object, settings: Settings | None = None) -> Iterator[str]:
+    """Run an ASGI app under a real uvicorn server in a thread; yields its base URL. With `settings`, the server is
+    the one `claude-proxy serve` runs (header timeout, keep-alive timeout, drain) rather than plain uvicorn."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    config = uvicorn.Config(app, log_level="warning", lifespan="on", timeout_graceful_shutdown=2)  # type: ignore[arg-type]
-    server = uvicorn.Server(config)
+    server: uvicorn.Server
+    if settings is not None:
+        server = build_server(app, settings, "127.0.0.1", port, configure_logging=False)  # type: ignore[arg-type]
+    else:
+        config = uvicorn.Config(app, log_level="warning", lifespan="on", timeout_graceful_shutdown=2)  # type: ignore[arg-type]
+        server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 10
@@ -55,14 +61,16 @@ ProxyFactory = Callable[..., str]
 
 @pytest.fixture
 def proxy(fake: FakeAnthropic, tmp_path: Path) -> Iterator[ProxyFactory]:
-    """`proxy(**env)` starts the real app (API-key auth against the fake by default) and returns its base URL."""
+    """`proxy(**env)` starts the real app (API-key auth against the fake by default) and returns its base URL;
+    `proxy(_full_server=True, …)` runs it in the server `claude-proxy serve` builds."""
     stack: list[object] = []
 
-    def start(**env: str) -> str:
+    def start(_full_server: bool = False, **env: str) -> str:
         values = {"ANTHROPIC_BASE_URL": fake.url, "ANTHROPIC_API_KEY": API_KEY, "HOME": str(tmp_path)}
         values.update(env)
         values = {k: v for k, v in values.items() if v is not None and v != "-"}
-        cm = serve(create_app(Settings.from_env(values)))
+        settings = Settings.from_env(values)
+        cm = serve(create_app(settings), settings if _full_server else None)
         url = cm.__enter__()
         stack.append(cm)
         return url

@@ -17,18 +17,22 @@ import httpx
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import Response, StreamingResponse
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import Receive, Scope, Send
 
 from claude_proxy import __version__
+from claude_proxy.access import AccessMiddleware, RequestInfo
 from claude_proxy.config import Settings
-from claude_proxy.credentials import CredentialResolver
-from claude_proxy.errors import InvalidRequest, ProxyError, Unauthorized
-from claude_proxy.relay import StreamRelay
+from claude_proxy.credentials import Credential, CredentialResolver
+from claude_proxy.errors import InvalidRequest, ProxyError, Unauthorized, UpstreamError
+from claude_proxy.limits import ClientGone, Drain, Limiter, Slot, read_body
+from claude_proxy.metrics import CONTENT_TYPE, Metrics
+from claude_proxy.relay import StreamRelay, error_line
 from claude_proxy.stream import StreamTranslator
-from claude_proxy.translate import Options, to_anthropic, to_openai
+from claude_proxy.translate import Options, Translation, to_anthropic, to_openai
 from claude_proxy.transport import LeanTransport, environment_proxy
 from claude_proxy.upstream import RetryPolicy, Upstream
 from claude_proxy.wire import ChatRequest
@@ -38,70 +42,113 @@ T = TypeVar("T")
 SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 
 
-class ClientGone(ProxyError):
-    """The client disconnected before the answer was ready (never delivered; 499 as nginx logs it)."""
-
-    status = 499
-    type = "client_closed_request"
-
-
 async def _disconnected(request: Request) -> None:
     while (await request.receive())["type"] != "http.disconnect":
         pass
 
 
-async def until_disconnect(request: Request, work: Callable[[], Awaitable[T]]) -> T:
-    """Run `work`, cancelling it (and so closing its upstream request) as soon as the client disconnects.
+async def until_disconnect(request: Request, work: Callable[[], Awaitable[T]], drain: Drain | None = None) -> T:
+    """Run `work`, cancelling it (and so closing its upstream request) as soon as the client disconnects, or when
+    the shutdown grace period runs out.
 
-    The work runs in the request's own task; only the disconnect watcher is a task of its own, which cancels the
-    request's task when the client goes away."""
+    The work runs in the request's own task; only the disconnect watcher is a task of its own. The watcher and the
+    grace deadline cancel the request's task through callbacks, whichever comes first."""
     current = asyncio.current_task()
     assert current is not None
-    state = {"active": True, "gone": False}
+    state: dict[str, Any] = {"active": True, "why": None}
 
-    def on_disconnect(watcher: asyncio.Future[None]) -> None:
-        if state["active"] and not watcher.cancelled() and watcher.exception() is None:
-            state["gone"] = True
+    def stop(why: str) -> None:
+        if state["active"] and state["why"] is None:
+            state["why"] = why
             current.cancel()
 
+    def on_disconnect(watcher: asyncio.Future[None]) -> None:
+        if not watcher.cancelled() and watcher.exception() is None:
+            stop("client_gone")
+
+    def on_deadline(_: asyncio.Future[None]) -> None:
+        stop("shutdown")
+
+    expired = drain.expired if drain is not None else None
+    if expired is not None and expired.done():
+        raise drain.error()  # type: ignore[union-attr]
     watcher = asyncio.ensure_future(_disconnected(request))
     watcher.add_done_callback(on_disconnect)
+    if expired is not None:
+        expired.add_done_callback(on_deadline)
     try:
         result = await work()
     except asyncio.CancelledError:
-        if state["gone"]:
+        if state["why"] is not None:
             current.uncancel()
+            if state["why"] == "shutdown":
+                raise drain.error() from None  # type: ignore[union-attr]
             raise ClientGone("client disconnected") from None
         raise
     finally:
         state["active"] = False
         watcher.cancel()
-    if state["gone"]:  # the work swallowed the cancellation: take it back, the task goes on
+        if expired is not None:
+            expired.remove_done_callback(on_deadline)
+    if state["why"] is not None:  # the work swallowed the cancellation: take it back, the task goes on
         current.uncancel()
     return result
 
 
 class SSEResponse(StreamingResponse):
-    """A streaming response that notices a client disconnect at once, even while the upstream is silent, and always
-    closes its body iterator (which closes the upstream stream)."""
+    """A streaming response that notices a client disconnect at once, even while the upstream is silent, always
+    closes its body iterator (which closes the upstream stream), and ends the stream with an error line when the
+    shutdown grace period runs out. `on_close(outcome)` runs once at the end: "done" (the iterator ran out),
+    "client_gone" or "shutdown"."""
+
+    def __init__(
+        self,
+        content: AsyncIterator[bytes],
+        *,
+        drain: Drain | None = None,
+        on_close: Callable[[str], None] | None = None,
+    ) -> None:
+        super().__init__(content, media_type="text/event-stream", headers=SSE_HEADERS)
+        self.drain = drain
+        self.on_close = on_close
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        outcome = "done"
+
         async def listen(group: anyio.abc.TaskGroup) -> None:
+            nonlocal outcome
             while (await receive())["type"] != "http.disconnect":
                 pass
+            outcome = "client_gone"
+            group.cancel_scope.cancel()
+
+        async def cut_at_deadline(group: anyio.abc.TaskGroup, expired: asyncio.Future[None]) -> None:
+            nonlocal outcome
+            await asyncio.wait((expired,))
+            outcome = "shutdown"
             group.cancel_scope.cancel()
 
         try:
             async with anyio.create_task_group() as group:
                 group.start_soon(listen, group)
+                if self.drain is not None and self.drain.expired is not None:
+                    group.start_soon(cut_at_deadline, group, self.drain.expired)
                 with contextlib.suppress(OSError):  # the client went away while we were writing
                     await self.stream_response(send)
                 group.cancel_scope.cancel()
+            if outcome == "shutdown" and self.drain is not None:
+                with contextlib.suppress(OSError):
+                    await send(
+                        {"type": "http.response.body", "body": error_line(self.drain.error()), "more_body": True}
+                    )
+                    await send({"type": "http.response.body", "body": b"", "more_body": False})
         finally:
             aclose = getattr(self.body_iterator, "aclose", None)
             if aclose is not None:
                 with anyio.CancelScope(shield=True):
                     await aclose()
+            if self.on_close is not None:
+                self.on_close(outcome)
 
 
 def json_response(payload: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -150,6 +197,18 @@ def create_app(
     resolver = CredentialResolver(settings.api_key, settings.access_token, settings.credentials_path)
     inbound = tuple(key.encode() for key in settings.inbound_keys)
     models = ModelCache(settings.models_cache_seconds)
+    metrics = Metrics(clock=clock)
+    limiter = Limiter(
+        settings.max_concurrency,
+        settings.max_queue,
+        settings.queue_timeout,
+        on_reject=lambda reason: metrics.rejected.labels(reason).inc(),
+    )
+    drain = Drain(settings.shutdown_grace)
+    metrics.credential = lambda: _credential_or_none(resolver)
+    metrics.inflight = lambda: float(limiter.active)
+    metrics.queued = lambda: float(limiter.queued)
+    metrics.draining = lambda: drain.draining
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -161,10 +220,17 @@ def create_app(
             connect=settings.connect_timeout, read=settings.stream_idle_timeout, write=60.0, pool=30.0
         )
         retry = RetryPolicy(max_retries=settings.max_retries, max_wait=settings.retry_max_wait)
+        drain.bind(asyncio.get_running_loop())
         lean = None if transport is not None or environment_proxy(settings.base_url) else LeanTransport()
         async with httpx.AsyncClient(timeout=timeout, limits=limits, transport=transport or lean) as client:
             app.state.upstream = Upstream(
-                client, settings.base_url, resolver, retry=retry, stream_timeout=stream_timeout, transport=lean
+                client,
+                settings.base_url,
+                resolver,
+                retry=retry,
+                stream_timeout=stream_timeout,
+                observer=metrics,
+                transport=lean,
             )
             yield
 
@@ -177,9 +243,18 @@ def create_app(
     )
     app.state.settings = settings
     app.state.resolver = resolver
+    app.state.metrics = metrics
+    app.state.limiter = limiter
+    app.state.drain = drain
+    app.add_middleware(AccessMiddleware, metrics=metrics)
 
     @app.exception_handler(ProxyError)
     async def _proxy_error(request: Request, exc: ProxyError) -> Response:
+        info: RequestInfo | None = getattr(request.state, "info", None)
+        if info is not None:
+            info.error = exc.code or exc.type
+            if isinstance(exc, UpstreamError) and exc.request_id:
+                info.upstream_request_id = exc.request_id
         if exc.status >= 500:
             log.warning("%s %s -> %d %s", request.method, request.url.path, exc.status, exc.type)
         return error_response(exc)
@@ -192,11 +267,6 @@ def create_app(
     async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
         etype = "not_found_error" if exc.status_code == 404 else "invalid_request_error"
         return error_response(ProxyError(str(exc.detail), status=exc.status_code, type=etype))
-
-    @app.exception_handler(Exception)
-    async def _unexpected(request: Request, exc: Exception) -> Response:
-        log.error("unhandled %s on %s %s", type(exc).__name__, request.method, request.url.path, exc_info=exc)
-        return error_response(ProxyError("internal error in the proxy", status=500, type="server_error"))
 
     def check_key(request: Request) -> None:
         if not inbound:
@@ -215,7 +285,10 @@ def create_app(
 
     async def chat_completions(request: Request) -> Response:
         check_key(request)
-        raw = await request.body()
+        info: RequestInfo = request.state.info
+        raw = await read_body(
+            request.receive, request.headers.get("content-length"), settings.max_body_bytes, settings.body_timeout
+        )
         try:
             payload = orjson.loads(raw)
         except orjson.JSONDecodeError:
@@ -227,10 +300,43 @@ def create_app(
         except ValidationError as exc:
             raise _validation_error(exc) from None
         translation = to_anthropic(chat, options)
+        info.model, info.stream = translation.model, bool(chat.stream)
         upstream: Upstream = request.app.state.upstream
         betas = request.headers.get("anthropic-beta")
         created = int(clock())
+        started = time.perf_counter()
+        slot = limiter.try_acquire()
+        if slot is None:  # only a wait needs watching for the client leaving or the shutdown deadline
+            slot = await until_disconnect(request, limiter.acquire, drain)
         if chat.stream:
+            return await stream_completion(request, chat, translation, upstream, betas, created, started, slot)
+        try:
+            message, headers = await until_disconnect(
+                request, lambda: upstream.create_message(translation.body, betas), drain
+            )
+        finally:
+            slot.release()
+        info.upstream_request_id = headers.get("request-id")
+        usage = message.get("usage")
+        if isinstance(usage, dict):
+            info.add_usage(usage)
+            metrics.usage(translation.model, usage)
+        body = to_openai(message, model=translation.model, created=created, json_tool=translation.json_tool)
+        out_headers = {"x-upstream-request-id": headers["request-id"]} if "request-id" in headers else None
+        return json_response(body, headers=out_headers)
+
+    async def stream_completion(
+        request: Request,
+        chat: ChatRequest,
+        translation: Translation,
+        upstream: Upstream,
+        betas: str | None,
+        created: int,
+        started: float,
+        slot: Slot,
+    ) -> Response:
+        info: RequestInfo = request.state.info
+        try:
             include_usage = bool(chat.stream_options and chat.stream_options.include_usage)
             relay = StreamRelay(
                 upstream,
@@ -244,12 +350,30 @@ def create_app(
                 ),
                 idle_timeout=settings.stream_idle_timeout,
             )
-            await until_disconnect(request, relay.start)
-            return SSEResponse(relay.__aiter__(), media_type="text/event-stream", headers=SSE_HEADERS)
-        message, headers = await until_disconnect(request, lambda: upstream.create_message(translation.body, betas))
-        body = to_openai(message, model=translation.model, created=created, json_tool=translation.json_tool)
-        out_headers = {"x-upstream-request-id": headers["request-id"]} if "request-id" in headers else None
-        return json_response(body, headers=out_headers)
+            await until_disconnect(request, relay.start, drain)
+        except BaseException:
+            slot.release()
+            raise
+        metrics.ttft.observe(time.perf_counter() - started)
+        if relay.response is not None:
+            info.upstream_request_id = relay.response.headers.get("request-id")
+
+        def on_close(outcome: str) -> None:
+            slot.release()
+            if relay.translator is not None:
+                info.add_usage(relay.translator.usage)
+                metrics.usage(translation.model, relay.translator.usage)
+            if relay.error is not None:  # the stream ended with an error line (the client may leave after it)
+                metrics.stream_errors.labels(relay.error.type).inc()
+                info.error = relay.error.code or relay.error.type
+            elif outcome == "shutdown":
+                metrics.stream_errors.labels("shutting_down").inc()
+                info.error = "shutting_down"
+            elif outcome == "client_gone" and not relay.finished:
+                metrics.disconnects.inc()
+                info.error = "client_disconnected"
+
+        return SSEResponse(relay.__aiter__(), drain=drain, on_close=on_close)
 
     async def list_models(request: Request) -> Response:
         check_key(request)
@@ -275,17 +399,24 @@ def create_app(
         return json_response({"object": "list", "data": models.data})
 
     for prefix in ("/v1", ""):
-        # A plain Starlette route: the handler reads the request itself, so FastAPI's per-request dependency
-        # resolution would be pure overhead on the hot path.
-        app.router.add_route(f"{prefix}/chat/completions", chat_completions, methods=["POST"], include_in_schema=False)
-        app.add_api_route(f"{prefix}/models", list_models, methods=["GET"], include_in_schema=not prefix)
+        app.add_api_route(
+            f"{prefix}/chat/completions", chat_completions, methods=["POST"], include_in_schema=bool(prefix)
+        )
+        app.add_api_route(f"{prefix}/models", list_models, methods=["GET"], include_in_schema=bool(prefix))
+    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
 
     @app.get("/health")
     async def health() -> Response:
         return json_response({"status": "ok"})
 
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics_route() -> Response:
+        return Response(metrics.render(), media_type=CONTENT_TYPE)
+
     @app.get("/readyz")
     async def readyz() -> Response:
+        if drain.draining:
+            return json_response({"status": "unready", "reason": "the proxy is shutting down"}, 503)
         try:
             credential = resolver.resolve()
         except Exception as exc:  # any failure to resolve means not ready; the reason carries no secret
@@ -299,6 +430,31 @@ def create_app(
         return json_response(info)
 
     return app
+
+
+def _openapi(app: FastAPI) -> dict[str, Any]:
+    """FastAPI's schema, plus the chat route's request body: the route reads the raw body itself (to bound its size
+    and answer validation errors in OpenAI's format), so FastAPI cannot see the ChatRequest model on its own."""
+    if app.openapi_schema:
+        return app.openapi_schema
+    schema = get_openapi(title=app.title, version=app.version, routes=app.routes)
+    body = ChatRequest.model_json_schema(by_alias=True, ref_template="#/components/schemas/{model}")
+    components = schema.setdefault("components", {}).setdefault("schemas", {})
+    components.update(body.pop("$defs", {}))
+    components["ChatRequest"] = body
+    schema["paths"]["/v1/chat/completions"]["post"]["requestBody"] = {
+        "required": True,
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ChatRequest"}}},
+    }
+    app.openapi_schema = schema
+    return schema
+
+
+def _credential_or_none(resolver: CredentialResolver) -> Credential | None:
+    try:
+        return resolver.resolve()
+    except Exception:  # a missing or malformed file shows as no expiry gauge; /readyz says why
+        return None
 
 
 def _epoch(value: Any) -> int:

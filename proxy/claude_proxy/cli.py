@@ -13,42 +13,39 @@ from typing import TYPE_CHECKING
 from claude_proxy.config import ConfigError, Settings, default_credentials_path
 
 if TYPE_CHECKING:  # the lifecycle modules are imported by the commands that need them
+    from fastapi import FastAPI
+
     from claude_proxy.lifecycle import Outcome
 
 
 def _serve(args: argparse.Namespace) -> int:
-    import uvicorn
+    import dataclasses
+
+    from claude_proxy.server import build_server, listening_socket, run_workers
 
     try:
         settings = Settings.from_env()
     except ConfigError as exc:
         print(f"claude-proxy: {exc}", file=sys.stderr)
         return 2
+    if args.graceful_timeout is not None:
+        settings = dataclasses.replace(settings, shutdown_grace=args.graceful_timeout)
     host = args.host or settings.host
     port = args.port or settings.port
     workers = args.workers or 1
     if workers < 1:
         print("claude-proxy: --workers must be at least 1", file=sys.stderr)
         return 2
-    # Each worker process builds its own app (and upstream pool) from the same environment.
-    app: object = "claude_proxy.cli:serving_app" if workers > 1 else serving_app(settings)
-    uvicorn.run(
-        app,  # type: ignore[arg-type]
-        factory=workers > 1,
-        workers=workers,
-        host=host,
-        port=port,
-        loop=_installed("uvloop", "asyncio"),
-        http=_installed("httptools", "h11"),
-        log_level=settings.log_level,
-        proxy_headers=False,
-        server_header=False,
-        timeout_graceful_shutdown=args.graceful_timeout,
-    )
+    if workers > 1:
+        # N complete servers, each with its own app, upstream pool and drain, on one port (SO_REUSEPORT).
+        extra = [] if args.graceful_timeout is None else ["--graceful-timeout", str(args.graceful_timeout)]
+        return run_workers(workers, host, port, extra)
+    sockets = [listening_socket(host, port)] if args.reuse_port else None
+    build_server(serving_app(settings), settings, host, port).run(sockets=sockets)
     return 0
 
 
-def serving_app(settings: Settings | None = None) -> object:
+def serving_app(settings: Settings | None = None) -> FastAPI:
     """The app as `serve` runs it. Everything alive once it is built (modules, the app, its routes and models) lives
     as long as the process, so it is frozen out of the garbage collector's reach: a full collection then has a few
     thousand objects to walk instead of tens of thousands, and no longer stalls requests for tens of milliseconds.
@@ -64,13 +61,6 @@ def serving_app(settings: Settings | None = None) -> object:
     _, middle, old = gc.get_threshold()
     gc.set_threshold(10_000, middle, old)
     return app
-
-
-def _installed(module: str, fallback: str) -> str:
-    """uvicorn's C-accelerated event loop and HTTP parser when installed (uvicorn[standard]), else the pure ones."""
-    import importlib.util
-
-    return module if importlib.util.find_spec(module) is not None else fallback
 
 
 def _setup_logging(level: str | None) -> None:
@@ -173,12 +163,18 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default=None, help="listen address (env HOST, default 0.0.0.0)")
     serve.add_argument("--port", type=int, default=None, help="listen port (env PORT, default 8080)")
     serve.add_argument(
+        "--graceful-timeout",
+        type=float,
+        default=None,
+        help="seconds in-flight requests get on SIGTERM (env PROXY_SHUTDOWN_GRACE, default 25)",
+    )
+    serve.add_argument(
         "--workers",
         type=int,
         default=None,
         help="worker processes sharing the port (default 1); up to one per CPU core",
     )
-    serve.add_argument("--graceful-timeout", type=float, default=25.0, help="seconds in-flight requests get on SIGTERM")
+    serve.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)  # set for each worker
     serve.set_defaults(func=_serve)
 
     from claude_proxy.oauth import DEFAULT_CLIENT_ID, DEFAULT_TOKEN_URL

@@ -29,6 +29,10 @@ DEFAULT_ADAPTIVE_THINKING = r"^claude-(opus|sonnet)-4-([6-9]|\d\d)|^claude-[a-z]
 DEFAULT_FIXED_SAMPLING = r"^claude-opus-4-([7-9]|\d\d)|^claude-[a-z]+-([5-9]|\d\d)"
 
 
+# Anthropic refuses request bodies over 32 MB; a body the proxy accepts must be one it can still forward.
+DEFAULT_MAX_BODY_BYTES = 32_000_000
+
+
 class ConfigError(ValueError):
     """A setting has a value that cannot be used; the message names the variable."""
 
@@ -68,6 +72,15 @@ def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
     if raw in ("0", "false", "no", "off"):
         return False
     raise ConfigError(f"{name} must be true or false, got {raw!r}")
+
+
+def _choice(env: Mapping[str, str], name: str, choices: tuple[str, ...], default: str) -> str:
+    raw = env.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw not in choices:
+        raise ConfigError(f"{name} must be one of {', '.join(choices)}, got {raw!r}")
+    return raw
 
 
 def _list(env: Mapping[str, str], name: str) -> tuple[str, ...]:
@@ -129,6 +142,16 @@ class Settings:
     max_retries: int = 2
     retry_max_wait: float = 30.0
     log_level: str = "info"
+    log_format: str = "json"
+    # Limits and timeouts towards clients (README, "Operations").
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    max_concurrency: int = 64
+    max_queue: int = 256
+    queue_timeout: float = 30.0
+    header_timeout: float = 10.0
+    body_timeout: float = 30.0
+    keepalive_timeout: float = 5.0
+    shutdown_grace: float = 25.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -164,4 +187,13 @@ class Settings:
             max_retries=_int(env, "PROXY_MAX_RETRIES", 2, 0),
             retry_max_wait=_float(env, "PROXY_RETRY_MAX_WAIT", 30.0),
             log_level=(env.get("LOG_LEVEL") or "info").lower(),
+            log_format=_choice(env, "LOG_FORMAT", ("json", "plain"), "json"),
+            max_body_bytes=_int(env, "PROXY_MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES, 1024),
+            max_concurrency=_int(env, "PROXY_MAX_CONCURRENCY", 64, 1),
+            max_queue=_int(env, "PROXY_MAX_QUEUE", 256, 0),
+            queue_timeout=_float(env, "PROXY_QUEUE_TIMEOUT", 30.0),
+            header_timeout=_float(env, "PROXY_HEADER_TIMEOUT", 10.0, 0.1),
+            body_timeout=_float(env, "PROXY_BODY_TIMEOUT", 30.0, 0.1),
+            keepalive_timeout=_float(env, "PROXY_KEEPALIVE_TIMEOUT", 5.0, 0.1),
+            shutdown_grace=_float(env, "PROXY_SHUTDOWN_GRACE", 25.0),
         )

@@ -130,7 +130,14 @@ def upstream_error(status: int, body: Any, headers: Any) -> UpstreamError:
             message = err.get("message") if isinstance(err.get("message"), str) else None
         request_id = request_id or (body.get("request_id") if isinstance(body.get("request_id"), str) else None)
     if not message:
-        message = f"Anthropic API answered HTTP {status} without an error message"
+        content_type = (headers.get("content-type") or "") if headers is not None else ""
+        if body is None and content_type and "json" not in content_type:
+            message = (
+                f"Anthropic API answered HTTP {status} with a {content_type.split(';')[0].strip()} page instead of "
+                "an error object (from a proxy or gateway in between?)"
+            )
+        else:
+            message = f"Anthropic API answered HTTP {status} without an error message"
     etype = _ERROR_TYPES.get(upstream_type or "", "server_error" if status >= 500 else "invalid_request_error")
     param = code = None
     match = _TOO_LONG.search(message) if status == 400 else None

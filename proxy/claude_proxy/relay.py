@@ -22,7 +22,7 @@ import orjson
 from claude_proxy.errors import ProxyError, UpstreamError
 from claude_proxy.sse import DONE, SSEDecoder, encode_data
 from claude_proxy.stream import StreamTranslator
-from claude_proxy.upstream import RETRYABLE_STATUS, Upstream
+from claude_proxy.upstream import RETRYABLE_STATUS, RetryBudget, Upstream, retries_spent
 
 log = logging.getLogger("claude_proxy.relay")
 _SLICE = 4096  # bytes decoded at a time while looking for the next single event
@@ -146,17 +146,27 @@ class StreamRelay:
         self._first: list[dict[str, Any]] = []
         self._ended = False  # the upstream stream ended during start()
         self.finished = False  # the stream ran to [DONE]
+        self.error: ProxyError | None = None  # what ended the stream with an error line
 
     async def start(self) -> None:
         """Open the stream and read up to the first output; raises ProxyError while nothing was sent."""
-        waited, retry = 0.0, 0
+        budget = RetryBudget()  # shared with the upstream layer: 1 + max_retries attempts in all
         while True:
-            response = await self.upstream.open_stream(self.body, self.client_betas)
+            response = await self.upstream.open_stream(self.body, self.client_betas, budget)
             translator = self.new_translator()
             events = _Events(response)
             chunks: list[dict[str, Any]] = []
             ended = False
             try:
+                content_type = response.headers.get("content-type", "")
+                if not content_type.startswith("text/event-stream"):
+                    raise UpstreamError(
+                        f"Anthropic API answered {response.status_code} with {content_type.split(';')[0] or 'no'} "
+                        "content instead of an event stream (a proxy or gateway in between?)",
+                        status=502,
+                        type="upstream_error",
+                        code="not_an_event_stream",
+                    )
                 while len(chunks) < 2:
                     event = await events.next()
                     if event is None:
@@ -168,11 +178,15 @@ class StreamRelay:
                 await self._close(events, response)
                 error = _stream_failure(exc, self.idle_timeout)
                 if error.status in RETRYABLE_STATUS:
-                    slept = await self.upstream.backoff(retry + 1, None, waited, f"stream failed early ({error.type})")
+                    slept = await self.upstream.backoff(
+                        budget.retries + 1, None, budget.waited, f"stream failed early ({error.type})", "stream_error"
+                    )
                     if slept is not None:
-                        waited += slept
-                        retry += 1
+                        budget.waited += slept
+                        budget.retries += 1
                         continue
+                    if budget.retries:
+                        retries_spent(error)
                 raise error from None
             except BaseException:
                 await self._close(events, response)
@@ -214,6 +228,7 @@ class StreamRelay:
             self.finished = True
         except (ProxyError, httpx.TransportError) as exc:
             error = _stream_failure(exc, self.idle_timeout)
+            self.error = error
             log.warning("stream ended with an error after output began: %s", error.type)
             yield error_line(error)
         finally:

@@ -89,6 +89,11 @@ class StreamTranslator:
         self._json_seen = False
 
     @property
+    def usage(self) -> Mapping[str, Any]:
+        """Anthropic's usage counts seen so far (input side from message_start, output from message_delta)."""
+        return self._usage
+
+    @property
     def done(self) -> bool:
         """message_stop was seen."""
         return self._done

@@ -71,8 +71,8 @@ class _Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
-        if self.head_done and not self.complete and not self._delimited():
-            self.complete = True  # the body ran to the end of the connection, as HTTP/1.0-style responses do
+        if exc is None and self.head_done and not self.complete and not self._delimited():
+            self.complete = True  # the body ran to a clean end of the connection, as HTTP/1.0-style responses do
         elif not self.complete:
             if not self.received:
                 self._fail(httpx.RemoteProtocolError("upstream closed the connection without sending a response"))

@@ -18,7 +18,7 @@ import random
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 import orjson
@@ -110,6 +110,14 @@ class RetryPolicy:
         return wait
 
 
+@dataclass
+class RetryBudget:
+    """Retries spent and seconds waited so far for one client request."""
+
+    retries: int = 0
+    waited: float = 0.0
+
+
 def should_retry(status: int, headers: Mapping[str, str]) -> bool:
     hint = headers.get("x-should-retry")
     if hint == "true":
@@ -132,9 +140,33 @@ def _transport_error(exc: httpx.TransportError) -> ProxyError:
     return UpstreamUnavailable(f"Anthropic API is unreachable ({type(exc).__name__})", code="upstream_unavailable")
 
 
+def retries_spent(error: ProxyError) -> ProxyError:
+    """Mark an error the proxy already retried: `x-should-retry: false` tells OpenAI and Anthropic SDK clients not to
+    retry it again at once, so client retries do not multiply upstream attempts (no retry amplification)."""
+    error.headers["x-should-retry"] = "false"
+    return error
+
+
 def _retryable_transport(exc: httpx.TransportError) -> bool:
     # A read timeout means the upstream is generating slowly or stalled: retrying would start the work again.
     return not isinstance(exc, httpx.ReadTimeout | httpx.WriteTimeout | httpx.PoolTimeout)
+
+
+class UpstreamObserver(Protocol):
+    """Receives one call per attempt and per retry (the metrics implement it); must be cheap and never raise."""
+
+    def attempt(self, status: int | None, seconds: float, stream: bool) -> None: ...
+
+    def retry(self, reason: str) -> None: ...
+
+
+def retry_reason(status: int | None) -> str:
+    """A bounded label for why a retry happened."""
+    if status is None:
+        return "connection"
+    if status in (429, 529):
+        return f"http_{status}"
+    return "http_5xx" if status >= 500 else "http_other"
 
 
 class Upstream:
@@ -147,6 +179,7 @@ class Upstream:
         retry: RetryPolicy | None = None,
         stream_timeout: httpx.Timeout | None = None,
         sleep: Callable[[float], Any] = asyncio.sleep,
+        observer: UpstreamObserver | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self.client = client
@@ -165,7 +198,8 @@ class Upstream:
         self.retry = retry or RetryPolicy()
         self.stream_timeout = stream_timeout
         self.sleep = sleep
-        self.retries = 0  # total retries performed (for metrics)
+        self.retries = 0  # total retries performed
+        self.observer = observer
 
     def credential(self) -> Credential:
         try:
@@ -173,12 +207,16 @@ class Upstream:
         except CredentialsError as exc:
             raise CredentialsUnavailable(str(exc), code="credentials_unavailable") from None
 
-    async def backoff(self, retry: int, hint: float | None, waited: float, why: str) -> float | None:
+    async def backoff(
+        self, retry: int, hint: float | None, waited: float, why: str, reason: str = "other"
+    ) -> float | None:
         """Sleep before a retry if the policy allows it; returns the seconds slept, or None to give up."""
         wait = self.retry.delay(retry, hint, waited)
         if wait is None:
             return None
         self.retries += 1
+        if self.observer is not None:
+            self.observer.retry(reason)
         log.info("upstream %s; retry %d/%d in %.2fs", why, retry, self.retry.max_retries, wait)
         await self.sleep(wait)
         return wait
@@ -194,7 +232,15 @@ class Upstream:
                 headers={**self._default_headers, **build_headers(credential, client_betas)},
                 extensions={"timeout": self._timeouts[stream]},
             )
-            response = await self._dispatch(request, stream)
+            started = time.perf_counter()
+            try:
+                response = await self._dispatch(request, stream)
+            except httpx.TransportError:
+                if self.observer is not None:
+                    self.observer.attempt(None, time.perf_counter() - started, stream)
+                raise
+            if self.observer is not None:
+                self.observer.attempt(response.status_code, time.perf_counter() - started, stream)
             if response.status_code != 401 or credential.kind is not CredentialKind.OAUTH_FILE or attempt:
                 return response
             self.resolver.invalidate()
@@ -219,24 +265,30 @@ class Upstream:
                 raise
         return response
 
-    async def send_with_retries(self, body: bytes, client_betas: str | None, *, stream: bool) -> httpx.Response:
-        """POST /v1/messages until a non-retryable answer; returns a 2xx response (streaming responses open)."""
-        waited = 0.0
-        retry = 0
+    async def send_with_retries(
+        self, body: bytes, client_betas: str | None, *, stream: bool, budget: RetryBudget | None = None
+    ) -> httpx.Response:
+        """POST /v1/messages until a non-retryable answer; returns a 2xx response (streaming responses open).
+
+        `budget` carries the retries already spent on this client request (the streaming relay retries early stream
+        failures from the same budget), so one request never makes more than 1 + max_retries attempts."""
+        budget = budget if budget is not None else RetryBudget()
         while True:
             try:
                 response = await self._send(body, client_betas, stream=stream)
             except httpx.TransportError as exc:
                 error = _transport_error(exc)
                 slept = (
-                    await self.backoff(retry + 1, None, waited, f"transport error {type(exc).__name__}")
+                    await self.backoff(
+                        budget.retries + 1, None, budget.waited, f"transport error {type(exc).__name__}", "connection"
+                    )
                     if _retryable_transport(exc)
                     else None
                 )
                 if slept is None:
-                    raise error from None
-                waited += slept
-                retry += 1
+                    raise (retries_spent(error) if budget.retries else error) from None
+                budget.waited += slept
+                budget.retries += 1
                 continue
             if response.status_code < 400:
                 return response
@@ -245,11 +297,19 @@ class Upstream:
             error = upstream_error(response.status_code, _parse_error_body(content), response.headers)
             if should_retry(response.status_code, response.headers):
                 hint = retry_after_seconds(response.headers)
-                slept = await self.backoff(retry + 1, hint, waited, f"answered HTTP {response.status_code}")
+                slept = await self.backoff(
+                    budget.retries + 1,
+                    hint,
+                    budget.waited,
+                    f"answered HTTP {response.status_code}",
+                    retry_reason(response.status_code),
+                )
                 if slept is not None:
-                    waited += slept
-                    retry += 1
+                    budget.waited += slept
+                    budget.retries += 1
                     continue
+                if budget.retries:
+                    raise retries_spent(error)
             raise error
 
     async def create_message(
@@ -267,9 +327,11 @@ class Upstream:
             raise UpstreamError("Anthropic API returned an unexpected response", status=502, type="upstream_error")
         return message, response.headers
 
-    async def open_stream(self, body: bytes, client_betas: str | None = None) -> httpx.Response:
+    async def open_stream(
+        self, body: bytes, client_betas: str | None = None, budget: RetryBudget | None = None
+    ) -> httpx.Response:
         """POST /v1/messages with stream: true; the caller reads the open response and must close it."""
-        return await self.send_with_retries(body, client_betas, stream=True)
+        return await self.send_with_retries(body, client_betas, stream=True, budget=budget)
 
     async def list_models(self) -> list[dict[str, Any]]:
         """GET /v1/models, all pages (bounded)."""

@@ -1,9 +1,11 @@
 """A fake Anthropic Messages API: a real HTTP server on 127.0.0.1 that validates requests as strictly as the real
 API does (headers, auth, roles, block types, tool pairing, parameter ranges) and records what it received.
 
-Tests script the answers: `fake.script(...)` queues replies (a message dict, an error, or a callable); with nothing
-queued it answers a short text message. A message reply is rendered as SSE when the request asked to stream, so one
-scenario serves both modes.
+Tests script the answers: `fake.script(...)` queues replies (a message dict, an error, a broken reply, or a
+callable); with nothing queued it answers `fake.default(record)` when set, else a short text message. A message reply
+is rendered as SSE when the request asked to stream, so one scenario serves both modes. A reply's `_events` list
+replaces the rendered stream: raw SSE bytes, numbers (pauses, during which a client disconnect is noticed) and
+`RESET` (the connection is reset there, as a crashed gateway would).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import json
 import re
 import socket
+import struct
 import threading
 import time
 from collections import deque
@@ -39,6 +42,8 @@ TOP_LEVEL = {
     "output_config",
     "service_tier",
 }
+RESET = "reset-connection"  # in `_events`: reset the TCP connection at this point
+
 BLOCK_TYPES = {"text", "image", "tool_use", "tool_result", "thinking", "redacted_thinking", "document"}
 
 
@@ -63,6 +68,15 @@ class ErrorReply:
     message: str
     headers: dict[str, str] = field(default_factory=dict)
     raw: bytes | None = None  # send this body verbatim instead of the JSON envelope
+
+
+@dataclass
+class BrokenReply:
+    """A 200 that declares the whole `body` but sends only its first `send` bytes, then resets the connection."""
+
+    body: bytes
+    send: int
+    content_type: str = "application/json"
 
 
 def message(
@@ -366,7 +380,7 @@ def validate_messages_request(body: Any, *, fixed_sampling: bool = False) -> Non
 
 # ---- the server ----------------------------------------------------------------------------------------------------
 
-Reply = dict[str, Any] | ErrorReply | Callable[[Recorded], Any]
+Reply = dict[str, Any] | ErrorReply | BrokenReply | Callable[[Recorded], Any]
 
 
 class FakeAnthropic:
@@ -392,6 +406,8 @@ class FakeAnthropic:
         self.disconnects = 0  # streams whose client went away before the end
         self.abandoned = 0  # non-streamed requests whose client went away before the answer was ready
         self.open_streams = 0
+        self.active = 0  # POST /v1/messages requests being handled right now
+        self.default: Callable[[Recorded], Any] | None = None  # the reply when nothing is scripted
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self._server.daemon_threads = True
@@ -491,6 +507,24 @@ class FakeAnthropic:
                 )
 
             def do_POST(self) -> None:
+                with fake._lock:
+                    fake.active += 1
+                try:
+                    self._post()
+                finally:
+                    with fake._lock:
+                        fake.active -= 1
+
+            def _reset(self) -> None:
+                """Abort the connection with a TCP reset (SO_LINGER 0), as a crashed peer would."""
+                self.close_connection = True
+                try:
+                    self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                    self.connection.close()
+                except OSError:
+                    pass
+
+            def _post(self) -> None:
                 url = urlparse(self.path)
                 headers = {k.lower(): v for k, v in self.headers.items()}
                 raw = self.rfile.read(int(headers.get("content-length", "0") or 0))
@@ -512,6 +546,8 @@ class FakeAnthropic:
                     return self._error(rej.status, rej.etype, rej.message)
                 with fake._lock:
                     reply: Any = fake.replies.popleft() if fake.replies else None
+                if reply is None and fake.default is not None:
+                    reply = fake.default
                 if callable(reply):
                     reply = reply(record)
                     if self._peer_closed():
@@ -521,6 +557,16 @@ class FakeAnthropic:
                         return None
                 if reply is None:
                     reply = message(text("Hello from the fake."))
+                if isinstance(reply, BrokenReply):
+                    self.send_response(200)
+                    self.send_header("content-type", reply.content_type)
+                    self.send_header("content-length", str(len(reply.body)))
+                    self.send_header("request-id", f"req_fake{len(fake.requests):04d}")
+                    self.end_headers()
+                    self.wfile.write(reply.body[: reply.send])
+                    self.wfile.flush()
+                    time.sleep(0.05)  # let the partial body reach the client before the reset
+                    return self._reset()
                 if isinstance(reply, ErrorReply):
                     if reply.raw is not None:
                         data = reply.raw
@@ -558,6 +604,11 @@ class FakeAnthropic:
                 try:
                     events = reply["_events"] if "_events" in reply else render_sse(reply)
                     for chunk in events:
+                        if chunk == RESET:
+                            self.wfile.flush()
+                            time.sleep(0.05)
+                            self._reset()
+                            return
                         if isinstance(chunk, int | float):  # a pause scripted inside the stream
                             deadline = time.monotonic() + chunk
                             while time.monotonic() < deadline:

@@ -23,7 +23,7 @@ def _env(tmp_path: Path) -> dict[str, str]:
 
 
 def _workers(pid: int) -> list[int]:
-    """The worker processes uvicorn spawned under `pid` (not multiprocessing's resource tracker)."""
+    """The worker processes `serve --workers` started under `pid`."""
     found = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
@@ -32,7 +32,7 @@ def _workers(pid: int) -> list[int]:
                 cmdline = (entry / "cmdline").read_bytes()
             except OSError:
                 continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == pid and b"spawn_main" in cmdline:
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid and b"--reuse-port" in cmdline:
                 found.append(int(entry.name))
     return found
 
@@ -71,3 +71,27 @@ def test_workers_must_be_positive(tmp_path: Path) -> None:
     out = subprocess.run([*CLI, "serve", "--workers", "-1"], env=_env(tmp_path), capture_output=True, text=True)
     assert out.returncode == 2
     assert "--workers must be at least 1" in out.stderr
+
+
+@pytest.mark.slow
+def test_a_worker_dying_stops_the_rest_and_fails(tmp_path: Path) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    proc = subprocess.Popen(
+        [*CLI, "serve", "--host", "127.0.0.1", "--port", str(port), "--workers", "2"],
+        env=_env(tmp_path),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and len(_workers(proc.pid)) < 2:
+            time.sleep(0.1)
+        first, second = _workers(proc.pid)
+        os.kill(first, signal.SIGKILL)
+        assert proc.wait(20) == 1  # not serving on silently with one worker fewer
+        assert not Path(f"/proc/{second}").exists()
+    finally:
+        if proc.poll() is None:
+            proc.kill()

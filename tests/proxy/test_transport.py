@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import struct
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
@@ -190,6 +191,20 @@ async def test_body_delimited_by_the_connection_end() -> None:
     async with serve(old_style) as server, client() as http:
         answer = await http.get(server.url)
         assert answer.content == b"all of it"
+
+
+async def test_body_delimited_by_the_connection_end_but_reset_is_an_error() -> None:
+    async def reset(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nconnection: close\r\n\r\npart of it")
+        await writer.drain()
+        sock = writer.get_extra_info("socket")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # close sends RST
+        writer.transport.abort()
+
+    async with serve(reset) as server, client() as http:
+        with pytest.raises(httpx.ReadError):
+            await http.get(server.url)
 
 
 async def test_a_response_closed_early_closes_its_connection_and_the_next_request_opens_another() -> None:

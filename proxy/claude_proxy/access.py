@@ -1,0 +1,147 @@
+"""The observing edge: an ASGI middleware that gives every request an id, returns it as `x-request-id`, and when
+the response is over (the whole stream, for streams) records the request metrics and writes one access log line.
+
+Route handlers add what they learn to `request.state.info` (a `RequestInfo`): the model, Anthropic's request id,
+token counts, the error type. The middleware sits inside Starlette's outermost error layer, so it also answers (and
+counts) an exception no handler turned into a response, with a 500 envelope that says it is the proxy's own fault.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import orjson
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from claude_proxy.logs import ACCESS_LOGGER
+from claude_proxy.metrics import Metrics
+
+log = logging.getLogger("claude_proxy")
+access_log = logging.getLogger(ACCESS_LOGGER)
+
+UNMATCHED = "unmatched"
+
+
+class RequestInfo:
+    __slots__ = (
+        "cache_read_tokens",
+        "cache_write_tokens",
+        "error",
+        "input_tokens",
+        "model",
+        "output_tokens",
+        "request_id",
+        "status",
+        "stream",
+        "upstream_request_id",
+    )
+
+    def __init__(self, request_id: str) -> None:
+        self.request_id = request_id
+        self.status = 0
+        self.model: str | None = None
+        self.stream: bool | None = None
+        self.upstream_request_id: str | None = None
+        self.input_tokens = 0
+        self.output_tokens = 0
+        self.cache_read_tokens = 0
+        self.cache_write_tokens = 0
+        self.error: str | None = None
+
+    def add_usage(self, usage: Mapping[str, Any] | None) -> None:
+        if not usage:
+            return
+        self.input_tokens += _int(usage.get("input_tokens"))
+        self.output_tokens += _int(usage.get("output_tokens"))
+        self.cache_read_tokens += _int(usage.get("cache_read_input_tokens"))
+        self.cache_write_tokens += _int(usage.get("cache_creation_input_tokens"))
+
+
+def _int(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
+
+
+def new_request_id() -> str:
+    return "req_" + os.urandom(12).hex()
+
+
+_INTERNAL_ERROR = orjson.dumps(
+    {"error": {"message": "internal error in the proxy", "type": "server_error", "param": None, "code": None}}
+)
+
+
+_INTERNAL_LENGTH = str(len(_INTERNAL_ERROR)).encode()
+
+
+class AccessMiddleware:
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        info = RequestInfo(new_request_id())
+        scope.setdefault("state", {})["info"] = info
+        header = (b"x-request-id", info.request_id.encode())
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                info.status = message["status"]
+                message["headers"] = [*message.get("headers", ()), header]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        except Exception as exc:
+            log.error("unhandled %s on %s %s", type(exc).__name__, scope["method"], scope["path"], exc_info=exc)
+            info.error = info.error or "server_error"
+            if info.status:  # the response had begun: nothing more can be said to this client
+                return
+            await send_with_id(
+                {
+                    "type": "http.response.start",
+                    "status": 500,
+                    "headers": [
+                        (b"content-type", b"application/json"),
+                        (b"content-length", b"%d" % len(_INTERNAL_ERROR)),
+                    ],
+                }
+            )
+            await send({"type": "http.response.body", "body": _INTERNAL_ERROR})
+        finally:
+            self._record(scope, info, time.perf_counter() - started)
+
+    def _record(self, scope: Scope, info: RequestInfo, seconds: float) -> None:
+        route = scope.get("route")
+        path = getattr(route, "path", None) or UNMATCHED
+        self.metrics.request(path, info.status or 499, info.model, seconds)
+        if info.status == 499 and path != UNMATCHED:
+            self.metrics.disconnects.inc()
+        if not access_log.isEnabledFor(logging.INFO):
+            return
+        client = scope.get("client")
+        fields = {
+            "request_id": info.request_id,
+            "method": scope["method"],
+            "path": scope["path"],
+            "route": path,
+            "status": info.status or 499,
+            "duration_ms": round(seconds * 1000, 1),
+            "model": info.model,
+            "stream": info.stream,
+            "upstream_request_id": info.upstream_request_id,
+            "input_tokens": info.input_tokens,
+            "output_tokens": info.output_tokens,
+            "cache_read_tokens": info.cache_read_tokens,
+            "cache_write_tokens": info.cache_write_tokens,
+            "error": info.error,
+            "client": client[0] if client else None,
+        }
+        access_log.info("request", extra={"access": fields})

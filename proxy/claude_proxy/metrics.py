@@ -1,0 +1,174 @@
+"""Prometheus metrics, one registry per app instance (tests build many apps in one process).
+
+Everything is recorded at the edge (the access middleware, the upstream and relay hooks), with O(1) updates on the
+hot path: label children are looked up once and cached, and the gauges that describe state (slots in use, queue
+length, token expiry, event loop tasks) are computed only when `/metrics` is scraped.
+
+Label values stay bounded: routes are the matched route templates, statuses are numbers, and model names (which
+clients choose) are kept for the first `MAX_MODELS` distinct ids, then counted as `other`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from claude_proxy.credentials import Credential
+
+disable_created_metrics()  # the `_created` twin of every series only doubles the scrape
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+MAX_MODELS = 32
+OTHER = "other"
+NO_MODEL = ""
+
+# Seconds: fast non-streamed answers to long generations (the read timeout is 600 s by default).
+LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0)
+TTFT_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 10.0, 20.0, 30.0, 60.0)
+
+# Anthropic usage field -> `kind` label of proxy_tokens_total.
+USAGE_KINDS = (
+    ("input_tokens", "input"),
+    ("output_tokens", "output"),
+    ("cache_read_input_tokens", "cache_read"),
+    ("cache_creation_input_tokens", "cache_write"),
+)
+
+
+class _StateCollector(Collector):
+    """Gauges read at scrape time: token expiry, concurrency slots, drain state, event loop tasks."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+
+    def collect(self) -> Iterator[Metric]:
+        m = self.metrics
+        credential = m.credential()
+        if credential is not None and credential.expires_at is not None:
+            family = GaugeMetricFamily(
+                "proxy_oauth_token_expiry_seconds",
+                "Seconds until the OAuth access token expires (negative once expired)",
+                labels=("credential",),
+            )
+            family.add_metric((credential.kind.value,), credential.expires_at - m.clock())
+            yield family
+        yield GaugeMetricFamily("proxy_upstream_inflight", "Upstream requests holding a slot", value=m.inflight())
+        yield GaugeMetricFamily("proxy_upstream_queued", "Requests waiting for an upstream slot", value=m.queued())
+        yield GaugeMetricFamily("proxy_draining", "1 while shutting down (readyz is 503)", value=float(m.draining()))
+        try:
+            tasks = len(asyncio.all_tasks())
+        except RuntimeError:  # scraped outside the event loop (tests)
+            tasks = 0
+        yield GaugeMetricFamily("proxy_event_loop_tasks", "asyncio tasks alive in the server's event loop", value=tasks)
+
+
+class Metrics:
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.clock = clock
+        # Set by the app once the parts exist; each returns the current value at scrape time.
+        self.credential: Callable[[], Credential | None] = lambda: None
+        self.inflight: Callable[[], float] = lambda: 0.0
+        self.queued: Callable[[], float] = lambda: 0.0
+        self.draining: Callable[[], bool] = lambda: False
+        r = self.registry
+        self.requests = Counter(
+            "proxy_requests",
+            "Requests answered, by route, HTTP status and model",
+            ("route", "status", "model"),
+            registry=r,
+        )
+        self.duration = Histogram(
+            "proxy_request_duration_seconds",
+            "Time from request to the end of the response (whole stream included)",
+            ("route",),
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.upstream_latency = Histogram(
+            "proxy_upstream_latency_seconds",
+            "Time until Anthropic answered one attempt (headers for streams, the whole body otherwise)",
+            ("stream",),
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.upstream_requests = Counter(
+            "proxy_upstream_requests",
+            "Attempts sent to Anthropic, by HTTP status (or 'error')",
+            ("status",),
+            registry=r,
+        )
+        self.ttft = Histogram(
+            "proxy_time_to_first_token_seconds",
+            "Time from request to the first streamed output",
+            buckets=TTFT_BUCKETS,
+            registry=r,
+        )
+        self.tokens = Counter(
+            "proxy_tokens", "Tokens reported by Anthropic, by model and kind", ("model", "kind"), registry=r
+        )
+        self.retries = Counter(
+            "proxy_upstream_retries", "Retries of upstream requests, by reason", ("reason",), registry=r
+        )
+        self.disconnects = Counter(
+            "proxy_client_disconnects", "Clients that went away before their answer was complete", registry=r
+        )
+        self.stream_errors = Counter(
+            "proxy_stream_errors", "Streams ended with an error line after output began, by type", ("type",), registry=r
+        )
+        self.rejected = Counter(
+            "proxy_rejected_requests", "Requests refused by a limit, by reason", ("reason",), registry=r
+        )
+        r.register(_StateCollector(self))
+        self._models: dict[str, str] = {}
+        self._request_children: dict[tuple[str, int, str], Any] = {}
+        self._duration_children: dict[str, Any] = {}
+
+    # ---- recording (hot path) --------------------------------------------------------------------------------------
+
+    def model_label(self, model: str | None) -> str:
+        if not model:
+            return NO_MODEL
+        label = self._models.get(model)
+        if label is None:
+            if len(self._models) >= MAX_MODELS:
+                return OTHER
+            label = self._models[model] = model[:100]
+        return label
+
+    def request(self, route: str, status: int, model: str | None, seconds: float) -> None:
+        key = (route, status, self.model_label(model))
+        child = self._request_children.get(key)
+        if child is None:
+            child = self._request_children[key] = self.requests.labels(route, str(status), key[2])
+        child.inc()
+        timer = self._duration_children.get(route)
+        if timer is None:
+            timer = self._duration_children[route] = self.duration.labels(route)
+        timer.observe(seconds)
+
+    def usage(self, model: str | None, usage: Mapping[str, Any] | None) -> None:
+        if not usage:
+            return
+        label = self.model_label(model)
+        for key, kind in USAGE_KINDS:
+            value = usage.get(key)
+            if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+                self.tokens.labels(label, kind).inc(value)
+
+    # Upstream observer interface (see upstream.UpstreamObserver).
+    def attempt(self, status: int | None, seconds: float, stream: bool) -> None:
+        self.upstream_requests.labels(str(status) if status is not None else "error").inc()
+        self.upstream_latency.labels("true" if stream else "false").observe(seconds)
+
+    def retry(self, reason: str) -> None:
+        self.retries.labels(reason).inc()
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
