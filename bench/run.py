@@ -415,6 +415,10 @@ def check_added(limit_ms: float, direct: float, proxy: float) -> tuple[bool, str
 
 async def measure(args: argparse.Namespace, direct: Target, proxy: Target, pid: int, upstream_port: int) -> Report:
     report = Report(load_before=load_average())
+    report.notes.append(
+        f"The proxy ran with its defaults except PROXY_MAX_CONCURRENCY={args.hold + 64} (default 64), so that "
+        f"{args.hold:,} streams can be open upstream at once."
+    )
     if (args.workers or 1) > 1:
         report.notes.append(
             f"RSS is the proxy's whole process tree: the supervisor and its {args.workers} workers "
@@ -594,6 +598,8 @@ def main(argv: list[str] | None = None) -> int:
         "ANTHROPIC_BASE_URL": f"http://{HOST}:{upstream_port}",
         "ANTHROPIC_API_KEY": "bench-dummy-key",
         "HOME": str(logs),  # no credentials file of the machine's user is ever read
+        # The held streams all at once, not queued behind the default limit of concurrent upstream requests.
+        "PROXY_MAX_CONCURRENCY": str(args.hold + 64),
     }
     serve = [*proxy_command(), "serve", "--host", HOST, "--port", str(proxy_port)]
     if args.workers:
