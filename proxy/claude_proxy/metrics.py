@@ -129,6 +129,9 @@ class Metrics:
         self._models: dict[str, str] = {}
         self._request_children: dict[tuple[str, int, str], Any] = {}
         self._duration_children: dict[str, Any] = {}
+        self._token_children: dict[tuple[str, str], Any] = {}  # labels() costs more than the increment itself
+        self._attempt_children: dict[int | None, Any] = {}
+        self._attempt_latency: dict[bool, Any] = {}
 
     # ---- recording (hot path) --------------------------------------------------------------------------------------
 
@@ -160,12 +163,23 @@ class Metrics:
         for key, kind in USAGE_KINDS:
             value = usage.get(key)
             if isinstance(value, int) and not isinstance(value, bool) and value > 0:
-                self.tokens.labels(label, kind).inc(value)
+                child = self._token_children.get((label, kind))
+                if child is None:
+                    child = self._token_children[label, kind] = self.tokens.labels(label, kind)
+                child.inc(value)
 
     # Upstream observer interface (see upstream.UpstreamObserver).
     def attempt(self, status: int | None, seconds: float, stream: bool) -> None:
-        self.upstream_requests.labels(str(status) if status is not None else "error").inc()
-        self.upstream_latency.labels("true" if stream else "false").observe(seconds)
+        child = self._attempt_children.get(status)
+        if child is None:
+            child = self._attempt_children[status] = self.upstream_requests.labels(
+                str(status) if status is not None else "error"
+            )
+        child.inc()
+        timer = self._attempt_latency.get(stream)
+        if timer is None:
+            timer = self._attempt_latency[stream] = self.upstream_latency.labels("true" if stream else "false")
+        timer.observe(seconds)
 
     def retry(self, reason: str) -> None:
         self.retries.labels(reason).inc()
