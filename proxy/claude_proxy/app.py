@@ -21,6 +21,7 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import Response, StreamingResponse
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match, Route
 from starlette.types import Receive, Scope, Send
 
 from claude_proxy import __version__
@@ -399,9 +400,9 @@ def create_app(
         return json_response({"object": "list", "data": models.data})
 
     for prefix in ("/v1", ""):
-        app.add_api_route(
-            f"{prefix}/chat/completions", chat_completions, methods=["POST"], include_in_schema=bool(prefix)
-        )
+        # A plain Starlette route: the handler reads and validates the body itself, so FastAPI's per-request
+        # dependency resolution would be pure overhead on the hot path. `_openapi` documents it.
+        app.router.routes.append(_PlainRoute(f"{prefix}/chat/completions", chat_completions, methods=["POST"]))
         app.add_api_route(f"{prefix}/models", list_models, methods=["GET"], include_in_schema=bool(prefix))
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
 
@@ -432,9 +433,24 @@ def create_app(
     return app
 
 
+class _PlainRoute(Route):
+    """A Starlette route that names itself in the scope as FastAPI's own routes do (the access log and the metrics
+    label requests by route), and stays out of FastAPI's generated schema."""
+
+    def __init__(self, path: str, endpoint: Callable[[Request], Awaitable[Response]], methods: list[str]) -> None:
+        super().__init__(path, endpoint, methods=methods, include_in_schema=False)
+
+    def matches(self, scope: Scope) -> tuple[Match, Scope]:
+        match, child_scope = super().matches(scope)
+        if match is not Match.NONE:
+            child_scope["route"] = self
+        return match, child_scope
+
+
 def _openapi(app: FastAPI) -> dict[str, Any]:
-    """FastAPI's schema, plus the chat route's request body: the route reads the raw body itself (to bound its size
-    and answer validation errors in OpenAI's format), so FastAPI cannot see the ChatRequest model on its own."""
+    """FastAPI's schema, plus the chat route with its request body: the route reads the raw body itself (to bound its
+    size and answer validation errors in OpenAI's format) and is a plain Starlette route, so FastAPI cannot see it or
+    the ChatRequest model on its own."""
     if app.openapi_schema:
         return app.openapi_schema
     schema = get_openapi(title=app.title, version=app.version, routes=app.routes)
@@ -442,10 +458,20 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
     components = schema.setdefault("components", {}).setdefault("schemas", {})
     components.update(body.pop("$defs", {}))
     components["ChatRequest"] = body
-    schema["paths"]["/v1/chat/completions"]["post"]["requestBody"] = {
-        "required": True,
-        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ChatRequest"}}},
+    chat = {
+        "post": {
+            "summary": "Chat Completions",
+            "operationId": "chat_completions_v1_chat_completions_post",
+            "responses": {
+                "200": {"description": "Successful Response", "content": {"application/json": {"schema": {}}}}
+            },
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ChatRequest"}}},
+            },
+        }
     }
+    schema["paths"] = {"/v1/chat/completions": chat, **schema["paths"]}
     app.openapi_schema = schema
     return schema
 
