@@ -1,8 +1,9 @@
+{{- /* The operator's objects: "<release>-operator", or the release name when it already says operator. */ -}}
 {{- define "ccp.fullname" -}}
-{{- if contains .Chart.Name .Release.Name -}}
+{{- if contains "operator" .Release.Name -}}
 {{- .Release.Name | trunc 63 | trimSuffix "-" -}}
 {{- else -}}
-{{- printf "%s-%s" .Release.Name .Chart.Name | trunc 63 | trimSuffix "-" -}}
+{{- printf "%s-operator" .Release.Name | trunc 63 | trimSuffix "-" -}}
 {{- end -}}
 {{- end -}}
 
