@@ -21,10 +21,11 @@ export PROXY_IMAGE OPERATOR_IMAGE
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml
+# Runtime dependencies at the versions the images pin (constraints.txt); dev tools as resolved.
+$(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev,operator]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,operator]' --constraint constraints.txt
 	touch $(STAMP)
 
 ## run: the proxy on 0.0.0.0:8080 with its embedded defaults (credentials from the environment or ~/.claude)
