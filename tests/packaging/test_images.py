@@ -4,7 +4,6 @@ does, and constraints that pin every runtime dependency."""
 
 from __future__ import annotations
 
-import fnmatch
 import importlib.metadata
 import re
 import shutil
@@ -220,8 +219,9 @@ def test_build_stage_makes_a_wheel_with_both_packages(tmp_path: Path) -> None:
             else:
                 shutil.copytree(ROOT / source, target, ignore=shutil.ignore_patterns("__pycache__"))
     wheels = tmp_path / "wheels"
+    pip_wheel = [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--wheel-dir", str(wheels)]
     result = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--wheel-dir", str(wheels), str(src_root / "src")],
+        [*pip_wheel, str(src_root / "src")],
         capture_output=True,
         text=True,
         timeout=120,
