@@ -280,3 +280,18 @@ def test_constraints_pin_every_runtime_dependency_and_nothing_else() -> None:
     for name, requirements in needed.items():
         for req in requirements:
             assert req.specifier.contains(pins[name], prereleases=True), f"{name}=={pins[name]} breaks {req}"
+
+
+def test_fake_upstream_image_for_e2e() -> None:
+    """The e2e test's fake upstream image: lint-clean, non-root, and everything it COPYs is in the build context."""
+    path = ROOT / "e2e" / "fake" / "Dockerfile"
+    hadolint = shutil.which("hadolint", path=str(BIN)) or shutil.which("hadolint")
+    assert hadolint
+    result = subprocess.run([hadolint, str(path)], capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0, result.stdout
+    [stage] = parse(path).stages
+    assert stage.all("USER") == ["10001:10001"]
+    for sources, _ in copies(stage):
+        for source in sources:
+            files = context_files(source)
+            assert files and all(in_context(f) for f in files), source
