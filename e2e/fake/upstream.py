@@ -10,6 +10,7 @@ Run: python -m e2e.fake.upstream (stdlib only, with tests/fakes beside it).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 import threading
@@ -113,10 +114,8 @@ def main() -> None:
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     with Upstream():
         print(f"fake upstream: messages :{ANTHROPIC_PORT}, oauth :{OAUTH_PORT}, state :{STATE_PORT}", flush=True)
-        try:
+        with contextlib.suppress(KeyboardInterrupt):
             stop.wait()
-        except KeyboardInterrupt:
-            pass
 
 
 if __name__ == "__main__":

@@ -14,11 +14,11 @@ from typing import Any
 
 import httpx
 import pytest
+from e2e.fake.upstream import SEED_ACCESS_TOKEN, Upstream, seed_credentials
 from openai import OpenAI
 
 from claude_proxy.app import create_app
 from claude_proxy.config import Settings
-from e2e.fake.upstream import SEED_ACCESS_TOKEN, Upstream, seed_credentials
 from tests.conftest import serve
 
 pytestmark = pytest.mark.slow
