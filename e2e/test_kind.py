@@ -234,7 +234,8 @@ def test_helm_install_proxy_refresh_and_cleanup(cluster: Cluster) -> None:
     job = "refresh-now"
     k8s.kubectl("-n", NS, "create", "job", job, f"--from=cronjob/{NAME}-refresh")
     k8s.kubectl("-n", NS, "wait", "--for=condition=Complete", f"job/{job}", "--timeout=180s", timeout=200)
-    outcome = json.loads(k8s.kubectl("-n", NS, "logs", f"job/{job}").strip().splitlines()[-1])
+    logs = k8s.kubectl("-n", NS, "logs", f"job/{job}").splitlines()
+    outcome = next(json.loads(line) for line in logs if line.startswith('{"command"'))
     assert (outcome["command"], outcome["result"]) == ("refresh", "refreshed")
     assert upstream_state(k8s)["grants"] == 1
 
