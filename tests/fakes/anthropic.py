@@ -394,6 +394,8 @@ class FakeAnthropic:
         models: tuple[str, ...] = ("claude-sonnet-4-6", "claude-haiku-4-5-20251001"),
         models_refuse_oauth: bool = False,
         fixed_sampling: bool = False,
+        host: str = "127.0.0.1",
+        port: int = 0,
     ) -> None:
         self.api_keys = set(api_keys)
         self.oauth_tokens = set(oauth_tokens)
@@ -409,7 +411,7 @@ class FakeAnthropic:
         self.active = 0  # POST /v1/messages requests being handled right now
         self.default: Callable[[Recorded], Any] | None = None  # the reply when nothing is scripted
         self._lock = threading.Lock()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self._server = ThreadingHTTPServer((host, port), self._handler())
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
 

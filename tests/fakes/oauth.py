@@ -42,7 +42,9 @@ class Login:
 
 
 class FakeOAuthServer:
-    def __init__(self, expires_in: int = 28800, client_id: str = CLIENT_ID) -> None:
+    def __init__(
+        self, expires_in: int = 28800, client_id: str = CLIENT_ID, host: str = "127.0.0.1", port: int = 0
+    ) -> None:
         self.expires_in = expires_in
         self.client_id = client_id
         self.delay = 0.0  # seconds to wait before handling a grant (before rotating)
@@ -60,7 +62,7 @@ class FakeOAuthServer:
         self._issued: list[str] = []
         self._counter = itertools.count(1)
         self._lock = threading.Lock()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
+        self._server = ThreadingHTTPServer((host, port), self._handler_class())
         self._server.daemon_threads = True
         self._thread = threading.Thread(
             target=self._server.serve_forever, kwargs={"poll_interval": 0.02}, name="fake-oauth", daemon=True
