@@ -222,7 +222,8 @@ def create_app(
         )
         retry = RetryPolicy(max_retries=settings.max_retries, max_wait=settings.retry_max_wait)
         drain.bind(asyncio.get_running_loop())
-        lean = None if transport is not None or environment_proxy(settings.base_url) else LeanTransport()
+        use_lean = settings.upstream_transport == "lean" and not environment_proxy(settings.base_url)
+        lean = LeanTransport() if transport is None and use_lean else None
         async with httpx.AsyncClient(timeout=timeout, limits=limits, transport=transport or lean) as client:
             app.state.upstream = Upstream(
                 client,
