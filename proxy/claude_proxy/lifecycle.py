@@ -187,18 +187,13 @@ def refresh(
     sleep: Callable[[float], None] = time.sleep,
 ) -> Outcome:
     options = options or RefreshOptions()
-
-    def failed(reason: str, message: str, expires_at_ms: int | None = None) -> Outcome:
-        return Outcome("refresh", Result.FAILED, reason, message, expires_at_ms)
+    failed = _refresh_failed
 
     # A first look without the lock: the common case (not due) needs no write access at all.
-    data, problem = _read(path)
-    if data is None:
-        return failed(problem or "missing", _unreadable_message(path, problem))
-    try:
-        parsed = parse_credentials(data, str(path))
-    except MalformedCredentials as exc:
-        return failed("malformed", f"{exc}; {RELOGIN_HINT}")
+    loaded = _load_for_refresh(path)
+    if isinstance(loaded, Outcome):
+        return loaded
+    _, parsed = loaded
     if not options.force and not _is_due(parsed, options.before_seconds, clock()):
         return _not_due(parsed, clock())
 
@@ -218,6 +213,21 @@ def refresh(
         )
     except OSError as exc:
         return failed("not_writable", f"cannot lock {path} ({exc.strerror}); nothing changed", _expiry(parsed))
+
+
+def _refresh_failed(reason: str, message: str, expires_at_ms: int | None = None) -> Outcome:
+    return Outcome("refresh", Result.FAILED, reason, message, expires_at_ms)
+
+
+def _load_for_refresh(path: Path) -> tuple[bytes, OAuthFile] | Outcome:
+    """The credentials file's bytes and parse, or the failed outcome that says why it cannot be refreshed."""
+    data, problem = _read(path)
+    if data is None:
+        return _refresh_failed(problem or "missing", _unreadable_message(path, problem))
+    try:
+        return data, parse_credentials(data, str(path))
+    except MalformedCredentials as exc:
+        return _refresh_failed("malformed", f"{exc}; {RELOGIN_HINT}")
 
 
 def _not_due(parsed: OAuthFile, now: float, note: str = "") -> Outcome:
@@ -244,16 +254,11 @@ def _refresh_locked(
     sleep: Callable[[float], None],
     waited_for_peer: bool,
 ) -> Outcome:
-    def failed(reason: str, message: str, expires_at_ms: int | None = None) -> Outcome:
-        return Outcome("refresh", Result.FAILED, reason, message, expires_at_ms)
-
-    data, problem = _read(path)
-    if data is None:
-        return failed(problem or "missing", _unreadable_message(path, problem))
-    try:
-        parsed = parse_credentials(data, str(path))
-    except MalformedCredentials as exc:
-        return failed("malformed", f"{exc}; {RELOGIN_HINT}")
+    failed = _refresh_failed
+    loaded = _load_for_refresh(path)  # again, under the lock: a peer may have refreshed while we waited
+    if isinstance(loaded, Outcome):
+        return loaded
+    data, parsed = loaded
     expires = _expiry(parsed)
     if not options.force and not _is_due(parsed, options.before_seconds, clock()):
         note = " (renewed by another refresher meanwhile)" if waited_for_peer else ""
