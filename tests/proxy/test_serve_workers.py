@@ -37,8 +37,8 @@ def _workers(pid: int) -> list[int]:
     return found
 
 
-@pytest.mark.slow
-def test_two_workers_serve_one_port(tmp_path: Path) -> None:
+def _serve_two_workers(tmp_path: Path) -> tuple[subprocess.Popen[bytes], int, float]:
+    """`serve --workers 2` on a free port; returns the process, the port and a deadline once both workers exist."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
@@ -48,10 +48,16 @@ def test_two_workers_serve_one_port(tmp_path: Path) -> None:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and len(_workers(proc.pid)) < 2:
+        time.sleep(0.1)
+    return proc, port, deadline
+
+
+@pytest.mark.slow
+def test_two_workers_serve_one_port(tmp_path: Path) -> None:
+    proc, port, deadline = _serve_two_workers(tmp_path)
     try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and len(_workers(proc.pid)) < 2:
-            time.sleep(0.1)
         workers = _workers(proc.pid)
         assert len(workers) == 2
         health = None
@@ -75,19 +81,8 @@ def test_workers_must_be_positive(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_a_worker_dying_stops_the_rest_and_fails(tmp_path: Path) -> None:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    proc = subprocess.Popen(
-        [*CLI, "serve", "--host", "127.0.0.1", "--port", str(port), "--workers", "2"],
-        env=_env(tmp_path),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    proc, _, _ = _serve_two_workers(tmp_path)
     try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and len(_workers(proc.pid)) < 2:
-            time.sleep(0.1)
         first, second = _workers(proc.pid)
         os.kill(first, signal.SIGKILL)
         assert proc.wait(20) == 1  # not serving on silently with one worker fewer
