@@ -21,7 +21,8 @@ import collections
 import ssl
 import time
 import urllib.request
-from collections.abc import AsyncIterator
+import zlib
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 import httptools
@@ -229,6 +230,43 @@ class _Body(httpx.AsyncByteStream):
         self._release()
 
 
+class Reply:
+    """A whole upstream answer read by `LeanTransport.fetch`: what the upstream layer reads of an `httpx.Response`
+    (`status_code`, `headers`, `content`, `aread`, `aclose`) without building one per request. `headers` is a plain
+    dict with lower-case names; a repeated header's values are joined with ", "."""
+
+    __slots__ = ("content", "headers", "status_code")
+
+    def __init__(self, status_code: int, headers: dict[str, str], content: bytes) -> None:
+        self.status_code = status_code
+        self.headers = headers
+        self.content = content
+
+    async def aread(self) -> bytes:
+        return self.content
+
+    async def aclose(self) -> None:
+        return None
+
+
+def _decode_content(content: bytes, encoding: str) -> bytes:
+    """Undo a gzip or deflate content-encoding (the only ones asked for); anything else is a protocol error."""
+    encoding = encoding.strip().lower()
+    try:
+        if encoding in ("gzip", "x-gzip"):
+            return zlib.decompress(content, 16 + zlib.MAX_WBITS)
+        if encoding == "deflate":
+            try:
+                return zlib.decompress(content)
+            except zlib.error:
+                return zlib.decompress(content, -zlib.MAX_WBITS)  # raw deflate, as some servers send it
+    except zlib.error as exc:
+        raise httpx.RemoteProtocolError(f"upstream sent a corrupt {encoding} body ({exc})") from None
+    if encoding in ("", "identity"):
+        return content
+    raise httpx.RemoteProtocolError(f"upstream sent an unsupported content-encoding {encoding!r}")
+
+
 class LeanTransport(httpx.AsyncBaseTransport):
     """HTTP/1.1 keep-alive pool for plain and TLS connections (no HTTP proxy, no HTTP/2)."""
 
@@ -284,6 +322,49 @@ class LeanTransport(httpx.AsyncBaseTransport):
             raise httpx.ConnectError(f"cannot connect to {host}:{port}: {exc.strerror or exc}") from None
         return conn
 
+    async def _exchange(
+        self, origin: _Origin, head: bytes, body: bytes, timeouts: Mapping[str, float | None]
+    ) -> _Connection:
+        """Send one request on a pooled (or new) connection and wait for the response head."""
+        conn = self._take_idle(origin) or await self._connect(origin, timeouts.get("connect"))
+        try:
+            await conn.send(head, body, timeouts.get("write"))
+            await conn.head(timeouts.get("read"))
+        except BaseException:
+            conn.abort()
+            raise
+        return conn
+
+    async def fetch(
+        self, url: httpx.URL, headers: Mapping[str, str], body: bytes, timeouts: Mapping[str, float | None]
+    ) -> Reply:
+        """POST `body` to `url` and read the whole answer, without httpx's request and response objects.
+
+        `headers` are sent as given, plus `host` and `content-length`; a gzip or deflate body is decoded."""
+        origin, target, host = _target(url)
+        lines = [b"POST ", target, b" HTTP/1.1\r\nhost: ", host, b"\r\ncontent-length: %d\r\n" % len(body)]
+        for name, value in headers.items():
+            lines += (name.encode("ascii"), b": ", value.encode("latin-1"), b"\r\n")
+        lines.append(b"\r\n")
+        conn = await self._exchange(origin, b"".join(lines), body, timeouts)
+        try:
+            chunks = []
+            read_timeout = timeouts.get("read")
+            while (chunk := await conn.next_chunk(read_timeout)) is not None:
+                chunks.append(chunk)
+        except BaseException:
+            conn.abort()
+            raise
+        self.release(origin, conn)
+        found: dict[str, str] = {}
+        for raw_name, raw_value in conn.headers:
+            name, value = raw_name.decode("latin-1").lower(), raw_value.decode("latin-1")
+            found[name] = f"{found[name]}, {value}" if name in found else value
+        content = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        if "content-encoding" in found:
+            content = _decode_content(content, found["content-encoding"])
+        return Reply(conn.status, found, content)
+
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         url = request.url
         scheme = url.scheme
@@ -296,15 +377,7 @@ class LeanTransport(httpx.AsyncBaseTransport):
         for name, value in request.headers.raw:
             lines += (name, b": ", value, b"\r\n")
         lines.append(b"\r\n")
-        head = b"".join(lines)
-
-        conn = self._take_idle(origin) or await self._connect(origin, timeouts.get("connect"))
-        try:
-            await conn.send(head, body, timeouts.get("write"))
-            await conn.head(timeouts.get("read"))
-        except BaseException:
-            conn.abort()
-            raise
+        conn = await self._exchange(origin, b"".join(lines), body, timeouts)
         return httpx.Response(
             conn.status,
             headers=conn.headers,
@@ -318,6 +391,25 @@ class LeanTransport(httpx.AsyncBaseTransport):
             for conn in idle:
                 conn.abort()
         self._idle.clear()
+
+
+_targets: dict[httpx.URL, tuple[_Origin, bytes, bytes]] = {}
+
+
+def _target(url: httpx.URL) -> tuple[_Origin, bytes, bytes]:
+    """(origin, request target, host header) of a URL, worked out once per URL."""
+    found = _targets.get(url)
+    if found is None:
+        scheme = url.scheme
+        if scheme not in ("http", "https"):
+            raise httpx.UnsupportedProtocol(f"unsupported URL scheme {scheme!r}")
+        origin = (scheme, url.host, url.port or (443 if scheme == "https" else 80))
+        host = url.netloc
+        if len(_targets) < 64:
+            _targets[url] = found = (origin, url.raw_path, host)
+        else:
+            found = (origin, url.raw_path, host)
+    return found
 
 
 def environment_proxy(url: str) -> bool:

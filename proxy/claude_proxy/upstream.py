@@ -32,6 +32,7 @@ from claude_proxy.errors import (
     UpstreamUnavailable,
     upstream_error,
 )
+from claude_proxy.transport import LeanTransport, Reply
 
 log = logging.getLogger("claude_proxy.upstream")
 
@@ -187,6 +188,9 @@ class Upstream:
         # (cookie jar, redirects, event hooks) are per-request work the proxy has no use for, and a shared cookie
         # jar would even carry one caller's upstream cookies into another's requests.
         self.transport = transport
+        # The lean transport also reads whole answers without httpx's request and response objects: non-streamed
+        # messages take that path, streams keep httpx's response (the relay reads it as it arrives).
+        self.lean = transport if isinstance(transport, LeanTransport) else None
         self._default_headers = {name.lower(): value for name, value in client.headers.items()}
         self._timeouts = {
             False: client.timeout.as_dict(),
@@ -221,20 +225,26 @@ class Upstream:
         await self.sleep(wait)
         return wait
 
-    async def _send(self, body: bytes, client_betas: str | None, *, stream: bool) -> httpx.Response:
+    async def _send(self, body: bytes, client_betas: str | None, *, stream: bool) -> httpx.Response | Reply:
         """One POST /v1/messages, with the 401 re-read of a rewritten credentials file. Errors are not raised here."""
         credential = self.credential()
         for attempt in range(2):
-            request = httpx.Request(
-                "POST",
-                self.messages_url,
-                content=body,
-                headers={**self._default_headers, **build_headers(credential, client_betas)},
-                extensions={"timeout": self._timeouts[stream]},
-            )
+            headers = {**self._default_headers, **build_headers(credential, client_betas)}
             started = time.perf_counter()
             try:
-                response = await self._dispatch(request, stream)
+                if self.lean is not None and not stream:
+                    response: httpx.Response | Reply = await self.lean.fetch(
+                        self.messages_url, headers, body, self._timeouts[False]
+                    )
+                else:
+                    request = httpx.Request(
+                        "POST",
+                        self.messages_url,
+                        content=body,
+                        headers=headers,
+                        extensions={"timeout": self._timeouts[stream]},
+                    )
+                    response = await self._dispatch(request, stream)
             except httpx.TransportError:
                 if self.observer is not None:
                     self.observer.attempt(None, time.perf_counter() - started, stream)
@@ -267,7 +277,7 @@ class Upstream:
 
     async def send_with_retries(
         self, body: bytes, client_betas: str | None, *, stream: bool, budget: RetryBudget | None = None
-    ) -> httpx.Response:
+    ) -> httpx.Response | Reply:
         """POST /v1/messages until a non-retryable answer; returns a 2xx response (streaming responses open).
 
         `budget` carries the retries already spent on this client request (the streaming relay retries early stream
@@ -314,7 +324,7 @@ class Upstream:
 
     async def create_message(
         self, body: Mapping[str, Any], client_betas: str | None = None
-    ) -> tuple[dict[str, Any], httpx.Headers]:
+    ) -> tuple[dict[str, Any], Mapping[str, str]]:
         """POST /v1/messages (non-streaming); returns the parsed message and the response headers."""
         response = await self.send_with_retries(orjson.dumps(body), client_betas, stream=False)
         try:
@@ -331,7 +341,9 @@ class Upstream:
         self, body: bytes, client_betas: str | None = None, budget: RetryBudget | None = None
     ) -> httpx.Response:
         """POST /v1/messages with stream: true; the caller reads the open response and must close it."""
-        return await self.send_with_retries(body, client_betas, stream=True, budget=budget)
+        response = await self.send_with_retries(body, client_betas, stream=True, budget=budget)
+        assert isinstance(response, httpx.Response)  # streams never take the whole-answer path
+        return response
 
     async def list_models(self) -> list[dict[str, Any]]:
         """GET /v1/models, all pages (bounded)."""

@@ -283,3 +283,104 @@ def test_environment_proxy_applies_unless_bypassed(monkeypatch: pytest.MonkeyPat
     assert not environment_proxy("http://127.0.0.1:9000")
     monkeypatch.setenv("NO_PROXY", "api.anthropic.com")
     assert not environment_proxy("https://api.anthropic.com")
+
+
+# ---- fetch: whole answers without httpx's request and response objects ----------------------------------------------
+
+TIMEOUTS = {"connect": 5.0, "read": 5.0, "write": 5.0, "pool": 5.0}
+
+
+async def test_fetch_sends_host_length_and_headers_and_reuses_the_connection() -> None:
+    heads: list[bytes] = []
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            head = await reader.readuntil(b"\r\n\r\n")
+            heads.append(head)
+            length = int(next(x for x in head.split(b"\r\n") if x.startswith(b"content-length:")).split(b":")[1])
+            body = await reader.readexactly(length)
+            extra = b"x-multi: a\r\nX-Multi: b\r\nRequest-Id: req_9\r\n"
+            writer.write(response(b"echo:" + body, extra))
+            await writer.drain()
+
+    lean = LeanTransport()
+    try:
+        async with serve(handler) as server:
+            url = httpx.URL(f"{server.url}/v1/messages")
+            for i in range(3):
+                reply = await lean.fetch(url, {"x-api-key": "k", "anthropic-version": "v"}, b'{"n":%d}' % i, TIMEOUTS)
+                assert (reply.status_code, reply.content) == (200, b'echo:{"n":%d}' % i)
+                assert await reply.aread() == reply.content
+                assert reply.headers["request-id"] == "req_9"  # names are lower-cased
+                assert reply.headers["x-multi"] == "a, b"  # repeated headers are joined
+            assert server.connections == 1
+    finally:
+        await lean.aclose()
+    port = url.port
+    first = heads[0].split(b"\r\n")
+    assert first[0] == b"POST /v1/messages HTTP/1.1"
+    assert f"host: 127.0.0.1:{port}".encode() in first
+    assert b"content-length: 7" in first
+    assert b"x-api-key: k" in first and b"anthropic-version: v" in first
+
+
+@pytest.mark.parametrize(
+    ("encoding", "encode"),
+    [
+        ("gzip", lambda b: __import__("gzip").compress(b)),
+        ("deflate", lambda b: __import__("zlib").compress(b)),
+        ("deflate", lambda b: __import__("zlib").compress(b, wbits=-15)),  # raw deflate, as some servers send it
+        ("identity", lambda b: b),
+    ],
+)
+async def test_fetch_decodes_gzip_and_deflate(encoding: str, encode: Callable[[bytes], bytes]) -> None:
+    payload = b'{"content":[{"type":"text","text":"' + b"hello " * 200 + b'"}]}'
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(response(encode(payload), b"content-encoding: %s\r\n" % encoding.encode()))
+        await writer.drain()
+        await reader.read()
+
+    lean = LeanTransport()
+    try:
+        async with serve(handler) as server:
+            reply = await lean.fetch(httpx.URL(f"{server.url}/v1/messages"), {}, b"{}", TIMEOUTS)
+            assert reply.content == payload
+    finally:
+        await lean.aclose()
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "br"])
+async def test_fetch_refuses_a_corrupt_or_unknown_encoding(encoding: str) -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(response(b"not compressed at all", b"content-encoding: %s\r\n" % encoding.encode()))
+        await writer.drain()
+        await reader.read()
+
+    lean = LeanTransport()
+    try:
+        async with serve(handler) as server:
+            with pytest.raises(httpx.RemoteProtocolError, match=encoding):
+                await lean.fetch(httpx.URL(f"{server.url}/v1/messages"), {}, b"{}", TIMEOUTS)
+    finally:
+        await lean.aclose()
+
+
+async def test_fetch_read_timeout_closes_the_connection() -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nhalf")  # and then nothing
+        await writer.drain()
+        await reader.read()
+
+    lean = LeanTransport()
+    try:
+        async with serve(handler) as server:
+            with pytest.raises(httpx.ReadTimeout):
+                await lean.fetch(httpx.URL(f"{server.url}/v1/messages"), {}, b"{}", {**TIMEOUTS, "read": 0.2})
+            await asyncio.wait_for(server.closed.wait(), 5)  # the half-read connection was closed, not pooled
+            assert lean._idle.get(("http", "127.0.0.1", httpx.URL(server.url).port)) in (None, [])
+    finally:
+        await lean.aclose()
