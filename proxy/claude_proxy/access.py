@@ -69,12 +69,9 @@ def new_request_id() -> str:
     return "req_" + os.urandom(12).hex()
 
 
-_INTERNAL_ERROR = orjson.dumps(
+INTERNAL_ERROR = orjson.dumps(
     {"error": {"message": "internal error in the proxy", "type": "server_error", "param": None, "code": None}}
 )
-
-
-_INTERNAL_LENGTH = str(len(_INTERNAL_ERROR)).encode()
 
 
 class AccessMiddleware:
@@ -110,11 +107,11 @@ class AccessMiddleware:
                     "status": 500,
                     "headers": [
                         (b"content-type", b"application/json"),
-                        (b"content-length", b"%d" % len(_INTERNAL_ERROR)),
+                        (b"content-length", b"%d" % len(INTERNAL_ERROR)),
                     ],
                 }
             )
-            await send({"type": "http.response.body", "body": _INTERNAL_ERROR})
+            await send({"type": "http.response.body", "body": INTERNAL_ERROR})
         finally:
             self._record(scope, info, time.perf_counter() - started)
 

@@ -22,10 +22,10 @@ from fastapi.responses import Response, StreamingResponse
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match, Route
-from starlette.types import Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from claude_proxy import __version__
-from claude_proxy.access import AccessMiddleware, RequestInfo
+from claude_proxy.access import INTERNAL_ERROR, AccessMiddleware, RequestInfo
 from claude_proxy.config import Settings
 from claude_proxy.credentials import Credential, CredentialResolver
 from claude_proxy.errors import InvalidRequest, ProxyError, Unauthorized, UpstreamError
@@ -43,12 +43,12 @@ T = TypeVar("T")
 SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 
 
-async def _disconnected(request: Request) -> None:
-    while (await request.receive())["type"] != "http.disconnect":
+async def _disconnected(receive: Receive) -> None:
+    while (await receive())["type"] != "http.disconnect":
         pass
 
 
-async def until_disconnect(request: Request, work: Callable[[], Awaitable[T]], drain: Drain | None = None) -> T:
+async def until_disconnect(receive: Receive, work: Callable[[], Awaitable[T]], drain: Drain | None = None) -> T:
     """Run `work`, cancelling it (and so closing its upstream request) as soon as the client disconnects, or when
     the shutdown grace period runs out.
 
@@ -73,7 +73,7 @@ async def until_disconnect(request: Request, work: Callable[[], Awaitable[T]], d
     expired = drain.expired if drain is not None else None
     if expired is not None and expired.done():
         raise drain.error()  # type: ignore[union-attr]
-    watcher = asyncio.ensure_future(_disconnected(request))
+    watcher = asyncio.ensure_future(_disconnected(receive))
     watcher.add_done_callback(on_disconnect)
     if expired is not None:
         expired.add_done_callback(on_deadline)
@@ -160,6 +160,16 @@ def error_response(exc: ProxyError) -> Response:
     return json_response(exc.envelope(), exc.status, exc.headers)
 
 
+async def send_json(send: Send, payload: Any, status: int = 200, headers: dict[str, str] | None = None) -> None:
+    """A JSON response straight onto the ASGI channel: what `json_response` does, without a Response object."""
+    body = orjson.dumps(payload)
+    head = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
+    if headers:
+        head += [(name.encode("latin-1"), value.encode("latin-1")) for name, value in headers.items()]
+    await send({"type": "http.response.start", "status": status, "headers": head})
+    await send({"type": "http.response.body", "body": body})
+
+
 def _validation_error(exc: ValidationError | RequestValidationError) -> InvalidRequest:
     """The first validation problem as a 400, naming the field the OpenAI way (`messages[0].content`)."""
     errors = exc.errors()
@@ -236,7 +246,7 @@ def create_app(
             )
             yield
 
-    app = FastAPI(
+    app = ProxyAPI(
         title="claude-code-proxy",
         version=__version__,
         lifespan=lifespan,
@@ -248,7 +258,12 @@ def create_app(
     app.state.metrics = metrics
     app.state.limiter = limiter
     app.state.drain = drain
-    app.add_middleware(AccessMiddleware, metrics=metrics)
+    app.edge = AccessMiddleware(app.dispatch, metrics=metrics)
+
+    @app.exception_handler(Exception)
+    async def _unhandled(request: Request, exc: Exception) -> Response:
+        # Starlette's outermost layer answers with this, then re-raises for the access edge to log and count.
+        return Response(INTERNAL_ERROR, status_code=500, media_type="application/json")
 
     @app.exception_handler(ProxyError)
     async def _proxy_error(request: Request, exc: ProxyError) -> Response:
@@ -270,10 +285,10 @@ def create_app(
         etype = "not_found_error" if exc.status_code == 404 else "invalid_request_error"
         return error_response(ProxyError(str(exc.detail), status=exc.status_code, type=etype))
 
-    def check_key(request: Request) -> None:
+    def check_key(authorization: str | bytes | None) -> None:
         if not inbound:
             return
-        header = request.headers.get("authorization", "")
+        header = authorization.decode("latin-1") if isinstance(authorization, bytes) else authorization or ""
         scheme, _, token = header.partition(" ")
         presented = token.strip().encode() if scheme.lower() == "bearer" else b""
         ok = False
@@ -285,12 +300,33 @@ def create_app(
                 code="invalid_api_key",
             )
 
-    async def chat_completions(request: Request) -> Response:
-        check_key(request)
-        info: RequestInfo = request.state.info
-        raw = await read_body(
-            request.receive, request.headers.get("content-length"), settings.max_body_bytes, settings.body_timeout
-        )
+    async def chat_endpoint(scope: Scope, receive: Receive, send: Send) -> None:
+        """POST /v1/chat/completions as a plain ASGI app: the hot path, served without Starlette's request and
+        response objects. A ProxyError is answered here, in OpenAI's envelope, as the app's handler would."""
+        info: RequestInfo = scope["state"]["info"]
+        try:
+            await chat_completions(scope, receive, send, info)
+        except ProxyError as exc:
+            if info.status:  # the response had begun: nothing more can be said to this client
+                raise
+            info.error = exc.code or exc.type
+            if isinstance(exc, UpstreamError) and exc.request_id:
+                info.upstream_request_id = exc.request_id
+            if exc.status >= 500:
+                log.warning("%s %s -> %d %s", scope["method"], scope["path"], exc.status, exc.type)
+            await send_json(send, exc.envelope(), exc.status, exc.headers)
+
+    async def chat_completions(scope: Scope, receive: Receive, send: Send, info: RequestInfo) -> None:
+        authorization = length = betas = None
+        for name, value in scope["headers"]:
+            if name == b"authorization":
+                authorization = value
+            elif name == b"content-length":
+                length = value.decode("latin-1")
+            elif name == b"anthropic-beta" and betas is None:
+                betas = value.decode("latin-1")
+        check_key(authorization)
+        raw = await read_body(receive, length, settings.max_body_bytes, settings.body_timeout)
         try:
             payload = orjson.loads(raw)
         except orjson.JSONDecodeError:
@@ -303,32 +339,36 @@ def create_app(
             raise _validation_error(exc) from None
         translation = to_anthropic(chat, options)
         info.model, info.stream = translation.model, bool(chat.stream)
-        upstream: Upstream = request.app.state.upstream
-        betas = request.headers.get("anthropic-beta")
+        upstream: Upstream = app.state.upstream
         created = int(clock())
         started = time.perf_counter()
         slot = limiter.try_acquire()
         if slot is None:  # only a wait needs watching for the client leaving or the shutdown deadline
-            slot = await until_disconnect(request, limiter.acquire, drain)
+            slot = await until_disconnect(receive, limiter.acquire, drain)
         if chat.stream:
-            return await stream_completion(request, chat, translation, upstream, betas, created, started, slot)
+            response = await stream_completion(
+                receive, info, chat, translation, upstream, betas, created, started, slot
+            )
+            await response(scope, receive, send)
+            return
         try:
             message, headers = await until_disconnect(
-                request, lambda: upstream.create_message(translation.body, betas), drain
+                receive, lambda: upstream.create_message(translation.body, betas), drain
             )
         finally:
             slot.release()
-        info.upstream_request_id = headers.get("request-id")
+        request_id = headers.get("request-id")
+        info.upstream_request_id = request_id
         usage = message.get("usage")
         if isinstance(usage, dict):
             info.add_usage(usage)
             metrics.usage(translation.model, usage)
         body = to_openai(message, model=translation.model, created=created, json_tool=translation.json_tool)
-        out_headers = {"x-upstream-request-id": headers["request-id"]} if "request-id" in headers else None
-        return json_response(body, headers=out_headers)
+        await send_json(send, body, headers={"x-upstream-request-id": request_id} if request_id else None)
 
     async def stream_completion(
-        request: Request,
+        receive: Receive,
+        info: RequestInfo,
         chat: ChatRequest,
         translation: Translation,
         upstream: Upstream,
@@ -337,7 +377,6 @@ def create_app(
         started: float,
         slot: Slot,
     ) -> Response:
-        info: RequestInfo = request.state.info
         try:
             include_usage = bool(chat.stream_options and chat.stream_options.include_usage)
             relay = StreamRelay(
@@ -352,7 +391,7 @@ def create_app(
                 ),
                 idle_timeout=settings.stream_idle_timeout,
             )
-            await until_disconnect(request, relay.start, drain)
+            await until_disconnect(receive, relay.start, drain)
         except BaseException:
             slot.release()
             raise
@@ -378,7 +417,7 @@ def create_app(
         return SSEResponse(relay.__aiter__(), drain=drain, on_close=on_close)
 
     async def list_models(request: Request) -> Response:
-        check_key(request)
+        check_key(request.headers.get("authorization"))
         now = clock()
         if now >= models.expires:
             upstream: Upstream = request.app.state.upstream
@@ -401,9 +440,11 @@ def create_app(
         return json_response({"object": "list", "data": models.data})
 
     for prefix in ("/v1", ""):
-        # A plain Starlette route: the handler reads and validates the body itself, so FastAPI's per-request
-        # dependency resolution would be pure overhead on the hot path. `_openapi` documents it.
-        app.router.routes.append(_PlainRoute(f"{prefix}/chat/completions", chat_completions, methods=["POST"]))
+        # A plain ASGI route: the handler reads and validates the body itself, so FastAPI's per-request work would
+        # be pure overhead on the hot path. The app dispatches POSTs to it directly; `_openapi` documents it.
+        route = _PlainRoute(f"{prefix}/chat/completions", chat_endpoint, methods=["POST"])
+        app.router.routes.append(route)
+        app.direct[route.path] = route
         app.add_api_route(f"{prefix}/models", list_models, methods=["GET"], include_in_schema=bool(prefix))
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
 
@@ -434,12 +475,41 @@ def create_app(
     return app
 
 
-class _PlainRoute(Route):
-    """A Starlette route that names itself in the scope as FastAPI's own routes do (the access log and the metrics
-    label requests by route), and stays out of FastAPI's generated schema."""
+class ProxyAPI(FastAPI):
+    """The proxy's ASGI app: every HTTP request passes the access edge (`edge`, an `AccessMiddleware`: request id,
+    metrics, the access log line); a POST to a route in `direct` then goes straight to that route's ASGI app, and
+    everything else through FastAPI's middleware, exception layers and router. The hot path so skips per-request
+    work it has no use for; the route stays in the router too, so a mounted prefix (`root_path`) still finds it."""
 
-    def __init__(self, path: str, endpoint: Callable[[Request], Awaitable[Response]], methods: list[str]) -> None:
-        super().__init__(path, endpoint, methods=methods, include_in_schema=False)
+    edge: ASGIApp
+    direct: dict[str, _PlainRoute]
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.direct = {}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            await self.edge(scope, receive, send)
+        else:
+            await super().__call__(scope, receive, send)
+
+    async def dispatch(self, scope: Scope, receive: Receive, send: Send) -> None:
+        route = self.direct.get(scope["path"]) if scope["method"] == "POST" and not self.root_path else None
+        if route is None:
+            await super().__call__(scope, receive, send)
+            return
+        scope["route"] = route
+        await route.app(scope, receive, send)
+
+
+class _PlainRoute(Route):
+    """A Starlette route serving a plain ASGI app, that names itself in the scope as FastAPI's own routes do (the
+    access log and the metrics label requests by route), and stays out of FastAPI's generated schema."""
+
+    def __init__(self, path: str, asgi: ASGIApp, methods: list[str]) -> None:
+        super().__init__(path, asgi, methods=methods, include_in_schema=False)
+        self.app = asgi  # served as it is: Starlette would wrap a plain function as a request handler
 
     def matches(self, scope: Scope) -> tuple[Match, Scope]:
         match, child_scope = super().matches(scope)

@@ -1,0 +1,69 @@
+"""The app's edge: the chat route served straight from the access edge, and what must stay the same as through
+FastAPI's router (405s, a mounted prefix, the request id and the route label on every answer)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+
+from claude_proxy.app import create_app
+from claude_proxy.config import Settings
+from claude_proxy.logs import ACCESS_LOGGER
+from tests.conftest import API_KEY, serve
+from tests.fakes.anthropic import FakeAnthropic, message, text
+
+INBOUND = "sk-proxy-edge"
+
+
+def settings(fake: FakeAnthropic, tmp_path: Path) -> Settings:
+    return Settings.from_env(
+        {"ANTHROPIC_BASE_URL": fake.url, "ANTHROPIC_API_KEY": API_KEY, "PROXY_API_KEYS": INBOUND, "HOME": str(tmp_path)}
+    )
+
+
+def test_chat_route_answers_through_the_direct_path_with_id_and_route_label(
+    fake: FakeAnthropic, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="claude_proxy")
+    fake.script(message(text("hi there")))
+    with serve(create_app(settings(fake, tmp_path))) as url:
+        answer = openai.OpenAI(base_url=f"{url}/v1", api_key=INBOUND, max_retries=0).chat.completions.with_raw_response
+        raw = answer.create(model="claude-sonnet-4-6", messages=[{"role": "user", "content": "hello"}])
+        assert raw.parse().choices[0].message.content == "hi there"
+        assert raw.headers["x-request-id"].startswith("req_")
+        assert raw.headers["x-upstream-request-id"]
+        assert raw.headers["content-type"] == "application/json"
+        # the unprefixed alias is served the same way
+        bare = httpx.post(f"{url}/chat/completions", headers={"authorization": f"Bearer {INBOUND}"}, content=b"[1]")
+        assert bare.status_code == 400 and bare.json()["error"]["message"] == "request body must be a JSON object"
+    records = [r.access for r in caplog.records if r.name == ACCESS_LOGGER]  # type: ignore[attr-defined]
+    assert [(r["route"], r["status"]) for r in records] == [("/v1/chat/completions", 200), ("/chat/completions", 400)]
+    assert records[0]["request_id"] == raw.headers["x-request-id"]
+
+
+def test_other_methods_on_the_chat_route_are_a_405_envelope(fake: FakeAnthropic, tmp_path: Path) -> None:
+    with serve(create_app(settings(fake, tmp_path))) as url:
+        answer = httpx.get(f"{url}/v1/chat/completions")
+        assert answer.status_code == 405
+        assert answer.json()["error"]["type"] == "invalid_request_error"
+        assert answer.headers["x-request-id"].startswith("req_")
+        assert fake.requests == []
+
+
+async def test_a_mounted_prefix_still_reaches_the_chat_route(fake: FakeAnthropic, tmp_path: Path) -> None:
+    """Behind a prefix (`root_path`) the direct lookup does not match; the router strips the prefix and serves the
+    same handler: the same key check and the same body errors."""
+    app = create_app(settings(fake, tmp_path))
+    transport = httpx.ASGITransport(app=app, root_path="/api")
+    async with httpx.AsyncClient(transport=transport, base_url="http://proxy") as http:
+        refused = await http.post("/api/v1/chat/completions", content=b"{}")
+        assert refused.status_code == 401 and refused.json()["error"]["code"] == "invalid_api_key"
+        broken = await http.post(
+            "/api/v1/chat/completions", content=b"{not json", headers={"authorization": f"Bearer {INBOUND}"}
+        )
+        assert broken.status_code == 400 and broken.json()["error"]["code"] == "invalid_json"
+        assert broken.headers["x-request-id"].startswith("req_")
