@@ -7,20 +7,32 @@ a token: messages name error types, statuses and ids only.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
-from typing import Any
+from typing import Any, TextIO
 
 import orjson
 
 ACCESS_LOGGER = "claude_proxy.access"
 
 
+_second: tuple[int, str] = (-1, "")
+
+
 def _timestamp(created: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(created)) + f".{int(created % 1 * 1000):03d}Z"
+    global _second
+    whole = int(created)
+    if whole != _second[0]:  # the date part changes once a second; formatting it is most of the cost
+        _second = (whole, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole)))
+    return f"{_second[1]}.{int(created % 1 * 1000):03d}Z"
 
 
 class JSONFormatter(logging.Formatter):
+    def format_access(self, created: float, fields: dict[str, Any]) -> str:
+        """The access line for `fields`, as `format` renders an INFO record of the access logger carrying them."""
+        return orjson.dumps({"ts": _timestamp(created), "level": "info", "logger": ACCESS_LOGGER, **fields}).decode()
+
     def format(self, record: logging.LogRecord) -> str:
         line: dict[str, Any] = {"ts": _timestamp(record.created), "level": record.levelname.lower()}
         access = getattr(record, "access", None)
@@ -37,27 +49,123 @@ class JSONFormatter(logging.Formatter):
 
 
 class PlainFormatter(logging.Formatter):
+    def format_access(self, created: float, fields: dict[str, Any]) -> str:
+        return f"{_timestamp(created)} INFO {ACCESS_LOGGER} {_plain_access(fields)}"
+
     def format(self, record: logging.LogRecord) -> str:
         head = f"{_timestamp(record.created)} {record.levelname} {record.name}"
         access = getattr(record, "access", None)
         if isinstance(access, dict):
-            a = access
-            text = (
-                f"{a['method']} {a['path']} {a['status']} {a['duration_ms']}ms id={a['request_id']}"
-                f" model={a['model'] or '-'} upstream_id={a['upstream_request_id'] or '-'}"
-                f" tokens={a['input_tokens']}/{a['output_tokens']}"
-            )
-            if a.get("error"):
-                text += f" error={a['error']}"
-            return f"{head} {text}"
+            return f"{head} {_plain_access(access)}"
         text = f"{head} {record.getMessage()}"
         if record.exc_info and record.exc_info[0] is not None:
             text += "\n" + self.formatException(record.exc_info)
         return text
 
 
+class LoopBatchingHandler(logging.StreamHandler[TextIO]):
+    """A StreamHandler that, on a thread running an event loop, gathers the lines logged during one turn of the loop
+    and writes them together at the end of it: under load one write per turn, not a write and a flush per request.
+
+    Off the loop (start-up, other threads, after the loop stopped) a line is written at once, after any gathered
+    before it, so lines never change order. `flush()` (which logging calls at exit) writes what is gathered."""
+
+    def __init__(self, stream: TextIO | None = None) -> None:
+        super().__init__(stream)
+        self._pending: list[str] = []
+        self._scheduled: asyncio.AbstractEventLoop | None = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            line = self.format(record)
+        except Exception:
+            self.handleError(record)
+            return
+        if record.levelno >= logging.WARNING:  # what may explain a crash is never left waiting
+            with self.lock:  # type: ignore[union-attr]
+                self._pending.append(line)
+                self._write()
+            return
+        self.emit_line(line)
+
+    def emit_line(self, line: str) -> None:
+        """A line already formatted (see `direct_access_handler`), gathered as `emit` gathers records."""
+        try:
+            loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            loop = None
+        with self.lock:  # type: ignore[union-attr]
+            self._pending.append(line)
+            if loop is None:
+                self._write()
+            elif self._scheduled is not loop:
+                self._scheduled = loop
+                loop.call_soon(self._end_of_turn)
+
+    def _end_of_turn(self) -> None:
+        with self.lock:  # type: ignore[union-attr]
+            self._scheduled = None
+            self._write()
+
+    def _write(self) -> None:
+        if not self._pending:
+            return
+        text = "\n".join(self._pending) + "\n"
+        self._pending.clear()
+        try:
+            self.stream.write(text)
+            self.stream.flush()
+        except Exception:  # as StreamHandler: a broken stderr must not take the proxy down
+            self.handleError(logging.makeLogRecord({"msg": "log write failed"}))
+
+    def flush(self) -> None:
+        with self.lock:  # type: ignore[union-attr]
+            self._write()
+        super().flush()
+
+
+def flush_batched() -> None:
+    """Write what every LoopBatchingHandler has gathered: for the end of an event loop (a server stopping), whose
+    last turn may not come."""
+    loggers = [logging.root, *(x for x in logging.root.manager.loggerDict.values() if isinstance(x, logging.Logger))]
+    for logger in loggers:
+        for handler in logger.handlers:
+            if isinstance(handler, LoopBatchingHandler):
+                handler.flush()
+
+
+def _plain_access(a: dict[str, Any]) -> str:
+    text = (
+        f"{a['method']} {a['path']} {a['status']} {a['duration_ms']}ms id={a['request_id']}"
+        f" model={a['model'] or '-'} upstream_id={a['upstream_request_id'] or '-'}"
+        f" tokens={a['input_tokens']}/{a['output_tokens']}"
+    )
+    if a.get("error"):
+        text += f" error={a['error']}"
+    return text
+
+
+def direct_access_handler(logger: logging.Logger) -> LoopBatchingHandler | None:
+    """The handler access lines can be handed to as text, skipping the LogRecord: only when the proxy's own logging
+    set-up is in place unchanged (`logger` and its parent `claude_proxy` with no filters, the parent not propagating
+    and writing only through a LoopBatchingHandler with one of the proxy's formatters, INFO enabled). Anything else
+    (a test capturing records, an embedding application's own handlers) gets ordinary log records."""
+    parent = logger.parent
+    if logger.handlers or logger.filters or not logger.propagate or parent is None or parent.propagate:
+        return None
+    if parent.filters or len(parent.handlers) != 1 or logger.getEffectiveLevel() > logging.INFO:
+        return None
+    handler = parent.handlers[0]
+    if type(handler) is not LoopBatchingHandler or handler.filters or handler.level > logging.INFO:
+        return None
+    if type(handler.formatter) not in (JSONFormatter, PlainFormatter) or logging.root.manager.disable >= logging.INFO:
+        return None
+    return handler
+
+
 def logging_config(level: str = "info", fmt: str = "json") -> dict[str, Any]:
-    """A dictConfig for the proxy's loggers and uvicorn's, all through one formatter on stderr.
+    """A dictConfig for the proxy's loggers and uvicorn's, all through one formatter on stderr (batched per turn of
+    the event loop).
 
     uvicorn's own access log stays off (the proxy writes its own); httpx/httpcore are held at WARNING so transport
     debugging can never print request headers.
@@ -69,7 +177,11 @@ def logging_config(level: str = "info", fmt: str = "json") -> dict[str, Any]:
         "disable_existing_loggers": False,
         "formatters": {"default": {"()": formatter}},
         "handlers": {
-            "stderr": {"class": "logging.StreamHandler", "formatter": "default", "stream": "ext://sys.stderr"}
+            "stderr": {
+                "class": f"{__name__}.LoopBatchingHandler",
+                "formatter": "default",
+                "stream": "ext://sys.stderr",
+            }
         },
         "loggers": {
             "claude_proxy": {"handlers": ["stderr"], "level": name, "propagate": False},

@@ -13,6 +13,7 @@ requests in flight get `PROXY_SHUTDOWN_GRACE` seconds, then streams are ended wi
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib.util
 import logging
 import signal
@@ -20,6 +21,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from types import FrameType
 from typing import Any
 
@@ -30,7 +32,7 @@ from uvicorn.importer import import_from_string
 
 from claude_proxy.config import Settings
 from claude_proxy.limits import Drain
-from claude_proxy.logs import logging_config
+from claude_proxy.logs import flush_batched, logging_config
 
 log = logging.getLogger("claude_proxy.server")
 
@@ -99,6 +101,16 @@ class ProxyServer(uvicorn.Server):
     def __init__(self, config: uvicorn.Config, drain: Drain) -> None:
         super().__init__(config)
         self.drain = drain
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        # uvicorn re-raises the stop signal when this context ends, which ends the process there and then: the log
+        # lines gathered in the event loop's last turn must be written before that.
+        with super().capture_signals():
+            try:
+                yield
+            finally:
+                flush_batched()
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         if not self.drain.draining:
