@@ -48,15 +48,24 @@ async def _disconnected(receive: Receive) -> None:
         pass
 
 
-async def until_disconnect(receive: Receive, work: Callable[[], Awaitable[T]], drain: Drain | None = None) -> T:
-    """Run `work`, cancelling it (and so closing its upstream request) as soon as the client disconnects, or when
-    the shutdown grace period runs out.
+# A wait shorter than this is not watched for the client leaving: watching costs a task per request, which the many
+# quick answers would pay for nothing. A client that leaves a longer wait is noticed at most this late.
+WATCH_AFTER = 0.05
 
-    The work runs in the request's own task; only the disconnect watcher is a task of its own. The watcher and the
-    grace deadline cancel the request's task through callbacks, whichever comes first."""
+
+async def until_disconnect(
+    receive: Receive, work: Callable[[], Awaitable[T]], drain: Drain | None = None, watch_after: float = WATCH_AFTER
+) -> T:
+    """Run `work`, cancelling it (and so closing its upstream request) when the client disconnects, or when the
+    shutdown grace period runs out.
+
+    The work runs in the request's own task. Once it has run `watch_after` seconds, a watcher task listens for the
+    disconnect; the watcher and the grace deadline cancel the request's task through callbacks, whichever comes
+    first."""
     current = asyncio.current_task()
     assert current is not None
-    state: dict[str, Any] = {"active": True, "why": None}
+    loop = current.get_loop()
+    state: dict[str, Any] = {"active": True, "why": None, "watcher": None}
 
     def stop(why: str) -> None:
         if state["active"] and state["why"] is None:
@@ -67,14 +76,20 @@ async def until_disconnect(receive: Receive, work: Callable[[], Awaitable[T]], d
         if not watcher.cancelled() and watcher.exception() is None:
             stop("client_gone")
 
+    def watch() -> None:
+        if state["active"]:
+            watcher = state["watcher"] = loop.create_task(_disconnected(receive))
+            watcher.add_done_callback(on_disconnect)
+
     def on_deadline(_: asyncio.Future[None]) -> None:
         stop("shutdown")
 
     expired = drain.expired if drain is not None else None
     if expired is not None and expired.done():
         raise drain.error()  # type: ignore[union-attr]
-    watcher = asyncio.ensure_future(_disconnected(receive))
-    watcher.add_done_callback(on_disconnect)
+    timer = loop.call_later(watch_after, watch) if watch_after > 0 else None
+    if timer is None:
+        watch()
     if expired is not None:
         expired.add_done_callback(on_deadline)
     try:
@@ -88,7 +103,10 @@ async def until_disconnect(receive: Receive, work: Callable[[], Awaitable[T]], d
         raise
     finally:
         state["active"] = False
-        watcher.cancel()
+        if timer is not None:
+            timer.cancel()
+        if state["watcher"] is not None:
+            state["watcher"].cancel()
         if expired is not None:
             expired.remove_done_callback(on_deadline)
     if state["why"] is not None:  # the work swallowed the cancellation: take it back, the task goes on

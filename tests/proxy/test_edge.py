@@ -3,6 +3,7 @@ FastAPI's router (405s, a mounted prefix, the request id and the route label on 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from pathlib import Path
 
@@ -10,8 +11,9 @@ import httpx
 import openai
 import pytest
 
-from claude_proxy.app import create_app
+from claude_proxy.app import create_app, until_disconnect
 from claude_proxy.config import Settings
+from claude_proxy.limits import ClientGone
 from claude_proxy.logs import ACCESS_LOGGER
 from tests.conftest import API_KEY, serve
 from tests.fakes.anthropic import FakeAnthropic, message, text
@@ -67,3 +69,31 @@ async def test_a_mounted_prefix_still_reaches_the_chat_route(fake: FakeAnthropic
         )
         assert broken.status_code == 400 and broken.json()["error"]["code"] == "invalid_json"
         assert broken.headers["x-request-id"].startswith("req_")
+
+
+async def test_only_waits_longer_than_watch_after_listen_for_the_client_leaving() -> None:
+    listened: list[str] = []
+    gone = asyncio.Event()
+
+    async def receive() -> dict[str, str]:
+        listened.append("receive")
+        await gone.wait()
+        return {"type": "http.disconnect"}
+
+    async def quick() -> str:
+        await asyncio.sleep(0)
+        return "answered"
+
+    async def slow() -> str:
+        await asyncio.sleep(30)
+        return "never"
+
+    assert await until_disconnect(receive, quick, watch_after=0.05) == "answered"
+    await asyncio.sleep(0.1)
+    assert listened == []  # a quick answer never started a watcher
+    waiting = asyncio.ensure_future(until_disconnect(receive, slow, watch_after=0.05))
+    await asyncio.sleep(0.1)
+    assert listened == ["receive"]  # the longer wait is watched
+    gone.set()
+    with pytest.raises(ClientGone):
+        await asyncio.wait_for(waiting, 2)
