@@ -537,6 +537,37 @@ async def measure(args: argparse.Namespace, direct: Target, proxy: Target, pid: 
     return report
 
 
+async def measure_scaled(args: argparse.Namespace, direct: Target, proxy: Target, report: Report) -> None:
+    """c=16 against a proxy started with `--workers N`: the direct path measured again in the same minute."""
+    wrk = None if args.load_generator == "python" else shutil.which("wrk")
+    workdir = Path(tempfile.mkdtemp(prefix="bench-"))
+
+    async def load(target: Target, seconds: float) -> Load:
+        if wrk is not None:
+            return await asyncio.to_thread(run_wrk, wrk, target, 16, seconds, workdir)
+        return await run_python_load(target, 16, seconds)
+
+    await load(proxy, max(args.warmup, 0.5))  # every worker warmed up
+    d = await load(direct, args.duration)
+    p = await load(proxy, args.duration)
+    ratio = p.rps / d.rps if d.rps else 0.0
+    n = args.scale_workers
+    row = Row(f"c=16, --workers {n}: requests/s", f"{d.rps:,.0f}", f"{p.rps:,.0f}", f"{ratio:.1%} of direct")
+    row.target, row.met = "≥ 12% of direct", ratio >= 0.12
+    row.note = "" if row.met else f"short by {(0.12 - ratio) * 100:.1f} points"
+    report.rows.append(row)
+    row = Row(f"c=16, --workers {n}: p99 latency", ms(d.p99), ms(p.p99), added(d.p99, p.p99))
+    row.met, row.note = check_added(10.0, d.p99, p.p99)
+    row.target = "≤ +10 ms"
+    report.rows.append(row)
+    if d.errors or p.errors:
+        report.notes.append(f"c=16, --workers {n}: {d.errors} errors direct, {p.errors} through the proxy.")
+    report.notes.append(
+        f"The `--workers {n}` rows come from a second proxy started after the first one stopped; on this machine "
+        "its workers share the cores with the load generator and the upstream."
+    )
+
+
 def render(report: Report, args: argparse.Namespace, elapsed: float, generator: str) -> str:
     cpu = "unknown CPU"
     try:
@@ -575,6 +606,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--streams", type=int, default=300, help="streams timed one by one at c=1 (default 300)")
     parser.add_argument("--hold", type=int, default=1000, help="streams held open at once (default 1000)")
     parser.add_argument("--workers", type=int, default=0, help="claude-proxy serve --workers N (default: its own)")
+    parser.add_argument(
+        "--scale-workers",
+        type=int,
+        default=2,
+        help="also measure c=16 with a second proxy started with --workers N (default 2; 0 skips it)",
+    )
     parser.add_argument("--load-generator", choices=("auto", "wrk", "python"), default="auto")
     parser.add_argument("--results", type=Path, default=HERE / "results", help="where tables are stored")
     parser.add_argument("--no-save", action="store_true", help="print the table only")
@@ -623,6 +660,16 @@ def main(argv: list[str] | None = None) -> int:
         except ImportError:
             runner = asyncio.run
         report = runner(measure(args, direct, proxy, px.pid, upstream_port))
+        if args.scale_workers > 1 and args.scale_workers != args.workers:
+            scaled_port = free_port()
+            scaled = [*proxy_command(), "serve", "--host", HOST, "--port", str(scaled_port)]
+            scaled += ["--workers", str(args.scale_workers)]
+            px.send_signal(signal.SIGTERM)  # the first proxy is done: it must not hold a core or memory meanwhile
+            px.wait(30)
+            with process(scaled, proxy_env, logs / "proxy-scaled.log") as sx:
+                wait_ready(scaled_port, "/health", sx, logs / "proxy-scaled.log")
+                target = Target("proxy", scaled_port, "/v1/chat/completions", openai_body)
+                runner(measure_scaled(args, direct, target, report))
     table = render(report, args, time.monotonic() - started, generator)
     print(table, end="")
     if not args.no_save:
