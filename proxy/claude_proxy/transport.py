@@ -344,6 +344,8 @@ class LeanTransport(httpx.AsyncBaseTransport):
         origin, target, host = _target(url)
         lines = [b"POST ", target, b" HTTP/1.1\r\nhost: ", host, b"\r\ncontent-length: %d\r\n" % len(body)]
         for name, value in headers.items():
+            if "\n" in value or "\r" in value or "\n" in name or "\r" in name:  # as h11 refuses them for httpx
+                raise httpx.LocalProtocolError(f"illegal header value for {name.splitlines()[0]!r}")
             lines += (name.encode("ascii"), b": ", value.encode("latin-1"), b"\r\n")
         lines.append(b"\r\n")
         conn = await self._exchange(origin, b"".join(lines), body, timeouts)

@@ -384,3 +384,18 @@ async def test_fetch_read_timeout_closes_the_connection() -> None:
             assert lean._idle.get(("http", "127.0.0.1", httpx.URL(server.url).port)) in (None, [])
     finally:
         await lean.aclose()
+
+
+@pytest.mark.parametrize("value", ["token\r\nx-injected: 1", "token\nx-injected: 1"])
+async def test_fetch_refuses_a_header_value_that_would_split_the_request(value: str) -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read()
+
+    lean = LeanTransport()
+    try:
+        async with serve(handler) as server:
+            with pytest.raises(httpx.LocalProtocolError):
+                await lean.fetch(httpx.URL(f"{server.url}/v1/messages"), {"x-api-key": value}, b"{}", TIMEOUTS)
+            assert server.connections == 0  # refused before anything was sent
+    finally:
+        await lean.aclose()
