@@ -188,6 +188,16 @@ async def send_json(send: Send, payload: Any, status: int = 200, headers: dict[s
     await send({"type": "http.response.body", "body": body})
 
 
+def _note_error(exc: ProxyError, info: RequestInfo | None, method: str, path: str) -> None:
+    """What an error about to be answered leaves on the request's access line; a 5xx is logged too."""
+    if info is not None:
+        info.error = exc.code or exc.type
+        if isinstance(exc, UpstreamError) and exc.request_id:
+            info.upstream_request_id = exc.request_id
+    if exc.status >= 500:
+        log.warning("%s %s -> %d %s", method, path, exc.status, exc.type)
+
+
 def _validation_error(exc: ValidationError | RequestValidationError) -> InvalidRequest:
     """The first validation problem as a 400, naming the field the OpenAI way (`messages[0].content`)."""
     errors = exc.errors()
@@ -285,13 +295,7 @@ def create_app(
 
     @app.exception_handler(ProxyError)
     async def _proxy_error(request: Request, exc: ProxyError) -> Response:
-        info: RequestInfo | None = getattr(request.state, "info", None)
-        if info is not None:
-            info.error = exc.code or exc.type
-            if isinstance(exc, UpstreamError) and exc.request_id:
-                info.upstream_request_id = exc.request_id
-        if exc.status >= 500:
-            log.warning("%s %s -> %d %s", request.method, request.url.path, exc.status, exc.type)
+        _note_error(exc, getattr(request.state, "info", None), request.method, request.url.path)
         return error_response(exc)
 
     @app.exception_handler(RequestValidationError)
@@ -327,11 +331,7 @@ def create_app(
         except ProxyError as exc:
             if info.status:  # the response had begun: nothing more can be said to this client
                 raise
-            info.error = exc.code or exc.type
-            if isinstance(exc, UpstreamError) and exc.request_id:
-                info.upstream_request_id = exc.request_id
-            if exc.status >= 500:
-                log.warning("%s %s -> %d %s", scope["method"], scope["path"], exc.status, exc.type)
+            _note_error(exc, info, scope["method"], scope["path"])
             await send_json(send, exc.envelope(), exc.status, exc.headers)
 
     async def chat_completions(scope: Scope, receive: Receive, send: Send, info: RequestInfo) -> None:
