@@ -8,6 +8,7 @@ a token: messages name error types, statuses and ids only.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from typing import Any, TextIO
@@ -67,8 +68,9 @@ class LoopBatchingHandler(logging.StreamHandler[TextIO]):
     """A StreamHandler that, on a thread running an event loop, gathers the lines logged during one turn of the loop
     and writes them together at the end of it: under load one write per turn, not a write and a flush per request.
 
-    Off the loop (start-up, other threads, after the loop stopped) a line is written at once, after any gathered
-    before it, so lines never change order. `flush()` (which logging calls at exit) writes what is gathered."""
+    Warnings and errors, and lines off the loop (start-up, other threads, after the loop stopped), are written at
+    once, after any gathered before them, so lines never change order. `flush()` (which logging calls at exit)
+    writes what is gathered."""
 
     def __init__(self, stream: TextIO | None = None) -> None:
         super().__init__(stream)
@@ -81,20 +83,16 @@ class LoopBatchingHandler(logging.StreamHandler[TextIO]):
         except Exception:
             self.handleError(record)
             return
-        if record.levelno >= logging.WARNING:  # what may explain a crash is never left waiting
-            with self.lock:  # type: ignore[union-attr]
-                self._pending.append(line)
-                self._write()
-            return
-        self.emit_line(line)
+        self.emit_line(line, at_once=record.levelno >= logging.WARNING)  # what may explain a crash never waits
 
-    def emit_line(self, line: str) -> None:
-        """A line already formatted (see `direct_access_handler`), gathered as `emit` gathers records."""
-        try:
-            loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
-        except RuntimeError:
-            loop = None
-        with self.lock:  # type: ignore[union-attr]
+    def emit_line(self, line: str, at_once: bool = False) -> None:
+        """A line already formatted (see `direct_access_handler`), gathered to the end of the loop's turn; with
+        `at_once`, written now (after what was gathered before it)."""
+        loop: asyncio.AbstractEventLoop | None = None
+        if not at_once:
+            with contextlib.suppress(RuntimeError):  # no loop running on this thread
+                loop = asyncio.get_running_loop()
+        with self.lock:  # type: ignore[union-attr]  # created by Handler.__init__
             self._pending.append(line)
             if loop is None:
                 self._write()
