@@ -368,14 +368,10 @@ class LeanTransport(httpx.AsyncBaseTransport):
         return Reply(conn.status, found, content)
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        url = request.url
-        scheme = url.scheme
-        if scheme not in ("http", "https"):
-            raise httpx.UnsupportedProtocol(f"unsupported URL scheme {scheme!r}")
-        origin = (scheme, url.host, url.port or (443 if scheme == "https" else 80))
+        origin, target, _ = _target(request.url)
         timeouts: dict[str, float | None] = request.extensions.get("timeout", {})
         body = await request.aread()
-        lines = [request.method.encode(), b" ", url.raw_path, b" HTTP/1.1\r\n"]
+        lines = [request.method.encode(), b" ", target, b" HTTP/1.1\r\n"]
         for name, value in request.headers.raw:
             lines += (name, b": ", value, b"\r\n")
         lines.append(b"\r\n")
@@ -395,23 +391,12 @@ class LeanTransport(httpx.AsyncBaseTransport):
         self._idle.clear()
 
 
-_targets: dict[httpx.URL, tuple[_Origin, bytes, bytes]] = {}
-
-
 def _target(url: httpx.URL) -> tuple[_Origin, bytes, bytes]:
-    """(origin, request target, host header) of a URL, worked out once per URL."""
-    found = _targets.get(url)
-    if found is None:
-        scheme = url.scheme
-        if scheme not in ("http", "https"):
-            raise httpx.UnsupportedProtocol(f"unsupported URL scheme {scheme!r}")
-        origin = (scheme, url.host, url.port or (443 if scheme == "https" else 80))
-        host = url.netloc
-        if len(_targets) < 64:
-            _targets[url] = found = (origin, url.raw_path, host)
-        else:
-            found = (origin, url.raw_path, host)
-    return found
+    """(origin, request target, host header) of a URL."""
+    scheme = url.scheme
+    if scheme not in ("http", "https"):
+        raise httpx.UnsupportedProtocol(f"unsupported URL scheme {scheme!r}")
+    return (scheme, url.host, url.port or (443 if scheme == "https" else 80)), url.raw_path, url.netloc
 
 
 def environment_proxy(url: str) -> bool:
