@@ -28,7 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -413,7 +413,25 @@ def check_added(limit_ms: float, direct: float, proxy: float) -> tuple[bool, str
     return extra <= limit_ms, "" if extra <= limit_ms else f"over by {extra - limit_ms:.2f} ms"
 
 
-async def measure(args: argparse.Namespace, direct: Target, proxy: Target, pid: int, upstream_port: int) -> Report:
+def load_generator(
+    args: argparse.Namespace, workdir: Path
+) -> tuple[Callable[[Target, int, float], Awaitable[Load]], str | None]:
+    """(load, wrk): `load(target, concurrency, seconds)` drives non-streaming load with `wrk` when it is installed
+    (and not refused by `--load-generator python`), else with the Python generator; `wrk` is its path or None.
+    `wrk`'s Lua scripts are written to `workdir`."""
+    wrk = None if args.load_generator == "python" else shutil.which("wrk")
+
+    async def load(target: Target, concurrency: int, seconds: float) -> Load:
+        if wrk is not None:
+            return await asyncio.to_thread(run_wrk, wrk, target, concurrency, seconds, workdir)
+        return await run_python_load(target, concurrency, seconds)
+
+    return load, wrk
+
+
+async def measure(
+    args: argparse.Namespace, direct: Target, proxy: Target, pid: int, upstream_port: int, workdir: Path
+) -> Report:
     report = Report(load_before=load_average())
     report.notes.append(
         f"The proxy ran with its defaults except PROXY_MAX_CONCURRENCY={args.hold + 64} (default 64), so that "
@@ -424,20 +442,14 @@ async def measure(args: argparse.Namespace, direct: Target, proxy: Target, pid: 
             f"RSS is the proxy's whole process tree: the supervisor and its {args.workers} workers "
             "(the memory targets are for one process)."
         )
-    wrk = None if args.load_generator == "python" else shutil.which("wrk")
-    if args.load_generator == "wrk" and wrk is None:
+    if args.load_generator == "wrk" and not shutil.which("wrk"):
         raise SystemExit("wrk is not installed (apt-get install wrk), and --load-generator wrk was asked for")
+    load, wrk = load_generator(args, workdir)
     if wrk is None:
         report.notes.append(
             "Non-streaming load came from the Python load generator (`wrk` is not installed): its own cost is in "
             "both columns, so latencies read higher than with `wrk`."
         )
-    workdir = Path(tempfile.mkdtemp(prefix="bench-"))
-
-    async def load(target: Target, concurrency: int, seconds: float) -> Load:
-        if wrk is not None:
-            return await asyncio.to_thread(run_wrk, wrk, target, concurrency, seconds, workdir)
-        return await run_python_load(target, concurrency, seconds)
 
     def rss() -> int:
         return tree_rss(pid)
@@ -533,23 +545,17 @@ async def measure(args: argparse.Namespace, direct: Target, proxy: Target, pid: 
         ),
         Row(f"RSS after the {args.hold:,} streams closed", "—", mb(rss_after_held), "", ""),
     ]
-    shutil.rmtree(workdir, ignore_errors=True)
     return report
 
 
-async def measure_scaled(args: argparse.Namespace, direct: Target, proxy: Target, report: Report) -> None:
+async def measure_scaled(
+    args: argparse.Namespace, direct: Target, proxy: Target, report: Report, workdir: Path
+) -> None:
     """c=16 against a proxy started with `--workers N`: the direct path measured again in the same minute."""
-    wrk = None if args.load_generator == "python" else shutil.which("wrk")
-    workdir = Path(tempfile.mkdtemp(prefix="bench-"))
-
-    async def load(target: Target, seconds: float) -> Load:
-        if wrk is not None:
-            return await asyncio.to_thread(run_wrk, wrk, target, 16, seconds, workdir)
-        return await run_python_load(target, 16, seconds)
-
-    await load(proxy, max(args.warmup, 0.5))  # every worker warmed up
-    d = await load(direct, args.duration)
-    p = await load(proxy, args.duration)
+    load, _ = load_generator(args, workdir)
+    await load(proxy, 16, max(args.warmup, 0.5))  # every worker warmed up
+    d = await load(direct, 16, args.duration)
+    p = await load(proxy, 16, args.duration)
     ratio = p.rps / d.rps if d.rps else 0.0
     n = args.scale_workers
     row = Row(f"c=16, --workers {n}: requests/s", f"{d.rps:,.0f}", f"{p.rps:,.0f}", f"{ratio:.1%} of direct")
@@ -659,7 +665,7 @@ def main(argv: list[str] | None = None) -> int:
             runner: Callable[..., Report] = uvloop.run
         except ImportError:
             runner = asyncio.run
-        report = runner(measure(args, direct, proxy, px.pid, upstream_port))
+        report = runner(measure(args, direct, proxy, px.pid, upstream_port, logs))
         if args.scale_workers > 1 and args.scale_workers != args.workers:
             scaled_port = free_port()
             scaled = [*proxy_command(), "serve", "--host", HOST, "--port", str(scaled_port)]
@@ -669,7 +675,7 @@ def main(argv: list[str] | None = None) -> int:
             with process(scaled, proxy_env, logs / "proxy-scaled.log") as sx:
                 wait_ready(scaled_port, "/health", sx, logs / "proxy-scaled.log")
                 target = Target("proxy", scaled_port, "/v1/chat/completions", openai_body)
-                runner(measure_scaled(args, direct, target, report))
+                runner(measure_scaled(args, direct, target, report, logs))
     table = render(report, args, time.monotonic() - started, generator)
     print(table, end="")
     if not args.no_save:
