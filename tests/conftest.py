@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import httpx
 import pytest
 import uvicorn
 
@@ -18,6 +19,18 @@ from claude_proxy.server import build_server
 from tests.fakes.anthropic import FakeAnthropic
 
 API_KEY = "sk-ant-api03-test-key"
+
+
+def metric_samples(url: str) -> dict[str, float]:
+    """The proxy's /metrics page as {'name{labels}': value}."""
+    out: dict[str, float] = {}
+    for line in httpx.get(f"{url}/metrics").text.splitlines():
+        if line and not line.startswith("#"):
+            key, value = line.rsplit(" ", 1)
+            out[key] = float(value)
+    return out
+
+
 OAUTH_TOKEN = "sk-ant-oat01-test-token"
 
 

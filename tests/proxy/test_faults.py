@@ -14,13 +14,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-import httpx
 import openai
 import pytest
 
 from claude_proxy.lifecycle import RefreshOptions, Result, refresh
 from claude_proxy.oauth import RetryPolicy
-from tests.conftest import ProxyFactory
+from tests.conftest import ProxyFactory, metric_samples
 from tests.fakes.anthropic import (
     RESET,
     BrokenReply,
@@ -68,11 +67,7 @@ def metric(url: str, name: str, expect: float | None = None) -> float:
 
 
 def _metric(url: str, name: str) -> float:
-    total = 0.0
-    for line in httpx.get(f"{url}/metrics").text.splitlines():
-        if line.startswith(name) and not line.startswith("#"):
-            total += float(line.rsplit(" ", 1)[1])
-    return total
+    return sum(value for key, value in metric_samples(url).items() if key.startswith(name))
 
 
 def settled(fake: FakeAnthropic) -> bool:

@@ -17,7 +17,7 @@ from claude_proxy.app import create_app
 from claude_proxy.config import Settings
 from claude_proxy.logs import ACCESS_LOGGER, JSONFormatter, PlainFormatter
 from claude_proxy.metrics import MAX_MODELS
-from tests.conftest import API_KEY, ProxyFactory, serve
+from tests.conftest import API_KEY, ProxyFactory, metric_samples, serve
 from tests.fakes.anthropic import ErrorReply, FakeAnthropic, message, text, tool_use
 from tests.proxy.lifecycle_support import now_ms, write_credentials
 
@@ -27,16 +27,6 @@ USAGE = {"input_tokens": 11, "output_tokens": 5, "cache_read_input_tokens": 100,
 
 def client(url: str, key: str = "unused") -> openai.OpenAI:
     return openai.OpenAI(base_url=f"{url}/v1", api_key=key, max_retries=0, timeout=20)
-
-
-def samples(url: str) -> dict[str, float]:
-    """The /metrics page as {'name{labels}': value}."""
-    out: dict[str, float] = {}
-    for line in httpx.get(f"{url}/metrics").text.splitlines():
-        if line and not line.startswith("#"):
-            key, value = line.rsplit(" ", 1)
-            out[key] = float(value)
-    return out
 
 
 def eventually(check: Any, timeout: float = 2.0) -> Any:
@@ -71,7 +61,7 @@ def test_metrics_count_requests_tokens_latency_and_expiry(
     httpx.get(f"{url}/no/such/route")
 
     def check() -> dict[str, float]:
-        m = samples(url)
+        m = metric_samples(url)
         assert m[f'proxy_requests_total{{model="{MODEL}",route="/v1/chat/completions",status="200"}}'] == 2
         return m
 
@@ -96,7 +86,7 @@ def test_model_label_values_are_bounded(fake: FakeAnthropic, proxy: ProxyFactory
         httpx.post(
             f"{url}/v1/chat/completions", json={"model": f"m{i}", "messages": [{"role": "user", "content": "x"}]}
         )
-    m = samples(url)
+    m = metric_samples(url)
     labelled = {k for k in m if k.startswith("proxy_requests_total{")}
     assert len(labelled) == MAX_MODELS + 1
     assert m['proxy_requests_total{model="other",route="/v1/chat/completions",status="200"}'] == 5
@@ -116,7 +106,7 @@ def test_client_disconnects_are_counted(fake: FakeAnthropic, proxy: ProxyFactory
             json={"model": MODEL, "messages": [{"role": "user", "content": "x"}]},
             timeout=0.2,
         )
-    eventually(lambda: _assert_equal(samples(url).get("proxy_client_disconnects_total"), 1.0))
+    eventually(lambda: _assert_equal(metric_samples(url).get("proxy_client_disconnects_total"), 1.0))
 
 
 def _assert_equal(a: Any, b: Any) -> None:
@@ -194,7 +184,7 @@ def test_unhandled_exception_is_a_500_envelope_with_a_request_id(
             "code": None,
         }
         assert response.headers["x-request-id"].startswith("req_")
-        assert samples(url)['proxy_requests_total{model="",route="/boom",status="500"}'] == 1
+        assert metric_samples(url)['proxy_requests_total{model="",route="/boom",status="500"}'] == 1
     assert any("unhandled RuntimeError" in r.getMessage() for r in caplog.records)
 
 
@@ -215,7 +205,7 @@ def test_readyz_turns_unready_at_once_when_draining(fake: FakeAnthropic, tmp_pat
         ready = httpx.get(f"{url}/readyz")
         assert ready.status_code == 503 and ready.json()["reason"] == "the proxy is shutting down"
         assert httpx.get(f"{url}/health").status_code == 200  # still alive: in-flight work continues
-        assert samples(url)["proxy_draining"] == 1
+        assert metric_samples(url)["proxy_draining"] == 1
 
 
 # ---- security ------------------------------------------------------------------------------------------------------

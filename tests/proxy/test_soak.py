@@ -22,7 +22,7 @@ import httpx
 import psutil
 import pytest
 
-from tests.conftest import API_KEY
+from tests.conftest import API_KEY, metric_samples
 from tests.fakes.anthropic import RESET, ErrorReply, FakeAnthropic, Recorded, message, render_sse, text
 from tests.proxy.serve_support import serve_process
 
@@ -133,15 +133,6 @@ async def drive(url: str, kinds: list[str], offset: int) -> Counter[str]:
     return results
 
 
-def scrape(url: str) -> dict[str, float]:
-    out: dict[str, float] = {}
-    for line in httpx.get(f"{url}/metrics").text.splitlines():
-        if line and not line.startswith("#"):
-            key, value = line.rsplit(" ", 1)
-            out[key] = float(value)
-    return out
-
-
 def connections(pid: int, port: int) -> int:
     """TCP connections of the proxy process to `port` (the fake Anthropic) that are not closed yet."""
     return sum(
@@ -154,7 +145,7 @@ def connections(pid: int, port: int) -> int:
 def settle(url: str, fake: FakeAnthropic, timeout: float = 5.0) -> dict[str, float]:
     deadline = time.monotonic() + timeout
     while True:
-        m = scrape(url)
+        m = metric_samples(url)
         idle = m["proxy_upstream_inflight"] == 0 and fake.active == 0 and fake.open_streams == 0
         if idle or time.monotonic() > deadline:
             return m
