@@ -299,22 +299,24 @@ class CredentialResolver:
     """
 
     def __init__(self, api_key: str | None, access_token: str | None, path: Path) -> None:
-        self._api_key = api_key
-        self._access_token = access_token
         self.path = path
+        # A credential from the environment never changes: one object, handed out on every call.
+        self._fixed: Credential | None = None
+        if api_key:
+            self._fixed = Credential(CredentialKind.API_KEY, api_key, "ANTHROPIC_API_KEY")
+        elif access_token:
+            self._fixed = Credential(CredentialKind.ACCESS_TOKEN, access_token, "CLAUDE_ACCESS_TOKEN")
         self._lock = threading.Lock()
         self._cache_key: tuple[int, int, int] | None = None
         self._cached: Credential | None = None
 
     @property
     def uses_file(self) -> bool:
-        return not self._api_key and not self._access_token
+        return self._fixed is None
 
     def resolve(self) -> Credential:
-        if self._api_key:
-            return Credential(CredentialKind.API_KEY, self._api_key, "ANTHROPIC_API_KEY")
-        if self._access_token:
-            return Credential(CredentialKind.ACCESS_TOKEN, self._access_token, "CLAUDE_ACCESS_TOKEN")
+        if self._fixed is not None:
+            return self._fixed
         return self._from_file()
 
     def invalidate(self) -> None:

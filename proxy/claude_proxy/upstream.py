@@ -38,6 +38,7 @@ log = logging.getLogger("claude_proxy.upstream")
 
 ANTHROPIC_VERSION = "2023-06-01"
 OAUTH_BETA = "oauth-2025-04-20"
+_HEADER_SETS_KEPT = 32  # distinct anthropic-beta values whose headers are kept (clients send a handful)
 RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504, 529})
 
 
@@ -204,12 +205,28 @@ class Upstream:
         self.sleep = sleep
         self.retries = 0  # total retries performed
         self.observer = observer
+        self._headers_credential: Credential | None = None
+        self._headers_by_betas: dict[str | None, dict[str, str]] = {}
 
     def credential(self) -> Credential:
         try:
             return self.resolver.resolve()
         except CredentialsError as exc:
             raise CredentialsUnavailable(str(exc), code="credentials_unavailable") from None
+
+    def _headers(self, credential: Credential, client_betas: str | None) -> dict[str, str]:
+        """The request headers for a credential and a client's betas, built once per pair and shared (never
+        modified): only for the current credential, so a replaced token is not kept."""
+        if credential is not self._headers_credential:
+            self._headers_by_betas.clear()
+            self._headers_credential = credential
+        headers = self._headers_by_betas.get(client_betas)
+        if headers is None:
+            headers = {**self._default_headers, **build_headers(credential, client_betas)}
+            if len(self._headers_by_betas) >= _HEADER_SETS_KEPT:
+                self._headers_by_betas.clear()
+            self._headers_by_betas[client_betas] = headers
+        return headers
 
     async def backoff(
         self, retry: int, hint: float | None, waited: float, why: str, reason: str = "other"
@@ -229,7 +246,7 @@ class Upstream:
         """One POST /v1/messages, with the 401 re-read of a rewritten credentials file. Errors are not raised here."""
         credential = self.credential()
         for attempt in range(2):
-            headers = {**self._default_headers, **build_headers(credential, client_betas)}
+            headers = self._headers(credential, client_betas)
             started = time.perf_counter()
             try:
                 if self.lean is not None and not stream:

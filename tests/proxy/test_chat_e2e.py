@@ -312,6 +312,16 @@ def test_oauth_file_bearer_beta_header_and_reread_after_rotation(
     fake.oauth_tokens = {"sk-ant-oat01-new"}
     c.chat.completions.create(model="claude-sonnet-4-6", messages=[{"role": "user", "content": "x"}])
     assert fake.messages_requests[-1].headers["authorization"] == "Bearer sk-ant-oat01-new"
+    assert fake.messages_requests[-1].headers["anthropic-beta"] == "oauth-2025-04-20"
+    # Headers are built once per credential and beta set: the beta set seen before the rotation gets the new token.
+    c.chat.completions.create(
+        model="claude-sonnet-4-6",
+        messages=[{"role": "user", "content": "x"}],
+        extra_headers={"anthropic-beta": "context-1m-2025-08-07"},
+    )
+    sent = fake.messages_requests[-1].headers
+    assert sent["authorization"] == "Bearer sk-ant-oat01-new"
+    assert sent["anthropic-beta"] == "oauth-2025-04-20,context-1m-2025-08-07"
     assert httpx.get(f"{url}/readyz").json()["credential"] == "oauth_file"
 
 

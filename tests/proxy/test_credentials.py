@@ -85,3 +85,10 @@ def test_expiry(tmp_path: Path) -> None:
     assert cred.expired(now=1001) and not cred.expired(now=999)
     write(path, "sk-ant-oat01-x", expires=None)
     assert not CredentialResolver(None, None, path).resolve().expired()
+
+
+def test_environment_credential_is_one_object(tmp_path: Path) -> None:
+    resolver = CredentialResolver("sk-ant-api03-k", None, tmp_path / "none.json")
+    assert resolver.resolve() is resolver.resolve()
+    assert not resolver.uses_file
+    assert CredentialResolver(None, None, tmp_path / "none.json").uses_file
