@@ -294,14 +294,19 @@ def test_oauth_file_bearer_beta_header_and_reread_after_rotation(
     fake.oauth_tokens = {"sk-ant-oat01-old"}
     url = proxy(ANTHROPIC_API_KEY="-", CLAUDE_CREDENTIALS_PATH=str(creds))
     c = client(url)
-    c.chat.completions.create(
-        model="claude-sonnet-4-6",
-        messages=[{"role": "user", "content": "x"}],
-        extra_headers={"anthropic-beta": "context-1m-2025-08-07"},
-    )
-    sent = fake.messages_requests[-1].headers
+    beta = "context-1m-2025-08-07"
+
+    def sent_with(betas: str | None) -> dict[str, str]:
+        c.chat.completions.create(
+            model="claude-sonnet-4-6",
+            messages=[{"role": "user", "content": "x"}],
+            extra_headers={"anthropic-beta": betas} if betas else None,
+        )
+        return fake.messages_requests[-1].headers
+
+    sent = sent_with(beta)
     assert sent["authorization"] == "Bearer sk-ant-oat01-old"
-    assert sent["anthropic-beta"] == "oauth-2025-04-20,context-1m-2025-08-07"
+    assert sent["anthropic-beta"] == f"oauth-2025-04-20,{beta}"
     assert "x-api-key" not in sent
 
     # A refresh rewrites the file: the next request uses the new token with no restart.
@@ -310,18 +315,13 @@ def test_oauth_file_bearer_beta_header_and_reread_after_rotation(
     tmp.write_text(json.dumps(doc))
     os.replace(tmp, creds)
     fake.oauth_tokens = {"sk-ant-oat01-new"}
-    c.chat.completions.create(model="claude-sonnet-4-6", messages=[{"role": "user", "content": "x"}])
-    assert fake.messages_requests[-1].headers["authorization"] == "Bearer sk-ant-oat01-new"
-    assert fake.messages_requests[-1].headers["anthropic-beta"] == "oauth-2025-04-20"
-    # Headers are built once per credential and beta set: the beta set seen before the rotation gets the new token.
-    c.chat.completions.create(
-        model="claude-sonnet-4-6",
-        messages=[{"role": "user", "content": "x"}],
-        extra_headers={"anthropic-beta": "context-1m-2025-08-07"},
-    )
-    sent = fake.messages_requests[-1].headers
+    sent = sent_with(None)
     assert sent["authorization"] == "Bearer sk-ant-oat01-new"
-    assert sent["anthropic-beta"] == "oauth-2025-04-20,context-1m-2025-08-07"
+    assert sent["anthropic-beta"] == "oauth-2025-04-20"
+    # Headers are built once per credential and beta set: the beta set seen before the rotation gets the new token.
+    sent = sent_with(beta)
+    assert sent["authorization"] == "Bearer sk-ant-oat01-new"
+    assert sent["anthropic-beta"] == f"oauth-2025-04-20,{beta}"
     assert httpx.get(f"{url}/readyz").json()["credential"] == "oauth_file"
 
 
