@@ -130,6 +130,7 @@ class Report:
     rows: list[Row] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     load_before: str = "unknown"
+    generator: str = "wrk"
 
 
 def load_average() -> str:
@@ -371,8 +372,7 @@ async def hold_streams(proxy: Target, upstream_port: int, count: int, measure: C
     await asyncio.sleep(0)  # let every request start (and create its first-token future)
     failed = 0
     try:
-        firsts = [conn.first_token for conn in conns if conn.first_token is not None]
-        waits = [asyncio.ensure_future(_first_or_end(f, t)) for f, t in zip(firsts, tasks, strict=True)]
+        waits = [asyncio.ensure_future(_first_or_end(c.first_token, t)) for c, t in zip(conns, tasks, strict=True)]
         await asyncio.wait_for(asyncio.gather(*waits), 60)
         await asyncio.sleep(0.2)
         held_rss = measure()
@@ -388,8 +388,9 @@ async def hold_streams(proxy: Target, upstream_port: int, count: int, measure: C
     return held_rss, failed
 
 
-async def _first_or_end(first: asyncio.Future[None], task: asyncio.Future[Result]) -> None:
-    waiting: list[asyncio.Future[object]] = [first, task]  # type: ignore[list-item]
+async def _first_or_end(first: asyncio.Future[None] | None, task: asyncio.Future[Result]) -> None:
+    """Until the stream's first token, or its end (a request that failed before it began has no first token)."""
+    waiting: list[asyncio.Future[object]] = [task] if first is None else [first, task]  # type: ignore[list-item]
     await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
 
 
@@ -413,20 +414,41 @@ def check_added(limit_ms: float, direct: float, proxy: float) -> tuple[bool, str
     return extra <= limit_ms, "" if extra <= limit_ms else f"over by {extra - limit_ms:.2f} ms"
 
 
+def added_row(figure: str, direct: float, proxy: float, limit_ms: float | None) -> Row:
+    """A row of seconds, direct and through the proxy, with the added milliseconds held to `limit_ms` when given."""
+    row = Row(figure, ms(direct), ms(proxy), added(direct, proxy))
+    if limit_ms is not None:
+        row.met, row.note = check_added(limit_ms, direct, proxy)
+        row.target = f"≤ +{limit_ms:g} ms"
+    return row
+
+
+def rps_row(figure: str, direct: Load, proxy: Load, min_ratio: float | None) -> Row:
+    """A requests/s row, the proxy as a share of direct, held to `min_ratio` of direct when given."""
+    ratio = proxy.rps / direct.rps if direct.rps else 0.0
+    row = Row(figure, f"{direct.rps:,.0f}", f"{proxy.rps:,.0f}", f"{ratio:.1%} of direct")
+    if min_ratio is not None:
+        row.target, row.met = f"≥ {min_ratio:.0%} of direct", ratio >= min_ratio
+        row.note = "" if row.met else f"short by {(min_ratio - ratio) * 100:.1f} points"
+    return row
+
+
 def load_generator(
     args: argparse.Namespace, workdir: Path
-) -> tuple[Callable[[Target, int, float], Awaitable[Load]], str | None]:
-    """(load, wrk): `load(target, concurrency, seconds)` drives non-streaming load with `wrk` when it is installed
-    (and not refused by `--load-generator python`), else with the Python generator; `wrk` is its path or None.
-    `wrk`'s Lua scripts are written to `workdir`."""
+) -> tuple[Callable[[Target, int, float], Awaitable[Load]], str]:
+    """(load, name): `load(target, concurrency, seconds)` drives non-streaming load with `wrk` when it is installed
+    (and not refused by `--load-generator python`), else with the Python generator; `name` says which, for the
+    table. `wrk`'s Lua scripts are written to `workdir`."""
     wrk = None if args.load_generator == "python" else shutil.which("wrk")
+    if wrk is None and args.load_generator == "wrk":
+        raise SystemExit("wrk is not installed (apt-get install wrk), and --load-generator wrk was asked for")
 
     async def load(target: Target, concurrency: int, seconds: float) -> Load:
         if wrk is not None:
             return await asyncio.to_thread(run_wrk, wrk, target, concurrency, seconds, workdir)
         return await run_python_load(target, concurrency, seconds)
 
-    return load, wrk
+    return load, "wrk" if wrk is not None else "Python (fallback)"
 
 
 async def measure(
@@ -442,10 +464,8 @@ async def measure(
             f"RSS is the proxy's whole process tree: the supervisor and its {args.workers} workers "
             "(the memory targets are for one process)."
         )
-    if args.load_generator == "wrk" and not shutil.which("wrk"):
-        raise SystemExit("wrk is not installed (apt-get install wrk), and --load-generator wrk was asked for")
-    load, wrk = load_generator(args, workdir)
-    if wrk is None:
+    load, report.generator = load_generator(args, workdir)
+    if report.generator != "wrk":
         report.notes.append(
             "Non-streaming load came from the Python load generator (`wrk` is not installed): its own cost is in "
             "both columns, so latencies read higher than with `wrk`."
@@ -467,21 +487,11 @@ async def measure(
     for concurrency in (1, 16, 64):
         d = await load(direct, concurrency, args.duration)
         p = await load(proxy, concurrency, args.duration)
-        ratio = p.rps / d.rps if d.rps else 0.0
-        row = Row(f"c={concurrency}: requests/s", f"{d.rps:,.0f}", f"{p.rps:,.0f}", f"{ratio:.1%} of direct")
-        if concurrency == 16:
-            row.target, row.met = "≥ 12% of direct", ratio >= 0.12
-            row.note = "" if row.met else f"short by {(0.12 - ratio) * 100:.1f} points"
-        report.rows.append(row)
-        for label, dv, pv, limit in (
-            ("p50", d.p50, p.p50, {1: 0.6}.get(concurrency)),
-            ("p99", d.p99, p.p99, {1: 2.0, 16: 10.0}.get(concurrency)),
-        ):
-            row = Row(f"c={concurrency}: {label} latency", ms(dv), ms(pv), added(dv, pv))
-            if limit is not None:
-                row.met, row.note = check_added(limit, dv, pv)
-                row.target = f"≤ +{limit:g} ms"
-            report.rows.append(row)
+        report.rows.append(rps_row(f"c={concurrency}: requests/s", d, p, 0.12 if concurrency == 16 else None))
+        report.rows.append(added_row(f"c={concurrency}: p50 latency", d.p50, p.p50, {1: 0.6}.get(concurrency)))
+        report.rows.append(
+            added_row(f"c={concurrency}: p99 latency", d.p99, p.p99, {1: 2.0, 16: 10.0}.get(concurrency))
+        )
         if d.errors or p.errors:
             report.notes.append(f"c={concurrency}: {d.errors} errors direct, {p.errors} through the proxy.")
 
@@ -493,11 +503,7 @@ async def measure(
         (f"stream c=1: {DELTAS}-delta total p50", sd.total_p50, sp.total_p50, 5.0),
         (f"stream c=1: {DELTAS}-delta total p99", sd.total_p99, sp.total_p99, None),
     ):
-        row = Row(label, ms(dv), ms(pv), added(dv, pv))
-        if limit is not None:
-            row.met, row.note = check_added(limit, dv, pv)
-            row.target = f"≤ +{limit:g} ms"
-        report.rows.append(row)
+        report.rows.append(added_row(label, dv, pv, limit))
     ld = await run_stream_load(direct, 16, args.duration)
     lp = await run_stream_load(proxy, 16, args.duration)
     ratio = lp.per_second / ld.per_second if ld.per_second else 0.0
@@ -556,16 +562,9 @@ async def measure_scaled(
     await load(proxy, 16, max(args.warmup, 0.5))  # every worker warmed up
     d = await load(direct, 16, args.duration)
     p = await load(proxy, 16, args.duration)
-    ratio = p.rps / d.rps if d.rps else 0.0
     n = args.scale_workers
-    row = Row(f"c=16, --workers {n}: requests/s", f"{d.rps:,.0f}", f"{p.rps:,.0f}", f"{ratio:.1%} of direct")
-    row.target, row.met = "≥ 12% of direct", ratio >= 0.12
-    row.note = "" if row.met else f"short by {(0.12 - ratio) * 100:.1f} points"
-    report.rows.append(row)
-    row = Row(f"c=16, --workers {n}: p99 latency", ms(d.p99), ms(p.p99), added(d.p99, p.p99))
-    row.met, row.note = check_added(10.0, d.p99, p.p99)
-    row.target = "≤ +10 ms"
-    report.rows.append(row)
+    report.rows.append(rps_row(f"c=16, --workers {n}: requests/s", d, p, 0.12))
+    report.rows.append(added_row(f"c=16, --workers {n}: p99 latency", d.p99, p.p99, 10.0))
     if d.errors or p.errors:
         report.notes.append(f"c=16, --workers {n}: {d.errors} errors direct, {p.errors} through the proxy.")
     report.notes.append(
@@ -574,7 +573,7 @@ async def measure_scaled(
     )
 
 
-def render(report: Report, args: argparse.Namespace, elapsed: float, generator: str) -> str:
+def render(report: Report, args: argparse.Namespace, elapsed: float) -> str:
     cpu = "unknown CPU"
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -587,7 +586,7 @@ def render(report: Report, args: argparse.Namespace, elapsed: float, generator: 
     workers = args.workers or 1
     lines = [
         f"Run of {when}: {os.cpu_count()} CPUs ({cpu}), Python {platform.python_version()}, "
-        f"proxy with {workers} worker{'s' if workers > 1 else ''}, load generator {generator}, "
+        f"proxy with {workers} worker{'s' if workers > 1 else ''}, load generator {report.generator}, "
         f"{args.duration:g} s per load figure, {args.streams} streams at c=1, {elapsed:.0f} s in all; "
         f"load average {report.load_before} before the run (other work on the machine shows in the p99s).",
         "",
@@ -616,7 +615,8 @@ def main(argv: list[str] | None = None) -> int:
         "--scale-workers",
         type=int,
         default=2,
-        help="also measure c=16 with a second proxy started with --workers N (default 2; 0 skips it)",
+        help="also measure c=16 with a second proxy started with --workers N (default 2; skipped when N < 2 or "
+        "N equals --workers)",
     )
     parser.add_argument("--load-generator", choices=("auto", "wrk", "python"), default="auto")
     parser.add_argument("--results", type=Path, default=HERE / "results", help="where tables are stored")
@@ -647,7 +647,6 @@ def main(argv: list[str] | None = None) -> int:
     serve = [*proxy_command(), "serve", "--host", HOST, "--port", str(proxy_port)]
     if args.workers:
         serve += ["--workers", str(args.workers)]
-    generator = "Python (fallback)" if args.load_generator == "python" or not shutil.which("wrk") else "wrk"
 
     with (
         process(upstream_cmd, {**base_env, "PYTHONPATH": str(HERE.parent)}, logs / "upstream.log") as up,
@@ -676,7 +675,7 @@ def main(argv: list[str] | None = None) -> int:
                 wait_ready(scaled_port, "/health", sx, logs / "proxy-scaled.log")
                 target = Target("proxy", scaled_port, "/v1/chat/completions", openai_body)
                 runner(measure_scaled(args, direct, target, report, logs))
-    table = render(report, args, time.monotonic() - started, generator)
+    table = render(report, args, time.monotonic() - started)
     print(table, end="")
     if not args.no_save:
         args.results.mkdir(parents=True, exist_ok=True)
