@@ -35,13 +35,19 @@ class Served:
         self.process.send_signal(signal.SIGTERM)
 
 
+def proxy_env(tmp_path: Path, env: dict[str, str]) -> dict[str, str]:
+    """This environment without the proxy's own settings (nothing of the machine's leaks in), HOME in `tmp_path` (no
+    credentials file of the machine's user is read), then `env`."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("ANTHROPIC_", "CLAUDE_", "PROXY_"))}
+    return {**clean, "HOME": str(tmp_path), **env}
+
+
 @contextmanager
 def serve_process(env: dict[str, str], tmp_path: Path) -> Iterator[Served]:
     """Start the proxy on a free port (stderr into a file, so a full pipe never blocks it) and wait until it answers."""
     port = free_port()
     log = tmp_path / f"serve-{port}.log"
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith(("ANTHROPIC_", "CLAUDE_", "PROXY_"))}
-    full_env.update({"HOME": str(tmp_path), "LOG_LEVEL": "info", **env})
+    full_env = proxy_env(tmp_path, {"LOG_LEVEL": "info", **env})
     with open(log, "wb") as sink:
         process = subprocess.Popen(
             [sys.executable, "-m", "claude_proxy", "serve", "--host", "127.0.0.1", "--port", str(port)],

@@ -15,7 +15,7 @@ from claude_proxy.app import create_app, until_disconnect
 from claude_proxy.config import Settings
 from claude_proxy.limits import ClientGone
 from claude_proxy.logs import ACCESS_LOGGER
-from tests.conftest import API_KEY, serve
+from tests.conftest import API_KEY, ProxyFactory
 from tests.fakes.anthropic import FakeAnthropic, message, text
 
 INBOUND = "sk-proxy-edge"
@@ -28,32 +28,31 @@ def settings(fake: FakeAnthropic, tmp_path: Path) -> Settings:
 
 
 def test_chat_route_answers_through_the_direct_path_with_id_and_route_label(
-    fake: FakeAnthropic, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    fake: FakeAnthropic, proxy: ProxyFactory, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger="claude_proxy")
     fake.script(message(text("hi there")))
-    with serve(create_app(settings(fake, tmp_path))) as url:
-        answer = openai.OpenAI(base_url=f"{url}/v1", api_key=INBOUND, max_retries=0).chat.completions.with_raw_response
-        raw = answer.create(model="claude-sonnet-4-6", messages=[{"role": "user", "content": "hello"}])
-        assert raw.parse().choices[0].message.content == "hi there"
-        assert raw.headers["x-request-id"].startswith("req_")
-        assert raw.headers["x-upstream-request-id"]
-        assert raw.headers["content-type"] == "application/json"
-        # the unprefixed alias is served the same way
-        bare = httpx.post(f"{url}/chat/completions", headers={"authorization": f"Bearer {INBOUND}"}, content=b"[1]")
-        assert bare.status_code == 400 and bare.json()["error"]["message"] == "request body must be a JSON object"
+    url = proxy(PROXY_API_KEYS=INBOUND)
+    answer = openai.OpenAI(base_url=f"{url}/v1", api_key=INBOUND, max_retries=0).chat.completions.with_raw_response
+    raw = answer.create(model="claude-sonnet-4-6", messages=[{"role": "user", "content": "hello"}])
+    assert raw.parse().choices[0].message.content == "hi there"
+    assert raw.headers["x-request-id"].startswith("req_")
+    assert raw.headers["x-upstream-request-id"]
+    assert raw.headers["content-type"] == "application/json"
+    # the unprefixed alias is served the same way
+    bare = httpx.post(f"{url}/chat/completions", headers={"authorization": f"Bearer {INBOUND}"}, content=b"[1]")
+    assert bare.status_code == 400 and bare.json()["error"]["message"] == "request body must be a JSON object"
     records = [r.access for r in caplog.records if r.name == ACCESS_LOGGER]  # type: ignore[attr-defined]
     assert [(r["route"], r["status"]) for r in records] == [("/v1/chat/completions", 200), ("/chat/completions", 400)]
     assert records[0]["request_id"] == raw.headers["x-request-id"]
 
 
-def test_other_methods_on_the_chat_route_are_a_405_envelope(fake: FakeAnthropic, tmp_path: Path) -> None:
-    with serve(create_app(settings(fake, tmp_path))) as url:
-        answer = httpx.get(f"{url}/v1/chat/completions")
-        assert answer.status_code == 405
-        assert answer.json()["error"]["type"] == "invalid_request_error"
-        assert answer.headers["x-request-id"].startswith("req_")
-        assert fake.requests == []
+def test_other_methods_on_the_chat_route_are_a_405_envelope(fake: FakeAnthropic, proxy: ProxyFactory) -> None:
+    answer = httpx.get(f"{proxy(PROXY_API_KEYS=INBOUND)}/v1/chat/completions")
+    assert answer.status_code == 405
+    assert answer.json()["error"]["type"] == "invalid_request_error"
+    assert answer.headers["x-request-id"].startswith("req_")
+    assert fake.requests == []
 
 
 async def test_a_mounted_prefix_still_reaches_the_chat_route(fake: FakeAnthropic, tmp_path: Path) -> None:

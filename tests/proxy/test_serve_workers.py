@@ -4,44 +4,34 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import httpx
+import psutil
 import pytest
+
+from tests.proxy.serve_support import free_port, proxy_env
 
 CLI = [str(Path(sys.executable).parent / "claude-proxy")]
 
 
 def _env(tmp_path: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("ANTHROPIC_", "CLAUDE_", "PROXY_"))}
-    env.update(HOME=str(tmp_path), ANTHROPIC_API_KEY="sk-ant-api03-test-key", ANTHROPIC_BASE_URL="http://127.0.0.1:9")
-    return env
+    return proxy_env(
+        tmp_path, {"ANTHROPIC_API_KEY": "sk-ant-api03-test-key", "ANTHROPIC_BASE_URL": "http://127.0.0.1:9"}
+    )
 
 
 def _workers(pid: int) -> list[int]:
-    """The worker processes `serve --workers` started under `pid`."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-                cmdline = (entry / "cmdline").read_bytes()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == pid and b"--reuse-port" in cmdline:
-                found.append(int(entry.name))
-    return found
+    """The worker processes `serve --workers` started under `pid` (its only children)."""
+    return [child.pid for child in psutil.Process(pid).children()]
 
 
 def _serve_two_workers(tmp_path: Path) -> tuple[subprocess.Popen[bytes], int, float]:
     """`serve --workers 2` on a free port; returns the process, the port and a deadline once both workers exist."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     proc = subprocess.Popen(
         [*CLI, "serve", "--host", "127.0.0.1", "--port", str(port), "--workers", "2"],
         env=_env(tmp_path),
