@@ -30,6 +30,7 @@ import httpx
 
 _HIGH_WATER = 256 * 1024  # buffered response bytes at which reading pauses
 _Origin = tuple[str, str, int]
+_ACCEPT = b"accept-encoding: gzip, deflate\r\n"  # what `fetch` can decode
 
 
 class _Connection(asyncio.Protocol):
@@ -250,7 +251,7 @@ class Reply:
 
 
 def _decode_content(content: bytes, encoding: str) -> bytes:
-    """Undo a gzip or deflate content-encoding (the only ones asked for); anything else is a protocol error."""
+    """Undo a gzip or deflate content-encoding (the only ones `fetch` asks for); anything else is a protocol error."""
     encoding = encoding.strip().lower()
     try:
         if encoding in ("gzip", "x-gzip"):
@@ -340,13 +341,16 @@ class LeanTransport(httpx.AsyncBaseTransport):
     ) -> Reply:
         """POST `body` to `url` and read the whole answer, without httpx's request and response objects.
 
-        `headers` are sent as given, plus `host` and `content-length`; a gzip or deflate body is decoded."""
+        `headers` are sent as given, plus `host` and `content-length`, except `accept-encoding`: the request asks for
+        gzip and deflate, the encodings decoded here, whatever `headers` offer (httpx's default offers br and zstd
+        too when their packages are installed)."""
         origin, target, host = _target(url)
-        lines = [b"POST ", target, b" HTTP/1.1\r\nhost: ", host, b"\r\ncontent-length: %d\r\n" % len(body)]
+        lines = [b"POST ", target, b" HTTP/1.1\r\nhost: ", host, b"\r\ncontent-length: %d\r\n" % len(body), _ACCEPT]
         for name, value in headers.items():
             if "\n" in value or "\r" in value or "\n" in name or "\r" in name:  # as h11 refuses them for httpx
                 raise httpx.LocalProtocolError(f"illegal header value for {name.splitlines()[0]!r}")
-            lines += (name.encode("ascii"), b": ", value.encode("latin-1"), b"\r\n")
+            if name.lower() != "accept-encoding":
+                lines += (name.encode("ascii"), b": ", value.encode("latin-1"), b"\r\n")
         lines.append(b"\r\n")
         conn = await self._exchange(origin, b"".join(lines), body, timeouts)
         try:

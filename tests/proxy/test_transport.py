@@ -307,8 +307,10 @@ async def test_fetch_sends_host_length_and_headers_and_reuses_the_connection() -
     try:
         async with serve(handler) as server:
             url = httpx.URL(f"{server.url}/v1/messages")
+            # httpx's default accept-encoding offers br and zstd when their packages are installed
+            headers = {"x-api-key": "k", "anthropic-version": "v", "Accept-Encoding": "gzip, deflate, br, zstd"}
             for i in range(3):
-                reply = await lean.fetch(url, {"x-api-key": "k", "anthropic-version": "v"}, b'{"n":%d}' % i, TIMEOUTS)
+                reply = await lean.fetch(url, headers, b'{"n":%d}' % i, TIMEOUTS)
                 assert (reply.status_code, reply.content) == (200, b'echo:{"n":%d}' % i)
                 assert await reply.aread() == reply.content
                 assert reply.headers["request-id"] == "req_9"  # names are lower-cased
@@ -322,6 +324,8 @@ async def test_fetch_sends_host_length_and_headers_and_reuses_the_connection() -
     assert f"host: 127.0.0.1:{port}".encode() in first
     assert b"content-length: 7" in first
     assert b"x-api-key: k" in first and b"anthropic-version: v" in first
+    # only the encodings fetch can decode are asked for
+    assert [x for x in first if x.lower().startswith(b"accept-encoding")] == [b"accept-encoding: gzip, deflate"]
 
 
 @pytest.mark.parametrize(
