@@ -32,7 +32,7 @@ def _serve(args: argparse.Namespace) -> int:
         settings = dataclasses.replace(settings, shutdown_grace=args.graceful_timeout)
     host = args.host or settings.host
     port = args.port or settings.port
-    workers = args.workers or 1
+    workers = 1 if args.workers is None else args.workers
     if workers < 1:
         print("claude-proxy: --workers must be at least 1", file=sys.stderr)
         return 2

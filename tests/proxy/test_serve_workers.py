@@ -63,8 +63,9 @@ def test_two_workers_serve_one_port(tmp_path: Path) -> None:
     assert not any(Path(f"/proc/{pid}").exists() for pid in workers)
 
 
-def test_workers_must_be_positive(tmp_path: Path) -> None:
-    out = subprocess.run([*CLI, "serve", "--workers", "-1"], env=_env(tmp_path), capture_output=True, text=True)
+@pytest.mark.parametrize("workers", ["-1", "0"])
+def test_workers_must_be_positive(tmp_path: Path, workers: str) -> None:
+    out = subprocess.run([*CLI, "serve", "--workers", workers], env=_env(tmp_path), capture_output=True, text=True)
     assert out.returncode == 2
     assert "--workers must be at least 1" in out.stderr
 
