@@ -41,6 +41,9 @@ from claude_proxy.wire import ChatRequest
 log = logging.getLogger("claude_proxy")
 T = TypeVar("T")
 SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
+# Idle upstream connections kept for reuse, and for how long, by either transport.
+KEEPALIVE_CONNECTIONS = 200
+KEEPALIVE_EXPIRY = 60.0
 
 
 async def _disconnected(receive: Receive) -> None:
@@ -254,14 +257,20 @@ def create_app(
         if not inbound:
             log.warning("PROXY_API_KEYS is not set: /v1 endpoints accept requests without a key")
         timeout = httpx.Timeout(connect=settings.connect_timeout, read=settings.read_timeout, write=60.0, pool=30.0)
-        limits = httpx.Limits(max_connections=None, max_keepalive_connections=200, keepalive_expiry=60)
+        limits = httpx.Limits(
+            max_connections=None, max_keepalive_connections=KEEPALIVE_CONNECTIONS, keepalive_expiry=KEEPALIVE_EXPIRY
+        )
         stream_timeout = httpx.Timeout(
             connect=settings.connect_timeout, read=settings.stream_idle_timeout, write=60.0, pool=30.0
         )
         retry = RetryPolicy(max_retries=settings.max_retries, max_wait=settings.retry_max_wait)
         drain.bind(asyncio.get_running_loop())
         use_lean = settings.upstream_transport == "lean" and not environment_proxy(settings.base_url)
-        lean = LeanTransport() if transport is None and use_lean else None
+        lean = (
+            LeanTransport(max_keepalive=KEEPALIVE_CONNECTIONS, keepalive_expiry=KEEPALIVE_EXPIRY)
+            if transport is None and use_lean
+            else None
+        )
         async with httpx.AsyncClient(timeout=timeout, limits=limits, transport=transport or lean) as client:
             app.state.upstream = Upstream(
                 client,

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib.util
 import logging
 import signal
 import socket
@@ -128,10 +127,7 @@ def build_server(
         app,
         host=host,
         port=port,
-        loop=_installed("uvloop", "asyncio"),
-        http=header_timeout_protocol(
-            settings.header_timeout, import_from_string(HTTP_PROTOCOLS[_installed("httptools", "h11")])
-        ),
+        http=header_timeout_protocol(settings.header_timeout),  # on uvloop and httptools when installed
         log_config=logging_config(settings.log_level, settings.log_format) if configure_logging else None,
         log_level=settings.log_level,
         access_log=False,
@@ -141,11 +137,6 @@ def build_server(
         timeout_graceful_shutdown=round(drain.grace + HARD_STOP_MARGIN),
     )
     return ProxyServer(config, drain)
-
-
-def _installed(module: str, fallback: str) -> str:
-    """uvicorn's C-accelerated event loop and HTTP parser when installed (uvicorn[standard]), else the pure ones."""
-    return module if importlib.util.find_spec(module) is not None else fallback
 
 
 def listening_socket(host: str, port: int) -> socket.socket:
