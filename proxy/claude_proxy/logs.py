@@ -1,8 +1,9 @@
 """Log format: one line per record, JSON by default (`LOG_FORMAT=plain` for people reading a terminal).
 
-The access log is the `claude_proxy.access` logger: one record per request, whose fields travel in
-`record.access` (a dict) so both formats render them. Nothing logged anywhere in the proxy carries a prompt, a key or
-a token: messages name error types, statuses and ids only.
+The access log is the `claude_proxy.access` logger: one line per request, whose fields travel in `record.access` (a
+dict) so both formats render them; under the proxy's own handler the line is formatted from the fields directly,
+without a record (`direct_access_handler`, `format_access`). Nothing logged anywhere in the proxy carries a prompt, a
+key or a token: messages name error types, statuses and ids only.
 """
 
 from __future__ import annotations
@@ -30,22 +31,26 @@ def _timestamp(created: float) -> str:
 
 
 class JSONFormatter(logging.Formatter):
-    def format_access(self, created: float, fields: dict[str, Any]) -> str:
-        """The access line for `fields`, as `format` renders an INFO record of the access logger carrying them."""
-        return orjson.dumps({"ts": _timestamp(created), "level": "info", "logger": ACCESS_LOGGER, **fields}).decode()
+    def format_access(
+        self, created: float, fields: dict[str, Any], level: str = "info", logger: str = ACCESS_LOGGER
+    ) -> str:
+        """The access line for `fields`: what `format` renders for a record carrying them, without the record."""
+        line = {"ts": _timestamp(created), "level": level, "logger": logger, **fields}
+        return orjson.dumps(line, default=str).decode()
 
     def format(self, record: logging.LogRecord) -> str:
-        line: dict[str, Any] = {"ts": _timestamp(record.created), "level": record.levelname.lower()}
         access = getattr(record, "access", None)
         if isinstance(access, dict):
-            line["logger"] = record.name
-            line.update(access)
-        else:
-            line["logger"] = record.name
-            line["message"] = record.getMessage()
-            if record.exc_info and record.exc_info[0] is not None:
-                line["exception"] = record.exc_info[0].__name__
-                line["traceback"] = self.formatException(record.exc_info)
+            return self.format_access(record.created, access, record.levelname.lower(), record.name)
+        line: dict[str, Any] = {
+            "ts": _timestamp(record.created),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_info and record.exc_info[0] is not None:
+            line["exception"] = record.exc_info[0].__name__
+            line["traceback"] = self.formatException(record.exc_info)
         return orjson.dumps(line, default=str).decode()
 
 
