@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -15,10 +17,14 @@ from claude_proxy_operator.reconcile import Reconciler
 from claude_proxy_operator.spec import GROUP, PLURAL, VERSION
 
 CHILD_LABELS: dict[str, Any] = {builders.MANAGED_BY_LABEL: builders.MANAGER, builders.INSTANCE_LABEL: kopf.PRESENT}
+# The children the operator watches, filtered by the API server: only this operator's, not every Deployment and Job.
+CHILD_SELECTOR = f"{builders.MANAGED_BY_LABEL}={builders.MANAGER}"
+WATCHED_CHILDREN = (("apps", "v1", "deployments"), ("batch", "v1", "jobs"))
 
 
 def configure(settings: kopf.OperatorSettings) -> None:
-    """Keep kopf's bookkeeping in annotations (status belongs to the resource) and ask only for RBAC it needs."""
+    """Keep kopf's bookkeeping in annotations (status belongs to the resource), watch only this operator's children,
+    and ask only for the RBAC it needs."""
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
         prefix=GROUP, key="last-handled-configuration"
@@ -26,43 +32,72 @@ def configure(settings: kopf.OperatorSettings) -> None:
     settings.posting.level = logging.WARNING  # Events carry outcomes and warnings, not every log line
     settings.scanning.disabled = True  # no cluster-wide CRD/namespace watching: the resources are fixed
     settings.peering.standalone = True  # one replica (Recreate): no peering objects needed
+    for resource in WATCHED_CHILDREN:
+        settings.watching.label_selectors[resource] = CHILD_SELECTOR
 
 
 def build_registry(config: Config, *, login: Callable[..., Any] | None = None) -> kopf.OperatorRegistry:
-    """The operator's handlers; `login` replaces kopf's usual logins (service account, kubeconfig), e.g. in tests."""
+    """The operator's handlers; `login` replaces kopf's usual logins (service account, kubeconfig), e.g. in tests.
+
+    No handler here needs a finalizer (kopf adds one for per-resource daemons and timers, and for deletion handlers):
+    the children go with their ClaudeProxy by ownerReferences, so deleting one never waits for the operator, even
+    when the operator is gone first (`helm uninstall`, a removed operator)."""
     registry = kopf.OperatorRegistry()
     logins = [login] if login is not None else [kopf.login_with_service_account, kopf.login_with_kubeconfig]
     for fn in logins:
         kopf.on.login(registry=registry, errors=kopf.ErrorsMode.IGNORED)(fn)
     reconciler = Reconciler(Kube(), config)
+    background: set[asyncio.Task[None]] = set()
+
+    # Every ClaudeProxy in the watched namespaces, kept current by kopf's watch: what the resync loop goes over.
+    @kopf.index(GROUP, VERSION, PLURAL, id="claudeproxies", registry=registry)
+    def claudeproxies(body: kopf.Body, **_: Any) -> dict[tuple[str, str], dict[str, Any]]:
+        meta = body.metadata
+        ref = {
+            "apiVersion": body.get("apiVersion"),
+            "kind": body.get("kind"),
+            "metadata": {"name": meta.name, "namespace": meta.namespace, "uid": meta.uid},
+        }
+        return {(str(meta.namespace), str(meta.name)): ref}
 
     @kopf.on.startup(registry=registry)
-    def startup(settings: kopf.OperatorSettings, logger: kopf.Logger, **_: Any) -> None:
-        configure(settings)
+    async def startup(settings: kopf.OperatorSettings, logger: kopf.Logger, **kwargs: Any) -> None:
         logger.info(f"Managing {PLURAL}.{GROUP}/{VERSION}; proxy image {config.default_image}")
+        known = kwargs["claudeproxies"]  # the index above, filled as kopf watches
+        task = asyncio.get_running_loop().create_task(resync(known, settings), name="claude-proxy resync")
+        background.add(task)
+        task.add_done_callback(background.discard)
+
+    @kopf.on.cleanup(registry=registry)
+    async def cleanup(**_: Any) -> None:
+        for task in list(background):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def resync(known: kopf.Index[Any, Any], settings: kopf.OperatorSettings) -> None:
+        """The resync loop: notices what no watched event announces (a Secret's new content, an expiry passing). One
+        loop for the whole operator, not one per resource. A pass is safe to interrupt (the next one converges)."""
+        while True:
+            await asyncio.sleep(config.resync_seconds)
+            for key in list(known):
+                refs = list(known.get(key, ()))
+                if not refs:  # deleted meanwhile
+                    continue
+                namespace, name = key
+                logger = kopf.ObjectLogger(body=refs[0], settings=settings)
+                try:
+                    await reconciler.run(namespace, name, logger)
+                except kopf.PermanentError as exc:
+                    logger.debug(f"Resync: {exc}")  # already in the status and an Event
+                except Exception as exc:
+                    logger.warning(f"Resync failed, retrying in {config.resync_seconds:g}s: {exc}")
 
     @kopf.on.resume(GROUP, VERSION, PLURAL, registry=registry)
     @kopf.on.create(GROUP, VERSION, PLURAL, registry=registry)
     @kopf.on.update(GROUP, VERSION, PLURAL, registry=registry)
     async def converge(name: str, namespace: str | None, logger: kopf.Logger, **_: Any) -> None:
         await reconciler.run(str(namespace), name, logger)
-
-    # The resync loop: notices what no watched event announces (a Secret's new content, an expiry passing). A pass
-    # is safe to interrupt (the next one converges), so stopping never waits long for one.
-    @kopf.daemon(GROUP, VERSION, PLURAL, cancellation_timeout=1.0, registry=registry)
-    async def resync(
-        name: str, namespace: str | None, logger: kopf.Logger, stopped: kopf.DaemonStopped, **_: Any
-    ) -> None:
-        while not stopped:
-            await stopped.wait(config.resync_seconds)
-            if stopped:
-                break
-            try:
-                await reconciler.run(str(namespace), name, logger)
-            except kopf.PermanentError as exc:
-                logger.debug(f"Resync: {exc}")  # already in the status and an Event
-            except Exception as exc:
-                logger.warning(f"Resync failed, retrying in {config.resync_seconds:g}s: {exc}")
 
     @kopf.on.event("batch", "v1", "jobs", labels=CHILD_LABELS, registry=registry)
     @kopf.on.event("apps", "v1", "deployments", labels=CHILD_LABELS, registry=registry)

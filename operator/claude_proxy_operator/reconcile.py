@@ -1,6 +1,6 @@
 """One level-based pass over a ClaudeProxy: read it fresh, converge every child, write what was observed to status.
 
-Every trigger (create, update, resume, the resync timer, a child Job or Deployment changing) runs the same pass, one
+Every trigger (create, update, resume, the resync loop, a child Job or Deployment changing) runs the same pass, one
 at a time per resource, so the outcome depends only on the current state of the cluster and never on which event
 came first. The pass is idempotent: a second run over an unchanged cluster writes nothing.
 """

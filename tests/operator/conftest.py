@@ -38,8 +38,8 @@ async def api(cluster: tuple[Cluster, str]) -> AsyncIterator[Api]:
 
 
 async def _quiesce(emulator: Cluster) -> None:
-    """Let kopf finish handling the last spec change before stopping it: a change still being handled while kopf
-    stops makes it start the resync daemon again after its daemon killer has gone (a shutdown-only race)."""
+    """Let kopf finish handling the last spec change before stopping it, so a test's end never cuts a pass short and
+    the RBAC check below sees every request the pass needed."""
 
     def settled() -> bool:
         for (resource, _ns, _name), obj in list(emulator.objects.items()):

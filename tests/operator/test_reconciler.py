@@ -16,6 +16,7 @@ import kubernetes_validate
 import pytest
 
 from claude_proxy_operator import builders, rbac
+from claude_proxy_operator.handlers import CHILD_SELECTOR
 from claude_proxy_operator.kube import (
     CLAUDE_PROXIES,
     CRONJOBS,
@@ -31,8 +32,10 @@ from claude_proxy_operator.kube import (
 )
 from tests.operator import crdtools
 from tests.operator.cluster import EXERCISED, OPERATOR_TESTS_RUN, Api, Cluster, eventually, secret_data
+from tests.operator.conftest import RESYNC_SECONDS
 
 NS = "rockbot"
+KOPF_FINALIZER = "kopf.zalando.org/KopfFinalizerMarker"  # kopf's default finalizer name
 K8S = kubernetes_validate.latest_version()
 EVENTS = Resource("", "v1", "events", "Event")
 CHILD_KINDS = {"serviceaccounts", "services", "deployments", "persistentvolumeclaims", "jobs", "cronjobs",
@@ -457,13 +460,49 @@ async def test_delete_cleans_up_but_keeps_a_retained_login(api: Api, operator: C
                       (CRONJOBS, "p-refresh"), (JOBS, job["metadata"]["name"])]:  # fmt: skip
         await _gone(api, res, name)
     assert await api.get(PVCS, NS, "p-credentials") is not None
-    await _gone(api, CLAUDE_PROXIES, "p")  # kopf released its finalizer (it stops the resync timer first)
+    await _gone(api, CLAUDE_PROXIES, "p")  # no finalizer holds it
 
     # A new resource of the same name adopts the kept volume; its seed Job is the same (same volume, same Secret)
     # and `claude-proxy seed` leaves the volume's newer credentials alone.
     await api.create(CLAUDE_PROXIES, NS, _proxy("p", OAUTH_SPEC))
     second = await _seed_job(api, "p")
     assert second["metadata"]["name"] == job["metadata"]["name"]
+
+
+async def test_a_proxy_carries_no_finalizer_so_deleting_it_never_waits_for_the_operator(
+    api: Api, operator: Cluster
+) -> None:
+    # As an older operator left it: kopf's finalizer, which holds a deletion until an operator removes it. With the
+    # operator uninstalled first (helm uninstall), the resource would stay Terminating for good.
+    await api.create(SECRETS, NS, {"metadata": {"name": "key"}, "data": secret_data({"api-key": "test-key-1"})})
+    body = _proxy("p", {"auth": {"apiKey": {"secretRef": {"name": "key"}}}})
+    body["metadata"]["finalizers"] = [KOPF_FINALIZER]
+    await api.create(CLAUDE_PROXIES, NS, body)
+    await _exists(api, DEPLOYMENTS, "p")
+
+    async def released() -> bool:
+        obj = await api.get(CLAUDE_PROXIES, NS, "p")
+        return bool(obj) and not (obj or {}).get("metadata", {}).get("finalizers")
+
+    await eventually(released, what="the old finalizer removed")
+    await asyncio.sleep(3 * RESYNC_SECONDS)  # resync passes do not add one back
+    assert await released()
+    await api.delete(CLAUDE_PROXIES, NS, "p")
+    assert await api.get(CLAUDE_PROXIES, NS, "p") is None  # gone at once, children by their ownerReferences
+    await _gone(api, DEPLOYMENTS, "p")
+
+
+async def test_children_are_watched_through_a_server_side_selector(api: Api, operator: Cluster) -> None:
+    await api.create(SECRETS, NS, {"metadata": {"name": "key"}, "data": secret_data({"api-key": "test-key-1"})})
+    await api.create(CLAUDE_PROXIES, NS, _proxy("p", {"auth": {"apiKey": {"secretRef": {"name": "key"}}}}))
+    await _exists(api, DEPLOYMENTS, "p")
+    selectors: dict[str, set[str | None]] = {}
+    for r in operator:
+        if r.resource is not None and r.params.get("watch") == "true":
+            selectors.setdefault(str(r.resource.plural), set()).add(r.params.get("labelSelector"))
+    assert selectors["deployments"] == {CHILD_SELECTOR}
+    assert selectors["jobs"] == {CHILD_SELECTOR}
+    assert selectors["claudeproxies"] == {None}  # every ClaudeProxy, whatever its labels
 
 
 async def test_invalid_spec_is_reported_and_builds_nothing(api: Api, operator: Cluster) -> None:
