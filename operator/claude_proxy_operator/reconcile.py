@@ -37,6 +37,7 @@ from claude_proxy_operator.spec import ProxySpec, SecretRef, SpecError, check_na
 
 Obj = dict[str, Any]
 EventSink = Callable[[Mapping[str, Any], str, str, str], None]
+_UNREAD: Obj = {}  # `_apply`'s default: the live object is read there
 
 
 def _post_event(body: Mapping[str, Any], kind: str, reason: str, message: str) -> None:
@@ -94,10 +95,13 @@ class _Pass:
         kopf.adopt(obj, owner=self.body)  # type: ignore[arg-type]
         return obj
 
-    async def _apply(self, res: Resource, desired: Obj, managed: Obj | None = None) -> Obj:
+    async def _apply(self, res: Resource, desired: Obj, managed: Obj | None = None, live: Obj | None = _UNREAD) -> Obj:
+        """Create `desired`, or merge-patch what `managed` sets where the live object differs; `live` is the object
+        as this pass already read it (None: absent), so it is not read twice."""
         name = desired["metadata"]["name"]
         managed = managed if managed is not None else desired
-        live = await self.kube.get(res, self.ns, name)
+        if live is _UNREAD:
+            live = await self.kube.get(res, self.ns, name)
         if live is None:
             try:
                 created = await self.kube.create(res, self.ns, record(desired, managed))
@@ -164,7 +168,8 @@ class _Pass:
         seed = status.seed_record(self.previous, self._observed(spec, missing, seed_digest, None, observed))
         seeded = spec.oauth is None or status.is_seeded(seed, seed_digest)
         if seeded or deployment is not None:
-            deployment = await self._apply(DEPLOYMENTS, self._deployment(spec, digests, seed, seeded, deployment))
+            desired = self._deployment(spec, digests, seed, seeded, deployment)
+            deployment = await self._apply(DEPLOYMENTS, desired, live=deployment)
         await self._apply(SERVICES, self._own(builders.service(self.name, self.ns, spec)))
         if spec.network_policy:
             await self._apply(NETWORK_POLICIES, self._own(builders.network_policy(self.name, self.ns, spec)))

@@ -110,6 +110,12 @@ def _seed_creates(cluster: Cluster) -> list[str]:
     ]
 
 
+def _reads(cluster: Cluster, res: Resource, name: str = "p") -> int:
+    """GETs of one object by name, e.g. one ClaudeProxy read per reconcile pass."""
+    return sum(1 for r in cluster if r.method == kmock.method.GET and r.name == name and not r.subresource
+               and r.resource is not None and r.resource.plural == res.plural)  # fmt: skip
+
+
 def _status_writes(cluster: Cluster) -> int:
     return sum(1 for r in cluster if r.method == kmock.method.PATCH and r.subresource == "status" and r.resource
                and r.resource.plural == "claudeproxies")  # fmt: skip
@@ -148,11 +154,18 @@ async def test_api_key_mode_creates_children_reports_status_and_converges(api: A
     ready = await _status_is(api, "p", "Ready", ("True", "Ready"))
     assert all(c["observedGeneration"] == 1 for c in ready["status"]["conditions"])
 
-    # Converged: several resync passes later, nothing was written again, to a child or to the status.
+    # Converged: several resync passes later, nothing was written again, to a child or to the status; and each pass
+    # read the Deployment once.
     writes, status_writes = _child_writes(operator), _status_writes(operator)
+    passes, deployment_reads = _reads(operator, CLAUDE_PROXIES), _reads(operator, DEPLOYMENTS)
     await asyncio.sleep(1.5)
     assert _child_writes(operator) == writes
     assert _status_writes(operator) == status_writes
+    passes, deployment_reads = (
+        _reads(operator, CLAUDE_PROXIES) - passes,
+        _reads(operator, DEPLOYMENTS) - deployment_reads,
+    )
+    assert passes >= 2 and deployment_reads <= passes + 1  # + 1: a pass cut in two by the window's end
     ready_event = await _event(api, "Normal", "Ready")
     assert ready_event["involvedObject"]["uid"] == uid
     await asyncio.sleep(0.5)
