@@ -182,16 +182,15 @@ class Upstream:
         stream_timeout: httpx.Timeout | None = None,
         sleep: Callable[[float], Any] = asyncio.sleep,
         observer: UpstreamObserver | None = None,
-        transport: httpx.AsyncBaseTransport | None = None,
+        transport: LeanTransport | None = None,
     ) -> None:
         self.client = client
-        # When the client's transport is handed in too, messages go straight to it: the client's own layers
+        # When the client's lean transport is handed in too, messages go straight to it: the client's own layers
         # (cookie jar, redirects, event hooks) are per-request work the proxy has no use for, and a shared cookie
-        # jar would even carry one caller's upstream cookies into another's requests.
-        self.transport = transport
-        # The lean transport also reads whole answers without httpx's request and response objects: non-streamed
-        # messages take that path, streams keep httpx's response (the relay reads it as it arrives).
-        self.lean = transport if isinstance(transport, LeanTransport) else None
+        # jar would even carry one caller's upstream cookies into another's requests. Whole answers are read
+        # without httpx's request and response objects (`fetch`); streams keep httpx's response, which the relay
+        # reads as it arrives.
+        self.lean = transport
         self._default_headers = {name.lower(): value for name, value in client.headers.items()}
         self._timeouts = {
             False: client.timeout.as_dict(),
@@ -201,7 +200,6 @@ class Upstream:
         self.messages_url = httpx.URL(f"{self.base_url}/v1/messages")  # parsed once, not per request
         self.resolver = resolver
         self.retry = retry or RetryPolicy()
-        self.stream_timeout = stream_timeout
         self.sleep = sleep
         self.retries = 0  # total retries performed
         self.observer = observer
@@ -280,16 +278,10 @@ class Upstream:
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def _dispatch(self, request: httpx.Request, stream: bool) -> httpx.Response:
-        if self.transport is None:
+        if self.lean is None:
             return await self.client.send(request, stream=stream)
-        response = await self.transport.handle_async_request(request)
+        response = await self.lean.handle_async_request(request)  # a stream: whole answers take `lean.fetch`
         response.request = request
-        if not stream:
-            try:
-                await response.aread()
-            except BaseException:
-                await response.aclose()
-                raise
         return response
 
     async def send_with_retries(
