@@ -96,12 +96,11 @@ async def until_disconnect(
     if expired is not None:
         expired.add_done_callback(on_deadline)
     try:
-        result = await work()
+        return await work()
     except asyncio.CancelledError:
-        if state["why"] is not None:
-            current.uncancel()
-            if state["why"] == "shutdown":
-                raise drain.error() from None  # type: ignore[union-attr]
+        if state["why"] == "shutdown":
+            raise drain.error() from None  # type: ignore[union-attr]
+        if state["why"] == "client_gone":
             raise ClientGone("client disconnected") from None
         raise
     finally:
@@ -112,9 +111,10 @@ async def until_disconnect(
             state["watcher"].cancel()
         if expired is not None:
             expired.remove_done_callback(on_deadline)
-    if state["why"] is not None:  # the work swallowed the cancellation: take it back, the task goes on
-        current.uncancel()
-    return result
+        if state["why"] is not None:
+            # Our cancellation is taken back however the work ended (raised it, swallowed it, or raised something
+            # else meanwhile): the task goes on, and a cancel from anyone else still counts.
+            current.uncancel()
 
 
 class SSEResponse(StreamingResponse):

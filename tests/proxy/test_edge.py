@@ -96,3 +96,31 @@ async def test_only_waits_longer_than_watch_after_listen_for_the_client_leaving(
     gone.set()
     with pytest.raises(ClientGone):
         await asyncio.wait_for(waiting, 2)
+
+
+@pytest.mark.parametrize("ending", ["raises another error", "swallows the cancellation"])
+async def test_a_disconnect_cancellation_is_taken_back_however_the_work_ends(ending: str) -> None:
+    async def receive() -> dict[str, str]:
+        return {"type": "http.disconnect"}
+
+    async def work() -> str:
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            if ending == "raises another error":
+                raise RuntimeError("cleanup failed") from None
+            return "recovered"
+        return "never"
+
+    async def request() -> tuple[str, int]:
+        try:
+            outcome = await until_disconnect(receive, work, watch_after=0)
+        except RuntimeError as exc:
+            outcome = str(exc)
+        task = asyncio.current_task()
+        assert task is not None
+        await asyncio.sleep(0)  # the task goes on: no cancellation is left pending for it
+        return outcome, task.cancelling()
+
+    expected = "cleanup failed" if ending == "raises another error" else "recovered"
+    assert await asyncio.wait_for(asyncio.ensure_future(request()), 2) == (expected, 0)
