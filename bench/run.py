@@ -7,7 +7,9 @@ upstream with a dummy key), then measures each figure twice — straight to the 
   Python async load generator takes its place, and the table says so;
 - a 200-delta stream at concurrency 1: time to the first text token and total time; streams/s at concurrency 16;
 - the proxy's resident memory (its whole process tree) after warm-up, after the run, and while 1,000 streams are
-  held open by the upstream, checking that every one of them then completes without an error.
+  held open by the upstream, checking that every one of them then completes without an error;
+- then c=16 again against a proxy with `--workers 2`, and against `bench/forwarder.py` (a bare forwarder under the
+  same uvicorn: the ceiling any proxy served there can reach).
 
 The table goes to stdout and to `bench/results/<UTC time>.md` and `bench/results/latest.md`.
 Run `python -m bench.run --help` for the knobs (durations, `--workers`, where to write).
@@ -573,6 +575,26 @@ async def measure_scaled(
     )
 
 
+async def measure_ceiling(
+    args: argparse.Namespace, direct: Target, forwarder: Target, report: Report, workdir: Path
+) -> None:
+    """c=16 against `bench/forwarder.py` under uvicorn: what the server and a bare translation leave of the direct
+    path on this machine, measured in the same minute as the direct path again."""
+    load, _ = load_generator(args, workdir)
+    await load(forwarder, 16, max(args.warmup, 0.5))
+    d = await load(direct, 16, args.duration)
+    f = await load(forwarder, 16, args.duration)
+    report.rows.append(rps_row("c=16, bare forwarder under uvicorn: requests/s", d, f, None))
+    if d.errors or f.errors:
+        report.notes.append(f"c=16, bare forwarder: {d.errors} errors direct, {f.errors} through the forwarder.")
+    report.notes.append(
+        "The bare forwarder row is `bench/forwarder.py` (one process, uvicorn as `claude-proxy serve` runs it) in "
+        "the proxy's column: it only rewrites the request and the answer and forwards them on a kept-alive "
+        "connection, with no validation, keys, limits, retries, timeouts, error mapping, metrics or logging. It is "
+        "the ceiling of any proxy served by uvicorn here, not a target."
+    )
+
+
 def render(report: Report, args: argparse.Namespace, elapsed: float) -> str:
     cpu = "unknown CPU"
     try:
@@ -617,6 +639,9 @@ def main(argv: list[str] | None = None) -> int:
         default=2,
         help="also measure c=16 with a second proxy started with --workers N (default 2; skipped when N < 2 or "
         "N equals --workers)",
+    )
+    parser.add_argument(
+        "--no-ceiling", action="store_true", help="skip the c=16 row of the bare forwarder (bench/forwarder.py)"
     )
     parser.add_argument("--load-generator", choices=("auto", "wrk", "python"), default="auto")
     parser.add_argument("--results", type=Path, default=HERE / "results", help="where tables are stored")
@@ -665,16 +690,25 @@ def main(argv: list[str] | None = None) -> int:
         except ImportError:
             runner = asyncio.run
         report = runner(measure(args, direct, proxy, px.pid, upstream_port, logs))
+        px.send_signal(signal.SIGTERM)  # the first proxy is done: it must not hold a core or memory meanwhile
+        px.wait(30)
         if args.scale_workers > 1 and args.scale_workers != args.workers:
             scaled_port = free_port()
             scaled = [*proxy_command(), "serve", "--host", HOST, "--port", str(scaled_port)]
             scaled += ["--workers", str(args.scale_workers)]
-            px.send_signal(signal.SIGTERM)  # the first proxy is done: it must not hold a core or memory meanwhile
-            px.wait(30)
             with process(scaled, proxy_env, logs / "proxy-scaled.log") as sx:
                 wait_ready(scaled_port, "/health", sx, logs / "proxy-scaled.log")
                 target = Target("proxy", scaled_port, "/v1/chat/completions", openai_body)
                 runner(measure_scaled(args, direct, target, report, logs))
+        if not args.no_ceiling:
+            forwarder_port = free_port()
+            uvicorn = [sys.executable, "-m", "uvicorn", "bench.forwarder:app", "--host", HOST]
+            uvicorn += ["--port", str(forwarder_port), "--no-access-log", "--log-level", "warning"]
+            forwarder_env = {**base_env, "PYTHONPATH": str(HERE.parent), "BENCH_UPSTREAM_PORT": str(upstream_port)}
+            with process(uvicorn, forwarder_env, logs / "forwarder.log") as fx:
+                wait_ready(forwarder_port, "/health", fx, logs / "forwarder.log")
+                target = Target("forwarder", forwarder_port, "/v1/chat/completions", openai_body)
+                runner(measure_ceiling(args, direct, target, report, logs))
     table = render(report, args, time.monotonic() - started)
     print(table, end="")
     if not args.no_save:
