@@ -1,7 +1,8 @@
 """The Kubernetes path end to end, in a real kind cluster: build and load the images, `helm install` the chart,
 run a ClaudeProxy (oauth mode, the one with every moving part) against a fake Anthropic API and a fake OAuth
 endpoint running in the cluster, call it through its Service with the official `openai` SDK, rotate the token with
-the refresh CronJob and see the proxy use the new one, then delete it and see its children go.
+the refresh CronJob and see the proxy use the new one, then delete it and see its children go; last, uninstall the
+chart under a second one and delete that one without the operator.
 
 Run with `make e2e` (needs Docker and kind; helm and kubectl as `make tools` provides). E2E_KEEP=1 keeps the cluster;
 E2E_CLUSTER names it (default claude-proxy-e2e).
@@ -258,6 +259,13 @@ def test_helm_install_proxy_refresh_and_cleanup(cluster: Cluster) -> None:
     assert not pvc["metadata"].get("ownerReferences")
     k8s.kubectl("-n", NS, "delete", "pvc", f"{NAME}-credentials", "--wait", "--timeout=60s")
 
-    # 7. And the chart uninstalls cleanly.
+    # 7. The chart uninstalls cleanly, even under a ClaudeProxy it still runs: the resource carries no finalizer, so
+    #    deleting it once the operator is gone completes, and its children go by their ownerReferences.
+    k8s.apply(claude_proxy())
+    eventually(lambda: k8s.get("-n", NS, "serviceaccounts", "-l", selector)["items"] != [], "the operator to act")
+    assert not k8s.get("-n", NS, "claudeproxy", NAME)["metadata"].get("finalizers")
     k8s.helm("uninstall", "claude-code-proxy", "--namespace", OPERATOR_NS, "--wait", "--timeout", "2m")
     assert k8s.get("-n", OPERATOR_NS, "deployments")["items"] == []
+    k8s.kubectl("-n", NS, "delete", "claudeproxy", NAME, "--wait", "--timeout=60s", timeout=90)
+    eventually(lambda: k8s.get("-n", NS, kinds, "-l", selector)["items"] == [], "the children to go without it")
+    k8s.kubectl("-n", NS, "delete", "pvc", f"{NAME}-credentials", "--ignore-not-found", "--wait", "--timeout=60s")
