@@ -556,43 +556,33 @@ async def measure(
     return report
 
 
-async def measure_scaled(
-    args: argparse.Namespace, direct: Target, proxy: Target, report: Report, workdir: Path
+@dataclass
+class Second:
+    """A server measured at c=16 after the proxy of the main run stopped, next to the direct path again."""
+
+    label: str  # names its rows: "c=16, <label>: ..."
+    cmd: list[str]
+    env: dict[str, str]
+    port: int
+    held_to_targets: bool  # the c=16 targets apply (a proxy), or the rows are for reference
+    note: str
+
+
+async def measure_second(
+    args: argparse.Namespace, direct: Target, second: Second, report: Report, workdir: Path
 ) -> None:
-    """c=16 against a proxy started with `--workers N`: the direct path measured again in the same minute."""
+    """c=16 against `second` (warmed up first, every worker of it), with the direct path measured in the same minute."""
     load, _ = load_generator(args, workdir)
-    await load(proxy, 16, max(args.warmup, 0.5))  # every worker warmed up
+    target = Target("second", second.port, "/v1/chat/completions", openai_body)
+    await load(target, 16, max(args.warmup, 0.5))
     d = await load(direct, 16, args.duration)
-    p = await load(proxy, 16, args.duration)
-    n = args.scale_workers
-    report.rows.append(rps_row(f"c=16, --workers {n}: requests/s", d, p, 0.12))
-    report.rows.append(added_row(f"c=16, --workers {n}: p99 latency", d.p99, p.p99, 10.0))
+    p = await load(target, 16, args.duration)
+    report.rows.append(rps_row(f"c=16, {second.label}: requests/s", d, p, 0.12 if second.held_to_targets else None))
+    if second.held_to_targets:
+        report.rows.append(added_row(f"c=16, {second.label}: p99 latency", d.p99, p.p99, 10.0))
     if d.errors or p.errors:
-        report.notes.append(f"c=16, --workers {n}: {d.errors} errors direct, {p.errors} through the proxy.")
-    report.notes.append(
-        f"The `--workers {n}` rows come from a second proxy started after the first one stopped; on this machine "
-        "its workers share the cores with the load generator and the upstream."
-    )
-
-
-async def measure_ceiling(
-    args: argparse.Namespace, direct: Target, forwarder: Target, report: Report, workdir: Path
-) -> None:
-    """c=16 against `bench/forwarder.py` under uvicorn: what the server and a bare translation leave of the direct
-    path on this machine, measured in the same minute as the direct path again."""
-    load, _ = load_generator(args, workdir)
-    await load(forwarder, 16, max(args.warmup, 0.5))
-    d = await load(direct, 16, args.duration)
-    f = await load(forwarder, 16, args.duration)
-    report.rows.append(rps_row("c=16, bare forwarder under uvicorn: requests/s", d, f, None))
-    if d.errors or f.errors:
-        report.notes.append(f"c=16, bare forwarder: {d.errors} errors direct, {f.errors} through the forwarder.")
-    report.notes.append(
-        "The bare forwarder row is `bench/forwarder.py` (one process, uvicorn as `claude-proxy serve` runs it) in "
-        "the proxy's column: it only rewrites the request and the answer and forwards them on a kept-alive "
-        "connection, with no validation, keys, limits, retries, timeouts, error mapping, metrics or logging. It is "
-        "the ceiling of any proxy served by uvicorn here, not a target."
-    )
+        report.notes.append(f"c=16, {second.label}: {d.errors} errors direct, {p.errors} through it.")
+    report.notes.append(second.note)
 
 
 def render(report: Report, args: argparse.Namespace, elapsed: float) -> str:
@@ -622,6 +612,35 @@ def render(report: Report, args: argparse.Namespace, elapsed: float) -> str:
         lines.append("")
         lines += [f"- {note}" for note in report.notes]
     return "\n".join(lines) + "\n"
+
+
+def second_servers(
+    args: argparse.Namespace, proxy_env: dict[str, str], base_env: dict[str, str], upstream_port: int
+) -> list[Second]:
+    """After the main run: a proxy with `--scale-workers N`, and the bare forwarder (`bench/forwarder.py`)."""
+    found = []
+    n = args.scale_workers
+    if n > 1 and n != args.workers:
+        port = free_port()
+        found.append(Second(
+            f"--workers {n}", [*proxy_command(), "serve", "--host", HOST, "--port", str(port), "--workers", str(n)],
+            proxy_env, port, True,
+            f"The `--workers {n}` rows come from a second proxy started after the first one stopped; on this machine "
+            "its workers share the cores with the load generator and the upstream.",
+        ))  # fmt: skip
+    if not args.no_ceiling:
+        port = free_port()
+        found.append(Second(
+            "bare forwarder under uvicorn",
+            [sys.executable, "-m", "uvicorn", "bench.forwarder:app", "--host", HOST, "--port", str(port),
+             "--no-access-log", "--log-level", "warning"],
+            {**base_env, "PYTHONPATH": str(HERE.parent), "BENCH_UPSTREAM_PORT": str(upstream_port)}, port, False,
+            "The bare forwarder row is `bench/forwarder.py` (one process, uvicorn as `claude-proxy serve` runs it) in "
+            "the proxy's column: it only rewrites the request and the answer and forwards them on a kept-alive "
+            "connection, with no validation, keys, limits, retries, timeouts, error mapping, metrics or logging. It "
+            "is the ceiling of any proxy served by uvicorn here, not a target.",
+        ))  # fmt: skip
+    return found
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -692,23 +711,11 @@ def main(argv: list[str] | None = None) -> int:
         report = runner(measure(args, direct, proxy, px.pid, upstream_port, logs))
         px.send_signal(signal.SIGTERM)  # the first proxy is done: it must not hold a core or memory meanwhile
         px.wait(30)
-        if args.scale_workers > 1 and args.scale_workers != args.workers:
-            scaled_port = free_port()
-            scaled = [*proxy_command(), "serve", "--host", HOST, "--port", str(scaled_port)]
-            scaled += ["--workers", str(args.scale_workers)]
-            with process(scaled, proxy_env, logs / "proxy-scaled.log") as sx:
-                wait_ready(scaled_port, "/health", sx, logs / "proxy-scaled.log")
-                target = Target("proxy", scaled_port, "/v1/chat/completions", openai_body)
-                runner(measure_scaled(args, direct, target, report, logs))
-        if not args.no_ceiling:
-            forwarder_port = free_port()
-            uvicorn = [sys.executable, "-m", "uvicorn", "bench.forwarder:app", "--host", HOST]
-            uvicorn += ["--port", str(forwarder_port), "--no-access-log", "--log-level", "warning"]
-            forwarder_env = {**base_env, "PYTHONPATH": str(HERE.parent), "BENCH_UPSTREAM_PORT": str(upstream_port)}
-            with process(uvicorn, forwarder_env, logs / "forwarder.log") as fx:
-                wait_ready(forwarder_port, "/health", fx, logs / "forwarder.log")
-                target = Target("forwarder", forwarder_port, "/v1/chat/completions", openai_body)
-                runner(measure_ceiling(args, direct, target, report, logs))
+        for i, second in enumerate(second_servers(args, proxy_env, base_env, upstream_port)):
+            log = logs / f"second-{i}.log"
+            with process(second.cmd, second.env, log) as sx:
+                wait_ready(second.port, "/health", sx, log)
+                runner(measure_second(args, direct, second, report, logs))
     table = render(report, args, time.monotonic() - started)
     print(table, end="")
     if not args.no_save:
