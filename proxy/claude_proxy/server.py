@@ -45,10 +45,10 @@ REQUEST_TIMEOUT = (
 )
 
 
-def header_timeout_protocol(timeout: float, base: type[asyncio.Protocol] | None = None) -> type[asyncio.Protocol]:
-    """uvicorn's HTTP protocol class, with a deadline for each request head."""
-    if base is None:
-        base = import_from_string(HTTP_PROTOCOLS["auto"])
+def header_timeout_protocol(timeout: float) -> type[asyncio.Protocol]:
+    """uvicorn's HTTP protocol class (its own choice: httptools when installed), with a deadline for each request
+    head."""
+    base: type[asyncio.Protocol] = import_from_string(HTTP_PROTOCOLS["auto"])
     parent: Any = base
 
     class HeaderTimeoutProtocol(parent):
