@@ -19,6 +19,7 @@ from claude_proxy.server import build_server
 from tests.fakes.anthropic import FakeAnthropic
 
 API_KEY = "sk-ant-api03-test-key"
+OAUTH_TOKEN = "sk-ant-oat01-test-token"
 
 
 def metric_samples(url: str) -> dict[str, float]:
@@ -29,9 +30,6 @@ def metric_samples(url: str) -> dict[str, float]:
             key, value = line.rsplit(" ", 1)
             out[key] = float(value)
     return out
-
-
-OAUTH_TOKEN = "sk-ant-oat01-test-token"
 
 
 @contextmanager
