@@ -233,6 +233,133 @@ def _check_blocks(content: Any, where: str, role: str) -> list[dict[str, Any]]:
     return content
 
 
+# ---- structured outputs: the JSON Schema subset of `output_config.format` and strict tools -----------------------
+# From Anthropic's "JSON Schema limitations" and the 400s the real API answers (`For 'integer' type, property
+# 'minimum' is not supported`, `For 'object' type, 'additionalProperties' must be explicitly set to false`).
+
+SCHEMA_ANY = {"type", "description", "title", "default", "enum", "const", "anyOf", "allOf", "$ref", "$defs",
+              "definitions", "$schema"}  # fmt: skip
+SCHEMA_BY_TYPE = {
+    "object": {"properties", "required", "additionalProperties"},
+    "array": {"items", "minItems"},
+    "string": {"format", "pattern"},
+}
+SCHEMA_FORMATS = {"date-time", "time", "date", "duration", "email", "hostname", "uri", "ipv4", "ipv6", "uuid"}
+UNSUPPORTED_REGEX = re.compile(r"\\[1-9]|\\k<|\(\?<?[=!]|\\[bB]")
+MAX_STRICT_TOOLS = 20
+MAX_OPTIONAL = 24  # optional properties across all strict schemas of a request
+MAX_UNIONS = 16  # anyOf / type-list nodes across all strict schemas of a request
+# Models without structured outputs (before the 4.5 generation, Opus 4.1 aside).
+NO_STRUCTURED_OUTPUTS = re.compile(r"^claude-(3|(opus|sonnet)-4(-0)?(-\d{8})?$|opus-4-1)")
+
+
+def _schema_refs(node: Any) -> list[str]:
+    if isinstance(node, dict):
+        own = [node["$ref"]] if isinstance(node.get("$ref"), str) else []
+        return own + [r for v in node.values() for r in _schema_refs(v)]
+    if isinstance(node, list):
+        return [r for v in node for r in _schema_refs(v)]
+    return []
+
+
+def _pointer(root: dict[str, Any], ref: str, where: str) -> Any:
+    if not ref.startswith("#"):
+        raise _bad(f"{where}: external $ref is not supported: {ref}")
+    node: Any = root
+    for part in [p for p in ref[1:].split("/") if p]:
+        if not isinstance(node, dict) or part not in node:
+            raise _bad(f"{where}: $ref {ref} could not be resolved")
+        node = node[part]
+    return node
+
+
+def _check_schema_node(node: Any, where: str, root: dict[str, Any], counts: list[int]) -> None:
+    if not isinstance(node, dict):
+        return
+    kind = node.get("type")
+    kinds = kind if isinstance(kind, list) else [kind] if kind is not None else []
+    if isinstance(kind, list) or isinstance(node.get("anyOf"), list):
+        counts[1] += 1
+    for key in node:
+        allowed = SCHEMA_ANY.union(*(SCHEMA_BY_TYPE.get(k, set()) for k in kinds)) if kinds else (
+            SCHEMA_ANY | set().union(*SCHEMA_BY_TYPE.values())
+        )
+        if key not in allowed:
+            label = f"For '{kinds[0]}' type, property" if len(kinds) == 1 else "Property"
+            raise _bad(f"{where}: {label} '{key}' is not supported")
+    if "object" in kinds or "properties" in node:
+        if node.get("additionalProperties") is not False:
+            raise _bad(f"{where}: For 'object' type, 'additionalProperties' must be explicitly set to false")
+        props = node.get("properties") or {}
+        counts[0] += len([k for k in props if k not in (node.get("required") or [])])
+        for name, sub in props.items():
+            _check_schema_node(sub, where, root, counts)
+    if "minItems" in node and node["minItems"] not in (0, 1):
+        raise _bad(f"{where}: For 'array' type, 'minItems' values other than 0 and 1 are not supported")
+    if "format" in node and node["format"] not in SCHEMA_FORMATS:
+        raise _bad(f"{where}: For 'string' type, format '{node['format']}' is not supported")
+    if "pattern" in node and UNSUPPORTED_REGEX.search(str(node["pattern"])):
+        raise _bad(f"{where}: For 'string' type, the regex in 'pattern' uses unsupported features")
+    if "enum" in node and any(isinstance(v, dict | list) for v in node["enum"]):
+        raise _bad(f"{where}: enum values must be strings, numbers, booleans or null")
+    for entry in node.get("allOf") or []:
+        if isinstance(entry, dict) and "$ref" in entry:
+            raise _bad(f"{where}: allOf with $ref is not supported")
+    for key in ("anyOf", "allOf"):
+        for sub in node.get(key) or []:
+            _check_schema_node(sub, where, root, counts)
+    if "items" in node:
+        _check_schema_node(node["items"], where, root, counts)
+    for defs in ("$defs", "definitions"):
+        for sub in (node.get(defs) or {}).values():
+            _check_schema_node(sub, where, root, counts)
+
+
+def check_strict_schema(schema: Any, where: str, counts: list[int]) -> None:
+    """Refuse what the real API refuses in a structured-output or strict-tool schema; add to `counts`
+    ([optional properties, unions])."""
+    if not isinstance(schema, dict):
+        raise _bad(f"{where}: must be a JSON schema object")
+    path: list[str] = []
+
+    def visit(ref: str) -> None:
+        if ref in path:
+            raise _bad(f"{where}: Too many recursive definitions in schema")
+        path.append(ref)
+        for inner in _schema_refs(_pointer(schema, ref, where)) if ref != "#" else ["#"]:
+            visit(inner)
+        path.pop()
+
+    for ref in _schema_refs(schema):
+        visit(ref)
+    _check_schema_node(schema, where, schema, counts)
+
+
+def validate_structured(body: dict[str, Any]) -> None:
+    """Strict tools and `output_config.format`: supported model, schema subset, per-request budgets."""
+    counts = [0, 0]
+    model = str(body.get("model", ""))
+    fmt = (body.get("output_config") or {}).get("format")
+    strict = [(i, t) for i, t in enumerate(body.get("tools") or []) if isinstance(t, dict) and "strict" in t]
+    for i, tool in strict:
+        if not isinstance(tool["strict"], bool):
+            raise _bad(f"tools.{i}.strict: Input should be a valid boolean")
+    strict = [(i, t) for i, t in strict if t["strict"]]
+    if (fmt is not None or strict) and NO_STRUCTURED_OUTPUTS.search(model):
+        raise _bad(f"'{model}' does not support structured outputs (output_config.format and strict tools)")
+    if isinstance(fmt, dict) and isinstance(fmt.get("schema"), dict):
+        check_strict_schema(fmt["schema"], "output_config.format.schema", counts)
+    if len(strict) > MAX_STRICT_TOOLS:
+        raise _bad(f"tools: at most {MAX_STRICT_TOOLS} tools may use strict mode in one request")
+    for i, tool in strict:
+        check_strict_schema(tool.get("input_schema"), f"tools.{i}.input_schema", counts)
+    if counts[0] > MAX_OPTIONAL or counts[1] > MAX_UNIONS:
+        raise _bad(
+            f"Schema is too complex: {counts[0]} optional parameters (at most {MAX_OPTIONAL}) and {counts[1]} "
+            f"union-typed parameters (at most {MAX_UNIONS}) across the strict schemas of this request"
+        )
+
+
 def validate_messages_request(body: Any, *, fixed_sampling: bool = False) -> None:
     """Raise Reject for anything the real API would refuse (the subset the proxy can get wrong)."""
     if not isinstance(body, dict):
@@ -376,6 +503,7 @@ def validate_messages_request(body: Any, *, fixed_sampling: bool = False) -> Non
             raise _bad("output_config.format: must be {type: json_schema, schema}")
         if "effort" in cfg and cfg["effort"] not in ("low", "medium", "high", "max"):
             raise _bad("output_config.effort: unknown effort")
+    validate_structured(body)
 
 
 # ---- the server ----------------------------------------------------------------------------------------------------
