@@ -10,8 +10,13 @@ Mapping notes (OpenAI field -> Anthropic field):
   in one user turn, results first. A tool call left without a result gets an explicit error result; a result without
   its call becomes plain text; tool history without `tools` gets minimal tool definitions and tool_choice none.
 - tool_choice auto|none|required|named -> auto|none|any|tool; parallel_tool_calls=false -> disable_parallel_tool_use.
-- response_format json_schema -> output_config.format (structured outputs); json_object -> a forced tool whose
-  input object is returned as the message content (falls back to an instruction when tools or thinking forbid it).
+- response_format json_schema -> output_config.format (structured outputs), the schema rewritten to the subset the
+  API accepts (schema.py); json_object -> a forced tool whose input object is returned as the message content (falls
+  back to an instruction when tools or thinking forbid it). A json_schema that structured outputs cannot take (a
+  recursive one, or a model without structured outputs) goes the json_object way, with the schema as the tool's.
+- function strict: true -> Anthropic's strict tool use, schema rewritten likewise, on the models that have it and
+  within the API's per-request budgets for strict schemas; a tool past them is sent without strict.
+- logprobs/top_logprobs and audio output cannot be answered: a 400 naming the parameter.
 - reasoning_effort -> thinking (budget_tokens, or adaptive + output_config.effort on the models that take it).
 """
 
@@ -28,6 +33,7 @@ import orjson
 
 from claude_proxy.config import Settings, ThinkingBudgets
 from claude_proxy.errors import InvalidRequest
+from claude_proxy.schema import Complexity, UnsupportedSchema, complexity, strict_schema
 from claude_proxy.wire import (
     AssistantMessage,
     ChatRequest,
@@ -51,6 +57,13 @@ MISSING_RESULT = "No result was returned for this tool call."
 HISTORY_TOOL_DESCRIPTION = "Tool used earlier in this conversation (its definition was not sent with this request)."
 JSON_TOOL_DESCRIPTION = "Give the final answer as a JSON object. Always answer through this tool."
 JSON_INSTRUCTION = "Respond only with a single valid JSON object, with no text before or after it."
+SCHEMA_INSTRUCTION = "Respond only with a single valid JSON object matching this JSON schema, with no text before or after it:"
+# Models without structured outputs (`output_config.format`, strict tools): those before the 4.5 generation.
+NO_STRUCTURED_OUTPUTS = r"^claude-(3|(opus|sonnet)-4(-0)?(-\d{8})?$|opus-4-1)"
+# The API's budgets for the strict schemas of one request (tools marked strict, optional properties, unions).
+STRICT_TOOLS_MAX = 20
+STRICT_OPTIONAL_MAX = 24
+STRICT_UNIONS_MAX = 16
 START_PLACEHOLDER = "(continued)"
 
 _FINISH: Mapping[str, FinishReason] = {
@@ -75,6 +88,7 @@ class Options:
     fixed_sampling: re.Pattern[str] = re.compile(r"(?!)")
     budgets: ThinkingBudgets = field(default_factory=ThinkingBudgets)
     prompt_cache: bool = True
+    no_structured_outputs: re.Pattern[str] = re.compile(NO_STRUCTURED_OUTPUTS)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Options:
@@ -323,8 +337,10 @@ def _convert_messages(req: ChatRequest) -> tuple[list[str], _Turns]:
     return system, turns
 
 
-def _tool_defs(req: ChatRequest) -> list[dict[str, Any]]:
+def _tool_defs(req: ChatRequest) -> tuple[list[dict[str, Any]], list[int]]:
+    """Anthropic tool definitions, and the positions of those the client marked strict."""
     defs: list[dict[str, Any]] = []
+    strict: list[int] = []
     seen: set[str] = set()
     functions = [(f"tools[{i}].function", t.function) for i, t in enumerate(req.tools or [])]
     functions += [(f"functions[{i}]", f) for i, f in enumerate(req.functions or [])]
@@ -342,8 +358,39 @@ def _tool_defs(req: ChatRequest) -> list[dict[str, Any]]:
         tool: dict[str, Any] = {"name": fn.name, "input_schema": schema}
         if fn.description:
             tool["description"] = fn.description
+        if fn.strict:
+            strict.append(len(defs))
         defs.append(tool)
-    return defs
+    return defs, strict
+
+
+def _make_strict(tools: list[dict[str, Any]], wanted: list[int], spent: Complexity) -> None:
+    """Mark the wanted tools strict, schemas rewritten, while the request's budgets allow; the others stay as sent."""
+    count = 0
+    for i in wanted:
+        try:
+            schema = strict_schema(tools[i]["input_schema"])
+        except UnsupportedSchema:
+            continue
+        total = spent + complexity(schema)
+        if count >= STRICT_TOOLS_MAX or total.optional > STRICT_OPTIONAL_MAX or total.unions > STRICT_UNIONS_MAX:
+            continue
+        tools[i] = {**tools[i], "input_schema": schema, "strict": True}
+        spent, count = total, count + 1
+
+
+def _refuse_unanswerable(req: ChatRequest) -> None:
+    """Parameters whose answer the client would read, and that Anthropic cannot give."""
+    if req.n is not None and req.n > 1:
+        raise InvalidRequest("n > 1 is not supported: Anthropic returns one choice per request", param="n")
+    if req.logprobs:
+        raise InvalidRequest("logprobs are not supported: Anthropic does not return token log probabilities", param="logprobs")
+    if req.top_logprobs:
+        raise InvalidRequest(
+            "top_logprobs is not supported: Anthropic does not return token log probabilities", param="top_logprobs"
+        )
+    if req.audio is not None or (req.modalities and "audio" in req.modalities):
+        raise InvalidRequest("audio output is not supported: Anthropic answers in text", param="modalities")
 
 
 def _tool_choice(req: ChatRequest, names: Iterable[str]) -> dict[str, Any] | None:
@@ -392,8 +439,7 @@ def _cache_last(blocks: list[dict[str, Any]]) -> None:
 
 def to_anthropic(req: ChatRequest, options: Options) -> Translation:
     """Translate a validated OpenAI chat request into an Anthropic Messages request."""
-    if req.n is not None and req.n > 1:
-        raise InvalidRequest("n > 1 is not supported: Anthropic returns one choice per request", param="n")
+    _refuse_unanswerable(req)
     model = resolve_model(req.model, options)
     system, turns = _convert_messages(req)
     messages = turns.turns
@@ -410,7 +456,7 @@ def to_anthropic(req: ChatRequest, options: Options) -> Translation:
                     b for b in content if b["type"] != "tool_result"
                 ]
 
-    tools = _tool_defs(req)
+    tools, strict_wanted = _tool_defs(req)
     names = [t["name"] for t in tools]
     tool_choice = _tool_choice(req, names) if tools else None
     history_only = [n for n in turns.history_tools if n not in names]
@@ -450,6 +496,9 @@ def to_anthropic(req: ChatRequest, options: Options) -> Translation:
 
     # Structured output.
     json_tool: str | None = None
+    json_tool_schema: dict[str, Any] | None = None
+    structured = not options.no_structured_outputs.search(model)
+    spent = Complexity()
     fmt = req.response_format
     if fmt is not None and fmt.type == "json_schema":
         schema = fmt.json_schema.schema_ if fmt.json_schema else None
@@ -457,19 +506,35 @@ def to_anthropic(req: ChatRequest, options: Options) -> Translation:
             raise InvalidRequest(
                 "response_format json_schema needs json_schema.schema", param="response_format.json_schema"
             )
-        body.setdefault("output_config", {})["format"] = {"type": "json_schema", "schema": schema}
+        converted: dict[str, Any] | None = None
+        if structured:
+            try:
+                converted = strict_schema(schema)
+            except UnsupportedSchema:
+                converted = None
+        if converted is not None:
+            body.setdefault("output_config", {})["format"] = {"type": "json_schema", "schema": converted}
+            spent = complexity(converted)
+        elif names or thinking is not None or schema.get("type") != "object":
+            system.append(f"{SCHEMA_INSTRUCTION}\n{orjson.dumps(schema).decode()}")
+        else:
+            json_tool_schema = schema
     elif fmt is not None and fmt.type == "json_object":
         if names or thinking is not None:
             system.append(JSON_INSTRUCTION)
         else:
-            json_tool = "json_response"
-            taken = {t["name"] for t in tools}
-            suffix = 0
-            while json_tool in taken:
-                suffix += 1
-                json_tool = f"json_response_{suffix}"
-            tools.append({"name": json_tool, "description": JSON_TOOL_DESCRIPTION, "input_schema": {"type": "object"}})
-            tool_choice = {"type": "tool", "name": json_tool, "disable_parallel_tool_use": True}
+            json_tool_schema = {"type": "object"}
+    if json_tool_schema is not None:
+        json_tool = "json_response"
+        taken = {t["name"] for t in tools}
+        suffix = 0
+        while json_tool in taken:
+            suffix += 1
+            json_tool = f"json_response_{suffix}"
+        tools.append({"name": json_tool, "description": JSON_TOOL_DESCRIPTION, "input_schema": json_tool_schema})
+        tool_choice = {"type": "tool", "name": json_tool, "disable_parallel_tool_use": True}
+    if strict_wanted and structured:
+        _make_strict(tools, strict_wanted, spent)
 
     if system:
         body["system"] = [{"type": "text", "text": text} for text in system]

@@ -153,6 +153,11 @@ class ChatRequest(_Open):
     user: str | None = None
     n: Annotated[int, Field(ge=1)] | None = None
     metadata: dict[str, Any] | None = None
+    # Accepted only in their "off" form (translation refuses the others: nothing upstream can answer them).
+    logprobs: bool | None = None
+    top_logprobs: Annotated[int, Field(ge=0, le=20)] | None = None
+    modalities: list[str] | None = None
+    audio: dict[str, Any] | None = None
 
     @field_validator("stop")
     @classmethod
