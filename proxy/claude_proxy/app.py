@@ -33,7 +33,7 @@ from claude_proxy.limits import ClientGone, Drain, Limiter, Slot, read_body
 from claude_proxy.metrics import CONTENT_TYPE, Metrics
 from claude_proxy.relay import StreamRelay, error_line
 from claude_proxy.stream import StreamTranslator
-from claude_proxy.translate import Options, Translation, to_anthropic, to_openai
+from claude_proxy.translate import Options, Translation, resolve_model, to_anthropic, to_openai
 from claude_proxy.transport import LeanTransport, environment_proxy
 from claude_proxy.upstream import RetryPolicy, Upstream
 from claude_proxy.wire import ChatRequest
@@ -443,7 +443,7 @@ def create_app(
 
         return SSEResponse(relay.__aiter__(), drain=drain, on_close=on_close)
 
-    async def list_models(request: Request) -> Response:
+    async def model_list(request: Request) -> list[dict[str, Any]]:
         check_key(request.headers.get("authorization"))
         now = clock()
         if now >= models.expires:
@@ -464,7 +464,25 @@ def create_app(
                 if alias not in known
             ]
             models.data, models.expires = data, now + models.ttl
-        return json_response({"object": "list", "data": models.data})
+        return models.data
+
+    async def list_models(request: Request) -> Response:
+        return json_response({"object": "list", "data": await model_list(request)})
+
+    async def retrieve_model(request: Request, model: str) -> Response:
+        """GET /v1/models/{model}: one entry of the list, found by its id or by the name it resolves to."""
+        data = await model_list(request)
+        wanted = {model, resolve_model(model, options)} if model.strip() else {model}
+        entry = next((m for m in data if m["id"] in wanted), None)
+        if entry is None:
+            raise ProxyError(
+                f"The model `{model}` does not exist or you do not have access to it.",
+                status=404,
+                type="invalid_request_error",
+                param="model",
+                code="model_not_found",
+            )
+        return json_response(entry)
 
     for prefix in ("/v1", ""):
         # A plain ASGI route: the handler reads and validates the body itself, so FastAPI's per-request work would
@@ -473,6 +491,9 @@ def create_app(
         app.router.routes.append(route)
         app.direct[route.path] = route
         app.add_api_route(f"{prefix}/models", list_models, methods=["GET"], include_in_schema=bool(prefix))
+        app.add_api_route(
+            f"{prefix}/models/{{model:path}}", retrieve_model, methods=["GET"], include_in_schema=bool(prefix)
+        )
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
 
     @app.get("/health")

@@ -31,7 +31,13 @@ def openai_style_errors(ctx: Any, response: Any, case: Any) -> bool:
     return True
 
 
-EXAMPLES = {"POST /v1/chat/completions": 150, "GET /v1/models": 10, "GET /health": 5, "GET /readyz": 5}
+EXAMPLES = {
+    "POST /v1/chat/completions": 150,
+    "GET /v1/models": 10,
+    "GET /v1/models/{model}": 10,
+    "GET /health": 5,
+    "GET /readyz": 5,
+}
 
 
 # Negative cases (bodies that break the schema) exist only where there is a body.
