@@ -228,6 +228,7 @@ class _Walk:
         kinds = set(kind) if isinstance(kind, list) else {kind} if isinstance(kind, str) else set()
         is_object = "object" in kinds or (not kinds and isinstance(schema.get("properties"), Mapping))
         is_array = "array" in kinds or (not kinds and "items" in schema)
+        is_string = "string" in kinds or not kinds
 
         for defs in ("$defs", "definitions"):
             if isinstance(schema.get(defs), Mapping):
@@ -271,10 +272,11 @@ class _Walk:
             (out if is_array and schema["minItems"] in (0, 1) else leftover)["minItems"] = schema["minItems"]
         fmt = schema.get("format")
         if fmt is not None:
-            (out if fmt in STRING_FORMATS else leftover)["format"] = fmt
+            (out if is_string and fmt in STRING_FORMATS else leftover)["format"] = fmt
         pattern = schema.get("pattern")
         if pattern is not None:
-            (out if isinstance(pattern, str) and simple_pattern(pattern) else leftover)["pattern"] = pattern
+            ok = is_string and isinstance(pattern, str) and simple_pattern(pattern)
+            (out if ok else leftover)["pattern"] = pattern
 
         for key, value in schema.items():
             if key in ("minimum", "maximum") and value in (-SAFE_INTEGER, SAFE_INTEGER) and "integer" in kinds:

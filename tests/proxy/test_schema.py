@@ -14,6 +14,9 @@ from typing import Any, Literal
 
 import jsonschema
 import pytest
+from hypothesis import given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 from openai.lib._pydantic import to_strict_json_schema
 from pydantic import BaseModel, Field, HttpUrl
 
@@ -207,3 +210,75 @@ def test_complexity_counts_optional_properties_and_unions() -> None:
     counts = [0, 0]
     check_strict_schema(strict_schema(schema), "x", counts)
     assert counts == [3, 2]  # the fake counts what the proxy counts
+
+
+# ---- any schema a client could write -------------------------------------------------------------------------------
+
+TYPES = st.sampled_from(["object", "array", "string", "integer", "number", "boolean", "null"])
+SCALARS = st.one_of(st.none(), st.booleans(), st.integers(-5, 5), st.text(max_size=4))
+NAMES = st.sampled_from(["a", "b", "c"])
+CONSTRAINTS = st.dictionaries(
+    st.sampled_from(["minimum", "maximum", "exclusiveMinimum", "multipleOf", "minLength", "maxLength", "maxItems",
+                     "uniqueItems", "minProperties", "examples", "deprecated", "$comment", "x-extra", "readOnly"]),
+    st.integers(0, 3),
+    max_size=3,
+)  # fmt: skip
+FORMATS = st.sampled_from(["date", "email", "uuid", "int32", "binary", "uri-reference"])
+PATTERNS = st.sampled_from([r"^\d+$", r"(a)\1", r"^(?!x).*", r"\bw", "[a-z]{2,3}"])
+
+
+def schemas(refs: bool = True) -> st.SearchStrategy[dict[str, Any]]:
+    leaf = st.builds(
+        lambda kind, extra, fmt, pattern, enum, nullable: {
+            **({"type": kind} if kind else {}),
+            **extra,
+            **({"format": fmt} if fmt else {}),
+            **({"pattern": pattern} if pattern else {}),
+            **({"enum": enum} if enum else {}),
+            **({"nullable": True} if nullable else {}),
+        },
+        st.one_of(st.none(), TYPES, st.lists(TYPES, min_size=1, max_size=2, unique=True)),
+        CONSTRAINTS,
+        st.one_of(st.none(), FORMATS),
+        st.one_of(st.none(), PATTERNS),
+        st.one_of(st.none(), st.lists(st.one_of(SCALARS, st.just({"k": 1})), min_size=1, max_size=3)),
+        st.booleans(),
+    )
+    if refs:
+        leaf = st.one_of(leaf, st.builds(lambda n, d: {"$ref": f"#/$defs/{n}", **({"description": d} if d else {})},
+                                         st.sampled_from(["D1", "D2"]), st.one_of(st.none(), st.just("see D"))))  # fmt: skip
+
+    def extend(inner: st.SearchStrategy[dict[str, Any]]) -> st.SearchStrategy[dict[str, Any]]:
+        return st.one_of(
+            st.builds(
+                lambda props, req, extra, ap: {"type": "object", "properties": props, "required": req, **extra,
+                                               **({"additionalProperties": ap} if ap is not None else {})},
+                st.dictionaries(NAMES, inner, max_size=3), st.lists(NAMES, max_size=2, unique=True), CONSTRAINTS,
+                st.one_of(st.none(), st.booleans(), st.just({"type": "integer"})),
+            ),  # fmt: skip
+            st.builds(lambda items, extra, n: {"type": "array", "items": items, "minItems": n, **extra},
+                      inner, CONSTRAINTS, st.integers(0, 3)),  # fmt: skip
+            st.builds(lambda k, vs: {k: vs}, st.sampled_from(["anyOf", "oneOf", "allOf"]),
+                      st.lists(inner, min_size=1, max_size=3)),  # fmt: skip
+        )
+
+    return st.recursive(leaf, extend, max_leaves=12)
+
+
+@given(
+    root=schemas(),
+    defs=st.fixed_dictionaries({"D1": schemas(refs=False), "D2": schemas(refs=False)}),
+)
+@hypothesis_settings(max_examples=300, deadline=None, derandomize=True)
+def test_any_schema_comes_out_accepted_or_is_declared_unsupported(root: dict[str, Any], defs: dict[str, Any]) -> None:
+    schema = {"type": "object", "properties": {"value": root}, "required": ["value"], "$defs": defs}
+    before = copy.deepcopy(schema)
+    try:
+        out = strict_schema(schema)
+    except UnsupportedSchema:
+        return
+    assert schema == before
+    assert accepted(out), (refusal(out), out)
+    counts = [0, 0]
+    check_strict_schema(out, "x", counts)
+    assert complexity(out) == Complexity(*counts)
