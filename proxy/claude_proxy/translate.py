@@ -57,7 +57,9 @@ MISSING_RESULT = "No result was returned for this tool call."
 HISTORY_TOOL_DESCRIPTION = "Tool used earlier in this conversation (its definition was not sent with this request)."
 JSON_TOOL_DESCRIPTION = "Give the final answer as a JSON object. Always answer through this tool."
 JSON_INSTRUCTION = "Respond only with a single valid JSON object, with no text before or after it."
-SCHEMA_INSTRUCTION = "Respond only with a single valid JSON object matching this JSON schema, with no text before or after it:"
+SCHEMA_INSTRUCTION = (
+    "Respond only with a single valid JSON object matching this JSON schema, with no text before or after it:"
+)
 # Models without structured outputs (`output_config.format`, strict tools): those before the 4.5 generation.
 NO_STRUCTURED_OUTPUTS = r"^claude-(3|(opus|sonnet)-4(-0)?(-\d{8})?$|opus-4-1)"
 # The API's budgets for the strict schemas of one request (tools marked strict, optional properties, unions).
@@ -384,7 +386,9 @@ def _refuse_unanswerable(req: ChatRequest) -> None:
     if req.n is not None and req.n > 1:
         raise InvalidRequest("n > 1 is not supported: Anthropic returns one choice per request", param="n")
     if req.logprobs:
-        raise InvalidRequest("logprobs are not supported: Anthropic does not return token log probabilities", param="logprobs")
+        raise InvalidRequest(
+            "logprobs are not supported: Anthropic does not return token log probabilities", param="logprobs"
+        )
     if req.top_logprobs:
         raise InvalidRequest(
             "top_logprobs is not supported: Anthropic does not return token log probabilities", param="top_logprobs"

@@ -237,8 +237,20 @@ def _check_blocks(content: Any, where: str, role: str) -> list[dict[str, Any]]:
 # From Anthropic's "JSON Schema limitations" and the 400s the real API answers (`For 'integer' type, property
 # 'minimum' is not supported`, `For 'object' type, 'additionalProperties' must be explicitly set to false`).
 
-SCHEMA_ANY = {"type", "description", "title", "default", "enum", "const", "anyOf", "allOf", "$ref", "$defs",
-              "definitions", "$schema"}  # fmt: skip
+SCHEMA_ANY = {
+    "type",
+    "description",
+    "title",
+    "default",
+    "enum",
+    "const",
+    "anyOf",
+    "allOf",
+    "$ref",
+    "$defs",
+    "definitions",
+    "$schema",
+}
 SCHEMA_BY_TYPE = {
     "object": {"properties", "required", "additionalProperties"},
     "array": {"items", "minItems"},
@@ -281,8 +293,10 @@ def _check_schema_node(node: Any, where: str, root: dict[str, Any], counts: list
     if isinstance(kind, list) or isinstance(node.get("anyOf"), list):
         counts[1] += 1
     for key in node:
-        allowed = SCHEMA_ANY.union(*(SCHEMA_BY_TYPE.get(k, set()) for k in kinds)) if kinds else (
-            SCHEMA_ANY | set().union(*SCHEMA_BY_TYPE.values())
+        allowed = (
+            SCHEMA_ANY.union(*(SCHEMA_BY_TYPE.get(k, set()) for k in kinds))
+            if kinds
+            else (SCHEMA_ANY | set().union(*SCHEMA_BY_TYPE.values()))
         )
         if key not in allowed:
             label = f"For '{kinds[0]}' type, property" if len(kinds) == 1 else "Property"
@@ -292,7 +306,7 @@ def _check_schema_node(node: Any, where: str, root: dict[str, Any], counts: list
             raise _bad(f"{where}: For 'object' type, 'additionalProperties' must be explicitly set to false")
         props = node.get("properties") or {}
         counts[0] += len([k for k in props if k not in (node.get("required") or [])])
-        for name, sub in props.items():
+        for sub in props.values():
             _check_schema_node(sub, where, root, counts)
     if "minItems" in node and node["minItems"] not in (0, 1):
         raise _bad(f"{where}: For 'array' type, 'minItems' values other than 0 and 1 are not supported")

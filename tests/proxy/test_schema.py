@@ -8,7 +8,7 @@ from __future__ import annotations
 import copy
 import datetime
 import json
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Any, Literal
 
@@ -31,7 +31,7 @@ class Address(BaseModel):
     zip: str = Field(pattern=r"^\d{5}$")
 
 
-class Color(str, Enum):
+class Color(StrEnum):
     red = "red"
     green = "green"
 
@@ -99,8 +99,9 @@ def test_real_schemas_are_refused_as_sent_and_accepted_transformed(name: str) ->
 
 
 def test_the_real_api_message_shape() -> None:
-    message = refusal({"type": "object", "properties": {"n": {"type": "integer", "minimum": 1}},
-                       "additionalProperties": False})  # fmt: skip
+    message = refusal(
+        {"type": "object", "properties": {"n": {"type": "integer", "minimum": 1}}, "additionalProperties": False}
+    )
     assert message == "output_config.format.schema: For 'integer' type, property 'minimum' is not supported"
     message = refusal({"type": "object", "properties": {}})
     assert message.endswith("For 'object' type, 'additionalProperties' must be explicitly set to false")
@@ -168,8 +169,13 @@ def test_recursive_schemas_are_unsupported() -> None:
 def test_corners() -> None:
     # allOf of one entry (older pydantic's way to describe a $ref) merges into its node
     defs = {"A": {"type": "object", "properties": {"x": {"type": "integer", "maximum": 3}}}}
-    out = strict_schema({"$defs": defs, "type": "object",
-                         "properties": {"a": {"allOf": [{"$ref": "#/$defs/A"}], "description": "the a"}}})  # fmt: skip
+    out = strict_schema(
+        {
+            "$defs": defs,
+            "type": "object",
+            "properties": {"a": {"allOf": [{"$ref": "#/$defs/A"}], "description": "the a"}},
+        }
+    )
     assert out["properties"]["a"]["description"] == "the a"
     assert out["properties"]["a"]["properties"]["x"] == {"type": "integer", "description": "{maximum: 3}"}
     assert accepted(out)
@@ -180,10 +186,14 @@ def test_corners() -> None:
     out = strict_schema({"oneOf": [{"type": "string"}, {"type": "integer", "minimum": 0}]})
     assert out == {"anyOf": [{"type": "string"}, {"type": "integer", "description": "{minimum: 0}"}]}
     assert strict_schema({"type": "string", "enum": ["a"], "nullable": True}) == {
-        "type": ["string", "null"], "enum": ["a", None]}  # fmt: skip
+        "type": ["string", "null"],
+        "enum": ["a", None],
+    }
     assert strict_schema({"$ref": "#/$defs/A", "nullable": True, "$defs": defs})["type"] == ["object", "null"]
     assert strict_schema({"anyOf": [{"$ref": "#/$defs/A"}], "nullable": True, "$defs": defs})["anyOf"] == [
-        {"$ref": "#/$defs/A"}, {"type": "null"}]  # fmt: skip
+        {"$ref": "#/$defs/A"},
+        {"type": "null"},
+    ]
     # type lists keep their per-type rules
     out = strict_schema({"type": ["object", "null"], "properties": {}, "minProperties": 1})
     assert out["additionalProperties"] is False and out["description"] == "{minProperties: 1}" and accepted(out)
@@ -192,7 +202,10 @@ def test_corners() -> None:
     assert out == {"type": "string", "description": '{format: "ipv4-cidr", pattern: "^(?!x)\\\\w+$"}'}
     assert strict_schema({"enum": [{"a": 1}, 2]}) == {"description": '{enum: [{"a":1},2]}'}
     assert strict_schema({"type": "array", "items": {"type": "string"}, "minItems": 0}) == {
-        "type": "array", "items": {"type": "string"}, "minItems": 0}  # fmt: skip
+        "type": "array",
+        "items": {"type": "string"},
+        "minItems": 0,
+    }
 
 
 def test_simple_patterns() -> None:
@@ -204,8 +217,15 @@ def test_simple_patterns() -> None:
 
 
 def test_complexity_counts_optional_properties_and_unions() -> None:
-    schema = {"type": "object", "properties": {"a": {"type": ["string", "null"]}, "b": {"anyOf": [{}, {}]},
-              "c": {"type": "object", "properties": {"d": {}}}}, "required": ["a"]}  # fmt: skip
+    schema = {
+        "type": "object",
+        "properties": {
+            "a": {"type": ["string", "null"]},
+            "b": {"anyOf": [{}, {}]},
+            "c": {"type": "object", "properties": {"d": {}}},
+        },
+        "required": ["a"],
+    }
     assert complexity(schema) == Complexity(optional=3, unions=2)
     counts = [0, 0]
     check_strict_schema(strict_schema(schema), "x", counts)
@@ -218,11 +238,27 @@ TYPES = st.sampled_from(["object", "array", "string", "integer", "number", "bool
 SCALARS = st.one_of(st.none(), st.booleans(), st.integers(-5, 5), st.text(max_size=4))
 NAMES = st.sampled_from(["a", "b", "c"])
 CONSTRAINTS = st.dictionaries(
-    st.sampled_from(["minimum", "maximum", "exclusiveMinimum", "multipleOf", "minLength", "maxLength", "maxItems",
-                     "uniqueItems", "minProperties", "examples", "deprecated", "$comment", "x-extra", "readOnly"]),
+    st.sampled_from(
+        [
+            "minimum",
+            "maximum",
+            "exclusiveMinimum",
+            "multipleOf",
+            "minLength",
+            "maxLength",
+            "maxItems",
+            "uniqueItems",
+            "minProperties",
+            "examples",
+            "deprecated",
+            "$comment",
+            "x-extra",
+            "readOnly",
+        ]
+    ),
     st.integers(0, 3),
     max_size=3,
-)  # fmt: skip
+)
 FORMATS = st.sampled_from(["date", "email", "uuid", "int32", "binary", "uri-reference"])
 PATTERNS = st.sampled_from([r"^\d+$", r"(a)\1", r"^(?!x).*", r"\bw", "[a-z]{2,3}"])
 
@@ -245,21 +281,41 @@ def schemas(refs: bool = True) -> st.SearchStrategy[dict[str, Any]]:
         st.booleans(),
     )
     if refs:
-        leaf = st.one_of(leaf, st.builds(lambda n, d: {"$ref": f"#/$defs/{n}", **({"description": d} if d else {})},
-                                         st.sampled_from(["D1", "D2"]), st.one_of(st.none(), st.just("see D"))))  # fmt: skip
+        leaf = st.one_of(
+            leaf,
+            st.builds(
+                lambda n, d: {"$ref": f"#/$defs/{n}", **({"description": d} if d else {})},
+                st.sampled_from(["D1", "D2"]),
+                st.one_of(st.none(), st.just("see D")),
+            ),
+        )
 
     def extend(inner: st.SearchStrategy[dict[str, Any]]) -> st.SearchStrategy[dict[str, Any]]:
         return st.one_of(
             st.builds(
-                lambda props, req, extra, ap: {"type": "object", "properties": props, "required": req, **extra,
-                                               **({"additionalProperties": ap} if ap is not None else {})},
-                st.dictionaries(NAMES, inner, max_size=3), st.lists(NAMES, max_size=2, unique=True), CONSTRAINTS,
+                lambda props, req, extra, ap: {
+                    "type": "object",
+                    "properties": props,
+                    "required": req,
+                    **extra,
+                    **({"additionalProperties": ap} if ap is not None else {}),
+                },
+                st.dictionaries(NAMES, inner, max_size=3),
+                st.lists(NAMES, max_size=2, unique=True),
+                CONSTRAINTS,
                 st.one_of(st.none(), st.booleans(), st.just({"type": "integer"})),
-            ),  # fmt: skip
-            st.builds(lambda items, extra, n: {"type": "array", "items": items, "minItems": n, **extra},
-                      inner, CONSTRAINTS, st.integers(0, 3)),  # fmt: skip
-            st.builds(lambda k, vs: {k: vs}, st.sampled_from(["anyOf", "oneOf", "allOf"]),
-                      st.lists(inner, min_size=1, max_size=3)),  # fmt: skip
+            ),
+            st.builds(
+                lambda items, extra, n: {"type": "array", "items": items, "minItems": n, **extra},
+                inner,
+                CONSTRAINTS,
+                st.integers(0, 3),
+            ),
+            st.builds(
+                lambda k, vs: {k: vs},
+                st.sampled_from(["anyOf", "oneOf", "allOf"]),
+                st.lists(inner, min_size=1, max_size=3),
+            ),
         )
 
     return st.recursive(leaf, extend, max_leaves=12)

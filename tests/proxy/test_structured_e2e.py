@@ -52,7 +52,9 @@ def assert_strict_subset(schema: dict[str, object]) -> None:
 def test_parse_with_a_constrained_pydantic_model(fake: FakeAnthropic, proxy: ProxyFactory) -> None:
     fake.script(message(text(json.dumps(ANSWER))))
     out = client(proxy()).chat.completions.parse(
-        model="claude-sonnet-4-6", messages=[{"role": "user", "content": "Order 2 AB-12 for Ada"}], response_format=Order
+        model="claude-sonnet-4-6",
+        messages=[{"role": "user", "content": "Order 2 AB-12 for Ada"}],
+        response_format=Order,
     )
     parsed = out.choices[0].message.parsed
     assert parsed == Order(customer="Ada", items=[LineItem(sku="AB-12", quantity=2)], discount=None, express=True)
