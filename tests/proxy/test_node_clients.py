@@ -1,0 +1,58 @@
+"""openai-node's zod helpers (`zodResponseFormat` with `parse` and the stream helper, `zodFunction` strict tools)
+against the proxy under uvicorn and the fake Anthropic. The Node packages are pinned in tests/node and installed by
+`make test` (npm ci); without node or those packages the test is skipped, saying why."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ProxyFactory
+from tests.fakes.anthropic import FakeAnthropic, message, text, tool_use
+
+NODE_DIR = Path(__file__).parent.parent / "node"
+ANSWER = {"customer": "Ada", "items": [{"sku": "AB-12", "quantity": 2}], "discount": None, "express": True}
+
+
+def node_or_skip() -> str:
+    node = shutil.which("node")
+    if node is None:
+        pytest.skip("node is not installed: openai-node's helpers were NOT tested against the proxy")
+    if not (NODE_DIR / "node_modules" / "openai").is_dir():
+        pytest.skip("tests/node has no node_modules (npm missing when `make test` ran?): openai-node NOT tested")
+    return node
+
+
+def test_openai_node_zod_helpers(fake: FakeAnthropic, proxy: ProxyFactory) -> None:
+    node = node_or_skip()
+    url = proxy()
+    fake.script(
+        message(text(json.dumps(ANSWER))),
+        message(text(json.dumps(ANSWER))),
+        message(tool_use("toolu_1", "lookup", {"order_id": 7, "fields": ["status"]}), stop_reason="tool_use"),
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "ANTHROPIC_"))}
+    run = subprocess.run(
+        [node, "clients.mjs", "parse", "stream", "tool"],
+        cwd=NODE_DIR,
+        env={**env, "PROXY_URL": url},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert run.returncode == 0, run.stderr
+    results = {r["case"]: r for r in map(json.loads, run.stdout.splitlines())}
+    assert results["parse"] == {"case": "parse", "parsed": ANSWER}
+    assert results["stream"] == {"case": "stream", "parsed": ANSWER}
+    assert results["tool"] == {"case": "tool", "parsed": {"order_id": 7, "fields": ["status"]}}
+    parse, stream, tool = fake.messages_requests
+    schema = parse.body["output_config"]["format"]["schema"]
+    assert '"maximum"' not in json.dumps(schema) and "{maxItems: 10}" in json.dumps(schema)
+    assert stream.body["stream"] is True and stream.body["output_config"] == parse.body["output_config"]
+    sent = tool.body["tools"][0]
+    assert sent["strict"] is True and sent["input_schema"]["properties"]["order_id"] == {"type": "integer"}
