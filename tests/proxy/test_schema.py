@@ -18,7 +18,7 @@ from hypothesis import given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 from openai.lib._pydantic import to_strict_json_schema
-from pydantic import BaseModel, Field, HttpUrl
+from pydantic import BaseModel, Field, HttpUrl, RootModel
 
 from claude_proxy.schema import Complexity, UnsupportedSchema, complexity, simple_pattern, strict_schema
 from tests.fakes.anthropic import Reject, check_strict_schema
@@ -206,6 +206,19 @@ def test_corners() -> None:
         "items": {"type": "string"},
         "minItems": 0,
     }
+
+
+def test_a_root_reference_is_inlined() -> None:
+    class Inner(BaseModel):
+        x: int = Field(ge=0)
+
+    class Root(RootModel[Inner]):
+        pass
+
+    out = strict_schema(Root.model_json_schema())  # {"$defs": …, "$ref": "#/$defs/Inner", "title": "Root"}
+    assert out["type"] == "object" and out["title"] == "Root" and out["additionalProperties"] is False
+    assert out["properties"]["x"] == {"type": "integer", "title": "X", "description": "{minimum: 0}"}
+    assert accepted(out)
 
 
 def test_simple_patterns() -> None:
