@@ -4,11 +4,11 @@ Pure: no I/O, and the input is never mutated. The rules follow Anthropic's docum
 the schema transform of the official anthropic SDKs (Python `transform_schema`, TypeScript `transformJSONSchema`):
 
 - kept: `type` (also as a list), `enum` and `const` of plain values, `default`, `title`, `description`,
-  `properties`, `required`, `items`, `anyOf`, `allOf`, local `$ref` with `$defs`/`definitions`, string `format` of
+  `properties`, `required`, `items`, `anyOf`, `allOf`, `$ref` to `$defs`/`definitions`, string `format` of
   the supported list, `pattern` without the regex features the API refuses, array `minItems` of 0 or 1;
 - changed: every object gets `additionalProperties: false` (the API demands it), `oneOf` becomes `anyOf`,
   OpenAPI's `nullable: true` becomes a union with `null`, an `allOf` of one entry is merged into its node, and a
-  `$ref` with sibling keywords (or inside `allOf`) is replaced by the definition it names;
+  `$ref` with sibling keywords, inside `allOf`, or pointing elsewhere than a definition is replaced by what it names;
 - removed and kept as words in the node's `description` (`{minimum: 1, maxLength: 10}`), so the model still sees
   them: numeric bounds, `multipleOf`, string lengths, unsupported formats and patterns, `maxItems`, `uniqueItems`,
   other `minItems`, `minProperties`/`maxProperties`, `patternProperties`, `examples`, conditionals and the rest;
@@ -60,6 +60,7 @@ _STRUCTURE = frozenset(
 )
 # Regex features the API's grammar compiler refuses: backreferences, lookaround, word boundaries.
 _COMPLEX_PATTERN = re.compile(r"\\[1-9]|\\k<|\(\?<?[=!]|\\[bB]")
+_DEFINITION = re.compile(r"^#/(\$defs|definitions)/[^/]+$")
 _QUANTIFIER = re.compile(r"\{(\d+)(?:,(\d*))?\}")
 SAFE_INTEGER = 2**53 - 1
 LARGE_QUANTIFIER = 1000  # a `{n,m}` bound from here on counts as a large range
@@ -125,9 +126,9 @@ def complexity(schema: Any) -> Complexity:
 
 
 def _resolve(root: Mapping[str, Any], ref: Any) -> Any:
-    """The node a local reference (`#`, `#/$defs/Name`, any JSON pointer into the schema) points at."""
-    if not isinstance(ref, str) or not ref.startswith("#"):
-        raise UnsupportedSchema(f"only references inside the schema are supported, not {ref!r}")
+    """The node a reference (`#`, `#/$defs/Name`, any JSON pointer into the schema) points at."""
+    if not isinstance(ref, str) or not (ref == "#" or ref.startswith("#/")):
+        raise UnsupportedSchema(f"only JSON pointers into the schema are supported as references, not {ref!r}")
     node: Any = root
     for raw in ref[1:].split("/")[1:] if ref != "#" else []:
         part = raw.replace("~1", "/").replace("~0", "~")
@@ -212,9 +213,11 @@ class _Walk:
             del schema["allOf"]
             return self.node({**self.inline(all_of[0]), **schema})
         if "$ref" in schema:
-            if all(k == "$ref" or k in _SILENT or (k == "nullable" and not schema[k]) for k in schema):
+            bare = all(k == "$ref" or k in _SILENT or (k == "nullable" and not schema[k]) for k in schema)
+            if bare and _DEFINITION.match(str(schema["$ref"])):
                 return {"$ref": schema["$ref"]}
-            return self.node(self.inline(schema))  # the API takes a bare `$ref` only
+            # The API takes a bare `$ref` only; and a pointer elsewhere than a definition may not survive the walk.
+            return self.node(self.inline(schema))
         if schema.get("nullable") is True:
             del schema["nullable"]
             return _with_null(self.node(schema))
