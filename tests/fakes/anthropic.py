@@ -237,7 +237,8 @@ def _check_blocks(content: Any, where: str, role: str) -> list[dict[str, Any]]:
 # From Anthropic's "JSON Schema limitations" and the 400s the real API answers (`For 'integer' type, property
 # 'minimum' is not supported`, `For 'object' type, 'additionalProperties' must be explicitly set to false`).
 
-SCHEMA_ANY = set("type description title default enum const anyOf allOf $ref $defs definitions $schema".split())
+SCHEMA_ANNOTATIONS = {"description", "title", "default", "$schema"}
+SCHEMA_ANY = SCHEMA_ANNOTATIONS | {"type", "enum", "const", "anyOf", "allOf", "$ref", "$defs", "definitions"}
 SCHEMA_BY_TYPE = {
     "object": {"properties", "required", "additionalProperties"},
     "array": {"items", "minItems"},
