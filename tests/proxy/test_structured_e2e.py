@@ -141,3 +141,17 @@ def test_logprobs_are_refused_naming_the_parameter(fake: FakeAnthropic, proxy: P
         model="claude-sonnet-4-6", messages=[{"role": "user", "content": "x"}], logprobs=False, seed=3
     )
     assert out.choices[0].message.content == "Hello from the fake."
+
+
+def test_strict_function_tool_streamed(fake: FakeAnthropic, proxy: ProxyFactory) -> None:
+    fake.script(message(tool_use("toolu_1", "Lookup", {"order_id": 7, "fields": ["a", "b"]}), stop_reason="tool_use"))
+    with client(proxy()).chat.completions.stream(
+        model="claude-sonnet-4-6",
+        messages=[{"role": "user", "content": "Where is order 7?"}],
+        tools=[openai.pydantic_function_tool(Lookup)],
+    ) as stream:
+        final = stream.get_final_completion()
+    call = final.choices[0].message.tool_calls[0]  # type: ignore[index]
+    assert call.function.parsed_arguments == Lookup(order_id=7, fields=["a", "b"])
+    assert final.choices[0].finish_reason == "tool_calls"
+    assert fake.messages_requests[-1].body["tools"][0]["strict"] is True
