@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import collections
 import logging
-from collections.abc import AsyncIterator, Callable
-from typing import Any
+from collections.abc import AsyncIterator, Callable, Mapping
+from typing import Any, Protocol
 
 import anyio
 import httpx
@@ -21,7 +21,6 @@ import orjson
 
 from claude_proxy.errors import ProxyError, UpstreamError
 from claude_proxy.sse import DONE, SSEDecoder, encode_data
-from claude_proxy.stream import StreamTranslator
 from claude_proxy.upstream import RETRYABLE_STATUS, RetryBudget, Upstream, retries_spent
 
 log = logging.getLogger("claude_proxy.relay")
@@ -34,6 +33,21 @@ def encode_chunks(chunks: list[dict[str, Any]]) -> bytes:
 
 def error_line(exc: ProxyError) -> bytes:
     return encode_data(orjson.dumps(exc.envelope()))
+
+
+class Translator(Protocol):
+    """A stream translator (chat chunks or Responses events): Anthropic events in, output events out."""
+
+    @property
+    def usage(self) -> Mapping[str, Any]: ...
+
+    def feed(self, event: Mapping[str, Any]) -> list[dict[str, Any]]: ...
+
+    def finish(self) -> list[dict[str, Any]]: ...
+
+
+def _chat_failure(translator: Any, exc: ProxyError) -> bytes:
+    return error_line(exc)
 
 
 def _stream_failure(exc: BaseException, idle_timeout: float | None) -> ProxyError:
@@ -132,16 +146,23 @@ class StreamRelay:
         upstream: Upstream,
         body: bytes,
         client_betas: str | None,
-        new_translator: Callable[[], StreamTranslator],
+        new_translator: Callable[[], Translator],
         idle_timeout: float | None = None,
+        *,
+        encode: Callable[[list[dict[str, Any]]], bytes] = encode_chunks,
+        done: bytes = DONE,
+        failure: Callable[[Any, ProxyError], bytes] = _chat_failure,
     ) -> None:
+        """`encode`, `done` and `failure` (the bytes ending a stream cut by an error, given the translator) default
+        to chat completions' chunk lines, `[DONE]` and the error line."""
         self.upstream = upstream
         self.body = body
         self.client_betas = client_betas
         self.new_translator = new_translator
         self.idle_timeout = idle_timeout
+        self.encode, self.done, self.failure = encode, done, failure
         self.response: httpx.Response | None = None
-        self.translator: StreamTranslator | None = None
+        self.translator: Translator | None = None
         self._events: _Events | None = None
         self._first: list[dict[str, Any]] = []
         self._ended = False  # the upstream stream ended during start()
@@ -206,7 +227,7 @@ class StreamRelay:
         response, translator, events = self.response, self.translator, self._events
         try:
             if self._first:
-                yield encode_chunks(self._first)
+                yield self.encode(self._first)
             if not self._ended:
                 while (batch := await events.ready()) is not None:
                     chunks: list[dict[str, Any]] = []
@@ -215,21 +236,22 @@ class StreamRelay:
                             chunks += translator.feed(_parse(data))
                     except ProxyError:
                         if chunks:  # what came before the failure is still the client's
-                            yield encode_chunks(chunks)
+                            yield self.encode(chunks)
                         raise
                     if chunks:
-                        yield encode_chunks(chunks)
+                        yield self.encode(chunks)
                 tail = translator.finish()
                 if tail:
-                    yield encode_chunks(tail) + DONE
+                    yield self.encode(tail) + self.done
                     self.finished = True
                     return
-            yield DONE
+            if self.done:
+                yield self.done
             self.finished = True
         except (ProxyError, httpx.TransportError) as exc:
             error = _stream_failure(exc, self.idle_timeout)
             self.error = error
             log.warning("stream ended with an error after output began: %s", error.type)
-            yield error_line(error)
+            yield self.failure(translator, error)
         finally:
             await self._close(events, response)
