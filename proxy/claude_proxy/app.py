@@ -484,12 +484,16 @@ def create_app(
             )
         return json_response(entry)
 
+    from claude_proxy.responses_route import responses_endpoint  # it builds on this module's edge helpers
+
+    responses = responses_endpoint(app, check_key, options, clock)
     for prefix in ("/v1", ""):
-        # A plain ASGI route: the handler reads and validates the body itself, so FastAPI's per-request work would
-        # be pure overhead on the hot path. The app dispatches POSTs to it directly; `_openapi` documents it.
-        route = _PlainRoute(f"{prefix}/chat/completions", chat_endpoint, methods=["POST"])
-        app.router.routes.append(route)
-        app.direct[route.path] = route
+        # Plain ASGI routes: the handlers read and validate the body themselves, so FastAPI's per-request work would
+        # be pure overhead on the hot path. The app dispatches POSTs to them directly; `_openapi` documents chat.
+        for path, endpoint in (("/chat/completions", chat_endpoint), ("/responses", responses)):
+            route = _PlainRoute(f"{prefix}{path}", endpoint, methods=["POST"])
+            app.router.routes.append(route)
+            app.direct[route.path] = route
         app.add_api_route(f"{prefix}/models", list_models, methods=["GET"], include_in_schema=bool(prefix))
         app.add_api_route(
             f"{prefix}/models/{{model:path}}", retrieve_model, methods=["GET"], include_in_schema=bool(prefix)

@@ -1,0 +1,432 @@
+"""The Responses API translation, pure: requests into Anthropic requests, messages into Response objects, and
+Anthropic event streams into Responses events. Every Response and every event is validated with the official openai
+SDK's own pydantic model, and streams are reassembled with the SDK's own stream state."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from openai import omit
+from openai.lib.streaming.responses._responses import ResponseStreamState
+from openai.types.responses import Response, ResponseStreamEvent
+from pydantic import TypeAdapter
+
+from claude_proxy.errors import InvalidRequest, UpstreamError
+from claude_proxy.responses import ResponsesRequest, to_anthropic_request, to_response
+from claude_proxy.responses_stream import ResponsesStreamTranslator, encode_events
+from claude_proxy.sse import SSEDecoder
+from claude_proxy.translate import Options
+from tests.fakes.anthropic import message, render_sse, text, thinking, tool_use
+
+FIXTURES = Path(__file__).parent.parent / "fixtures" / "sse"
+CREATED = 1_760_000_000
+MODEL = "claude-sonnet-4-6"
+EVENT = TypeAdapter(ResponseStreamEvent)
+OPTIONS = Options(adaptive_thinking=re.compile(r"^claude-(opus|sonnet)-4-6"))
+PNG = (
+    "data:image/png;base64,"
+    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg=="
+)
+
+
+def body_of(payload: dict[str, Any], options: Options = OPTIONS) -> dict[str, Any]:
+    return to_anthropic_request(ResponsesRequest.model_validate({"model": MODEL, **payload}), options).translation.body
+
+
+def refusal(payload: dict[str, Any]) -> InvalidRequest:
+    with pytest.raises(InvalidRequest) as info:
+        body_of(payload)
+    return info.value
+
+
+def echo_of(payload: dict[str, Any]) -> dict[str, Any]:
+    return to_anthropic_request(ResponsesRequest.model_validate({"model": MODEL, **payload}), OPTIONS).echo
+
+
+# ---- requests --------------------------------------------------------------------------------------------------------
+
+
+def test_string_input_with_instructions_and_parameters() -> None:
+    body = body_of(
+        {"input": "Say hi", "instructions": "Be brief.", "max_output_tokens": 55, "temperature": 0.3, "store": True}
+    )
+    assert body["system"][0]["text"] == "Be brief."
+    assert body["messages"] == [
+        {"role": "user", "content": [{"type": "text", "text": "Say hi", "cache_control": {"type": "ephemeral"}}]}
+    ]
+    assert body["max_tokens"] == 55
+    assert body["temperature"] == 0.3
+
+
+def test_items_messages_images_calls_and_outputs() -> None:
+    body = body_of(
+        {
+            "input": [
+                {"role": "developer", "content": "Use tools."},
+                {
+                    "type": "message",
+                    "role": "user",
+                    "content": [
+                        {"type": "input_text", "text": "What is in it, and the weather?"},
+                        {"type": "input_image", "image_url": PNG, "detail": "auto"},
+                        {"type": "input_image", "image_url": "https://example.com/a.png"},
+                    ],
+                },
+                {"type": "reasoning", "id": "rs_1", "summary": [{"type": "summary_text", "text": "hidden"}]},
+                {"role": "assistant", "content": [{"type": "output_text", "text": "Checking."}]},
+                {"type": "function_call", "call_id": "call_a", "name": "weather", "arguments": '{"city":"Oslo"}'},
+                {"type": "function_call", "call_id": "call_b", "name": "weather", "arguments": '{"city":"Rome"}'},
+                {"type": "function_call_output", "call_id": "call_a", "output": "rain"},
+                {
+                    "type": "function_call_output",
+                    "call_id": "call_b",
+                    "output": [{"type": "input_text", "text": "sun"}],
+                },
+            ],
+            "tools": [{"type": "function", "name": "weather", "parameters": {"type": "object"}, "strict": False}],
+        }
+    )
+    assert body["system"][0]["text"] == "Use tools."
+    user, assistant, results = body["messages"]
+    assert [b["type"] for b in user["content"]] == ["text", "image", "image"]
+    assert user["content"][1]["source"]["type"] == "base64"
+    assert user["content"][2]["source"] == {"type": "url", "url": "https://example.com/a.png"}
+    assert assistant["content"][0]["text"] == "Checking."
+    assert [(b["id"], b["input"]) for b in assistant["content"][1:]] == [
+        ("call_a", {"city": "Oslo"}),
+        ("call_b", {"city": "Rome"}),
+    ]
+    assert [(b["tool_use_id"], b["content"]) for b in results["content"]] == [
+        ("call_a", "rain"),
+        ("call_b", [{"type": "text", "text": "sun"}]),
+    ]
+    assert "hidden" not in json.dumps(body)
+
+
+def test_function_tools_are_flat_and_strict_is_kept() -> None:
+    schema = {"type": "object", "properties": {"n": {"type": "integer", "minimum": 1}}, "required": ["n"]}
+    body = body_of(
+        {
+            "input": "go",
+            "tools": [
+                {"type": "function", "name": "count", "description": "Count.", "parameters": schema, "strict": True}
+            ],
+        }
+    )
+    (tool,) = body["tools"]
+    assert tool["name"] == "count" and tool["description"] == "Count." and tool["strict"] is True
+    assert '"minimum"' not in json.dumps(tool["input_schema"])
+    assert tool["input_schema"]["properties"]["n"]["description"] == "{minimum: 1}"
+    assert tool["input_schema"]["additionalProperties"] is False
+
+
+@pytest.mark.parametrize(
+    ("choice", "parallel", "expected"),
+    [
+        ("auto", None, {"type": "auto"}),
+        ("required", None, {"type": "any"}),
+        ("none", None, {"type": "none"}),
+        ({"type": "function", "name": "count"}, None, {"type": "tool", "name": "count"}),
+        ("auto", False, {"type": "auto", "disable_parallel_tool_use": True}),
+    ],
+)
+def test_tool_choice_and_parallel_tool_calls(choice: Any, parallel: bool | None, expected: dict[str, Any]) -> None:
+    tools = [{"type": "function", "name": "count", "parameters": {"type": "object"}}]
+    payload: dict[str, Any] = {"input": "go", "tools": tools, "tool_choice": choice}
+    if parallel is not None:
+        payload["parallel_tool_calls"] = parallel
+    assert body_of(payload)["tool_choice"] == expected
+
+
+def test_text_format_json_schema_goes_through_the_schema_transform() -> None:
+    schema = {"type": "object", "properties": {"age": {"type": "integer", "maximum": 150}}, "required": ["age"]}
+    body = body_of({"input": "age?", "text": {"format": {"type": "json_schema", "name": "A", "schema": schema}}})
+    sent = body["output_config"]["format"]
+    assert sent["type"] == "json_schema"
+    assert '"maximum"' not in json.dumps(sent["schema"]) and "{maximum: 150}" in json.dumps(sent["schema"])
+
+
+def test_text_format_json_object_and_text() -> None:
+    body = body_of({"input": "json", "text": {"format": {"type": "json_object"}}})
+    assert body["tool_choice"]["name"] == "json_response"
+    plain = body_of({"input": "hi", "text": {"format": {"type": "text"}}})
+    assert "tools" not in plain and "output_config" not in plain
+
+
+def test_reasoning_effort_is_mapped_like_chat() -> None:
+    adaptive = body_of({"input": "think", "reasoning": {"effort": "high", "summary": "auto"}})
+    assert adaptive["thinking"] == {"type": "adaptive"} and adaptive["output_config"]["effort"] == "high"
+    budget = body_of({"model": "claude-haiku-4-5", "input": "think", "reasoning": {"effort": "low"}})
+    assert budget["thinking"] == {"type": "enabled", "budget_tokens": 2048}
+
+
+@pytest.mark.parametrize(
+    ("payload", "param"),
+    [
+        ({"previous_response_id": "resp_1"}, "previous_response_id"),
+        ({"conversation": "conv_1"}, "conversation"),
+        ({"background": True}, "background"),
+    ],
+)
+def test_state_is_refused_with_a_400_saying_to_send_the_full_input(payload: dict[str, Any], param: str) -> None:
+    exc = refusal({"input": "hi", **payload})
+    assert exc.status == 400 and exc.param == param
+    assert "send the whole conversation in `input`" in exc.message
+
+
+@pytest.mark.parametrize("kind", ["web_search", "file_search", "computer_use_preview", "code_interpreter", "mcp"])
+def test_built_in_tools_are_refused_naming_the_type(kind: str) -> None:
+    exc = refusal({"input": "hi", "tools": [{"type": "function", "name": "f"}, {"type": kind}]})
+    assert exc.param == "tools[1].type" and repr(kind) in exc.message
+
+
+@pytest.mark.parametrize(
+    ("items", "param"),
+    [
+        ([{"role": "user", "content": [{"type": "input_image", "file_id": "file_1"}]}], "input[0].content[0].file_id"),
+        ([{"role": "user", "content": [{"type": "input_file", "file_data": "x"}]}], "input[0].content[0].type"),
+        ([{"type": "item_reference", "id": "msg_1"}], "input[0].type"),
+        ([{"type": "web_search_call", "id": "ws_1"}], "input[0].type"),
+        (
+            [
+                {"role": "user", "content": "hi"},
+                {"type": "function_call", "call_id": "c", "name": "f", "arguments": "{"},
+            ],
+            "input[1].arguments",
+        ),
+        (
+            [
+                {
+                    "role": "user",
+                    "content": [{"type": "input_text", "text": "a"}, {"type": "input_image", "image_url": "ftp://x"}],
+                }
+            ],
+            "input[0].content[1].image_url.url",
+        ),
+    ],
+)
+def test_bad_items_are_named_by_their_input_field(items: list[Any], param: str) -> None:
+    assert refusal({"input": items}).param == param
+
+
+def test_the_echo_repeats_the_request() -> None:
+    echo = echo_of(
+        {
+            "input": "hi",
+            "instructions": "Be brief.",
+            "metadata": {"k": "v"},
+            "tools": [{"type": "function", "name": "f", "parameters": {"type": "object"}, "strict": True}],
+            "tool_choice": "required",
+            "text": {"format": {"type": "json_object"}},
+            "reasoning": {"effort": "low"},
+        }
+    )
+    assert echo["instructions"] == "Be brief." and echo["metadata"] == {"k": "v"}
+    assert echo["tools"][0]["name"] == "f" and echo["tool_choice"] == "required"
+    assert echo["text"] == {"format": {"type": "json_object"}} and echo["reasoning"]["effort"] == "low"
+
+
+# ---- responses -------------------------------------------------------------------------------------------------------
+
+
+def response_for(msg: dict[str, Any], json_tool: str | None = None, **payload: Any) -> Response:
+    out = to_response(
+        msg, model=MODEL, created_at=CREATED, echo=echo_of({"input": "x", **payload}), json_tool=json_tool
+    )
+    assert "output_text" not in out  # an SDK convenience, not part of the wire object
+    return Response.model_validate(out)
+
+
+def test_message_becomes_reasoning_message_and_function_call_items() -> None:
+    usage = {"input_tokens": 10, "output_tokens": 20, "cache_read_input_tokens": 100, "cache_creation_input_tokens": 5}
+    msg = message(
+        thinking("Plan."), text("Let me look."), tool_use("toolu_9", "weather", {"city": "Oslo"}),
+        stop_reason="tool_use", usage=usage, model=MODEL, id="msg_01abc",
+    )  # fmt: skip
+    response = response_for(msg)
+    assert response.id == "resp_01abc" and response.object == "response" and response.status == "completed"
+    reasoning, said, call = response.output
+    assert reasoning.type == "reasoning" and reasoning.summary[0].text == "Plan."
+    assert said.type == "message" and said.content[0].type == "output_text" and said.content[0].text == "Let me look."
+    assert said.content[0].annotations == []
+    assert call.type == "function_call" and call.call_id == "toolu_9" and json.loads(call.arguments) == {"city": "Oslo"}
+    assert response.output_text == "Let me look."
+    assert response.usage is not None
+    assert (response.usage.input_tokens, response.usage.output_tokens, response.usage.total_tokens) == (115, 20, 135)
+    assert response.usage.input_tokens_details.cached_tokens == 100
+    assert response.usage.output_tokens_details.reasoning_tokens == 0
+
+
+@pytest.mark.parametrize(("stop", "reason"), [("max_tokens", "max_output_tokens"), ("refusal", "content_filter")])
+def test_cut_answers_are_incomplete(stop: str, reason: str) -> None:
+    response = response_for(message(text("Once upon"), stop_reason=stop))
+    assert response.status == "incomplete"
+    assert response.incomplete_details is not None and response.incomplete_details.reason == reason
+
+
+def test_json_object_answer_is_the_tool_input_as_text() -> None:
+    msg = message(text("ignored"), tool_use("toolu_j", "json_response", {"a": 1}), stop_reason="tool_use")
+    response = response_for(msg, json_tool="json_response")
+    assert [item.type for item in response.output] == ["message"]
+    assert json.loads(response.output_text) == {"a": 1}
+
+
+# ---- streams ---------------------------------------------------------------------------------------------------------
+
+
+def run_stream(
+    pieces: list[bytes], *, json_tool: str | None = None
+) -> tuple[list[dict[str, Any]], UpstreamError | None, ResponsesStreamTranslator]:
+    decoder = SSEDecoder()
+    translator = ResponsesStreamTranslator(
+        model=MODEL, created_at=CREATED, echo=echo_of({"input": "x"}), json_tool=json_tool
+    )
+    events: list[dict[str, Any]] = []
+    try:
+        for piece in pieces:
+            for sse in decoder.feed(piece):
+                events += translator.feed(orjson.loads(sse.data))
+        for sse in decoder.flush():
+            events += translator.feed(orjson.loads(sse.data))
+        events += translator.finish()
+    except UpstreamError as exc:
+        return events, exc, translator
+    return events, None, translator
+
+
+def sdk_final(events: list[dict[str, Any]]) -> Response:
+    """Validate every event with the SDK's model, check the numbering, and accumulate them with the SDK's state."""
+    state: ResponseStreamState[Any] = ResponseStreamState(input_tools=omit, text_format=omit)
+    for number, raw in enumerate(events):
+        assert raw["sequence_number"] == number
+        state.handle_event(EVENT.validate_python(raw))
+    final = state._completed_response
+    assert final is not None, "no response.completed"
+    return final
+
+
+def comparable(response: Response) -> dict[str, Any]:
+    out = response.model_dump(exclude_none=True, exclude={"created_at"})
+    for item in out["output"]:
+        item.pop("parsed_arguments", None)
+        for part in item.get("content", ()):
+            part.pop("parsed", None)
+        if item["type"] == "function_call":
+            item["arguments"] = json.loads(item["arguments"])
+    return out
+
+
+MESSAGES = {
+    "text": message(text("Hello, wörld! ✓"), model=MODEL),
+    "thinking": message(thinking("First, 2+2."), text("4"), model=MODEL),
+    "tools": message(
+        text("Both:"),
+        tool_use("toolu_1", "a", {"x": [1, 2]}),
+        tool_use("toolu_2", "b", {}),
+        stop_reason="tool_use",
+        model=MODEL,
+    ),
+    "empty_text": message(text(""), tool_use("toolu_1", "a", {"x": 1}), stop_reason="tool_use", model=MODEL),
+    "max_tokens": message(text("Once upon a"), stop_reason="max_tokens", model=MODEL),
+}
+
+
+@pytest.mark.parametrize("case", sorted(MESSAGES))
+def test_streamed_result_equals_the_non_streamed_response(case: str) -> None:
+    msg = MESSAGES[case]
+    events, error, _ = run_stream(list(render_sse(msg, piece=2)))
+    assert error is None
+    if msg["stop_reason"] == "max_tokens":
+        assert events[-1]["type"] == "response.incomplete"
+        final = Response.model_validate(events[-1]["response"])
+        for raw in events:
+            EVENT.validate_python(raw)
+    else:
+        assert events[-1]["type"] == "response.completed"
+        final = sdk_final(events)
+    assert comparable(final) == comparable(response_for(msg))
+
+
+def test_event_sequence_of_a_text_answer() -> None:
+    events, _, _ = run_stream(list(render_sse(message(text("Hi there"), model=MODEL), piece=4)))
+    assert [e["type"] for e in events] == [
+        "response.created",
+        "response.in_progress",
+        "response.output_item.added",
+        "response.content_part.added",
+        "response.output_text.delta",
+        "response.output_text.delta",
+        "response.output_text.done",
+        "response.content_part.done",
+        "response.output_item.done",
+        "response.completed",
+    ]
+    delta = events[4]
+    assert (delta["item_id"], delta["output_index"], delta["content_index"]) == (events[2]["item"]["id"], 0, 0)
+    assert events[0]["response"]["status"] == "in_progress" and events[0]["response"]["output"] == []
+
+
+@pytest.mark.parametrize("name", ["text_utf8.sse", "thinking_signature.sse", "parallel_tools_crlf.sse"])
+def test_recorded_streams_under_awkward_splits(name: str) -> None:
+    stream = (FIXTURES / name).read_bytes()
+    whole, error, _ = run_stream([stream])
+    assert error is None
+    reference = comparable(sdk_final(whole))
+    for cut in range(0, len(stream), max(1, len(stream) // 97)):
+        events, error, _ = run_stream([stream[:cut], stream[cut:]])
+        assert error is None and comparable(sdk_final(events)) == reference
+    bytewise, _, _ = run_stream([bytes([b]) for b in stream])
+    assert comparable(sdk_final(bytewise)) == reference
+
+
+def test_json_object_stream_is_the_tool_input_as_text() -> None:
+    events, error, _ = run_stream([(FIXTURES / "json_object.sse").read_bytes()], json_tool="json_response")
+    assert error is None
+    final = sdk_final(events)
+    assert [item.type for item in final.output] == ["message"]
+    json.loads(final.output_text)
+
+
+def test_nothing_is_released_before_real_output() -> None:
+    translator = ResponsesStreamTranslator(model=MODEL, created_at=CREATED, echo={}, json_tool=None)
+    start = {"type": "message_start", "message": {"id": "msg_1", "model": MODEL, "usage": {"input_tokens": 3}}}
+    assert translator.feed(start) == []
+    assert (
+        translator.feed({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}})
+        == []
+    )
+    released = translator.feed(
+        {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "A"}}
+    )
+    assert [e["type"] for e in released][:2] == ["response.created", "response.in_progress"]
+    assert released[-1]["type"] == "response.output_text.delta"
+
+
+def test_mid_stream_error_ends_with_response_failed() -> None:
+    events, error, translator = run_stream([(FIXTURES / "error_overloaded.sse").read_bytes()])
+    assert error is not None and error.status == 529
+    tail = translator.fail(error)
+    assert tail[-1]["type"] == "response.failed"
+    everything = events + tail
+    for number, raw in enumerate(everything):
+        assert raw["sequence_number"] == number
+        EVENT.validate_python(raw)
+    failed = Response.model_validate(tail[-1]["response"])
+    assert failed.status == "failed" and failed.error is not None and "Overloaded" in failed.error.message
+    assert "".join(e["delta"] for e in everything if e["type"] == "response.output_text.delta") == "Partial ånswer"
+
+
+def test_a_stream_without_message_stop_is_an_error() -> None:
+    _, error, _ = run_stream([(FIXTURES / "truncated.sse").read_bytes()])
+    assert error is not None and error.code == "incomplete_stream"
+
+
+def test_events_are_encoded_with_their_names() -> None:
+    wire = encode_events([{"type": "response.output_text.delta", "sequence_number": 3, "delta": "é"}])
+    expected = 'event: response.output_text.delta\ndata: {"type":"response.output_text.delta","sequence_number":3,'
+    assert wire == (expected + '"delta":"é"}\n\n').encode()

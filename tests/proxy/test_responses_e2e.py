@@ -1,0 +1,201 @@
+"""POST /v1/responses end to end: the official openai SDK's `responses.create`, `responses.stream` (with its own
+accumulation, `get_final_response`) and `responses.parse` -> the proxy under uvicorn -> the fake Anthropic."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import httpx
+import openai
+import pytest
+from pydantic import BaseModel, Field
+
+from tests.conftest import ProxyFactory, metric_samples
+from tests.fakes.anthropic import RESET, ErrorReply, FakeAnthropic, message, render_sse, text, thinking, tool_use
+
+FIXTURES = Path(__file__).parent.parent / "fixtures" / "sse"
+MODEL = "claude-sonnet-4-6"
+WEATHER = {
+    "type": "function",
+    "name": "weather",
+    "description": "Weather for a city.",
+    "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+    "strict": False,
+}
+
+
+class Person(BaseModel):
+    name: str = Field(max_length=20)
+    age: int = Field(ge=0, le=150)
+
+
+def client(url: str) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0, timeout=20)
+
+
+def test_create_with_string_input(fake: FakeAnthropic, proxy: ProxyFactory) -> None:
+    usage = {"input_tokens": 9, "output_tokens": 4, "cache_read_input_tokens": 30, "cache_creation_input_tokens": 2}
+    fake.script(message(text("Hello!"), usage=usage))
+    url = proxy()
+    response = client(url).responses.create(
+        model=MODEL, input="Say hello", instructions="Be brief.", max_output_tokens=64, metadata={"run": "1"}
+    )
+    assert response.object == "response" and response.id.startswith("resp_") and response.status == "completed"
+    assert response.output_text == "Hello!"
+    assert response.metadata == {"run": "1"} and response.instructions == "Be brief."
+    assert response.usage is not None
+    assert (response.usage.input_tokens, response.usage.output_tokens, response.usage.total_tokens) == (41, 4, 45)
+    assert response.usage.input_tokens_details.cached_tokens == 30
+    sent = fake.messages_requests[-1].body
+    assert sent["max_tokens"] == 64 and sent["system"][0]["text"] == "Be brief."
+    assert sent["messages"][0]["content"][0]["text"] == "Say hello"
+    samples = metric_samples(url)
+    assert samples[f'proxy_requests_total{{model="{MODEL}",route="/v1/responses",status="200"}}'] == 1
+
+
+def test_tool_round_trip_with_function_call_output(fake: FakeAnthropic, proxy: ProxyFactory) -> None:
+    fake.script(
+        message(text("Checking."), tool_use("toolu_01", "weather", {"city": "Oslo"}), stop_reason="tool_use"),
+        message(text("Rainy in Oslo.")),
+    )
+    api = client(proxy())
+    items: list[Any] = [{"role": "user", "content": [{"type": "input_text", "text": "Weather in Oslo?"}]}]
+    first = api.responses.create(model=MODEL, input=items, tools=[WEATHER], tool_choice="auto")
+    calls = [item for item in first.output if item.type == "function_call"]
+    assert [(c.name, json.loads(c.arguments)) for c in calls] == [("weather", {"city": "Oslo"})]
+    items += first.output
+    items.append({"type": "function_call_output", "call_id": calls[0].call_id, "output": '{"sky": "rain"}'})
+    second = api.responses.create(model=MODEL, input=items, tools=[WEATHER])
+    assert second.output_text == "Rainy in Oslo."
+    turns = fake.messages_requests[-1].body["messages"]
+    assert [t["role"] for t in turns] == ["user", "assistant", "user"]
+    assert turns[1]["content"][-1] == {
+        "type": "tool_use",
+        "id": "toolu_01",
+        "name": "weather",
+        "input": {"city": "Oslo"},
+    }
+    assert turns[2]["content"][0]["type"] == "tool_result" and turns[2]["content"][0]["tool_use_id"] == "toolu_01"
+
+
+def test_parse_with_a_pydantic_text_format(fake: FakeAnthropic, proxy: ProxyFactory) -> None:
+    fake.script(message(text('{"name": "Ada", "age": 36}')))
+    parsed = client(proxy()).responses.parse(model=MODEL, input="Who?", text_format=Person)
+    assert parsed.output_parsed == Person(name="Ada", age=36)
+    sent = fake.messages_requests[-1].body["output_config"]["format"]
+    words = json.dumps(sent["schema"])
+    assert sent["type"] == "json_schema" and '"maximum"' not in words and "maximum: 150" in words
+
+
+def test_json_object_text_format(fake: FakeAnthropic, proxy: ProxyFactory) -> None:
+    fake.script(message(tool_use("toolu_j", "json_response", {"ok": True}), stop_reason="tool_use"))
+    response = client(proxy()).responses.create(
+        model=MODEL, input="JSON please", text={"format": {"type": "json_object"}}
+    )
+    assert json.loads(response.output_text) == {"ok": True}
+
+
+def test_reasoning_comes_back_as_a_summary_item(fake: FakeAnthropic, proxy: ProxyFactory) -> None:
+    fake.script(message(thinking("Two and two make four."), text("4")))
+    response = client(proxy()).responses.create(
+        model=MODEL, input="2+2?", reasoning={"effort": "medium", "summary": "auto"}
+    )
+    reasoning, answer = response.output
+    assert reasoning.type == "reasoning" and reasoning.summary[0].text == "Two and two make four."
+    assert answer.type == "message" and response.output_text == "4"
+    assert fake.messages_requests[-1].body["thinking"] == {"type": "adaptive"}
+
+
+@pytest.mark.parametrize(
+    ("extra", "status", "words"),
+    [
+        ({"previous_response_id": "resp_abc"}, 400, "send the whole conversation"),
+        ({"tools": [{"type": "web_search"}]}, 400, "'web_search'"),
+        ({"temperature": 3}, 400, "temperature"),
+    ],
+)
+def test_refusals_are_openai_errors(
+    fake: FakeAnthropic, proxy: ProxyFactory, extra: dict[str, Any], status: int, words: str
+) -> None:
+    with pytest.raises(openai.APIStatusError) as info:
+        client(proxy()).responses.create(model=MODEL, input="hi", **extra)
+    assert info.value.status_code == status and words in info.value.message
+    assert fake.messages_requests == []
+
+
+def test_upstream_errors_keep_their_status(fake: FakeAnthropic, proxy: ProxyFactory) -> None:
+    fake.script(ErrorReply(429, "rate_limit_error", "Number of requests has exceeded your rate limit"))
+    with pytest.raises(openai.RateLimitError) as info:
+        client(proxy(PROXY_MAX_RETRIES="0")).responses.create(model=MODEL, input="hi")
+    assert info.value.status_code == 429 and "rate limit" in info.value.message
+
+
+def test_stream_with_the_sdk_accumulation(fake: FakeAnthropic, proxy: ProxyFactory) -> None:
+    fake.script(
+        message(thinking("Look it up."), text("One moment."), tool_use("toolu_7", "weather", {"city": "Rome"}),
+                stop_reason="tool_use")
+    )  # fmt: skip
+    with client(proxy()).responses.stream(model=MODEL, input="Weather in Rome?", tools=[WEATHER]) as stream:
+        events = list(stream)
+        final = stream.get_final_response()
+    kinds = [e.type for e in events]
+    assert kinds[:2] == ["response.created", "response.in_progress"] and kinds[-1] == "response.completed"
+    for kind in ("response.reasoning_summary_text.delta", "response.function_call_arguments.delta"):
+        assert kind in kinds
+    deltas = [e.delta for e in events if e.type == "response.output_text.delta"]
+    assert len(deltas) > 1 and "".join(deltas) == "One moment."
+    assert [e.sequence_number for e in events] == list(range(len(events)))
+    assert [item.type for item in final.output] == ["reasoning", "message", "function_call"]
+    assert final.output_text == "One moment."
+    call = final.output[2]
+    assert call.type == "function_call" and json.loads(call.arguments) == {"city": "Rome"} and call.call_id == "toolu_7"
+    assert fake.messages_requests[-1].body["stream"] is True
+
+
+def test_stream_parse_with_text_format(fake: FakeAnthropic, proxy: ProxyFactory) -> None:
+    fake.script(message(text('{"name": "Bo", "age": 7}')))
+    with client(proxy()).responses.stream(model=MODEL, input="Who?", text_format=Person) as stream:
+        final = stream.get_final_response()
+    assert final.output_parsed == Person(name="Bo", age=7)
+
+
+def test_stream_failure_after_output_is_response_failed(fake: FakeAnthropic, proxy: ProxyFactory) -> None:
+    fake.script({**message(text("x")), "_events": [(FIXTURES / "error_overloaded.sse").read_bytes()]})
+    with client(proxy()).responses.stream(model=MODEL, input="hi") as stream:
+        events = list(stream)
+        with pytest.raises(RuntimeError, match=r"response\.completed"):
+            stream.get_final_response()
+    assert events[-1].type == "response.failed"
+    assert events[-1].response.error is not None and "Overloaded" in events[-1].response.error.message
+    assert "".join(e.delta for e in events if e.type == "response.output_text.delta") == "Partial ånswer"
+
+
+def test_stream_reset_after_output_is_response_failed(fake: FakeAnthropic, proxy: ProxyFactory) -> None:
+    events = list(render_sse(message(text("a long answer, cut"))))
+    fake.script({**message(text("x")), "_events": [*events[:5], RESET]})
+    with client(proxy(PROXY_MAX_RETRIES="0")).responses.stream(model=MODEL, input="hi") as stream:
+        got = list(stream)
+    assert got[-1].type == "response.failed" and len(fake.messages_requests) == 1
+
+
+def test_early_stream_failure_is_retried_invisibly(fake: FakeAnthropic, proxy: ProxyFactory) -> None:
+    fake.script(ErrorReply(529, "overloaded_error", "Overloaded"), message(text("fine")))
+    with client(proxy(PROXY_RETRY_MAX_WAIT="5")).responses.stream(model=MODEL, input="hi") as stream:
+        final = stream.get_final_response()
+    assert final.output_text == "fine" and len(fake.messages_requests) == 2
+
+
+def test_raw_stream_has_event_names_and_no_done_line(fake: FakeAnthropic, proxy: ProxyFactory) -> None:
+    fake.script(message(text("hey")))
+    with httpx.stream(
+        "POST", f"{proxy()}/responses", json={"model": MODEL, "input": "hi", "stream": True}, timeout=20
+    ) as reply:
+        assert reply.headers["content-type"].startswith("text/event-stream")
+        body = reply.read().decode()
+    blocks = [b for b in body.split("\n\n") if b]
+    for block in blocks:
+        name, data = block.split("\n")
+        assert name.removeprefix("event: ") == json.loads(data.removeprefix("data: "))["type"]
+    assert "[DONE]" not in body and blocks[-1].startswith("event: response.completed")
