@@ -1,7 +1,7 @@
-// Runs openai-node's structured-output helpers against the proxy at PROXY_URL and prints what they parsed, one JSON
-// object per line: {"case": ..., "parsed": ...} or {"case": ..., "error": ...}.
+// Runs openai-node's structured-output helpers and its Responses API calls against the proxy at PROXY_URL and prints
+// what they parsed, one JSON object per line: {"case": ..., "parsed": ...} or {"case": ..., "error": ...}.
 import OpenAI from "openai";
-import { zodFunction, zodResponseFormat } from "openai/helpers/zod";
+import { zodFunction, zodResponseFormat, zodTextFormat } from "openai/helpers/zod";
 import { z } from "zod";
 
 const Order = z.object({
@@ -26,6 +26,20 @@ const cases = {
   tool: async () =>
     (await client.chat.completions.parse({ model, messages, tools: [zodFunction({ name: "lookup", parameters: Lookup })] }))
       .choices[0].message.tool_calls[0].function.parsed_arguments,
+  responses: async () => {
+    const response = await client.responses.create({ model, input: "Say hello", instructions: "Be brief." });
+    return { id: response.id, status: response.status, text: response.output_text, usage: response.usage.total_tokens };
+  },
+  responses_stream: async () => {
+    const stream = client.responses.stream({ model, input: "Say hello" });
+    const deltas = [];
+    stream.on("response.output_text.delta", (event) => deltas.push(event.delta));
+    const final = await stream.finalResponse();
+    return { deltas: deltas.length, joined: deltas.join(""), text: final.output_text, status: final.status };
+  },
+  responses_parse: async () =>
+    (await client.responses.parse({ model, input: messages[0].content, text: { format: zodTextFormat(Order, "order") } }))
+      .output_parsed,
 };
 for (const name of process.argv.slice(2)) {
   try {

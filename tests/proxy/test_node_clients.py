@@ -56,3 +56,35 @@ def test_openai_node_zod_helpers(fake: FakeAnthropic, proxy: ProxyFactory) -> No
     assert stream.body["stream"] is True and stream.body["output_config"] == parse.body["output_config"]
     sent = tool.body["tools"][0]
     assert sent["strict"] is True and sent["input_schema"]["properties"]["order_id"] == {"type": "integer"}
+
+
+def test_openai_node_responses_api(fake: FakeAnthropic, proxy: ProxyFactory) -> None:
+    node = node_or_skip()
+    url = proxy()
+    fake.script(
+        message(text("Hello from Claude.")),
+        message(text("Hello, streamed.")),
+        message(text(json.dumps(ANSWER))),
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "ANTHROPIC_"))}
+    run = subprocess.run(
+        [node, "clients.mjs", "responses", "responses_stream", "responses_parse"],
+        cwd=NODE_DIR,
+        env={**env, "PROXY_URL": url},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert run.returncode == 0, run.stderr
+    results = {r["case"]: r for r in map(json.loads, run.stdout.splitlines())}
+    created = results["responses"]["parsed"]
+    assert created["id"].startswith("resp_") and created["status"] == "completed"
+    assert created["text"] == "Hello from Claude." and created["usage"] == 19
+    streamed = results["responses_stream"]["parsed"]
+    assert streamed["deltas"] > 1 and streamed["joined"] == streamed["text"] == "Hello, streamed."
+    assert streamed["status"] == "completed"
+    assert results["responses_parse"] == {"case": "responses_parse", "parsed": ANSWER}
+    plain, stream, parse = fake.messages_requests
+    assert plain.body["system"][0]["text"] == "Be brief." and stream.body["stream"] is True
+    schema = parse.body["output_config"]["format"]["schema"]
+    assert '"maximum"' not in json.dumps(schema) and "{maxItems: 10}" in json.dumps(schema)
