@@ -223,7 +223,11 @@ def _items(req: ResponsesRequest, builder: _Builder) -> None:
         elif kind == "reasoning":
             continue
         elif kind == "item_reference":
-            raise InvalidRequest(f"item references are not supported: {STATELESS}", param=f"{param}.type")
+            raise InvalidRequest(
+                f"item references are not supported: {STATELESS} (clients send references to earlier output when "
+                "they store responses: turn `store` off)",
+                param=f"{param}.type",
+            )
         else:
             raise InvalidRequest(f"unsupported input item type {kind!r}", param=f"{param}.type")
 
