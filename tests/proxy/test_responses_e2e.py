@@ -4,6 +4,8 @@ accumulation, `get_final_response`) and `responses.parse` -> the proxy under uvi
 from __future__ import annotations
 
 import json
+import logging
+import time
 from pathlib import Path
 from typing import Any
 
@@ -199,3 +201,65 @@ def test_raw_stream_has_event_names_and_no_done_line(fake: FakeAnthropic, proxy:
         name, data = block.split("\n")
         assert name.removeprefix("event: ") == json.loads(data.removeprefix("data: "))["type"]
     assert "[DONE]" not in body and blocks[-1].startswith("event: response.completed")
+
+
+def test_inbound_keys_are_enforced(fake: FakeAnthropic, proxy: ProxyFactory) -> None:
+    url = proxy(PROXY_API_KEYS="inbound-1")
+    with pytest.raises(openai.AuthenticationError):
+        client(url).responses.create(model=MODEL, input="hi")
+    keyed = openai.OpenAI(base_url=f"{url}/v1", api_key="inbound-1", max_retries=0, timeout=20)
+    assert keyed.responses.create(model=MODEL, input="hi").output_text == "Hello from the fake."
+    assert all("inbound-1" not in json.dumps(r.headers) for r in fake.messages_requests)
+
+
+def test_oversized_body_is_413(fake: FakeAnthropic, proxy: ProxyFactory) -> None:
+    with pytest.raises(openai.APIStatusError) as info:
+        client(proxy(PROXY_MAX_BODY_BYTES="2000")).responses.create(model=MODEL, input="x" * 5000)
+    assert info.value.status_code == 413 and fake.messages_requests == []
+
+
+def test_client_disconnect_closes_the_upstream_stream(fake: FakeAnthropic, proxy: ProxyFactory) -> None:
+    head = list(render_sse(message(text("first words"))))
+    fake.script({**message(text("x")), "_events": [*head[:-3], 30.0]})
+    stream = client(proxy()).responses.create(model=MODEL, input="hi", stream=True)
+    kinds = []
+    for event in stream:
+        kinds.append(event.type)
+        if event.type == "response.output_text.delta":
+            break
+    assert kinds[0] == "response.created"
+    assert wait_for(lambda: fake.open_streams == 1)
+    stream.close()
+    assert wait_for(lambda: fake.open_streams == 0 and fake.disconnects == 1, timeout=3.0)
+
+
+def test_stalled_stream_after_output_is_response_failed(fake: FakeAnthropic, proxy: ProxyFactory) -> None:
+    head = list(render_sse(message(text("first words"))))
+    fake.script({**message(text("x")), "_events": [*head[:-3], 5.0]})
+    with client(proxy(PROXY_STREAM_IDLE_TIMEOUT="0.5")).responses.stream(model=MODEL, input="hi") as stream:
+        events = list(stream)
+    assert events[-1].type == "response.failed"
+    assert events[-1].response.error is not None and "stalled" in events[-1].response.error.message
+
+
+def test_access_line_for_a_streamed_response(
+    fake: FakeAnthropic, proxy: ProxyFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="claude_proxy")
+    fake.script(message(text("logged"), usage={"input_tokens": 5, "output_tokens": 3}))
+    with client(proxy()).responses.stream(model=MODEL, input="secret prompt words") as stream:
+        stream.get_final_response()
+    assert wait_for(lambda: any(getattr(r, "access", {}).get("route") == "/v1/responses" for r in caplog.records))
+    line = next(r.access for r in caplog.records if getattr(r, "access", {}).get("route") == "/v1/responses")
+    assert (line["status"], line["stream"], line["model"]) == (200, True, MODEL)
+    assert (line["input_tokens"], line["output_tokens"], line["error"]) == (5, 3, None)
+    assert line["upstream_request_id"] and all("secret prompt" not in r.getMessage() for r in caplog.records)
+
+
+def wait_for(predicate: Any, timeout: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.02)
+    return bool(predicate())
