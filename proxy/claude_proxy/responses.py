@@ -41,6 +41,14 @@ from claude_proxy.wire import ChatRequest, _Open
 
 STATELESS = "this proxy keeps no stored responses: send the whole conversation in `input` instead"
 _MESSAGE_PARAM = re.compile(r"^messages\[(\d+)\](?:\.tool_calls\[(\d+)\](?:\.function)?)?")
+_TOOL_PARAM = re.compile(r"^tools\[(\d+)\]\.function")
+# Chat fields -> the Responses fields they came from (for the `param` of errors the chat translation raises).
+_FIELDS = {
+    "response_format.json_schema": "text.format",
+    "response_format": "text.format",
+    "max_completion_tokens": "max_output_tokens",
+    "reasoning_effort": "reasoning.effort",
+}
 
 # Anthropic stop_reason -> (status, incomplete_details.reason); anything else is `completed`.
 _INCOMPLETE: Mapping[str, str] = {
@@ -191,6 +199,12 @@ class _Builder:
         """A chat field name (`messages[3].tool_calls[0].function.arguments`) as the client's input field."""
         if not chat_param:
             return chat_param
+        for chat_field, field in _FIELDS.items():
+            if chat_param == chat_field or chat_param.startswith(f"{chat_field}."):
+                return field + chat_param[len(chat_field) :]
+        tool = _TOOL_PARAM.match(chat_param)
+        if tool is not None:  # Responses function tools are flat: tools[i].name, not tools[i].function.name
+            return f"tools[{tool.group(1)}]" + chat_param[tool.end() :]
         match = _MESSAGE_PARAM.match(chat_param)
         if match is None:
             return chat_param

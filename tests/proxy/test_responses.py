@@ -186,6 +186,21 @@ def test_built_in_tools_are_refused_naming_the_type(kind: str) -> None:
 
 
 @pytest.mark.parametrize(
+    ("payload", "param"),
+    [
+        ({"tools": [{"type": "function", "name": "bad name!"}]}, "tools[0].name"),
+        ({"tools": [{"type": "function", "name": "f", "parameters": {"type": "string"}}]}, "tools[0].parameters"),
+        (
+            {"tools": [{"type": "function", "name": "f"}], "tool_choice": {"type": "function", "name": "g"}},
+            "tool_choice",
+        ),
+    ],
+)
+def test_bad_tools_are_named_by_their_responses_field(payload: dict[str, Any], param: str) -> None:
+    assert refusal({"input": "hi", **payload}).param == param
+
+
+@pytest.mark.parametrize(
     ("items", "param"),
     [
         ([{"role": "user", "content": [{"type": "input_image", "file_id": "file_1"}]}], "input[0].content[0].file_id"),
