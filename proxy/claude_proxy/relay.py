@@ -1,4 +1,5 @@
-"""Streaming relay: Anthropic's event stream in, OpenAI `chat.completion.chunk` lines out, flushed as they come.
+"""Streaming relay: Anthropic's event stream in, OpenAI `chat.completion.chunk` lines (or, with the caller's
+encoding, Responses events) out, flushed as they come.
 
 Two phases. `start()` opens the upstream stream and reads until there is real output for the client (the role chunk
 alone does not count); until then nothing has been sent, so failures are retried (HTTP errors inside the upstream
@@ -36,7 +37,11 @@ def error_line(exc: ProxyError) -> bytes:
 
 
 class Translator(Protocol):
-    """A stream translator (chat chunks or Responses events): Anthropic events in, output events out."""
+    """A stream translator (chat chunks or Responses events): Anthropic events in, output events out.
+
+    `start()` takes the second output event as proof of real output (chat's role chunk alone is not), so a
+    translator must not release two events before the answer has begun: the Responses one holds its lifecycle
+    events back until the first delta."""
 
     @property
     def usage(self) -> Mapping[str, Any]: ...
