@@ -20,6 +20,7 @@ CHILD_LABELS: dict[str, Any] = {builders.MANAGED_BY_LABEL: builders.MANAGER, bui
 # The children the operator watches, filtered by the API server: only this operator's, not every Deployment and Job.
 CHILD_SELECTOR = f"{builders.MANAGED_BY_LABEL}={builders.MANAGER}"
 WATCHED_CHILDREN = (("apps", "v1", "deployments"), ("batch", "v1", "jobs"))
+_resync_log = logging.getLogger("claude_proxy_operator.resync")
 
 
 def configure(settings: kopf.OperatorSettings) -> None:
@@ -29,7 +30,8 @@ def configure(settings: kopf.OperatorSettings) -> None:
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
         prefix=GROUP, key="last-handled-configuration"
     )
-    settings.posting.level = logging.WARNING  # Events carry outcomes and warnings, not every log line
+    # kopf's Events: handler failures and warnings logged inside a handler; the reconciler posts its own (`events`).
+    settings.posting.level = logging.WARNING
     settings.scanning.disabled = True  # no cluster-wide CRD/namespace watching: the resources are fixed
     settings.peering.standalone = True  # one replica (Recreate): no peering objects needed
     for resource in WATCHED_CHILDREN:
@@ -61,10 +63,10 @@ def build_registry(config: Config, *, login: Callable[..., Any] | None = None) -
         return {(str(meta.namespace), str(meta.name)): ref}
 
     @kopf.on.startup(registry=registry)
-    async def startup(settings: kopf.OperatorSettings, logger: kopf.Logger, **kwargs: Any) -> None:
+    async def startup(logger: kopf.Logger, **kwargs: Any) -> None:
         logger.info(f"Managing {PLURAL}.{GROUP}/{VERSION}; proxy image {config.default_image}")
         known = kwargs["claudeproxies"]  # the index above, filled as kopf watches
-        task = asyncio.get_running_loop().create_task(resync(known, settings), name="claude-proxy resync")
+        task = asyncio.get_running_loop().create_task(resync(known), name="claude-proxy resync")
         background.add(task)
         task.add_done_callback(background.discard)
 
@@ -75,9 +77,11 @@ def build_registry(config: Config, *, login: Callable[..., Any] | None = None) -
             with contextlib.suppress(asyncio.CancelledError):
                 await task
 
-    async def resync(known: kopf.Index[Any, Any], settings: kopf.OperatorSettings) -> None:
+    async def resync(known: kopf.Index[Any, Any]) -> None:
         """The resync loop: notices what no watched event announces (a Secret's new content, an expiry passing). One
-        loop for the whole operator, not one per resource. A pass is safe to interrupt (the next one converges)."""
+        loop for the whole operator, not one per resource. A pass is safe to interrupt (the next one converges). It
+        runs outside kopf's per-object handler context, so it logs through a plain logger; Events come from the
+        reconciler itself."""
         while True:
             await asyncio.sleep(config.resync_seconds)
             for key in list(known):
@@ -85,13 +89,13 @@ def build_registry(config: Config, *, login: Callable[..., Any] | None = None) -
                 if not refs:  # deleted meanwhile
                     continue
                 namespace, name = key
-                logger = kopf.ObjectLogger(body=refs[0], settings=settings)
+                logger = logging.LoggerAdapter(_resync_log, {"namespace": namespace, "name": name})
                 try:
                     await reconciler.run(namespace, name, logger)
                 except kopf.PermanentError as exc:
-                    logger.debug(f"Resync: {exc}")  # already in the status and an Event
+                    logger.debug(f"Resync of {namespace}/{name}: {exc}")  # already in the status and an Event
                 except Exception as exc:
-                    logger.warning(f"Resync failed, retrying in {config.resync_seconds:g}s: {exc}")
+                    logger.warning(f"Resync of {namespace}/{name} failed, retry in {config.resync_seconds:g}s: {exc}")
 
     @kopf.on.resume(GROUP, VERSION, PLURAL, registry=registry)
     @kopf.on.create(GROUP, VERSION, PLURAL, registry=registry)

@@ -2,26 +2,29 @@
 
 Every trigger (create, update, resume, the resync loop, a child Job or Deployment changing) runs the same pass, one
 at a time per resource, so the outcome depends only on the current state of the cluster and never on which event
-came first. The pass is idempotent: a second run over an unchanged cluster writes nothing.
+came first. The pass is idempotent: a second run over an unchanged cluster writes nothing. Whichever pass writes a
+new status also posts its Events (`events`), through the operator's own client, so no Event depends on the trigger.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import Callable, Mapping
+import logging
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
 import kopf
 
-from claude_proxy_operator import builders, status
+from claude_proxy_operator import builders, events, status
 from claude_proxy_operator.apply import patch_for, quantity, record
 from claude_proxy_operator.config import Config
 from claude_proxy_operator.kube import (
     CLAUDE_PROXIES,
     CRONJOBS,
     DEPLOYMENTS,
+    EVENTS,
     JOBS,
     NETWORK_POLICIES,
     PODS,
@@ -36,12 +39,9 @@ from claude_proxy_operator.kube import (
 from claude_proxy_operator.spec import ProxySpec, SecretRef, SpecError, check_name, parse_spec
 
 Obj = dict[str, Any]
-EventSink = Callable[[Mapping[str, Any], str, str, str], None]
+EventSink = Callable[[Mapping[str, Any], str, str, str], Awaitable[None]]
 _UNREAD: Obj = {}  # `_apply`'s default: the live object is read there
-
-
-def _post_event(body: Mapping[str, Any], kind: str, reason: str, message: str) -> None:
-    kopf.event(dict(body), type=kind, reason=reason, message=message)  # type: ignore[arg-type]
+_log = logging.getLogger("claude_proxy_operator.events")
 
 
 def _digest(*parts: str) -> str:
@@ -55,13 +55,20 @@ class Reconciler:
         config: Config,
         *,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
-        post_event: EventSink = _post_event,
+        post_event: EventSink | None = None,
     ) -> None:
         self.kube = kube
         self.config = config
         self.clock = clock
-        self.post_event = post_event
+        self.post_event = post_event or self._post_event
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
+
+    async def _post_event(self, owner: Mapping[str, Any], kind: str, reason: str, message: str) -> None:
+        body = events.event(owner, kind, reason, message, self.clock())
+        try:
+            await self.kube.create(EVENTS, body["metadata"]["namespace"], body)
+        except Exception as exc:  # an Event is best effort; the status already says it
+            _log.warning(f"Could not post Event {reason} for {owner['metadata']['name']}: {exc}")
 
     async def run(self, namespace: str, name: str, logger: kopf.Logger) -> None:
         lock = self._locks.setdefault((namespace, name), asyncio.Lock())
@@ -291,7 +298,7 @@ class _Pass:
             return
         await self.kube.patch(CLAUDE_PROXIES, self.ns, self.name, {"status": new}, subresource="status")
         for kind, reason, message in status.events(self.previous, new):
-            self.post_event(self.body, kind, reason, message)
+            await self.post_event(self.body, kind, reason, message)
         ready = status.condition(new, "Ready")
         self.logger.info(f"Status: Ready={ready.get('status')} ({ready.get('reason')})")
 
@@ -309,4 +316,4 @@ class _Pass:
         conditions = [c for c in self.previous.get("conditions") or () if c.get("type") != "Ready"] + [invalid]
         patch = {"status": {"observedGeneration": self.generation, "conditions": conditions}}
         await self.kube.patch(CLAUDE_PROXIES, self.ns, self.name, patch, subresource="status")
-        self.post_event(self.body, "Warning", "InvalidSpec", message)
+        await self.post_event(self.body, "Warning", "InvalidSpec", message)

@@ -76,7 +76,7 @@ async def _gone(api: Api, res: Resource, name: str) -> bool:
 
 
 async def _event(api: Api, kind: str, reason: str) -> dict[str, Any]:
-    """Events are posted in the background by kopf: wait for one."""
+    """Events are posted by the reconciler from whichever pass writes the new status: wait for one."""
 
     async def probe() -> dict[str, Any] | None:
         found = [e for e in await api.list(EVENTS, NS) if (e["type"], e["reason"]) == (kind, reason)]
@@ -168,6 +168,8 @@ async def test_api_key_mode_creates_children_reports_status_and_converges(api: A
     assert passes >= 2 and deployment_reads <= passes + 1  # + 1: a pass cut in two by the window's end
     ready_event = await _event(api, "Normal", "Ready")
     assert ready_event["involvedObject"]["uid"] == uid
+    assert ready_event["involvedObject"]["kind"] == "ClaudeProxy"
+    assert ready_event["reportingComponent"] == ready_event["source"]["component"] == "claude-proxy-operator"
     await asyncio.sleep(0.5)
     assert len([e for e in await api.list(EVENTS, NS) if e["reason"] == "Ready"]) == 1
 
