@@ -1,14 +1,14 @@
-"""Create-or-patch that converges and leaves an unchanged object alone.
+"""What server-side apply leaves to the operator: knowing when a child needs no write at all, and quantities.
 
-Each child carries the JSON of what the operator last applied to it (like `kubectl apply`). When the new desired
-object serializes the same, nothing is written; otherwise one JSON merge patch is sent: the desired fields, plus a
-null for every field the operator set before and no longer wants (so turning an option off really removes it).
-Fields other writers own (server defaults, clusterIP, status) are never touched.
+The API server merges what the operator applies and removes what it stops applying (server-side apply, `kube`).
+To keep an unchanged cluster free of writes, each applied object carries a digest of what the operator last
+applied to it; when the newly desired object has the same digest, nothing is sent.
 """
 
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import re
 from collections.abc import Mapping
@@ -16,7 +16,7 @@ from typing import Any
 
 Obj = dict[str, Any]
 
-LAST_APPLIED = "claudeproxy.dev/last-applied"
+APPLIED_DIGEST = "claudeproxy.dev/applied-digest"
 
 _QUANTITY = re.compile(r"^([0-9]+(?:\.[0-9]+)?)(Ki|Mi|Gi|Ti|Pi|k|M|G|T|P)?$")
 _FACTORS = {
@@ -26,46 +26,24 @@ _FACTORS = {
 }  # fmt: skip
 
 
-def serialize(obj: Mapping[str, Any]) -> str:
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"))
+def digest(desired: Mapping[str, Any]) -> str:
+    text = json.dumps(desired, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
-def last_applied(live: Mapping[str, Any] | None) -> str | None:
-    if live is None:
-        return None
-    value = (live.get("metadata", {}).get("annotations") or {}).get(LAST_APPLIED)
-    return value if isinstance(value, str) else None
-
-
-def record(desired: Mapping[str, Any], managed: Mapping[str, Any] | None = None) -> Obj:
-    """`desired` with the annotation recording `managed` (the part later patches own; by default all of it)."""
+def with_digest(desired: Mapping[str, Any]) -> Obj:
+    """`desired` with the annotation recording its digest: the body to apply."""
     body = copy.deepcopy(dict(desired))
-    annotations = body.setdefault("metadata", {}).setdefault("annotations", {})
-    annotations[LAST_APPLIED] = serialize(managed if managed is not None else desired)
+    body.setdefault("metadata", {}).setdefault("annotations", {})[APPLIED_DIGEST] = digest(desired)
     return body
 
 
-def removals(old: Any, new: Any) -> Any:
-    """`new`, plus None for each key of `old` that `new` lacks, recursively through objects (lists are atoms)."""
-    if not isinstance(old, Mapping) or not isinstance(new, Mapping):
-        return copy.deepcopy(new)
-    merged: Obj = {key: removals(old.get(key), value) for key, value in new.items()}
-    for key in old:
-        if key not in new:
-            merged[key] = None
-    return merged
-
-
-def patch_for(live: Mapping[str, Any], managed: Mapping[str, Any]) -> Obj | None:
-    """The merge patch that brings `live` to `managed`, or None when it already was applied exactly so."""
-    text = serialize(managed)
-    previous = last_applied(live)
-    if previous == text:
-        return None
-    old = json.loads(previous) if previous else {}
-    patch: Obj = removals(old, managed)
-    patch.setdefault("metadata", {}).setdefault("annotations", {})[LAST_APPLIED] = text
-    return patch
+def unchanged(live: Mapping[str, Any] | None, desired: Mapping[str, Any]) -> bool:
+    """True when `live` was applied from exactly `desired` (so applying again would change nothing)."""
+    if live is None:
+        return False
+    annotations = live.get("metadata", {}).get("annotations") or {}
+    return bool(annotations.get(APPLIED_DIGEST) == digest(desired))
 
 
 def quantity(value: str) -> float:

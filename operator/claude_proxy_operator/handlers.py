@@ -38,8 +38,11 @@ def configure(settings: kopf.OperatorSettings) -> None:
         settings.watching.label_selectors[resource] = CHILD_SELECTOR
 
 
-def build_registry(config: Config, *, login: Callable[..., Any] | None = None) -> kopf.OperatorRegistry:
-    """The operator's handlers; `login` replaces kopf's usual logins (service account, kubeconfig), e.g. in tests.
+def build_registry(
+    config: Config, *, login: Callable[..., Any] | None = None, kube: Kube | None = None
+) -> kopf.OperatorRegistry:
+    """The operator's handlers; `login` replaces kopf's usual logins (service account, kubeconfig) and `kube` the
+    operator's own client (which logs in the same usual ways), e.g. in tests.
 
     No handler here needs a finalizer (kopf adds one for per-resource daemons and timers, and for deletion handlers):
     the children go with their ClaudeProxy by ownerReferences, so deleting one never waits for the operator, even
@@ -48,7 +51,7 @@ def build_registry(config: Config, *, login: Callable[..., Any] | None = None) -
     logins = [login] if login is not None else [kopf.login_with_service_account, kopf.login_with_kubeconfig]
     for fn in logins:
         kopf.on.login(registry=registry, errors=kopf.ErrorsMode.IGNORED)(fn)
-    reconciler = Reconciler(Kube(), config)
+    reconciler = Reconciler(kube or Kube(), config)
     background: set[asyncio.Task[None]] = set()
 
     # Every ClaudeProxy in the watched namespaces, kept current by kopf's watch: what the resync loop goes over.
@@ -76,6 +79,7 @@ def build_registry(config: Config, *, login: Callable[..., Any] | None = None) -
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        await reconciler.kube.close()
 
     async def resync(known: kopf.Index[Any, Any]) -> None:
         """The resync loop: notices what no watched event announces (a Secret's new content, an expiry passing). One
@@ -89,7 +93,7 @@ def build_registry(config: Config, *, login: Callable[..., Any] | None = None) -
                 if not refs:  # deleted meanwhile
                     continue
                 namespace, name = key
-                logger = logging.LoggerAdapter(_resync_log, {"namespace": namespace, "name": name})
+                logger = logging.LoggerAdapter(_resync_log, {"proxy": f"{namespace}/{name}"})
                 try:
                     await reconciler.run(namespace, name, logger)
                 except kopf.PermanentError as exc:

@@ -1,27 +1,37 @@
-"""A small async Kubernetes client on top of kopf's own API session.
+"""The operator's own Kubernetes client: lightkube's AsyncClient, with plain dicts in and out.
 
-kopf already holds the credentials (in-cluster service account or kubeconfig), retries and timeouts; this module only
-adds the handful of calls the reconciler makes. It is the one place that touches kopf's internal client, so a kopf
-upgrade that moves it changes this file alone. Nothing here logs a request or response body (Secrets pass through).
+kopf watches and runs the handlers; every read and write the reconciler makes (children, status, Events) goes
+through this module. It logs in the usual way: the in-cluster service account when there is one, else
+$KUBECONFIG or ~/.kube/config (lightkube's `KubeConfig.from_env`). Children are written by server-side apply
+under the field manager `claude-proxy-operator`, forced: the operator owns the fields it sets, and a field it
+stops setting is removed by the API server. Nothing here logs a request or response body (Secrets pass through).
 """
 
 from __future__ import annotations
 
-import logging
-import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
-import kopf
-from kopf._cogs.clients import api as _api
-from kopf._cogs.clients import errors as _errors
+import httpx
+from lightkube import ApiError, AsyncClient, KubeConfig
+from lightkube.core import resource as lk
+from lightkube.generic_resource import GenericNamespacedResource, GenericNamespacedStatus
+from lightkube.types import CascadeType, PatchType
 
 Obj = dict[str, Any]
+FIELD_MANAGER = "claude-proxy-operator"
+# lightkube raises ApiError for an answer that is a Kubernetes Status, httpx's error for any other failed answer.
+APIError = (ApiError, httpx.HTTPStatusError)
 
-NotFound = _errors.APINotFoundError
-Conflict = _errors.APIConflictError
-APIError = _errors.APIError
+
+def status_code(exc: Exception) -> int:
+    if isinstance(exc, ApiError):
+        return int(getattr(exc.status, "code", 0) or 0)
+    if isinstance(exc, httpx.HTTPStatusError):
+        return exc.response.status_code
+    return 0
 
 
 @dataclass(frozen=True)
@@ -44,6 +54,27 @@ class Resource:
             url += f"/{subresource}"
         return url
 
+    @cached_property
+    def model(self) -> Any:
+        """A lightkube resource class for this kind whose objects are dicts (not registered globally)."""
+        info = lk.ApiInfo(
+            resource=lk.ResourceDef(self.group, self.version, self.kind),
+            plural=self.plural,
+            verbs=["delete", "get", "list", "patch", "post", "watch"],
+        )
+        return type(self.kind, (GenericNamespacedResource,), {"_api_info": info})
+
+    @cached_property
+    def status_model(self) -> Any:
+        info = lk.ApiInfo(
+            resource=lk.ResourceDef(self.group, self.version, self.kind),
+            parent=lk.ResourceDef(self.group, self.version, self.kind),
+            plural=self.plural,
+            verbs=["get", "patch"],
+            action="status",
+        )
+        return type(f"{self.kind}Status", (GenericNamespacedStatus,), {"_api_info": info})
+
 
 SECRETS = Resource("", "v1", "secrets", "Secret")
 SERVICE_ACCOUNTS = Resource("", "v1", "serviceaccounts", "ServiceAccount")
@@ -57,57 +88,69 @@ CRONJOBS = Resource("batch", "v1", "cronjobs", "CronJob")
 NETWORK_POLICIES = Resource("networking.k8s.io", "v1", "networkpolicies", "NetworkPolicy")
 CLAUDE_PROXIES = Resource("claudeproxy.dev", "v1alpha1", "claudeproxies", "ClaudeProxy")
 
-MERGE_PATCH = {"Content-Type": "application/merge-patch+json"}
-
 
 class Kube:
-    """get / list / create / merge-patch / delete, each namespaced, each returning plain dicts."""
+    """get / list / create / apply / merge-patch / delete, each namespaced, each returning plain dicts.
 
-    def __init__(self, settings: kopf.OperatorSettings | None = None, logger: logging.Logger | None = None) -> None:
-        self._settings = settings or kopf.OperatorSettings()
-        self._logger = logger or logging.getLogger("claude_proxy_operator.kube")
+    The AsyncClient is made on first use, in the event loop that uses it; `config` defaults to the usual login."""
 
-    async def _call(
-        self, method: str, url: str, payload: object | None = None, headers: Mapping[str, str] | None = None
-    ) -> Any:
-        response = await _api.request(
-            method,
-            url,
-            payload=payload,
-            headers=dict(headers) if headers else None,
-            settings=self._settings,
-            logger=self._logger,
-        )
-        async with response:
-            return await response.json()
+    def __init__(self, config: KubeConfig | None = None) -> None:
+        self._config = config
+        self._client: AsyncClient | None = None
+
+    @property
+    def client(self) -> Any:  # lightkube's overloads are typed for its own models; these are dicts
+        if self._client is None:
+            config = self._config or KubeConfig.from_env()
+            self._client = AsyncClient(config=config, field_manager=FIELD_MANAGER, trust_env=False)
+        return self._client
+
+    async def close(self) -> None:
+        if self._client is not None:
+            await self._client.close()
+            self._client = None
 
     async def get(self, res: Resource, namespace: str, name: str) -> Obj | None:
         try:
-            obj: Obj = await self._call("get", res.url(namespace, name))
-        except NotFound:
-            return None
-        return obj
+            found = await self.client.get(res.model, name, namespace=namespace)
+        except APIError as exc:
+            if status_code(exc) == 404:
+                return None
+            raise
+        return dict(found)
 
     async def list(self, res: Resource, namespace: str, labels: Mapping[str, str]) -> list[Obj]:
-        selector = ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
-        query = urllib.parse.urlencode({"labelSelector": selector})
-        found = await self._call("get", f"{res.url(namespace)}?{query}")
-        return list(found.get("items") or [])
+        return [dict(item) async for item in self.client.list(res.model, namespace=namespace, labels=dict(labels))]
 
     async def create(self, res: Resource, namespace: str, body: Obj) -> Obj:
-        created: Obj = await self._call("post", res.url(namespace), payload=body)
-        return created
+        created = await self.client.create(res.model(body), namespace=namespace)
+        return dict(created)
+
+    async def apply(self, res: Resource, namespace: str, body: Obj) -> Obj:
+        """Server-side apply of `body` (created when absent), forced, as field manager `claude-proxy-operator`."""
+        applied = await self.client.patch(
+            res.model,
+            body["metadata"]["name"],
+            body,
+            namespace=namespace,
+            patch_type=PatchType.APPLY,
+            field_manager=FIELD_MANAGER,
+            force=True,
+        )
+        return dict(applied)
 
     async def patch(self, res: Resource, namespace: str, name: str, patch: Obj, subresource: str | None = None) -> Obj:
-        patched: Obj = await self._call(
-            "patch", res.url(namespace, name, subresource), payload=patch, headers=MERGE_PATCH
-        )
-        return patched
+        """A JSON merge patch (used for status, which the operator computes whole)."""
+        model = res.status_model if subresource == "status" else res.model
+        patched = await self.client.patch(model, name, patch, namespace=namespace, patch_type=PatchType.MERGE)
+        return dict(patched)
 
     async def delete(self, res: Resource, namespace: str, name: str) -> bool:
         """Delete with background propagation (a Job's pods go with it); False when it was already gone."""
         try:
-            await self._call("delete", res.url(namespace, name) + "?propagationPolicy=Background")
-        except NotFound:
-            return False
+            await self.client.delete(res.model, name, namespace=namespace, cascade=CascadeType.BACKGROUND)
+        except APIError as exc:
+            if status_code(exc) == 404:
+                return False
+            raise
         return True

@@ -1,8 +1,10 @@
 """Exactly the API access the operator uses, for rendering its ClusterRole (or Role) and for testing it.
 
 `tests/operator/test_reconciler.py` checks every request the running operator makes against these rules, and that
-each rule is used. The one rule no request exercises is `claudeproxies/finalizers: update`: the API server demands it
-of whoever sets `blockOwnerDeletion` in an ownerReference (kopf.adopt does).
+each rule is used. Children are written by server-side apply: `patch`, plus `create` for the apply that creates one
+(the API server authorizes that as a create too). The one rule no request exercises is
+`claudeproxies/finalizers: update`: the API server demands it of whoever sets `blockOwnerDeletion` in an
+ownerReference (kopf.adopt does).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ RULES: list[dict[str, Any]] = [
     {"apiGroups": [""], "resources": ["serviceaccounts", "services"], "verbs": ["create", "get", "patch"]},
     {"apiGroups": [""], "resources": ["persistentvolumeclaims"], "verbs": ["create", "delete", "get", "patch"]},
     {"apiGroups": ["apps"], "resources": ["deployments"], "verbs": ["create", "get", "list", "patch", "watch"]},
-    {"apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["create", "delete", "get", "list", "watch"]},
+    {"apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["create", "delete", "get", "list", "patch", "watch"]},
     {"apiGroups": ["batch"], "resources": ["cronjobs"], "verbs": ["create", "delete", "get", "patch"]},
     {
         "apiGroups": ["networking.k8s.io"],

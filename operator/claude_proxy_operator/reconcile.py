@@ -18,7 +18,7 @@ from typing import Any
 import kopf
 
 from claude_proxy_operator import builders, events, status
-from claude_proxy_operator.apply import patch_for, quantity, record
+from claude_proxy_operator.apply import quantity, unchanged, with_digest
 from claude_proxy_operator.config import Config
 from claude_proxy_operator.kube import (
     CLAUDE_PROXIES,
@@ -32,7 +32,6 @@ from claude_proxy_operator.kube import (
     SECRETS,
     SERVICE_ACCOUNTS,
     SERVICES,
-    Conflict,
     Kube,
     Resource,
 )
@@ -102,26 +101,17 @@ class _Pass:
         kopf.adopt(obj, owner=self.body)  # type: ignore[arg-type]
         return obj
 
-    async def _apply(self, res: Resource, desired: Obj, managed: Obj | None = None, live: Obj | None = _UNREAD) -> Obj:
-        """Create `desired`, or merge-patch what `managed` sets where the live object differs; `live` is the object
-        as this pass already read it (None: absent), so it is not read twice."""
+    async def _apply(self, res: Resource, desired: Obj, live: Obj | None = _UNREAD) -> Obj:
+        """Server-side apply `desired` (created when absent), unless the live object was applied from exactly it;
+        `live` is the object as this pass already read it (None: absent), so it is not read twice."""
         name = desired["metadata"]["name"]
-        managed = managed if managed is not None else desired
         if live is _UNREAD:
             live = await self.kube.get(res, self.ns, name)
-        if live is None:
-            try:
-                created = await self.kube.create(res, self.ns, record(desired, managed))
-            except Conflict:  # created meanwhile by someone else: converge onto it on the next pass
-                raise kopf.TemporaryError(f"{res.kind} {self.ns}/{name} appeared while creating it", delay=1) from None
-            self.logger.info(f"Created {res.kind} {self.ns}/{name}")
-            return created
-        patch = patch_for(live, managed)
-        if patch is None:
+        if live is not None and unchanged(live, desired):
             return live
-        patched = await self.kube.patch(res, self.ns, name, patch)
-        self.logger.info(f"Updated {res.kind} {self.ns}/{name}")
-        return patched
+        applied = await self.kube.apply(res, self.ns, with_digest(desired))
+        self.logger.info(f"{'Created' if live is None else 'Updated'} {res.kind} {self.ns}/{name}")
+        return applied
 
     async def _remove(self, res: Resource, name: str) -> None:
         live = await self.kube.get(res, self.ns, name)
@@ -215,7 +205,7 @@ class _Pass:
         done = self.previous.get("seed") or {}
         if seed_digest is not None and done.get("digest") != seed_digest:
             job: Obj | None = next((j for j in jobs if j["metadata"]["name"] == current), None)
-            if job is None:  # Jobs are immutable: created once per Secret content, never patched
+            if job is None:  # Jobs are immutable: applied once per Secret content (created), never changed
                 job = await self._apply(JOBS, self._own(builders.seed_job(self.name, self.ns, spec, seed_digest)))
             found["seed_job"] = status.job_state(job)
             if found["seed_job"] in ("succeeded", "failed"):
@@ -230,25 +220,19 @@ class _Pass:
         return seed_digest, found
 
     async def _credentials_volume(self, spec: ProxySpec) -> Obj:
-        """Create the PVC; afterwards only its ownership and a larger size are ever changed (the rest is immutable)."""
+        """The PVC, applied whole: its immutable fields (class, access modes) cannot change in the spec (CEL rules),
+        and its size only grows (a volume cannot shrink, so a larger live size is kept)."""
         assert spec.oauth is not None
         desired = builders.credentials_pvc(self.name, self.ns, spec)
         if not spec.oauth.storage.retain_on_delete:
             self._own(desired)
         live = await self.kube.get(PVCS, self.ns, desired["metadata"]["name"])
-        size = spec.oauth.storage.size
         if live is not None:
             current = (((live.get("spec") or {}).get("resources") or {}).get("requests") or {}).get("storage")
-            if current and quantity(str(current)) > quantity(size):
+            if current and quantity(str(current)) > quantity(spec.oauth.storage.size):
                 self.logger.warning(f"PVC {self.ns}/{desired['metadata']['name']} is {current}; volumes cannot shrink")
-                size = str(current)
-        managed = {
-            "apiVersion": desired["apiVersion"],
-            "kind": desired["kind"],
-            "metadata": desired["metadata"],
-            "spec": {"resources": {"requests": {"storage": size}}},
-        }
-        return await self._apply(PVCS, desired, managed)
+                desired["spec"]["resources"]["requests"]["storage"] = str(current)
+        return await self._apply(PVCS, desired, live=live)
 
     async def _drop_oauth(self) -> None:
         """What oauth mode needed and this mode does not: the CronJob, seed Jobs, and (unless kept) the volume."""

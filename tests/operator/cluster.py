@@ -1,11 +1,22 @@
 """An in-process Kubernetes API for running the operator for real: kmock's KubernetesEmulator, plus the parts of an
 API server it leaves out (uid, resourceVersion, generation, creationTimestamp, generateName, label selectors on lists,
-garbage collection by ownerReferences), and a small client for the tests to act as user and as controllers."""
+garbage collection by ownerReferences, server-side apply), and a small client for the tests to act as user and as
+controllers.
+
+Server-side apply (PATCH with Content-Type application/apply-patch+yaml), as far as modelled here: `fieldManager` is
+required; the object is created when absent; otherwise the applied fields are merged into it, and the fields this
+manager applied before and no longer applies are removed, unless another applier also applied them. The fields each
+manager applied are tracked per object (leaf paths, a list being one leaf), and `metadata.managedFields` names the
+managers (operation Apply) without their fieldsV1 sets. A field another applier owns with a different value is a 409
+Conflict unless `force=true`. Not modelled: ownership taken by Update (merge/JSON patch, PUT) writers, list merging
+by key (x-kubernetes-list-type map/set: a list is replaced whole), apply to subresources, dry runs.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import copy
 import itertools
 import time
 import uuid
@@ -16,12 +27,14 @@ from typing import Any, TypeVar
 import aiohttp
 import jsonpatch
 import kmock
+import yaml
 
 from claude_proxy_operator.kube import Resource
 
 T = TypeVar("T")
 # What the operator's requests needed, as RBAC (apiGroup, resource, verb), over the tests that ran it.
 EXERCISED: set[tuple[str, str, str]] = set()
+TEST_CLIENT = "claude-proxy-tests"  # the User-Agent of the tests' own client; every other request is the operator's
 OPERATOR_TESTS_RUN: set[str] = set()
 _versions = itertools.count(1)
 
@@ -60,14 +73,19 @@ def permission(request: kmock.Request) -> tuple[str, str, str]:
     return str(request.resource.group or ""), resource, verb
 
 
-def operator_permissions(cluster: kmock.KubernetesEmulator) -> set[tuple[str, str, str]]:
-    """Permissions used by requests the operator made (kopf's client), not those of the tests' own client; API
-    discovery (/api, /apis/<group>/<version>) is open to every authenticated client and needs no rule."""
-    return {
-        permission(r)
-        for r in cluster
-        if r.resource is not None and r.resource.plural and "kopf" in r.headers.get("User-Agent", "")
-    }
+def operator_permissions(cluster: Cluster) -> set[tuple[str, str, str]]:
+    """Permissions used by requests the operator made (kopf's and its own client), not those of the tests' own
+    client; API discovery (/api, /apis/<group>/<version>) is open to every authenticated client and needs no rule.
+    A server-side apply that creates its object needs `create` as well as `patch`, as on a real API server."""
+    found: set[tuple[str, str, str]] = set()
+    for r in cluster:
+        if r.resource is None or not r.resource.plural or r.headers.get("User-Agent") == TEST_CLIENT:
+            continue
+        found.add(permission(r))
+        if r.id in cluster.apply_created:
+            group, resource, _ = permission(r)
+            found.add((group, resource, "create"))
+    return found
 
 
 def _matches(obj: dict[str, Any], selector: str) -> bool:
@@ -79,20 +97,135 @@ def _matches(obj: dict[str, Any], selector: str) -> bool:
     return True
 
 
+APPLY_PATCH = "application/apply-patch+yaml"
+Path = tuple[str, ...]
+_IDENTITY: set[Path] = {("apiVersion",), ("kind",), ("metadata", "name"), ("metadata", "namespace")}
+
+
+def _leaves(obj: Any, prefix: Path = ()) -> dict[Path, Any]:
+    """Every leaf of an applied object by path; a list (or an empty map) is one leaf."""
+    if isinstance(obj, dict) and obj:
+        found: dict[Path, Any] = {}
+        for key, value in obj.items():
+            found.update(_leaves(value, (*prefix, str(key))))
+        return found
+    return {prefix: obj}
+
+
+def _lookup(obj: Any, path: Path) -> Any:
+    for key in path:
+        if not isinstance(obj, dict) or key not in obj:
+            return None
+        obj = obj[key]
+    return obj
+
+
+def _remove(obj: dict[str, Any], path: Path) -> None:
+    """Delete one field, and the maps deleting it leaves empty (never a top-level section such as spec)."""
+    chain = [obj]  # chain[d] is the map at path[:d]
+    for key in path[:-1]:
+        nxt = chain[-1].get(key)
+        if not isinstance(nxt, dict):
+            return
+        chain.append(nxt)
+    chain[-1].pop(path[-1], None)
+    for depth in range(len(chain) - 1, 1, -1):
+        if chain[depth]:
+            break
+        chain[depth - 1].pop(path[depth - 1], None)
+
+
+def _merge(base: Any, applied: Any) -> Any:
+    if isinstance(base, dict) and isinstance(applied, dict):
+        merged = dict(base)
+        for key, value in applied.items():
+            merged[key] = _merge(base.get(key), value)
+        return merged
+    return copy.deepcopy(applied)
+
+
+def _merge_patch(old: Any, new: Any) -> Any:
+    """The JSON merge patch that turns `old` into `new`."""
+    if not isinstance(old, dict) or not isinstance(new, dict):
+        return copy.deepcopy(new)
+    patch: dict[str, Any] = {
+        key: _merge_patch(old.get(key), value) for key, value in new.items() if old.get(key) != value
+    }
+    patch.update({key: None for key in old if key not in new})
+    return patch
+
+
+def _with_data(request: kmock.Request, data: Any) -> kmock.Request:
+    """The same request (kmock routes by identity) with its body replaced by what the apply amounts to."""
+    object.__setattr__(request, "data", data)  # kmock's Request is a frozen attrs class
+    return request
+
+
 class Cluster(kmock.KubernetesEmulator):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # (resource, namespace, name) -> field manager -> the leaf paths it applied last
+        self.applied: dict[tuple[Any, str | None, str | None], dict[str, set[Path]]] = {}
+        self.apply_created: set[int] = set()  # ids of the apply requests that created their object
+
+    async def _as_apply(self, request: kmock.Request) -> kmock.Request:
+        """A server-side apply, turned into the create or merge patch it amounts to (see the module docstring)."""
+        manager = request.params.get("fieldManager")
+        if not manager:
+            raise kmock.KubernetesError(status=400, reason="BadRequest", message="fieldManager is required for apply")
+        applied = request.data if isinstance(request.data, dict) else yaml.safe_load(request.text)
+        if not isinstance(applied, dict) or applied.get("metadata", {}).get("name") != request.name:
+            raise kmock.KubernetesError(status=400, reason="BadRequest", message="the applied object's name differs")
+        key = (request.resource, request.namespace, request.name)
+        leaves = {path: value for path, value in _leaves(applied).items() if path not in _IDENTITY}
+        current = self._current(request)
+        owners = self.applied.setdefault(key, {}) if current is not None else {}
+        if current is None:
+            self.applied[key] = owners
+        others = {path for name, paths in owners.items() if name != manager for path in paths}
+        if current is not None and request.params.get("force") != "true":
+            clashes = [p for p in leaves if p in others and _lookup(current, p) != leaves[p]]
+            if clashes:
+                fields = ", ".join(".".join(p) for p in clashes)
+                raise kmock.KubernetesError(status=409, reason="Conflict", message=f"Apply failed: conflicts: {fields}")
+        if request.params.get("force") == "true":
+            for name, paths in owners.items():
+                if name != manager:
+                    paths.difference_update(leaves)
+        previous = owners.get(manager, set())
+        owners[manager] = set(leaves)
+        entries = [{"manager": name, "operation": "Apply"} for name in sorted(owners) if owners[name]]
+        if current is None:  # created here; the request goes on as an empty patch, which answers the object
+            body = copy.deepcopy(applied)
+            meta = body.setdefault("metadata", {})
+            meta["managedFields"] = entries
+            self._stamp_new(meta, request.namespace)
+            async with self._lock:
+                if key in self.objects:
+                    self.objects[key].create(body)
+                else:
+                    self.objects[key] = body
+                raw = self.objects[key].raw
+            await self._buses[key[0]].put({"type": "ADDED", "object": raw})
+            await self._collect_orphan(body)
+            self.apply_created.add(request.id)
+            return _with_data(request, {})
+        new = _merge(current, applied)
+        kept = set(leaves) | others
+        for path in previous - kept:
+            if not any(other[: len(path)] == path for other in kept):  # not a map something kept lives in
+                _remove(new, path)
+        new.setdefault("metadata", {})["managedFields"] = entries
+        return _with_data(request, _merge_patch(current, new))
+
     async def _handle(self, request: kmock.Request) -> Any:
+        if str(request.method.value).upper() == "PATCH" and request.headers.get("Content-Type", "").startswith(
+            APPLY_PATCH
+        ):
+            request = await self._as_apply(request)
         data = request.data if isinstance(request.data, dict) else None
         if request.resource is not None and data is not None and request.action == kmock.action.CREATE:
-            meta = data.setdefault("metadata", {})
-            if not meta.get("name") and meta.get("generateName"):
-                meta["name"] = meta["generateName"] + uuid.uuid4().hex[:5]
-            meta.setdefault("namespace", request.namespace)
-            meta.update(
-                uid=str(uuid.uuid4()),
-                resourceVersion=str(next(_versions)),
-                generation=1,
-                creationTimestamp=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-            )
+            self._stamp_new(data.setdefault("metadata", {}), request.namespace)
         elif request.resource is not None and data is not None and request.action == kmock.action.UPDATE:
             current = self._current(request)
             meta = data.setdefault("metadata", {})
@@ -109,6 +242,19 @@ class Cluster(kmock.KubernetesEmulator):
         if data is not None and request.action == kmock.action.CREATE:
             await self._collect_orphan(data)
         return response
+
+    @staticmethod
+    def _stamp_new(meta: dict[str, Any], namespace: str | None) -> None:
+        """What the API server sets on a new object."""
+        if not meta.get("name") and meta.get("generateName"):
+            meta["name"] = meta["generateName"] + uuid.uuid4().hex[:5]
+        meta.setdefault("namespace", namespace)
+        meta.update(
+            uid=str(uuid.uuid4()),
+            resourceVersion=str(next(_versions)),
+            generation=1,
+            creationTimestamp=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        )
 
     def _current(self, request: kmock.Request) -> dict[str, Any] | None:
         if request.resource is None or not request.name:

@@ -12,11 +12,21 @@ import aiohttp
 import kmock
 import kopf
 import pytest
+from lightkube import KubeConfig
 
 from claude_proxy_operator import rbac
 from claude_proxy_operator.config import Config
 from claude_proxy_operator.handlers import build_registry, configure
-from tests.operator.cluster import EXERCISED, OPERATOR_TESTS_RUN, RESOURCES, Api, Cluster, operator_permissions
+from claude_proxy_operator.kube import Kube
+from tests.operator.cluster import (
+    EXERCISED,
+    OPERATOR_TESTS_RUN,
+    RESOURCES,
+    TEST_CLIENT,
+    Api,
+    Cluster,
+    operator_permissions,
+)
 
 IMAGE = "claude-code-proxy:test"
 RESYNC_SECONDS = 0.4
@@ -33,7 +43,7 @@ async def cluster() -> AsyncIterator[tuple[Cluster, str]]:
 
 @pytest.fixture
 async def api(cluster: tuple[Cluster, str]) -> AsyncIterator[Api]:
-    async with aiohttp.ClientSession() as session:
+    async with aiohttp.ClientSession(headers={"User-Agent": TEST_CLIENT}) as session:
         yield Api(cluster[1], session)
 
 
@@ -64,7 +74,16 @@ async def operator(cluster: tuple[Cluster, str], request: pytest.FixtureRequest)
     def login(**_: Any) -> kopf.ConnectionInfo:
         return kopf.ConnectionInfo(server=url.rstrip("/"), scheme="Bearer", token="test-token")
 
-    registry = build_registry(Config(default_image=IMAGE, resync_seconds=RESYNC_SECONDS), login=login)
+    kubeconfig = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "emulator", "cluster": {"server": url.rstrip("/")}}],
+        "users": [{"name": "operator", "user": {"token": "test-token"}}],
+        "contexts": [{"name": "emulator", "context": {"cluster": "emulator", "user": "operator"}}],
+        "current-context": "emulator",
+    }
+    kube = Kube(KubeConfig.from_dict(kubeconfig))
+    registry = build_registry(Config(default_image=IMAGE, resync_seconds=RESYNC_SECONDS), login=login, kube=kube)
     settings = kopf.OperatorSettings()
     configure(settings)
     settings.networking.error_backoffs = [0.1, 0.2]

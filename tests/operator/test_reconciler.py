@@ -101,12 +101,13 @@ async def _endpoint_is(api: Api, expected: str) -> bool:
 
 
 def _seed_creates(cluster: Cluster) -> list[str]:
+    """Seed Jobs created (by the server-side apply that found no Job of that name)."""
     return [
-        str(r.data["metadata"]["name"])
+        str(r.name)
         for r in cluster
-        if r.method == kmock.method.POST
+        if r.id in cluster.apply_created
         and r.resource == kmock.resource("batch/v1/jobs")
-        and str(r.data["metadata"]["name"]).startswith("p-seed-")
+        and str(r.name).startswith("p-seed-")
     ]
 
 
@@ -137,6 +138,9 @@ async def test_api_key_mode_creates_children_reports_status_and_converges(api: A
     for child in (deploy, svc, sa):
         refs = child["metadata"]["ownerReferences"]
         assert [(r["kind"], r["uid"], r["controller"]) for r in refs] == [("ClaudeProxy", uid, True)]
+        # written by server-side apply, as the operator's field manager
+        assert {"manager": "claude-proxy-operator", "operation": "Apply"} in child["metadata"]["managedFields"]
+    assert not any(r.method == kmock.method.POST and r.resource.plural in CHILD_KINDS for r in operator if r.resource)
     env = {e["name"]: e for e in _template(deploy)["spec"]["containers"][0]["env"]}
     assert env["ANTHROPIC_API_KEY"]["valueFrom"] == {"secretKeyRef": {"name": "key", "key": "api-key"}}
     assert await api.get(PVCS, NS, "p-credentials") is None

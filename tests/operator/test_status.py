@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from claude_proxy_operator import status
-from claude_proxy_operator.apply import LAST_APPLIED, patch_for, quantity, record, removals
+from claude_proxy_operator.apply import APPLIED_DIGEST, quantity, unchanged, with_digest
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 LATER = NOW + timedelta(hours=3)
@@ -203,27 +203,24 @@ def test_failed_seed_and_missing_seed_secret() -> None:
     assert _conds(status.compute_status(_seeded_status(), _oauth(seed_digest=None)))["Seeded"][0] == "True"
 
 
-def test_removals_null_what_is_no_longer_wanted() -> None:
-    old = {"spec": {"replicas": 2, "nodeSelector": {"a": "b"}, "template": {"x": [1, 2]}}}
-    new = {"spec": {"replicas": 3, "template": {"x": [1]}}}
-    assert removals(old, new) == {"spec": {"replicas": 3, "nodeSelector": None, "template": {"x": [1]}}}
-
-
-def test_patch_for_is_none_when_unchanged_and_records_what_it_applies() -> None:
+def test_an_object_applied_from_the_same_desired_state_needs_no_write() -> None:
     desired = {
         "apiVersion": "v1",
         "kind": "Service",
         "metadata": {"name": "s", "labels": {"a": "1"}},
         "spec": {"type": "NodePort"},
     }
-    live = record(desired)
+    live = with_digest(desired)
     live["spec"]["clusterIP"] = "10.0.0.1"  # set by the server, not ours
-    assert patch_for(live, desired) is None
-    changed = {**desired, "metadata": {"name": "s"}, "spec": {"type": "ClusterIP"}}
-    patch = patch_for(live, changed)
-    assert patch is not None
-    assert patch["metadata"]["labels"] is None and patch["spec"] == {"type": "ClusterIP"}
-    assert json.loads(patch["metadata"]["annotations"][LAST_APPLIED]) == changed
+    assert unchanged(live, desired)
+    assert not unchanged(live, {**desired, "spec": {"type": "ClusterIP"}})
+    assert not unchanged(None, desired)
+    assert not unchanged(desired, desired)  # never applied by the operator: no digest
+    assert (
+        with_digest(desired)["metadata"]["annotations"][APPLIED_DIGEST]
+        != with_digest({**desired, "metadata": {"name": "s"}})["metadata"]["annotations"][APPLIED_DIGEST]
+    )
+    assert "annotations" not in desired["metadata"]  # the desired object itself is left alone
 
 
 def test_quantity() -> None:
