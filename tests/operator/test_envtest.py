@@ -139,8 +139,17 @@ def test_the_operator_converges_a_proxy_on_the_real_api_server(plane: envtest.Co
 
     assert _eventually(reported, "status.endpoint").startswith("http://real.envtest.svc")
 
-    def event() -> Any:
-        events = _json(plane, "events", "-n", NAMESPACE) or {"items": []}
-        return [e for e in events["items"] if e["involvedObject"].get("name") == "real"]
+    # No controller-manager runs: play the Deployment controller, as the emulator tests do.
+    available = {"status": {"replicas": 1, "updatedReplicas": 1, "readyReplicas": 1, "availableReplicas": 1}}
+    plane.kubectl("patch", "deployment", "real", "-n", NAMESPACE, "--subresource=status", "--type=merge",
+                  "-p", json.dumps(available))  # fmt: skip
 
-    assert _eventually(event, "an Event about the proxy")
+    def ready_event() -> Any:
+        events = _json(plane, "events", "-n", NAMESPACE) or {"items": []}
+        return [
+            e for e in events["items"]
+            if e["involvedObject"].get("name") == "real" and e["reason"] == "Ready"
+            and e.get("reportingComponent") == "claude-proxy-operator"
+        ]  # fmt: skip
+
+    assert _eventually(ready_event, "the Ready Event, posted by the operator")
