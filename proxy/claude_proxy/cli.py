@@ -21,13 +21,14 @@ if TYPE_CHECKING:  # the lifecycle modules are imported by the commands that nee
 def _serve(args: argparse.Namespace) -> int:
     import dataclasses
 
-    from claude_proxy.server import build_server, listening_socket, run_workers
-
-    try:
+    try:  # before anything else is imported: a bad setting ends `serve` at once, with one line
         settings = Settings.from_env()
     except ConfigError as exc:
         print(f"claude-proxy: {exc}", file=sys.stderr)
         return 2
+
+    from claude_proxy.server import build_server, listening_socket, run_workers
+
     if args.graceful_timeout is not None:
         settings = dataclasses.replace(settings, shutdown_grace=args.graceful_timeout)
     host = args.host or settings.host
@@ -155,13 +156,23 @@ def _positive(kind: type[float] | type[int]) -> Callable[[str], float | int]:
     return parse
 
 
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"must be a port number from 1 to 65535: {text!r}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="claude-proxy", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="run the OpenAI-compatible proxy server")
     serve.add_argument("--host", default=None, help="listen address (env HOST, default 0.0.0.0)")
-    serve.add_argument("--port", type=int, default=None, help="listen port (env PORT, default 8080)")
+    serve.add_argument("--port", type=_port, default=None, help="listen port (env PORT, default 8080)")
     serve.add_argument(
         "--graceful-timeout",
         type=float,
