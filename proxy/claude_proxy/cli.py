@@ -138,7 +138,7 @@ def _check(args: argparse.Namespace) -> int:
         print(f"claude-proxy: {exc}", file=sys.stderr)
         return 2
     path = Path(args.credentials).expanduser() if args.credentials else settings.credentials_path
-    report = check(CredentialResolver(settings.api_key, settings.access_token, path))
+    report = check(CredentialResolver.from_settings(settings, path))
     print(json.dumps(report.to_dict()) if args.json else report.to_text())
     return report.exit_code
 

@@ -523,6 +523,7 @@ class FakeAnthropic:
         oauth_tokens: tuple[str, ...] = ("sk-ant-oat01-test-token",),
         models: tuple[str, ...] = ("claude-sonnet-4-6", "claude-haiku-4-5-20251001"),
         models_refuse_oauth: bool = False,
+        known_models_only: bool = False,
         fixed_sampling: bool = False,
         host: str = "127.0.0.1",
         port: int = 0,
@@ -531,6 +532,8 @@ class FakeAnthropic:
         self.oauth_tokens = set(oauth_tokens)
         self.models = models
         self.models_refuse_oauth = models_refuse_oauth
+        # Refuse a message for a model not in `models`, as Anthropic does: 404 not_found_error "model: <name>".
+        self.known_models_only = known_models_only
         self.fixed_sampling = fixed_sampling
         self.requests: list[Recorded] = []
         self.replies: deque[Reply] = deque()
@@ -674,6 +677,8 @@ class FakeAnthropic:
                     if body is None:
                         raise _bad("request body is not valid JSON")
                     validate_messages_request(body, fixed_sampling=fake.fixed_sampling)
+                    if fake.known_models_only and body["model"] not in fake.models:
+                        raise Reject(404, "not_found_error", f"model: {body['model']}")
                 except Reject as rej:
                     return self._error(rej.status, rej.etype, rej.message)
                 with fake._lock:
