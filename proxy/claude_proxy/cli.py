@@ -10,6 +10,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from claude_proxy import __version__
 from claude_proxy.config import ConfigError, Settings, default_credentials_path
 
 if TYPE_CHECKING:  # the lifecycle modules are imported by the commands that need them
@@ -156,6 +157,25 @@ def _positive(kind: type[float] | type[int]) -> Callable[[str], float | int]:
     return parse
 
 
+SERVE_EPILOG = """\
+main environment variables:
+  ANTHROPIC_API_KEY          Console API key (the first credential tried)
+  CLAUDE_ACCESS_TOKEN, CLAUDE_CODE_OAUTH_TOKEN
+                             an OAuth access token (e.g. from `claude setup-token`)
+  CLAUDE_CREDENTIALS_PATH    Claude Code credentials file (default $CLAUDE_CONFIG_DIR/.credentials.json,
+                             else ~/.claude/.credentials.json, written by `claude auth login`)
+  ANTHROPIC_BASE_URL         upstream (default https://api.anthropic.com; without /v1)
+  HOST, PORT                 listen address (default 0.0.0.0, 8080)
+  PROXY_API_KEYS             comma-separated keys clients must send (unset: no key asked)
+  PROXY_DEFAULT_MODEL, PROXY_MODEL_ALIASES
+                             model for requests naming none; alias=model,... pairs
+  LOG_LEVEL, LOG_FORMAT      critical|error|warning|info|debug|trace (info); json|plain (json)
+
+Every variable, its default and its range: README.md, section "Configuration" (in the
+project's source; also the package's long description). `claude-proxy check` shows which
+credential serve would use."""
+
+
 def _port(text: str) -> int:
     try:
         value = int(text)
@@ -168,9 +188,18 @@ def _port(text: str) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="claude-proxy", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    serve = sub.add_parser("serve", help="run the OpenAI-compatible proxy server")
+    serve = sub.add_parser(
+        "serve",
+        help="run the OpenAI-compatible proxy server",
+        description="Serve OpenAI's /v1/chat/completions and /v1/models in front of Anthropic's Messages API. "
+        "Settings come from the environment and are checked at start: a bad one ends serve with one line "
+        "naming it, and exit code 2.",
+        epilog=SERVE_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     serve.add_argument("--host", default=None, help="listen address (env HOST, default 0.0.0.0)")
     serve.add_argument("--port", type=_port, default=None, help="listen port (env PORT, default 8080)")
     serve.add_argument(
