@@ -513,6 +513,13 @@ def validate_messages_request(body: Any, *, fixed_sampling: bool = False) -> Non
 Reply = dict[str, Any] | ErrorReply | BrokenReply | Callable[[Recorded], Any]
 
 
+class _Server(ThreadingHTTPServer):
+    # The standard library listens with a backlog of 5: a burst of new connections beyond it (a proxy opening its
+    # pool under load, or reconnecting after resets) has SYNs dropped and retried a second or three later.
+    request_queue_size = 1024
+    daemon_threads = True
+
+
 class FakeAnthropic:
     """`with FakeAnthropic() as fake:` serves on 127.0.0.1:<random port>; `fake.url` is the base URL."""
 
@@ -544,8 +551,7 @@ class FakeAnthropic:
         self.active = 0  # POST /v1/messages requests being handled right now
         self.default: Callable[[Recorded], Any] | None = None  # the reply when nothing is scripted
         self._lock = threading.Lock()
-        self._server = ThreadingHTTPServer((host, port), self._handler())
-        self._server.daemon_threads = True
+        self._server = _Server((host, port), self._handler())
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
 
     @property
@@ -594,6 +600,9 @@ class FakeAnthropic:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            # The head and the body go out in separate writes: with Nagle's algorithm the body then waits for the
+            # client's delayed ACK of the head, about 40 ms per answer.
+            disable_nagle_algorithm = True
 
             def log_message(self, *args: Any) -> None:
                 pass
