@@ -3,12 +3,14 @@ exit 2, before anything listens; good values (and no values at all) give the doc
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from claude_proxy.cli import main
 from claude_proxy.config import DEFAULT_BASE_URL, ConfigError, Settings
 from tests.proxy.serve_support import free_port, proxy_env
 
@@ -50,8 +52,26 @@ BAD = [
 ]
 
 
-def _ids() -> list[str]:
-    return [f"{name}={next(iter(env.values()))!s}"[:60] for env, name, _ in BAD]
+# The cases a first try of the proxy met, each run as its own `claude-proxy serve` process; every case in BAD goes
+# through the same `main(["serve"])` in-process below (a process each would cost 40 s of a busy 2-core machine).
+IN_A_PROCESS = {
+    "PORT=99999",
+    "LOG_LEVEL=verbose",
+    "PROXY_ADAPTIVE_THINKING_MODELS=^claude-(opus",
+    "PROXY_FIXED_SAMPLING_MODELS=[a-",
+    "ANTHROPIC_BASE_URL=api.anthropic.com",
+    "ANTHROPIC_BASE_URL=https://api.anthropic.com/v1",
+    "PROXY_CONNECT_TIMEOUT=nan",
+    "PROXY_MAX_CONCURRENCY=0",
+}
+
+
+def _id(env: dict[str, str]) -> str:
+    return "".join(f"{name}={value}" for name, value in env.items())
+
+
+IDS = [_id(env) for env, _, _ in BAD]
+PROCESS_CASES = [case for case, id_ in zip(BAD, IDS, strict=True) if id_ in IN_A_PROCESS]
 
 
 def _serve_command() -> list[str]:
@@ -59,9 +79,18 @@ def _serve_command() -> list[str]:
     return [str(script) if script.exists() else sys.executable, *([] if script.exists() else ["-m", "claude_proxy"])]
 
 
+def _assert_refused(code: int | None, out: str, err: str, name: str, words: str) -> None:
+    assert code == 2, (code, err)
+    assert "Traceback" not in err and out == ""
+    lines = err.splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith(f"claude-proxy: {name} "), lines[0]
+    assert words in lines[0]
+
+
 @pytest.fixture(scope="module")
 def refused(tmp_path_factory: pytest.TempPathFactory) -> list[tuple[int | None, str, str]]:
-    """`claude-proxy serve` started once per bad environment, all at once: (exit code, stdout, stderr) each."""
+    """`claude-proxy serve` started once per case of PROCESS_CASES, all at once: (exit code, stdout, stderr) each."""
     home = tmp_path_factory.mktemp("home")
     port = str(free_port())
     processes = [
@@ -72,7 +101,7 @@ def refused(tmp_path_factory: pytest.TempPathFactory) -> list[tuple[int | None, 
             stderr=subprocess.PIPE,
             text=True,
         )
-        for env, _, _ in BAD
+        for env, _, _ in PROCESS_CASES
     ]
     results = []
     for process in processes:
@@ -85,22 +114,41 @@ def refused(tmp_path_factory: pytest.TempPathFactory) -> list[tuple[int | None, 
     return results
 
 
+def test_the_process_cases_are_cases() -> None:
+    assert len(PROCESS_CASES) == len(IN_A_PROCESS)
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("index", range(len(BAD)), ids=_ids())
+@pytest.mark.parametrize("index", range(len(PROCESS_CASES)), ids=[_id(env) for env, _, _ in PROCESS_CASES])
 def test_serve_refuses_a_bad_setting_with_one_line_and_exit_2(
     refused: list[tuple[int | None, str, str]], index: int
 ) -> None:
-    _, name, words = BAD[index]
-    code, out, err = refused[index]
-    assert code == 2, (code, err)
-    assert "Traceback" not in err and out == ""
-    lines = err.splitlines()
-    assert len(lines) == 1, err
-    assert lines[0].startswith(f"claude-proxy: {name} "), lines[0]
-    assert words in lines[0]
+    _, name, words = PROCESS_CASES[index]
+    _assert_refused(*refused[index], name, words)
 
 
-@pytest.mark.parametrize("env,name,words", BAD, ids=_ids())
+@pytest.mark.parametrize("env,name,words", BAD, ids=IDS)
+def test_serve_main_refuses_every_bad_setting_with_one_line_and_exit_2(
+    env: dict[str, str],
+    name: str,
+    words: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    for variable in list(os.environ):
+        if variable.startswith(("ANTHROPIC_", "CLAUDE_", "PROXY_")) or variable in ("PORT", "HOST", "LOG_LEVEL"):
+            monkeypatch.delenv(variable)
+    for variable, value in {"HOME": str(tmp_path), "ANTHROPIC_API_KEY": "sk-ant-api03-unused", **env}.items():
+        monkeypatch.setenv(variable, value)
+    # --workers 0 is refused only after the settings are read: a bad setting that slipped through fails the test
+    # with that other line instead of serving forever
+    code = main(["serve", "--host", "127.0.0.1", "--workers", "0"])
+    captured = capsys.readouterr()
+    _assert_refused(code, captured.out, captured.err, name, words)
+
+
+@pytest.mark.parametrize("env,name,words", BAD, ids=IDS)
 def test_each_bad_setting_is_a_config_error_naming_it(env: dict[str, str], name: str, words: str) -> None:
     with pytest.raises(ConfigError) as caught:
         Settings.from_env(env)
