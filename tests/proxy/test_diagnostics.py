@@ -155,7 +155,7 @@ def test_an_unknown_route_is_a_404_envelope_naming_the_endpoints(proxy: ProxyFac
     assert response.status_code == 404
     error = response.json()["error"]
     assert set(error) == ENVELOPE_KEYS and error["type"] == "invalid_request_error" and error["code"] == "unknown_url"
-    for endpoint in ("POST /v1/chat/completions", "GET /v1/models", "GET /v1/models/{model}", "GET /health"):
+    for endpoint in ("POST /v1/chat/completions", "POST /v1/responses", "GET /v1/models", "GET /v1/models/{model}"):
         assert endpoint in error["message"]
     assert "{model:path}" not in error["message"]
 
