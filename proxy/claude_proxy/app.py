@@ -32,6 +32,7 @@ from claude_proxy.errors import InvalidRequest, ProxyError, Unauthorized, Upstre
 from claude_proxy.limits import ClientGone, Drain, Limiter, Slot, read_body
 from claude_proxy.metrics import CONTENT_TYPE, Metrics
 from claude_proxy.relay import StreamRelay, error_line
+from claude_proxy.startup import startup_lines
 from claude_proxy.stream import StreamTranslator
 from claude_proxy.translate import Options, Translation, resolve_model, to_anthropic, to_openai
 from claude_proxy.transport import LeanTransport, environment_proxy
@@ -236,7 +237,7 @@ def create_app(
 ) -> FastAPI:
     settings = settings or Settings.from_env()
     options = Options.from_settings(settings)
-    resolver = CredentialResolver(settings.api_key, settings.access_token, settings.credentials_path)
+    resolver = CredentialResolver.from_settings(settings)
     inbound = tuple(key.encode() for key in settings.inbound_keys)
     models = ModelCache(settings.models_cache_seconds)
     metrics = Metrics(clock=clock)
@@ -254,6 +255,8 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        for level, line in startup_lines(settings, resolver, clock()):
+            log.log(level, line)
         if not inbound:
             log.warning("PROXY_API_KEYS is not set: /v1 endpoints accept requests without a key")
         timeout = httpx.Timeout(connect=settings.connect_timeout, read=settings.read_timeout, write=60.0, pool=30.0)
@@ -313,8 +316,10 @@ def create_app(
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
-        etype = "not_found_error" if exc.status_code == 404 else "invalid_request_error"
-        return error_response(ProxyError(str(exc.detail), status=exc.status_code, type=etype))
+        if exc.status_code == 404:  # no route: say which there are, as OpenAI says "Invalid URL"
+            message = f"Invalid URL ({request.method} {request.url.path}): this proxy serves {_endpoints(app)}"
+            return error_response(ProxyError(message, status=404, type="invalid_request_error", code="unknown_url"))
+        return error_response(ProxyError(str(exc.detail), status=exc.status_code, type="invalid_request_error"))
 
     def check_key(authorization: str | bytes | None) -> None:
         if not inbound:
@@ -597,6 +602,19 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
     schema["paths"] = {"/v1/chat/completions": chat, **schema["paths"]}
     app.openapi_schema = schema
     return schema
+
+
+def _endpoints(app: FastAPI) -> str:
+    """The app's routes as `METHOD /path` for an error message; a route that is also served under /v1 is named
+    once, with the /v1."""
+    paths = {route.path_format for route in app.routes if isinstance(route, Route)}
+    named: list[str] = []
+    for route in app.routes:
+        if not isinstance(route, Route) or route.path == app.openapi_url or f"/v1{route.path_format}" in paths:
+            continue
+        for method in sorted((route.methods or set()) - {"HEAD"}):
+            named.append(f"{method} {route.path_format}")
+    return ", ".join(named) + " (the /v1 routes also without the /v1)"
 
 
 def _credential_or_none(resolver: CredentialResolver) -> Credential | None:

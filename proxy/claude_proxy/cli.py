@@ -10,6 +10,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from claude_proxy import __version__
 from claude_proxy.config import ConfigError, Settings, default_credentials_path
 
 if TYPE_CHECKING:  # the lifecycle modules are imported by the commands that need them
@@ -21,13 +22,14 @@ if TYPE_CHECKING:  # the lifecycle modules are imported by the commands that nee
 def _serve(args: argparse.Namespace) -> int:
     import dataclasses
 
-    from claude_proxy.server import build_server, listening_socket, run_workers
-
-    try:
+    try:  # before anything else is imported: a bad setting ends `serve` at once, with one line
         settings = Settings.from_env()
     except ConfigError as exc:
         print(f"claude-proxy: {exc}", file=sys.stderr)
         return 2
+
+    from claude_proxy.server import build_server, listening_socket, run_workers
+
     if args.graceful_timeout is not None:
         settings = dataclasses.replace(settings, shutdown_grace=args.graceful_timeout)
     host = args.host or settings.host
@@ -137,7 +139,7 @@ def _check(args: argparse.Namespace) -> int:
         print(f"claude-proxy: {exc}", file=sys.stderr)
         return 2
     path = Path(args.credentials).expanduser() if args.credentials else settings.credentials_path
-    report = check(CredentialResolver(settings.api_key, settings.access_token, path))
+    report = check(CredentialResolver.from_settings(settings, path))
     print(json.dumps(report.to_dict()) if args.json else report.to_text())
     return report.exit_code
 
@@ -155,13 +157,51 @@ def _positive(kind: type[float] | type[int]) -> Callable[[str], float | int]:
     return parse
 
 
+SERVE_EPILOG = """\
+main environment variables:
+  ANTHROPIC_API_KEY          Console API key (the first credential tried)
+  CLAUDE_ACCESS_TOKEN, CLAUDE_CODE_OAUTH_TOKEN
+                             an OAuth access token (e.g. from `claude setup-token`)
+  CLAUDE_CREDENTIALS_PATH    Claude Code credentials file (default $CLAUDE_CONFIG_DIR/.credentials.json,
+                             else ~/.claude/.credentials.json, written by `claude auth login`)
+  ANTHROPIC_BASE_URL         upstream (default https://api.anthropic.com; without /v1)
+  HOST, PORT                 listen address (default 0.0.0.0, 8080)
+  PROXY_API_KEYS             comma-separated keys clients must send (unset: no key asked)
+  PROXY_DEFAULT_MODEL, PROXY_MODEL_ALIASES
+                             model for requests naming none; alias=model,... pairs
+  LOG_LEVEL, LOG_FORMAT      critical|error|warning|info|debug|trace (info); json|plain (json)
+
+Every variable, its default and its range: README.md, section "Configuration" (in the
+project's source; also the package's long description). `claude-proxy check` shows which
+credential serve would use."""
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"must be a port number from 1 to 65535: {text!r}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="claude-proxy", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    serve = sub.add_parser("serve", help="run the OpenAI-compatible proxy server")
+    serve = sub.add_parser(
+        "serve",
+        help="run the OpenAI-compatible proxy server",
+        description="Serve OpenAI's /v1/chat/completions and /v1/models in front of Anthropic's Messages API. "
+        "Settings come from the environment and are checked at start: a bad one ends serve with one line "
+        "naming it, and exit code 2.",
+        epilog=SERVE_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     serve.add_argument("--host", default=None, help="listen address (env HOST, default 0.0.0.0)")
-    serve.add_argument("--port", type=int, default=None, help="listen port (env PORT, default 8080)")
+    serve.add_argument("--port", type=_port, default=None, help="listen port (env PORT, default 8080)")
     serve.add_argument(
         "--graceful-timeout",
         type=float,

@@ -23,7 +23,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from claude_proxy.config import Settings
 
 CONFIGURE_HINT = (
     "configure one of: ANTHROPIC_API_KEY (Console API key), CLAUDE_ACCESS_TOKEN or CLAUDE_CODE_OAUTH_TOKEN "
@@ -44,6 +47,10 @@ class CredentialsError(Exception):
 
 class MissingCredentials(CredentialsError):
     pass
+
+
+class UnreadableCredentials(MissingCredentials):
+    """The file is there but cannot be read (permissions, a directory in its place, an I/O error)."""
 
 
 class MalformedCredentials(CredentialsError):
@@ -298,17 +305,38 @@ class CredentialResolver:
     Thread-safe (the CLI and the app may share it).
     """
 
-    def __init__(self, api_key: str | None, access_token: str | None, path: Path) -> None:
+    def __init__(
+        self,
+        api_key: str | None,
+        access_token: str | None,
+        path: Path,
+        *,
+        token_variable: str = "CLAUDE_ACCESS_TOKEN",
+        empty: tuple[str, ...] = (),
+    ) -> None:
         self.path = path
+        # Credential variables set to an empty value: ignored, and named when nothing resolves.
+        self.empty = empty
         # A credential from the environment never changes: one object, handed out on every call.
         self._fixed: Credential | None = None
         if api_key:
             self._fixed = Credential(CredentialKind.API_KEY, api_key, "ANTHROPIC_API_KEY")
         elif access_token:
-            self._fixed = Credential(CredentialKind.ACCESS_TOKEN, access_token, "CLAUDE_ACCESS_TOKEN")
+            self._fixed = Credential(CredentialKind.ACCESS_TOKEN, access_token, token_variable)
         self._lock = threading.Lock()
         self._cache_key: tuple[int, int, int] | None = None
         self._cached: Credential | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Settings, path: Path | None = None) -> CredentialResolver:
+        """The resolver the settings describe (`path` instead of theirs, for `check --credentials`)."""
+        return cls(
+            settings.api_key,
+            settings.access_token,
+            settings.credentials_path if path is None else path,
+            token_variable=settings.access_token_variable,
+            empty=settings.empty_credentials,
+        )
 
     @property
     def uses_file(self) -> bool:
@@ -329,9 +357,9 @@ class CredentialResolver:
         try:
             st = os.stat(self.path)
         except FileNotFoundError:
-            raise MissingCredentials(f"no credentials: {self.path} does not exist; {CONFIGURE_HINT}") from None
+            raise MissingCredentials(f"no credentials: {self.path} does not exist{self._hint()}") from None
         except OSError as exc:
-            raise MissingCredentials(f"cannot read {self.path} ({exc.strerror}); {CONFIGURE_HINT}") from None
+            raise UnreadableCredentials(f"cannot read {self.path} ({exc.strerror}){self._hint()}") from None
         key = (st.st_ino, st.st_size, st.st_mtime_ns)
         with self._lock:
             if self._cached is not None and self._cache_key == key:
@@ -341,7 +369,7 @@ class CredentialResolver:
                     fst = os.fstat(fh.fileno())
                     data = fh.read()
             except OSError as exc:
-                raise MissingCredentials(f"cannot read {self.path} ({exc.strerror}); {CONFIGURE_HINT}") from None
+                raise UnreadableCredentials(f"cannot read {self.path} ({exc.strerror}){self._hint()}") from None
             parsed = parse_credentials(data, str(self.path))
             credential = Credential(
                 CredentialKind.OAUTH_FILE,
@@ -353,3 +381,11 @@ class CredentialResolver:
             self._cache_key = (fst.st_ino, fst.st_size, fst.st_mtime_ns)
             self._cached = credential
             return credential
+
+    def _hint(self) -> str:
+        empty = (
+            f"; {' and '.join(self.empty)} {'is' if len(self.empty) == 1 else 'are'} set but empty"
+            if self.empty
+            else ""
+        )
+        return f"{empty}; {CONFIGURE_HINT}"

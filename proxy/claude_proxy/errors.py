@@ -148,6 +148,20 @@ def upstream_error(status: int, body: Any, headers: Any) -> UpstreamError:
             "tokens. Please reduce the length of the messages."
         )
         etype, param, code = "invalid_request_error", "messages", "context_length_exceeded"
+    elif status == 401:
+        # The client's own key never goes upstream: this refusal is of the proxy's credential, which only its
+        # operator can fix. Said plainly, or the client would go looking for a fault in its own key.
+        message = (
+            "Anthropic refused the proxy's own upstream credential (the one the proxy is configured with, not the "
+            f"API key of this request; `claude-proxy check` shows which is in use): {message}"
+        )
+        code = upstream_type
+    elif status == 404 and upstream_type == "not_found_error" and message.startswith("model:"):
+        message = (
+            f"{message} (Anthropic does not know this model: GET /v1/models lists the models the proxy offers, and "
+            "PROXY_MODEL_ALIASES maps other names onto them, e.g. gpt-4o=claude-sonnet-4-6)"
+        )
+        param, code = "model", "model_not_found"
     elif upstream_type:
         code = upstream_type
     if request_id:

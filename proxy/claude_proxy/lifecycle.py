@@ -40,6 +40,7 @@ from claude_proxy.credentials import (
     MalformedCredentials,
     MissingCredentials,
     OAuthFile,
+    UnreadableCredentials,
     dump_credentials,
     exclusive_lock,
     parse_credentials,
@@ -242,8 +243,11 @@ def _not_due(parsed: OAuthFile, now: float, note: str = "") -> Outcome:
 
 def _unreadable_message(path: Path, problem: str | None) -> str:
     if problem == "missing":
-        return f"{path} does not exist; seed it first (`claude-proxy seed`)"
-    return f"{path} cannot be read"
+        return (
+            f"{path} does not exist: on a workstation, run `claude auth login` (it writes this file); "
+            "on a shared volume, seed it first (`claude-proxy seed`)"
+        )
+    return f"{path} cannot be read (check its permissions and owner)"
 
 
 def _refresh_locked(
@@ -399,8 +403,8 @@ def _seed_locked(data: bytes, src: OAuthFile, source: Path, target: Path, force:
 
 @dataclass(frozen=True)
 class CheckReport:
-    exit_code: int  # 0 valid, 1 expired or missing, 2 malformed
-    status: str  # valid | expired | missing | malformed
+    exit_code: int  # 0 valid, 1 expired, missing or unreadable, 2 malformed
+    status: str  # valid | expired | missing | unreadable | malformed
     source: str | None
     kind: str | None
     expires_at_ms: int | None
@@ -408,6 +412,7 @@ class CheckReport:
     subscription_type: str | None
     has_refresh_token: bool | None
     message: str
+    warnings: tuple[str, ...] = ()  # e.g. a token due for refresh, a credential variable set to an empty value
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -421,6 +426,7 @@ class CheckReport:
             if self.has_refresh_token is None
             else ("present" if self.has_refresh_token else "absent"),
             "message": self.message,
+            "warnings": list(self.warnings),
         }
 
     def to_text(self) -> str:
@@ -440,6 +446,7 @@ class CheckReport:
         if self.has_refresh_token is not None:
             lines.append(f"refresh:      {_presence(self.has_refresh_token)}")
         lines.append(self.message)
+        lines.extend(f"warning: {warning}" for warning in self.warnings)
         return "\n".join(lines)
 
 
@@ -447,18 +454,25 @@ def _presence(flag: bool | None) -> str | None:
     return None if flag is None else ("present" if flag else "absent")
 
 
-def check(resolver: CredentialResolver, clock: Callable[[], float] = time.time) -> CheckReport:
-    """Resolve exactly as the proxy does and describe the result (never the secret)."""
+def check(
+    resolver: CredentialResolver, clock: Callable[[], float] = time.time, due_within: float = 3600.0
+) -> CheckReport:
+    """Resolve exactly as the proxy does and describe the result (never the secret). A file token that expires
+    within `due_within` seconds (`refresh`'s default `--before`) is valid, with a warning that it is due."""
+    notes = tuple(f"{name} is set but empty, so it is ignored" for name in resolver.empty)
+    path = str(resolver.path)
     try:
         credential: Credential = resolver.resolve()
     except MalformedCredentials as exc:
         return CheckReport(
-            2, "malformed", str(resolver.path), CredentialKind.OAUTH_FILE.value, None, None, None, None, str(exc)
+            2, "malformed", path, CredentialKind.OAUTH_FILE.value, None, None, None, None, str(exc), notes
         )
+    except UnreadableCredentials as exc:
+        return CheckReport(1, "unreadable", path, None, None, None, None, None, str(exc), notes)
     except MissingCredentials as exc:
-        return CheckReport(1, "missing", str(resolver.path), None, None, None, None, None, str(exc))
+        return CheckReport(1, "missing", path, None, None, None, None, None, str(exc), notes)
     except CredentialsError as exc:  # pragma: no cover - every subclass is handled above
-        return CheckReport(2, "malformed", str(resolver.path), None, None, None, None, None, str(exc))
+        return CheckReport(2, "malformed", path, None, None, None, None, None, str(exc), notes)
 
     has_refresh: bool | None = None
     if credential.kind is CredentialKind.OAUTH_FILE:
@@ -478,6 +492,9 @@ def check(resolver: CredentialResolver, clock: Callable[[], float] = time.time) 
             CredentialKind.ACCESS_TOKEN: "an OAuth access token from the environment (expiry unknown)",
             CredentialKind.OAUTH_FILE: "an OAuth access token from a credentials file",
         }[credential.kind]
+        if credential.kind is CredentialKind.OAUTH_FILE and left is not None and left <= due_within:
+            todo = "run `claude-proxy refresh` (or let the scheduled refresh do it)" if has_refresh else RELOGIN_HINT
+            notes += (f"the access token expires within {_duration(due_within)} and is due for refresh: {todo}",)
     return CheckReport(
         code,
         status,
@@ -488,6 +505,7 @@ def check(resolver: CredentialResolver, clock: Callable[[], float] = time.time) 
         credential.subscription_type,
         has_refresh,
         message,
+        notes,
     )
 
 

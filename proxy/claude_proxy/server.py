@@ -24,13 +24,14 @@ from collections.abc import Iterator
 from types import FrameType
 from typing import Any
 
+import orjson
 import uvicorn
 from fastapi import FastAPI
 from uvicorn.config import HTTP_PROTOCOLS
 from uvicorn.importer import import_from_string
 
 from claude_proxy.config import Settings
-from claude_proxy.limits import Drain
+from claude_proxy.limits import Drain, RequestTimeout
 from claude_proxy.logs import flush_batched, logging_config
 
 log = logging.getLogger("claude_proxy.server")
@@ -38,7 +39,11 @@ log = logging.getLogger("claude_proxy.server")
 # Time between the grace period's end and uvicorn cancelling what is left: room for the error lines to go out.
 HARD_STOP_MARGIN = 3.0
 
-_TIMEOUT_BODY = b'{"error":{"message":"request headers not received in time","type":"invalid_request_error"}}'
+# The same envelope as every other error (the app's RequestTimeout), written by the protocol itself: no request
+# reached the app.
+_TIMEOUT_BODY = orjson.dumps(
+    RequestTimeout("request headers not received in time (PROXY_HEADER_TIMEOUT)", code="request_timeout").envelope()
+)
 REQUEST_TIMEOUT = (
     b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\nconnection: close\r\n"
     b"content-length: " + str(len(_TIMEOUT_BODY)).encode() + b"\r\n\r\n" + _TIMEOUT_BODY

@@ -23,6 +23,7 @@ from typing import Any, Protocol
 import httpx
 import orjson
 
+from claude_proxy.config import display_url
 from claude_proxy.credentials import Credential, CredentialKind, CredentialResolver, CredentialsError
 from claude_proxy.errors import (
     CredentialsUnavailable,
@@ -136,10 +137,14 @@ def _parse_error_body(content: bytes) -> Any:
         return None
 
 
-def _transport_error(exc: httpx.TransportError) -> ProxyError:
+def _transport_error(exc: httpx.TransportError, base_url: str) -> ProxyError:
+    where = display_url(base_url)
     if isinstance(exc, httpx.TimeoutException):
-        return UpstreamTimeout("Anthropic API did not answer in time", code="upstream_timeout")
-    return UpstreamUnavailable(f"Anthropic API is unreachable ({type(exc).__name__})", code="upstream_unavailable")
+        return UpstreamTimeout(f"Anthropic API at {where} did not answer in time", code="upstream_timeout")
+    return UpstreamUnavailable(
+        f"Anthropic API at {where} is unreachable ({type(exc).__name__}); check ANTHROPIC_BASE_URL and the network",
+        code="upstream_unavailable",
+    )
 
 
 def retries_spent(error: ProxyError) -> ProxyError:
@@ -296,7 +301,7 @@ class Upstream:
             try:
                 response = await self._send(body, client_betas, stream=stream)
             except httpx.TransportError as exc:
-                error = _transport_error(exc)
+                error = _transport_error(exc, self.base_url)
                 slept = (
                     await self.backoff(
                         budget.retries + 1, None, budget.waited, f"transport error {type(exc).__name__}", "connection"
@@ -365,7 +370,7 @@ class Upstream:
                     f"{self.base_url}/v1/models", params=params, headers=build_headers(credential)
                 )
             except httpx.TransportError as exc:
-                raise _transport_error(exc) from None
+                raise _transport_error(exc, self.base_url) from None
             if response.status_code >= 400:
                 raise upstream_error(response.status_code, _parse_error_body(response.content), response.headers)
             page = orjson.loads(response.content)

@@ -513,6 +513,13 @@ def validate_messages_request(body: Any, *, fixed_sampling: bool = False) -> Non
 Reply = dict[str, Any] | ErrorReply | BrokenReply | Callable[[Recorded], Any]
 
 
+class _Server(ThreadingHTTPServer):
+    # The standard library listens with a backlog of 5: a burst of new connections beyond it (a proxy opening its
+    # pool under load, or reconnecting after resets) has SYNs dropped and retried a second or three later.
+    request_queue_size = 1024
+    daemon_threads = True
+
+
 class FakeAnthropic:
     """`with FakeAnthropic() as fake:` serves on 127.0.0.1:<random port>; `fake.url` is the base URL."""
 
@@ -523,6 +530,7 @@ class FakeAnthropic:
         oauth_tokens: tuple[str, ...] = ("sk-ant-oat01-test-token",),
         models: tuple[str, ...] = ("claude-sonnet-4-6", "claude-haiku-4-5-20251001"),
         models_refuse_oauth: bool = False,
+        known_models_only: bool = False,
         fixed_sampling: bool = False,
         host: str = "127.0.0.1",
         port: int = 0,
@@ -531,6 +539,8 @@ class FakeAnthropic:
         self.oauth_tokens = set(oauth_tokens)
         self.models = models
         self.models_refuse_oauth = models_refuse_oauth
+        # Refuse a message for a model not in `models`, as Anthropic does: 404 not_found_error "model: <name>".
+        self.known_models_only = known_models_only
         self.fixed_sampling = fixed_sampling
         self.requests: list[Recorded] = []
         self.replies: deque[Reply] = deque()
@@ -541,8 +551,7 @@ class FakeAnthropic:
         self.active = 0  # POST /v1/messages requests being handled right now
         self.default: Callable[[Recorded], Any] | None = None  # the reply when nothing is scripted
         self._lock = threading.Lock()
-        self._server = ThreadingHTTPServer((host, port), self._handler())
-        self._server.daemon_threads = True
+        self._server = _Server((host, port), self._handler())
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
 
     @property
@@ -591,6 +600,9 @@ class FakeAnthropic:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            # The head and the body go out in separate writes: with Nagle's algorithm the body then waits for the
+            # client's delayed ACK of the head, about 40 ms per answer.
+            disable_nagle_algorithm = True
 
             def log_message(self, *args: Any) -> None:
                 pass
@@ -674,6 +686,8 @@ class FakeAnthropic:
                     if body is None:
                         raise _bad("request body is not valid JSON")
                     validate_messages_request(body, fixed_sampling=fake.fixed_sampling)
+                    if fake.known_models_only and body["model"] not in fake.models:
+                        raise Reject(404, "not_found_error", f"model: {body['model']}")
                 except Reject as rej:
                     return self._error(rej.status, rej.etype, rej.message)
                 with fake._lock:

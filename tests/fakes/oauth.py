@@ -174,6 +174,9 @@ class FakeOAuthServer:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            # The head and the body go out in separate writes: with Nagle's algorithm the body then waits for the
+            # client's delayed ACK of the head, about 40 ms per answer.
+            disable_nagle_algorithm = True
 
             def log_message(self, format: str, *args: Any) -> None:
                 pass

@@ -208,7 +208,12 @@ def test_copied_files_exist_and_are_in_the_build_context(image: dict[str, Any]) 
 
 
 def test_build_stage_makes_a_wheel_with_both_packages(tmp_path: Path) -> None:
-    """Lay out /src exactly as the build stage's COPY lines do, then build the wheel as it does."""
+    """Lay out /src exactly as the build stage's COPY lines do, then build the wheel as it does — offline: with this
+    environment's setuptools (which must satisfy `build-system.requires`, as the image's isolated build does) instead
+    of one downloaded into an isolated build environment during the test."""
+    for raw in PYPROJECT["build-system"]["requires"]:
+        requirement = Requirement(raw)
+        assert requirement.specifier.contains(importlib.metadata.version(requirement.name)), raw
     build = parse(Path(IMAGES["proxy"]["dockerfile"])).stages[0]
     src_root = tmp_path / "root"
     for sources, dest in copies(build):
@@ -220,7 +225,8 @@ def test_build_stage_makes_a_wheel_with_both_packages(tmp_path: Path) -> None:
             else:
                 shutil.copytree(ROOT / source, target, ignore=shutil.ignore_patterns("__pycache__"))
     wheels = tmp_path / "wheels"
-    pip_wheel = [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--wheel-dir", str(wheels)]
+    pip_wheel = [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation", "--no-index"]
+    pip_wheel += ["--wheel-dir", str(wheels)]
     result = subprocess.run(
         [*pip_wheel, str(src_root / "src")],
         capture_output=True,

@@ -1,0 +1,45 @@
+"""What the proxy says as it starts: where requests go and with which credential, so a misconfiguration shows in
+the first lines of the log rather than in the first failed request. Names variables and files, never a secret."""
+
+from __future__ import annotations
+
+import logging
+import time
+from datetime import UTC, datetime
+
+from claude_proxy.config import Settings, display_url
+from claude_proxy.credentials import CredentialKind, CredentialResolver, CredentialsError
+
+_KINDS = {
+    CredentialKind.API_KEY: "a Console API key",
+    CredentialKind.ACCESS_TOKEN: "an OAuth access token",
+    CredentialKind.OAUTH_FILE: "an OAuth token from the credentials file",
+}
+
+
+def startup_lines(settings: Settings, resolver: CredentialResolver, now: float | None = None) -> list[tuple[int, str]]:
+    """(log level, message) for each line to log at start: the upstream and the credential in use, or a warning
+    that none resolves; a warning for each credential variable set to an empty value."""
+    lines: list[tuple[int, str]] = []
+    for name in settings.empty_credentials:
+        lines.append((logging.WARNING, f"{name} is set but empty: ignored"))
+    upstream = display_url(settings.base_url)
+    try:
+        credential = resolver.resolve()
+    except CredentialsError as exc:
+        lines.append(
+            (
+                logging.WARNING,
+                f"NO UPSTREAM CREDENTIAL: every request to {upstream} will be answered 503 until one is configured "
+                f"({exc})",
+            )
+        )
+        return lines
+    where = credential.source if credential.kind is CredentialKind.OAUTH_FILE else f"from {credential.source}"
+    line = f"upstream {upstream}, credential: {_KINDS[credential.kind]} {where}"
+    if credential.expires_at is not None:
+        expiry = datetime.fromtimestamp(credential.expires_at, UTC).isoformat(timespec="seconds")
+        expired = credential.expired(time.time() if now is None else now)
+        line += f" ({'expired' if expired else 'expires'} {expiry.replace('+00:00', 'Z')})"
+    lines.append((logging.INFO, line))
+    return lines

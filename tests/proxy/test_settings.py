@@ -1,0 +1,232 @@
+"""Settings are checked once, at start: a bad value ends `claude-proxy serve` with one line naming the variable and
+exit 2, before anything listens; good values (and no values at all) give the documented defaults."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from claude_proxy.cli import main
+from claude_proxy.config import DEFAULT_BASE_URL, ConfigError, Settings
+from tests.proxy.serve_support import free_port, proxy_env
+
+# (environment, the variable the line must name, words the line must contain)
+BAD = [
+    ({"PORT": "99999"}, "PORT", "port number from 1 to 65535"),
+    ({"PORT": "0"}, "PORT", "port number from 1 to 65535"),
+    ({"PORT": "http"}, "PORT", "whole number"),
+    ({"LOG_LEVEL": "verbose"}, "LOG_LEVEL", "critical, error, warning, info, debug or trace"),
+    ({"LOG_FORMAT": "xml"}, "LOG_FORMAT", "json or plain"),
+    ({"PROXY_ADAPTIVE_THINKING_MODELS": "^claude-(opus"}, "PROXY_ADAPTIVE_THINKING_MODELS", "regular expression"),
+    ({"PROXY_FIXED_SAMPLING_MODELS": "[a-"}, "PROXY_FIXED_SAMPLING_MODELS", "regular expression"),
+    ({"ANTHROPIC_BASE_URL": "api.anthropic.com"}, "ANTHROPIC_BASE_URL", "http:// or https://"),
+    ({"ANTHROPIC_BASE_URL": "ftp://api.anthropic.com"}, "ANTHROPIC_BASE_URL", "http:// or https://"),
+    ({"ANTHROPIC_BASE_URL": "https://"}, "ANTHROPIC_BASE_URL", "no host name"),
+    ({"ANTHROPIC_BASE_URL": "http://gw:port"}, "ANTHROPIC_BASE_URL", "not a valid URL"),
+    ({"ANTHROPIC_BASE_URL": "https://api.anthropic.com/v1"}, "ANTHROPIC_BASE_URL", "use https://api.anthropic.com"),
+    ({"ANTHROPIC_API_BASE": "https://gw.example/anthropic/v1/"}, "ANTHROPIC_API_BASE", "https://gw.example/anthropic"),
+    ({"ANTHROPIC_BASE_URL": "https://gw.example/?key=1"}, "ANTHROPIC_BASE_URL", "query"),
+    ({"PROXY_MAX_CONCURRENCY": "0"}, "PROXY_MAX_CONCURRENCY", "at least 1"),
+    ({"PROXY_MAX_QUEUE": "-1"}, "PROXY_MAX_QUEUE", "at least 0"),
+    ({"PROXY_MAX_QUEUE": "2.5"}, "PROXY_MAX_QUEUE", "whole number"),
+    ({"PROXY_DEFAULT_MAX_TOKENS": "lots"}, "PROXY_DEFAULT_MAX_TOKENS", "whole number"),
+    ({"PROXY_MAX_BODY_BYTES": "100"}, "PROXY_MAX_BODY_BYTES", "at least 1024"),
+    ({"PROXY_THINKING_BUDGET_LOW": "512"}, "PROXY_THINKING_BUDGET_LOW", "at least 1024"),
+    ({"PROXY_MAX_RETRIES": "-2"}, "PROXY_MAX_RETRIES", "at least 0"),
+    ({"PROXY_READ_TIMEOUT": "0"}, "PROXY_READ_TIMEOUT", "at least 0.1"),
+    ({"PROXY_CONNECT_TIMEOUT": "nan"}, "PROXY_CONNECT_TIMEOUT", "finite number"),
+    ({"PROXY_STREAM_IDLE_TIMEOUT": "inf"}, "PROXY_STREAM_IDLE_TIMEOUT", "finite number"),
+    ({"PROXY_HEADER_TIMEOUT": "soon"}, "PROXY_HEADER_TIMEOUT", "must be a number"),
+    ({"PROXY_BODY_TIMEOUT": "-5"}, "PROXY_BODY_TIMEOUT", "at least 0.1"),
+    ({"PROXY_KEEPALIVE_TIMEOUT": "0.01"}, "PROXY_KEEPALIVE_TIMEOUT", "at least 0.1"),
+    ({"PROXY_QUEUE_TIMEOUT": "-1"}, "PROXY_QUEUE_TIMEOUT", "at least 0"),
+    ({"PROXY_RETRY_MAX_WAIT": "-1"}, "PROXY_RETRY_MAX_WAIT", "at least 0"),
+    ({"PROXY_SHUTDOWN_GRACE": "forever"}, "PROXY_SHUTDOWN_GRACE", "must be a number"),
+    ({"PROXY_MODELS_CACHE_SECONDS": "-1"}, "PROXY_MODELS_CACHE_SECONDS", "at least 0"),
+    ({"PROXY_PROMPT_CACHE": "maybe"}, "PROXY_PROMPT_CACHE", "true or false"),
+    ({"PROXY_MODEL_ALIASES": "gpt-4o"}, "PROXY_MODEL_ALIASES", "alias=model"),
+]
+
+
+# The cases a first try of the proxy met, each run as its own `claude-proxy serve` process; every case in BAD goes
+# through the same `main(["serve"])` in-process below (a process each would cost 40 s of a busy 2-core machine).
+IN_A_PROCESS = {
+    "PORT=99999",
+    "LOG_LEVEL=verbose",
+    "PROXY_ADAPTIVE_THINKING_MODELS=^claude-(opus",
+    "PROXY_FIXED_SAMPLING_MODELS=[a-",
+    "ANTHROPIC_BASE_URL=api.anthropic.com",
+    "ANTHROPIC_BASE_URL=https://api.anthropic.com/v1",
+    "PROXY_CONNECT_TIMEOUT=nan",
+    "PROXY_MAX_CONCURRENCY=0",
+}
+
+
+def _id(env: dict[str, str]) -> str:
+    return "".join(f"{name}={value}" for name, value in env.items())
+
+
+IDS = [_id(env) for env, _, _ in BAD]
+PROCESS_CASES = [case for case, id_ in zip(BAD, IDS, strict=True) if id_ in IN_A_PROCESS]
+
+
+def _serve_command() -> list[str]:
+    script = Path(sys.executable).with_name("claude-proxy")  # the installed entry point, as a user runs it
+    return [str(script) if script.exists() else sys.executable, *([] if script.exists() else ["-m", "claude_proxy"])]
+
+
+def _assert_refused(code: int | None, out: str, err: str, name: str, words: str) -> None:
+    assert code == 2, (code, err)
+    assert "Traceback" not in err and out == ""
+    lines = err.splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith(f"claude-proxy: {name} "), lines[0]
+    assert words in lines[0]
+
+
+@pytest.fixture(scope="module")
+def refused(tmp_path_factory: pytest.TempPathFactory) -> list[tuple[int | None, str, str]]:
+    """`claude-proxy serve` started once per case of PROCESS_CASES, all at once: (exit code, stdout, stderr) each."""
+    home = tmp_path_factory.mktemp("home")
+    port = str(free_port())
+    processes = [
+        subprocess.Popen(
+            [*_serve_command(), "serve", "--host", "127.0.0.1"],
+            env=proxy_env(home, {"PORT": port, "ANTHROPIC_API_KEY": "sk-ant-api03-unused", **env}),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for env, _, _ in PROCESS_CASES
+    ]
+    results = []
+    for process in processes:
+        try:
+            out, err = process.communicate(timeout=60)
+        except subprocess.TimeoutExpired:  # it started serving: the setting was accepted
+            process.kill()
+            out, err = process.communicate()
+        results.append((process.returncode, out, err))
+    return results
+
+
+def test_the_process_cases_are_cases() -> None:
+    assert len(PROCESS_CASES) == len(IN_A_PROCESS)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("index", range(len(PROCESS_CASES)), ids=[_id(env) for env, _, _ in PROCESS_CASES])
+def test_serve_refuses_a_bad_setting_with_one_line_and_exit_2(
+    refused: list[tuple[int | None, str, str]], index: int
+) -> None:
+    _, name, words = PROCESS_CASES[index]
+    _assert_refused(*refused[index], name, words)
+
+
+@pytest.mark.parametrize("env,name,words", BAD, ids=IDS)
+def test_serve_main_refuses_every_bad_setting_with_one_line_and_exit_2(
+    env: dict[str, str],
+    name: str,
+    words: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    for variable in list(os.environ):
+        if variable.startswith(("ANTHROPIC_", "CLAUDE_", "PROXY_")) or variable in ("PORT", "HOST", "LOG_LEVEL"):
+            monkeypatch.delenv(variable)
+    for variable, value in {"HOME": str(tmp_path), "ANTHROPIC_API_KEY": "sk-ant-api03-unused", **env}.items():
+        monkeypatch.setenv(variable, value)
+    # --workers 0 is refused only after the settings are read: a bad setting that slipped through fails the test
+    # with that other line instead of serving forever
+    code = main(["serve", "--host", "127.0.0.1", "--workers", "0"])
+    captured = capsys.readouterr()
+    _assert_refused(code, captured.out, captured.err, name, words)
+
+
+@pytest.mark.parametrize("env,name,words", BAD, ids=IDS)
+def test_each_bad_setting_is_a_config_error_naming_it(env: dict[str, str], name: str, words: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_env(env)
+    message = str(caught.value)
+    assert message.startswith(f"{name} ") and words in message and "\n" not in message
+
+
+def test_every_bad_variable_is_named_on_the_one_line() -> None:
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_env({"PORT": "70000", "LOG_LEVEL": "loud", "PROXY_MAX_CONCURRENCY": "1"})
+    message = str(caught.value)
+    assert "PORT " in message and "LOG_LEVEL " in message and "PROXY_MAX_CONCURRENCY" not in message
+    assert "\n" not in message
+
+
+def test_a_password_in_the_base_url_is_never_repeated() -> None:
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_env({"ANTHROPIC_BASE_URL": "https://user:hunter2@gw.example/v1"})
+    assert "hunter2" not in str(caught.value)
+    assert "use https://gw.example" in str(caught.value)
+
+
+def test_no_variables_give_the_embedded_defaults() -> None:
+    settings = Settings.from_env({})
+    assert settings == Settings(credentials_path=settings.credentials_path)
+    assert (settings.host, settings.port, settings.base_url) == ("0.0.0.0", 8080, DEFAULT_BASE_URL)
+    assert settings.log_level == "info" and settings.api_key is None and settings.empty_credentials == ()
+
+
+def test_blank_values_mean_the_default_and_values_are_normalised() -> None:
+    settings = Settings.from_env(
+        {
+            "PORT": "",
+            "LOG_LEVEL": " DEBUG ",
+            "LOG_FORMAT": "Plain",
+            "PROXY_PROMPT_CACHE": "off",
+            "ANTHROPIC_BASE_URL": "http://127.0.0.1:9000/gateway/",
+            "PROXY_MODEL_ALIASES": "gpt-4o = claude-sonnet-4-6, fast=claude-haiku-4-5",
+            "PROXY_MODELS": " , ",
+            "PROXY_API_KEYS": "one, two,",
+            "PROXY_MAX_QUEUE": "0",
+            "PROXY_SHUTDOWN_GRACE": "0",
+        }
+    )
+    assert settings.port == 8080
+    assert (settings.log_level, settings.log_format, settings.prompt_cache) == ("debug", "plain", False)
+    assert settings.base_url == "http://127.0.0.1:9000/gateway"
+    assert settings.model_aliases == {"gpt-4o": "claude-sonnet-4-6", "fast": "claude-haiku-4-5"}
+    assert settings.models == Settings().models
+    assert settings.inbound_keys == ("one", "two")
+    assert (settings.max_queue, settings.shutdown_grace) == (0, 0.0)
+
+
+def test_anthropic_base_url_wins_over_the_older_name() -> None:
+    both = {"ANTHROPIC_BASE_URL": "http://a.example", "ANTHROPIC_API_BASE": "http://b.example"}
+    assert Settings.from_env(both).base_url == "http://a.example"
+    assert Settings.from_env({"ANTHROPIC_API_BASE": "http://b.example/"}).base_url == "http://b.example"
+
+
+def test_the_access_token_variable_and_empty_credentials_are_recorded() -> None:
+    settings = Settings.from_env({"ANTHROPIC_API_KEY": "", "CLAUDE_CODE_OAUTH_TOKEN": "sk-ant-oat01-x"})
+    assert settings.api_key is None
+    assert settings.access_token == "sk-ant-oat01-x"
+    assert settings.access_token_variable == "CLAUDE_CODE_OAUTH_TOKEN"
+    assert settings.empty_credentials == ("ANTHROPIC_API_KEY",)
+    both = Settings.from_env({"CLAUDE_ACCESS_TOKEN": "a", "CLAUDE_CODE_OAUTH_TOKEN": "b"})
+    assert (both.access_token, both.access_token_variable) == ("a", "CLAUDE_ACCESS_TOKEN")
+    assert Settings.from_env({"CLAUDE_ACCESS_TOKEN": "  "}).empty_credentials == ("CLAUDE_ACCESS_TOKEN",)
+
+
+@pytest.mark.slow
+def test_serve_port_flag_out_of_range_is_refused(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [*_serve_command(), "serve", "--port", "99999"],
+        env=proxy_env(tmp_path, {}),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert "--port: must be a port number from 1 to 65535" in done.stderr
