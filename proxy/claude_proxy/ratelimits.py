@@ -153,7 +153,7 @@ def to_text(limits: RateLimits, now: float) -> list[str]:
             parts.append(f"{_fmt(v.remaining)} of {_fmt(v.limit)} left")
         if v.reset is not None:
             parts.append(f"resets in {_duration(v.reset - now)}")
-        lines.append(f"limit {kind + ':':14}{', '.join(parts)}")
+        lines.append(f"limit {kind + ':':15}{', '.join(parts)}")
     return lines
 
 
