@@ -326,6 +326,9 @@ def messages_endpoints(app: FastAPI) -> tuple[Endpoint, Endpoint]:
 
         sse = SSEResponse(body(), drain=drain, on_close=on_close)
         sse.raw_headers += [(k, v) for k, v in relayed_headers(response.headers) if k != b"content-type"]
+        encoding = response.headers.get("content-encoding")
+        if encoding:  # the chunks are relayed as they came, so the client undoes the encoding
+            sse.raw_headers.append((b"content-encoding", encoding.encode("latin-1")))
         await sse(scope, receive, send)
 
     return endpoint(False), endpoint(True)
