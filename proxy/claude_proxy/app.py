@@ -489,9 +489,11 @@ def create_app(
             )
         return json_response(entry)
 
-    from claude_proxy.responses_route import responses_endpoint  # it builds on this module's edge helpers
+    from claude_proxy.passthrough import messages_endpoints  # they build on this module's edge helpers
+    from claude_proxy.responses_route import responses_endpoint
 
     responses = responses_endpoint(app, check_key, options, clock)
+    messages, count_tokens = messages_endpoints(app)
     for prefix in ("/v1", ""):
         # Plain ASGI routes: the handlers read and validate the body themselves, so FastAPI's per-request work would
         # be pure overhead on the hot path. The app dispatches POSTs to them directly; `_openapi` documents chat.
@@ -503,6 +505,10 @@ def create_app(
         app.add_api_route(
             f"{prefix}/models/{{model:path}}", retrieve_model, methods=["GET"], include_in_schema=bool(prefix)
         )
+    for path, endpoint in (("/v1/messages", messages), ("/v1/messages/count_tokens", count_tokens)):
+        route = _PlainRoute(path, endpoint, methods=["POST"])  # Anthropic's own paths, under /v1 only
+        app.router.routes.append(route)
+        app.direct[route.path] = route
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
 
     @app.get("/health")

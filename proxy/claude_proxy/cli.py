@@ -8,7 +8,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from claude_proxy import __version__
 from claude_proxy.config import ConfigError, Settings, default_credentials_path
@@ -16,6 +16,7 @@ from claude_proxy.config import ConfigError, Settings, default_credentials_path
 if TYPE_CHECKING:  # the lifecycle modules are imported by the commands that need them
     from fastapi import FastAPI
 
+    from claude_proxy.credentials import CredentialResolver
     from claude_proxy.lifecycle import Outcome
 
 
@@ -139,9 +140,50 @@ def _check(args: argparse.Namespace) -> int:
         print(f"claude-proxy: {exc}", file=sys.stderr)
         return 2
     path = Path(args.credentials).expanduser() if args.credentials else settings.credentials_path
-    report = check(CredentialResolver.from_settings(settings, path))
-    print(json.dumps(report.to_dict()) if args.json else report.to_text())
-    return report.exit_code
+    resolver = CredentialResolver.from_settings(settings, path)
+    report = check(resolver)
+    if not args.usage:
+        print(json.dumps(report.to_dict()) if args.json else report.to_text())
+        return report.exit_code
+    usage, problem = (
+        (None, "no valid credential to ask with") if report.exit_code else _usage(settings, resolver, args.json)
+    )
+    if args.json:
+        print(json.dumps({**report.to_dict(), "usage": usage, "usageError": problem}))
+    else:
+        print(report.to_text())
+        if problem:
+            print(f"usage:        unavailable ({problem})")
+        elif usage is not None:
+            print("\n".join(usage) if usage else "usage:        Anthropic sent no rate-limit headers")
+    return report.exit_code or (1 if problem else 0)
+
+
+def _usage(settings: Settings, resolver: CredentialResolver, as_json: bool) -> tuple[Any, str | None]:
+    """One count_tokens call (it costs no tokens) with the proxy's credential, for the rate-limit headers Anthropic
+    answers with: the windows as text lines, or as a dict with --json (see `_check`)."""
+    import time
+
+    import httpx
+
+    from claude_proxy import ratelimits
+    from claude_proxy.upstream import build_headers
+
+    body = {"model": settings.default_model or settings.models[0], "messages": [{"role": "user", "content": "."}]}
+    try:
+        response = httpx.post(
+            f"{settings.base_url}/v1/messages/count_tokens",
+            json=body,
+            headers=build_headers(resolver.resolve()),
+            timeout=settings.connect_timeout + 20,
+        )
+    except httpx.HTTPError as exc:
+        return None, f"Anthropic API is unreachable ({type(exc).__name__})"
+    state = ratelimits.parse(response.headers)
+    if response.status_code >= 400 and state.empty():
+        return None, f"Anthropic API answered HTTP {response.status_code}"
+    now = time.time()
+    return (state.to_dict(now) if as_json else ratelimits.to_text(state, now)), None
 
 
 def _positive(kind: type[float] | type[int]) -> Callable[[str], float | int]:
@@ -276,6 +318,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     check.add_argument("--credentials", default=None, help="credentials file (default: as the proxy resolves it)")
     check.add_argument("--json", action="store_true", help="print one JSON object instead of text")
+    check.add_argument(
+        "--usage",
+        action="store_true",
+        help="also ask Anthropic (one count_tokens call, no tokens spent) how close the login is to its rate "
+        "limits: the subscription windows (5h, 7d) or the Console limits",
+    )
     check.set_defaults(func=_check)
     return parser
 

@@ -19,6 +19,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, disable_cre
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from claude_proxy import ratelimits
 from claude_proxy.credentials import Credential
 
 disable_created_metrics()  # the `_created` twin of every series only doubles the scrape
@@ -66,6 +67,7 @@ class _StateCollector(Collector):
         except RuntimeError:  # scraped outside the event loop (tests)
             tasks = 0
         yield GaugeMetricFamily("proxy_event_loop_tasks", "asyncio tasks alive in the server's event loop", value=tasks)
+        yield from m.ratelimit_families()
 
 
 class Metrics:
@@ -77,6 +79,9 @@ class Metrics:
         self.inflight: Callable[[], float] = lambda: 0.0
         self.queued: Callable[[], float] = lambda: 0.0
         self.draining: Callable[[], bool] = lambda: False
+        # The latest upstream headers that carried rate-limit state, parsed only when scraped.
+        self._ratelimit_headers: Mapping[str, str] | None = None
+        self._ratelimit_seen = 0.0
         r = self.registry
         self.requests = Counter(
             "proxy_requests",
@@ -183,6 +188,77 @@ class Metrics:
 
     def retry(self, reason: str) -> None:
         self.retries.labels(reason).inc()
+
+    def ratelimits(self, headers: Mapping[str, str]) -> None:
+        if ratelimits.carries(headers):
+            self._ratelimit_headers = headers
+            self._ratelimit_seen = self.clock()
+
+    def ratelimit_families(self) -> Iterator[Metric]:
+        """Gauges of the rate-limit state the latest upstream response reported (none before the first)."""
+        headers = self._ratelimit_headers
+        if headers is None:
+            return
+        state = ratelimits.parse(headers)
+        now = self.clock()
+        yield GaugeMetricFamily(
+            "proxy_upstream_ratelimit_age_seconds",
+            "Seconds since the upstream response the rate-limit gauges describe",
+            value=now - self._ratelimit_seen,
+        )
+        limit = GaugeMetricFamily("proxy_upstream_ratelimit_limit", "Anthropic rate limit, by kind", labels=("kind",))
+        remaining = GaugeMetricFamily(
+            "proxy_upstream_ratelimit_remaining", "Anthropic rate limit left, by kind", labels=("kind",)
+        )
+        reset = GaugeMetricFamily(
+            "proxy_upstream_ratelimit_reset_seconds",
+            "Seconds until the Anthropic rate limit is replenished, by kind",
+            labels=("kind",),
+        )
+        for kind, v in state.limits.items():
+            if v.limit is not None:
+                limit.add_metric((kind,), v.limit)
+            if v.remaining is not None:
+                remaining.add_metric((kind,), v.remaining)
+            if v.reset is not None:
+                reset.add_metric((kind,), v.reset - now)
+        utilization = GaugeMetricFamily(
+            "proxy_upstream_ratelimit_unified_utilization",
+            "Share (0..1) of the subscription window used, by window",
+            labels=("window",),
+        )
+        window_reset = GaugeMetricFamily(
+            "proxy_upstream_ratelimit_unified_reset_seconds",
+            "Seconds until the subscription window resets, by window",
+            labels=("window",),
+        )
+        status = GaugeMetricFamily(
+            "proxy_upstream_ratelimit_unified_status",
+            "1 for the subscription window's current status (allowed, allowed_warning, rejected, other)",
+            labels=("window", "status"),
+        )
+        for name, w in state.windows.items():
+            if w.utilization is not None:
+                utilization.add_metric((name,), w.utilization)
+            if w.reset is not None:
+                window_reset.add_metric((name,), w.reset - now)
+            if w.status is not None:
+                status.add_metric((name, w.status), 1.0)
+        yield from (limit, remaining, reset, utilization, window_reset, status)
+        if state.representative_claim is not None:
+            claim = GaugeMetricFamily(
+                "proxy_upstream_ratelimit_unified_representative_claim",
+                "1 for the subscription window that currently limits the login",
+                labels=("claim",),
+            )
+            claim.add_metric((state.representative_claim,), 1.0)
+            yield claim
+        if state.fallback_percentage is not None:
+            yield GaugeMetricFamily(
+                "proxy_upstream_ratelimit_unified_fallback_percentage",
+                "Share of the subscription rate available on fallback, as Anthropic reports it",
+                value=state.fallback_percentage,
+            )
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -166,6 +166,8 @@ class UpstreamObserver(Protocol):
 
     def retry(self, reason: str) -> None: ...
 
+    def ratelimits(self, headers: Mapping[str, str]) -> None: ...
+
 
 def retry_reason(status: int | None) -> str:
     """A bounded label for why a retry happened."""
@@ -203,6 +205,7 @@ class Upstream:
         }
         self.base_url = base_url.rstrip("/")
         self.messages_url = httpx.URL(f"{self.base_url}/v1/messages")  # parsed once, not per request
+        self.count_tokens_url = httpx.URL(f"{self.base_url}/v1/messages/count_tokens")
         self.resolver = resolver
         self.retry = retry or RetryPolicy()
         self.sleep = sleep
@@ -245,21 +248,31 @@ class Upstream:
         await self.sleep(wait)
         return wait
 
-    async def _send(self, body: bytes, client_betas: str | None, *, stream: bool) -> httpx.Response | Reply:
-        """One POST /v1/messages, with the 401 re-read of a rewritten credentials file. Errors are not raised here."""
+    async def _send(
+        self,
+        body: bytes,
+        client_betas: str | None,
+        *,
+        stream: bool,
+        url: httpx.URL | None = None,
+        version: str | None = None,
+    ) -> httpx.Response | Reply:
+        """One POST to `url` (/v1/messages by default), with the 401 re-read of a rewritten credentials file; a
+        client's `version` replaces the default anthropic-version. Errors are not raised here."""
         credential = self.credential()
+        url = url or self.messages_url
         for attempt in range(2):
             headers = self._headers(credential, client_betas)
+            if version and version != ANTHROPIC_VERSION:
+                headers = {**headers, "anthropic-version": version}
             started = time.perf_counter()
             try:
                 if self.lean is not None and not stream:
-                    response: httpx.Response | Reply = await self.lean.fetch(
-                        self.messages_url, headers, body, self._timeouts[False]
-                    )
+                    response: httpx.Response | Reply = await self.lean.fetch(url, headers, body, self._timeouts[False])
                 else:
                     request = httpx.Request(
                         "POST",
-                        self.messages_url,
+                        url,
                         content=body,
                         headers=headers,
                         extensions={"timeout": self._timeouts[stream]},
@@ -271,6 +284,7 @@ class Upstream:
                 raise
             if self.observer is not None:
                 self.observer.attempt(response.status_code, time.perf_counter() - started, stream)
+                self.observer.ratelimits(response.headers)
             if response.status_code != 401 or credential.kind is not CredentialKind.OAUTH_FILE or attempt:
                 return response
             self.resolver.invalidate()
@@ -290,16 +304,25 @@ class Upstream:
         return response
 
     async def send_with_retries(
-        self, body: bytes, client_betas: str | None, *, stream: bool, budget: RetryBudget | None = None
+        self,
+        body: bytes,
+        client_betas: str | None,
+        *,
+        stream: bool,
+        budget: RetryBudget | None = None,
+        url: httpx.URL | None = None,
+        version: str | None = None,
+        relay_errors: bool = False,
     ) -> httpx.Response | Reply:
-        """POST /v1/messages until a non-retryable answer; returns a 2xx response (streaming responses open).
+        """POST /v1/messages (or `url`) until a non-retryable answer; returns a 2xx response (streaming responses
+        open). With `relay_errors`, the final error answer is returned too, its body read, instead of raised.
 
         `budget` carries the retries already spent on this client request (the streaming relay retries early stream
         failures from the same budget), so one request never makes more than 1 + max_retries attempts."""
         budget = budget if budget is not None else RetryBudget()
         while True:
             try:
-                response = await self._send(body, client_betas, stream=stream)
+                response = await self._send(body, client_betas, stream=stream, url=url, version=version)
             except httpx.TransportError as exc:
                 error = _transport_error(exc, self.base_url)
                 slept = (
@@ -332,8 +355,10 @@ class Upstream:
                     budget.waited += slept
                     budget.retries += 1
                     continue
-                if budget.retries:
+                if budget.retries and not relay_errors:
                     raise retries_spent(error)
+            if relay_errors:
+                return response
             raise error
 
     async def create_message(

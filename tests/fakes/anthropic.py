@@ -42,6 +42,8 @@ TOP_LEVEL = {
     "output_config",
     "service_tier",
 }
+# anthropic-version values the API accepts: the proxy's own default and the one the current anthropic SDK sends.
+API_VERSIONS = frozenset({"2023-06-01", "2026-10-21"})
 RESET = "reset-connection"  # in `_events`: reset the TCP connection at this point
 
 BLOCK_TYPES = {"text", "image", "tool_use", "tool_result", "thinking", "redacted_thinking", "document"}
@@ -109,6 +111,38 @@ def tool_use(id: str, name: str, input: dict[str, Any]) -> dict[str, Any]:
 
 def thinking(value: str, signature: str = "sig-fake") -> dict[str, Any]:
     return {"type": "thinking", "thinking": value, "signature": signature}
+
+
+def ratelimit_headers(*, unified: bool) -> dict[str, str]:
+    """Rate-limit headers as Anthropic sends them: the unified subscription windows for OAuth traffic, the Console
+    limits (requests, tokens, input and output tokens; reset in RFC 3339) otherwise."""
+    now = int(time.time())
+    if unified:
+        return {
+            "anthropic-ratelimit-unified-status": "allowed",
+            "anthropic-ratelimit-unified-reset": str(now + 3600),
+            "anthropic-ratelimit-unified-representative-claim": "five_hour",
+            "anthropic-ratelimit-unified-fallback-percentage": "0.5",
+            "anthropic-ratelimit-unified-5h-status": "allowed",
+            "anthropic-ratelimit-unified-5h-utilization": "0.42",
+            "anthropic-ratelimit-unified-5h-reset": str(now + 3600),
+            "anthropic-ratelimit-unified-7d-status": "allowed_warning",
+            "anthropic-ratelimit-unified-7d-utilization": "0.81",
+            "anthropic-ratelimit-unified-7d-reset": str(now + 3 * 86400),
+            "anthropic-ratelimit-unified-overage-status": "rejected",
+        }
+    reset = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now + 60))
+    out: dict[str, str] = {}
+    for kind, limit, remaining in (
+        ("requests", 4000, 3999),
+        ("tokens", 400000, 390000),
+        ("input-tokens", 300000, 295000),
+        ("output-tokens", 100000, 95000),
+    ):
+        out[f"anthropic-ratelimit-{kind}-limit"] = str(limit)
+        out[f"anthropic-ratelimit-{kind}-remaining"] = str(remaining)
+        out[f"anthropic-ratelimit-{kind}-reset"] = reset
+    return out
 
 
 def _sse(event: str, data: dict[str, Any]) -> bytes:
@@ -550,6 +584,8 @@ class FakeAnthropic:
         self.open_streams = 0
         self.active = 0  # POST /v1/messages requests being handled right now
         self.default: Callable[[Recorded], Any] | None = None  # the reply when nothing is scripted
+        # Sent with every answer, as Anthropic sends its anthropic-ratelimit-* headers (see `ratelimit_headers`).
+        self.response_headers: dict[str, str] = {}
         self._lock = threading.Lock()
         self._server = _Server((host, port), self._handler())
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
@@ -576,8 +612,11 @@ class FakeAnthropic:
 
     def authenticate(self, headers: dict[str, str]) -> bool:
         """True for OAuth, False for API key; raises Reject otherwise."""
-        if headers.get("anthropic-version") != "2023-06-01":
+        version = headers.get("anthropic-version")
+        if not version:
             raise _bad("anthropic-version: header is required")
+        if version not in API_VERSIONS:
+            raise _bad(f"anthropic-version: {version!r} is not a valid version")
         key, auth = headers.get("x-api-key"), headers.get("authorization")
         if key and auth:
             raise _bad("send either x-api-key or Authorization, not both")
@@ -613,7 +652,7 @@ class FakeAnthropic:
                 self.send_header("content-type", "application/json")
                 self.send_header("content-length", str(len(data)))
                 self.send_header("request-id", f"req_fake{len(fake.requests):04d}")
-                for k, v in (headers or {}).items():
+                for k, v in {**fake.response_headers, **(headers or {})}.items():
                     self.send_header(k, v)
                 self.end_headers()
                 self.wfile.write(data)
@@ -679,6 +718,8 @@ class FakeAnthropic:
                 record = Recorded("POST", url.path, headers, body)
                 with fake._lock:
                     fake.requests.append(record)
+                if url.path == "/v1/messages/count_tokens":
+                    return self._count_tokens(headers, body)
                 if url.path != "/v1/messages":
                     return self._error(404, "not_found_error", f"no route {url.path}")
                 try:
@@ -728,6 +769,25 @@ class FakeAnthropic:
                     return self._send_json(200, reply)
                 return self._stream(reply)
 
+            def _count_tokens(self, headers: dict[str, str], body: Any) -> None:
+                """POST /v1/messages/count_tokens: the request checked as a message would be (it takes no
+                max_tokens and no stream), answered with a count derived from the text it holds."""
+                try:
+                    fake.authenticate(headers)
+                    if not isinstance(body, dict):
+                        raise _bad("request body is not valid JSON")
+                    extra = set(body) - (TOP_LEVEL - {"max_tokens", "stream", "stop_sequences", "temperature"})
+                    if extra:
+                        raise _bad(f"{sorted(extra)[0]}: Extra inputs are not permitted")
+                    validate_messages_request({**body, "max_tokens": 128000}, fixed_sampling=fake.fixed_sampling)
+                except Reject as rej:
+                    return self._error(rej.status, rej.etype, rej.message)
+                with fake._lock:
+                    reply: Any = fake.replies.popleft() if fake.replies else None
+                if isinstance(reply, ErrorReply):
+                    return self._error(reply.status, reply.etype, reply.message, reply.headers)
+                return self._send_json(200, {"input_tokens": 1 + len(json.dumps(body.get("messages"))) // 4})
+
             def _peer_closed(self) -> bool:
                 """True when the client has closed its end (it gave up on this request)."""
                 try:
@@ -742,6 +802,8 @@ class FakeAnthropic:
                 self.send_header("content-type", "text/event-stream")
                 self.send_header("cache-control", "no-cache")
                 self.send_header("request-id", f"req_fake{len(fake.requests):04d}")
+                for k, v in fake.response_headers.items():
+                    self.send_header(k, v)
                 self.send_header("connection", "close")
                 self.end_headers()
                 self.close_connection = True

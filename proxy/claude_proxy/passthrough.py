@@ -1,0 +1,353 @@
+"""POST /v1/messages and /v1/messages/count_tokens: Anthropic's own API, passed through with the proxy's credential.
+
+Anthropic-native clients (the anthropic SDKs, tools configured with a base URL) share the login the proxy keeps:
+the body goes upstream unchanged, with the proxy's credential (`Upstream` builds the auth headers: x-api-key, or
+the OAuth bearer with the OAuth beta merged into the client's `anthropic-beta`) and the client's
+`anthropic-version`. Nothing else the client sent is forwarded: not its x-api-key or Authorization (those carry one
+of the proxy's own inbound keys), no cookies, no hop-by-hop headers. The answer comes back with its status and body
+unchanged; a stream is relayed chunk by chunk as it arrives.
+
+The same machinery as chat completions: the concurrency limit, the disconnect watch and shutdown drain, retries
+before the first byte (HTTP 429/529/5xx answers inside the upstream layer; a stream whose first event is a retryable
+`error` here), the access line and the metrics. Errors the proxy itself answers use Anthropic's error envelope,
+since the clients of these routes read that shape.
+"""
+
+from __future__ import annotations
+
+import hmac
+import time
+from collections.abc import AsyncIterator, Callable, Mapping
+from typing import Any
+
+import anyio
+import httpx
+import orjson
+from fastapi import FastAPI
+from starlette.types import Receive, Scope, Send
+
+from claude_proxy.access import RequestInfo
+from claude_proxy.app import SSEResponse, _note_error, until_disconnect
+from claude_proxy.errors import ProxyError, Unauthorized, UpstreamError
+from claude_proxy.limits import read_body
+from claude_proxy.ratelimits import PREFIX as RATELIMIT_PREFIX
+from claude_proxy.sse import SSEDecoder
+from claude_proxy.upstream import ANTHROPIC_VERSION as DEFAULT_VERSION
+from claude_proxy.upstream import RETRYABLE_STATUS, RetryBudget, Upstream
+
+Endpoint = Callable[[Scope, Receive, Send], Any]
+
+# Response headers relayed to the client besides the rate-limit ones; the rest (connection, server, cookies, …) stay.
+RELAYED = frozenset({"content-type", "request-id", "retry-after", "retry-after-ms", "x-should-retry"})
+
+# HTTP status -> Anthropic error type, for the errors the proxy answers itself.
+_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    408: "timeout_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    499: "client_closed_request",
+    504: "timeout_error",
+    529: "overloaded_error",
+}
+# A first stream event of these types is retried as the HTTP status it stands for.
+_STREAM_RETRY = {"overloaded_error": 529, "api_error": 500, "rate_limit_error": 429}
+
+
+def anthropic_envelope(exc: ProxyError) -> dict[str, Any]:
+    """A proxy error in Anthropic's shape: {"type": "error", "error": {"type", "message"}}."""
+    if isinstance(exc, UpstreamError) and exc.upstream_type:
+        etype = exc.upstream_type
+    else:
+        etype = _TYPES.get(exc.status, "api_error" if exc.status >= 500 else "invalid_request_error")
+    return {"type": "error", "error": {"type": etype, "message": exc.message}}
+
+
+def relayed_headers(headers: Mapping[str, str]) -> list[tuple[bytes, bytes]]:
+    out = []
+    for name, value in headers.items():
+        lower = name.lower()
+        if lower in RELAYED or lower.startswith(RATELIMIT_PREFIX):
+            out.append((lower.encode("latin-1"), value.encode("latin-1")))
+    return out
+
+
+def _chunks(response: httpx.Response) -> AsyncIterator[bytes]:
+    """The response body as it arrives, undecoded (one iterator per response: it can be read once)."""
+    return response.aiter_raw()
+
+
+async def _close(response: httpx.Response) -> None:
+    with anyio.CancelScope(shield=True):
+        await response.aclose()
+
+
+class _Usage:
+    """Token counts picked from the relayed events (message_start and message_delta) for metrics and the log."""
+
+    def __init__(self) -> None:
+        self.decoder = SSEDecoder()
+        self.usage: dict[str, Any] = {}
+
+    def feed(self, chunk: bytes) -> list[Any]:
+        events = self.decoder.feed(chunk)
+        for event in events:
+            if event.event in ("message_start", "message_delta"):
+                try:
+                    data = orjson.loads(event.data)
+                except orjson.JSONDecodeError:
+                    continue
+                if not isinstance(data, dict):
+                    continue
+                holder = data.get("message") if event.event == "message_start" else data
+                usage = holder.get("usage") if isinstance(holder, dict) else None
+                if isinstance(usage, dict):
+                    self.usage.update({k: v for k, v in usage.items() if isinstance(v, int)})
+        return events
+
+
+def messages_endpoints(app: FastAPI) -> tuple[Endpoint, Endpoint]:
+    """The plain ASGI apps serving POST /v1/messages and POST /v1/messages/count_tokens for `app`."""
+    settings = app.state.settings
+    limiter = app.state.limiter
+    drain = app.state.drain
+    metrics = app.state.metrics
+    inbound = tuple(key.encode() for key in settings.inbound_keys)
+
+    def check_key(api_key: bytes | None, authorization: bytes | None) -> None:
+        if not inbound:
+            return
+        presented = api_key.strip() if api_key else b""
+        if not presented and authorization:
+            scheme, _, token = authorization.partition(b" ")
+            presented = token.strip() if scheme.lower() == b"bearer" else b""
+        ok = False
+        for key in inbound:  # compare against every key, so timing does not reveal which one matched
+            ok |= hmac.compare_digest(presented, key)
+        if not ok:
+            raise Unauthorized(
+                "Incorrect or missing API key: send x-api-key: <one of PROXY_API_KEYS> (or Authorization: Bearer)",
+                code="invalid_api_key",
+            )
+
+    def endpoint(count_tokens: bool) -> Endpoint:
+        async def serve(scope: Scope, receive: Receive, send: Send) -> None:
+            info: RequestInfo = scope["state"]["info"]
+            try:
+                await passthrough(scope, receive, send, info, count_tokens)
+            except ProxyError as exc:
+                if info.status:  # the response had begun: nothing more can be said to this client
+                    raise
+                _note_error(exc, info, scope["method"], scope["path"])
+                body = orjson.dumps(anthropic_envelope(exc))
+                head = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
+                head += [(k.encode("latin-1"), v.encode("latin-1")) for k, v in exc.headers.items()]
+                await send({"type": "http.response.start", "status": exc.status, "headers": head})
+                await send({"type": "http.response.body", "body": body})
+
+        return serve
+
+    async def passthrough(scope: Scope, receive: Receive, send: Send, info: RequestInfo, count_tokens: bool) -> None:
+        api_key = authorization = length = version = None
+        betas: list[str] = []
+        for name, value in scope["headers"]:
+            if name == b"x-api-key":
+                api_key = value
+            elif name == b"authorization":
+                authorization = value
+            elif name == b"content-length":
+                length = value.decode("latin-1")
+            elif name == b"anthropic-version":
+                version = value.decode("latin-1").strip()
+            elif name == b"anthropic-beta":
+                betas.append(value.decode("latin-1"))
+        check_key(api_key, authorization)
+        raw = await read_body(receive, length, settings.max_body_bytes, settings.body_timeout)
+        try:
+            payload = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            payload = None  # forwarded all the same: Anthropic's own answer says what is wrong with it
+        model = payload.get("model") if isinstance(payload, dict) else None
+        stream = bool(payload.get("stream")) if isinstance(payload, dict) and not count_tokens else False
+        info.model = model if isinstance(model, str) else None
+        info.stream = stream
+        upstream: Upstream = app.state.upstream
+        url = upstream.count_tokens_url if count_tokens else upstream.messages_url
+        client_betas = ",".join(betas) or None
+        version = version or DEFAULT_VERSION
+        budget = RetryBudget()
+        started = time.perf_counter()
+        slot = limiter.try_acquire()
+        if slot is None:
+            slot = await until_disconnect(receive, limiter.acquire, drain)
+        if stream:
+            try:
+                response, chunks, first, usage = await until_disconnect(
+                    receive, lambda: open_stream(upstream, raw, client_betas, url, version, budget), drain
+                )
+            except BaseException:
+                slot.release()
+                raise
+            info.upstream_request_id = response.headers.get("request-id")
+            if response.status_code >= 400:
+                slot.release()
+                await answer(send, response.status_code, response.headers, response.content, budget)
+                return
+            metrics.ttft.observe(time.perf_counter() - started)
+            await relay(scope, receive, send, info, response, chunks, first, usage, slot)
+            return
+        try:
+            reply = await until_disconnect(
+                receive,
+                lambda: upstream.send_with_retries(
+                    raw, client_betas, stream=False, budget=budget, url=url, version=version, relay_errors=True
+                ),
+                drain,
+            )
+        finally:
+            slot.release()
+        info.upstream_request_id = reply.headers.get("request-id")
+        content = reply.content
+        if reply.status_code < 300 and not count_tokens:
+            try:
+                message = orjson.loads(content)
+            except orjson.JSONDecodeError:
+                message = None
+            counts = message.get("usage") if isinstance(message, dict) else None
+            if isinstance(counts, dict):
+                info.add_usage(counts)
+                metrics.usage(info.model, counts)
+        await answer(send, reply.status_code, reply.headers, content, budget)
+
+    async def answer(send: Send, status: int, headers: Mapping[str, str], content: bytes, budget: RetryBudget) -> None:
+        head = relayed_headers(headers)
+        if status >= 400 and budget.retries:
+            head = [(k, v) for k, v in head if k != b"x-should-retry"]
+            head.append((b"x-should-retry", b"false"))  # the proxy already retried (no retry amplification)
+        head.append((b"content-length", b"%d" % len(content)))
+        await send({"type": "http.response.start", "status": status, "headers": head})
+        await send({"type": "http.response.body", "body": content})
+
+    async def open_stream(
+        upstream: Upstream, raw: bytes, client_betas: str | None, url: httpx.URL, version: str, budget: RetryBudget
+    ) -> tuple[httpx.Response, AsyncIterator[bytes], list[bytes], _Usage]:
+        """Open the stream and read up to its first event; retries while nothing was sent to the client."""
+        while True:
+            response = await upstream.send_with_retries(
+                raw, client_betas, stream=True, budget=budget, url=url, version=version, relay_errors=True
+            )
+            assert isinstance(response, httpx.Response)
+            if response.status_code >= 400:
+                return response, _chunks(response), [], _Usage()
+            usage = _Usage()
+            chunks = _chunks(response)
+            first: list[bytes] = []
+            retry_as: int | None = None
+            try:
+                async for chunk in chunks:
+                    first.append(chunk)
+                    events = [e for e in usage.feed(chunk) if e.event != "ping"]
+                    if events:
+                        if events[0].event == "error":
+                            retry_as = _stream_error_status(events[0].data)
+                        break
+            except httpx.TransportError as exc:
+                await _close(response)
+                if await _backoff(upstream, budget, f"stream failed early ({type(exc).__name__})"):
+                    continue
+                raise UpstreamError(
+                    f"connection to Anthropic lost before the stream began ({type(exc).__name__})",
+                    status=502,
+                    type="upstream_error",
+                    upstream_type="api_error",
+                ) from None
+            except BaseException:
+                await _close(response)
+                raise
+            retryable = retry_as in RETRYABLE_STATUS
+            if retryable and upstream.retry.delay(budget.retries + 1, None, budget.waited) is not None:
+                await _close(response)
+                if await _backoff(upstream, budget, f"stream began with an error (HTTP {retry_as} kind)"):
+                    continue
+            # Out of retries, a stream that begins with an error goes to the client as Anthropic sent it.
+            return response, chunks, first, usage
+
+    async def relay(
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        info: RequestInfo,
+        response: httpx.Response,
+        chunks: AsyncIterator[bytes],
+        first: list[bytes],
+        usage: _Usage,
+        slot: Any,
+    ) -> None:
+        state = {"finished": False, "broken": False}
+
+        async def body() -> AsyncIterator[bytes]:
+            try:
+                for chunk in first:
+                    yield chunk
+                try:
+                    async for chunk in chunks:
+                        usage.feed(chunk)
+                        yield chunk
+                except httpx.TransportError as exc:
+                    state["broken"] = True
+                    error = UpstreamError(
+                        f"connection to Anthropic lost mid-stream ({type(exc).__name__})",
+                        status=502,
+                        type="upstream_error",
+                        upstream_type="api_error",
+                    )
+                    yield b"event: error\ndata: " + orjson.dumps(anthropic_envelope(error)) + b"\n\n"
+                    return
+                state["finished"] = True
+            finally:
+                await _close(response)
+
+        def on_close(outcome: str) -> None:
+            slot.release()
+            info.add_usage(usage.usage)
+            metrics.usage(info.model, usage.usage)
+            if state["broken"]:
+                metrics.stream_errors.labels("upstream_error").inc()
+                info.error = "upstream_error"
+            elif outcome == "shutdown":
+                metrics.stream_errors.labels("shutting_down").inc()
+                info.error = "shutting_down"
+            elif outcome == "client_gone" and not state["finished"]:
+                metrics.disconnects.inc()
+                info.error = "client_disconnected"
+
+        sse = SSEResponse(body(), drain=drain, on_close=on_close)
+        sse.raw_headers += [(k, v) for k, v in relayed_headers(response.headers) if k != b"content-type"]
+        encoding = response.headers.get("content-encoding")
+        if encoding:  # the chunks are relayed as they came, so the client undoes the encoding
+            sse.raw_headers.append((b"content-encoding", encoding.encode("latin-1")))
+        await sse(scope, receive, send)
+
+    return endpoint(False), endpoint(True)
+
+
+async def _backoff(upstream: Upstream, budget: RetryBudget, why: str) -> bool:
+    slept = await upstream.backoff(budget.retries + 1, None, budget.waited, why, "stream_error")
+    if slept is None:
+        return False
+    budget.waited += slept
+    budget.retries += 1
+    return True
+
+
+def _stream_error_status(data: str) -> int | None:
+    try:
+        value = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return None
+    error = value.get("error") if isinstance(value, dict) else None
+    etype = error.get("type") if isinstance(error, dict) else None
+    return _STREAM_RETRY.get(etype) if isinstance(etype, str) else None
