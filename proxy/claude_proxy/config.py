@@ -139,7 +139,6 @@ class Settings:
     connect_timeout: float = 10.0
     read_timeout: float = 600.0
     stream_idle_timeout: float = 120.0
-    upstream_transport: str = "lean"
     max_retries: int = 2
     retry_max_wait: float = 30.0
     log_level: str = "info"
@@ -185,7 +184,6 @@ class Settings:
             connect_timeout=_float(env, "PROXY_CONNECT_TIMEOUT", 10.0, 0.1),
             read_timeout=_float(env, "PROXY_READ_TIMEOUT", 600.0, 0.1),
             stream_idle_timeout=_float(env, "PROXY_STREAM_IDLE_TIMEOUT", 120.0, 0.1),
-            upstream_transport=_choice(env, "PROXY_UPSTREAM_TRANSPORT", ("lean", "httpx"), "lean"),
             max_retries=_int(env, "PROXY_MAX_RETRIES", 2, 0),
             retry_max_wait=_float(env, "PROXY_RETRY_MAX_WAIT", 30.0),
             log_level=(env.get("LOG_LEVEL") or "info").lower(),
