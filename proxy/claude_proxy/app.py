@@ -32,9 +32,9 @@ from claude_proxy.errors import InvalidRequest, ProxyError, Unauthorized, Upstre
 from claude_proxy.limits import ClientGone, Drain, Limiter, Slot, read_body
 from claude_proxy.metrics import CONTENT_TYPE, Metrics
 from claude_proxy.relay import StreamRelay, error_line
+from claude_proxy.retry import RetryPolicy
 from claude_proxy.stream import StreamTranslator
 from claude_proxy.translate import Options, Translation, resolve_model, to_anthropic, to_openai
-from claude_proxy.retry import RetryPolicy
 from claude_proxy.upstream import Upstream
 from claude_proxy.wire import ChatRequest
 
@@ -265,7 +265,9 @@ def create_app(
         client = Client(settings.base_url, max_connections=settings.max_concurrency + SPARE_CONNECTIONS)
         await client.start()
         try:
-            app.state.upstream = Upstream(client, resolver, timeouts=timeouts, retry=retry, sleep=sleep, observer=metrics)
+            app.state.upstream = Upstream(
+                client, resolver, timeouts=timeouts, retry=retry, sleep=sleep, observer=metrics
+            )
             yield
         finally:
             await client.close()

@@ -271,9 +271,7 @@ class Client:
         await response.read()
         return response
 
-    async def open(
-        self, url: URL, headers: Mapping[str, str], body: bytes, timeout: aiohttp.ClientTimeout
-    ) -> Response:
+    async def open(self, url: URL, headers: Mapping[str, str], body: bytes, timeout: aiohttp.ClientTimeout) -> Response:
         """A POST whose answer is read as it arrives; the caller must `close()` it."""
         response = Response(await self._send("POST", url, {**headers, **STREAM_ACCEPT}, body, timeout))
         response._watch_close()

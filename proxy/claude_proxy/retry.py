@@ -1,8 +1,8 @@
 """When to try a request again, and how long to wait first: one policy for the Messages API and the OAuth grant.
 
-- Which answers are retried: `RETRYABLE_STATUS` (429, 529 and 500/502/503/504), unless the server's
-  `x-should-retry` says otherwise (`should_retry`); which transport failures are is the caller's call, since only
-  it knows whether a failure may have started work upstream.
+- Which answers are retried: `RETRYABLE_STATUS` (429, 529 and 500/502/503/504) from the Messages API, unless the
+  server's `x-should-retry` says otherwise (`should_retry`), and `GRANT_RETRYABLE_STATUS` from the token endpoint;
+  which transport failures are is the caller's call, since only it knows whether one may have started work upstream.
 - How long to wait: the server's hint when it gives one (`retry_after`: `retry-after-ms`, then `retry-after` in
   seconds or as an HTTP date), else exponential backoff with jitter (`RetryPolicy.backoff`).
 - How much in all: `RetryPolicy.max_retries` retries and `max_wait` seconds of waiting per request, tracked in a
@@ -21,7 +21,8 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
-RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504, 529})
+RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504, 529})  # the Messages API's
+GRANT_RETRYABLE_STATUS = frozenset({408, 429, 500, 502, 503, 504, 529})  # the OAuth token endpoint's (and any 5xx)
 
 
 def _seconds(value: str) -> float | None:

@@ -247,7 +247,9 @@ class Upstream:
             raise UpstreamError("Anthropic API returned an unexpected response", status=502, type="upstream_error")
         return message, response.headers
 
-    async def open_stream(self, body: bytes, client_betas: str | None = None, budget: RetryBudget | None = None) -> Response:
+    async def open_stream(
+        self, body: bytes, client_betas: str | None = None, budget: RetryBudget | None = None
+    ) -> Response:
         """POST /v1/messages with stream: true; the caller reads the open response and must close it."""
         return await self.send_with_retries(body, client_betas, stream=True, budget=budget)
 

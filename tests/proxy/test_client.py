@@ -12,6 +12,7 @@ import ssl
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import openai
 import pytest
@@ -43,7 +44,9 @@ class Server:
 
 
 @asynccontextmanager
-async def serve(handler: Handler, context: ssl.SSLContext | None = None, host: str = "127.0.0.1") -> AsyncIterator[Server]:
+async def serve(
+    handler: Handler, context: ssl.SSLContext | None = None, host: str = "127.0.0.1"
+) -> AsyncIterator[Server]:
     server = Server(handler)
     listener = await asyncio.start_server(server.serve, "127.0.0.1", 0, ssl=context)
     scheme = "https" if context else "http"
@@ -116,7 +119,10 @@ async def test_a_header_value_with_cr_or_lf_is_refused_before_sending(value: str
 async def test_whole_answers_may_be_compressed_and_streams_ask_for_none() -> None:
     heads: list[bytes] = []
     packed = gzip.compress(b'{"zipped": true}')
-    async with serve(echo_server(heads, packed, b"content-encoding: gzip\r\n")) as server, started(server.url) as client:
+    async with (
+        serve(echo_server(heads, packed, b"content-encoding: gzip\r\n")) as server,
+        started(server.url) as client,
+    ):
         response = await client.fetch("POST", client.url("/v1/messages"), {}, b"{}", TIMEOUT)
         assert response.content == b'{"zipped": true}'
         stream = await client.open(client.url("/v1/messages"), {}, b"{}", TIMEOUT)
@@ -236,11 +242,13 @@ async def test_https_goes_through_the_environment_proxy_with_connect(
     ca.configure_trust(trust)
     monkeypatch.setenv("HTTPS_PROXY", forward_proxy.url)
     heads: list[bytes] = []
-    async with serve(echo_server(heads), server_context, host="localhost") as server:
-        async with started(server.url, ssl=trust) as client:
-            for _ in range(2):
-                response = await client.fetch("POST", client.url("/v1/messages"), {}, b"{}", TIMEOUT)
-                assert response.content == b'{"ok": true}'
+    async with (
+        serve(echo_server(heads), server_context, host="localhost") as server,
+        started(server.url, ssl=trust) as client,
+    ):
+        for _ in range(2):
+            response = await client.fetch("POST", client.url("/v1/messages"), {}, b"{}", TIMEOUT)
+            assert response.content == b'{"ok": true}'
     port = server.url.rsplit(":", 1)[1]
     assert forward_proxy.lines == [f"CONNECT localhost:{port} HTTP/1.1"]  # one tunnel, kept alive
     assert len(heads) == 2
@@ -268,11 +276,11 @@ def test_the_proxy_reaches_anthropic_through_an_environment_proxy(
     url = proxy()
     c = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0, timeout=20)
     fake.script(message(text("via the proxy")), message(text("streamed via the proxy")))
-    ask = [{"role": "user", "content": "hi"}]
+    ask: list[Any] = [{"role": "user", "content": "hi"}]
     assert c.chat.completions.create(model="claude-sonnet-4-6", messages=ask).choices[0].message.content == (
         "via the proxy"
     )
-    chunks = c.chat.completions.create(model="claude-sonnet-4-6", messages=ask, stream=True)  # type: ignore[arg-type]
+    chunks = c.chat.completions.create(model="claude-sonnet-4-6", messages=ask, stream=True)
     assert "".join(ch.choices[0].delta.content or "" for ch in chunks if ch.choices) == "streamed via the proxy"
     # both went over one kept-alive connection through the proxy (the SDK's own requests may take it too)
     upstream_lines = [line for line in forward_proxy.lines if "/v1/messages" in line]
