@@ -127,6 +127,23 @@ def test_connection_refused_is_a_502_after_bounded_retries(
     assert len(waits) == 1 and 0.25 <= waits[0] <= 0.5  # the first backoff step, jittered
 
 
+# ---- a header that would split the request -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_header_value_with_cr_or_lf_is_refused_before_sending(
+    fake: FakeAnthropic, proxy: ProxyFactory, stream: bool
+) -> None:
+    url = proxy(ANTHROPIC_API_KEY="sk-ant-api03-test-key\r\nx-injected: 1")
+    with pytest.raises(openai.APIStatusError) as info:
+        result = client(url).chat.completions.create(model=MODEL, messages=ASK, stream=stream)
+        if stream:
+            collect(result)
+    assert info.value.status_code == 502 and "LocalProtocolError" in info.value.message
+    assert fake.requests == []  # nothing reached the upstream, and it was not retried
+    assert metric(url, "proxy_upstream_retries_total") == 0
+
+
 # ---- reset mid-body ------------------------------------------------------------------------------------------------
 
 
