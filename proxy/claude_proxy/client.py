@@ -166,10 +166,9 @@ class Timeouts:
     read: float | None
 
     def client_timeout(self) -> aiohttp.ClientTimeout:
-        # `connect` also bounds the wait for a pooled connection; `sock_read` bounds every wait for data.
-        return aiohttp.ClientTimeout(
-            total=None, connect=self.connect + 30.0, sock_connect=self.connect, sock_read=self.read
-        )
+        # `sock_connect` bounds each connection attempt, `sock_read` every wait for data. The wait for a pooled
+        # connection is not bounded here: the pool holds more connections than the proxy admits requests at once.
+        return aiohttp.ClientTimeout(total=None, sock_connect=self.connect, sock_read=self.read)
 
 
 def ssl_context() -> ssl.SSLContext:
