@@ -5,7 +5,7 @@ from __future__ import annotations
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -73,15 +73,19 @@ ProxyFactory = Callable[..., str]
 @pytest.fixture
 def proxy(fake: FakeAnthropic, tmp_path: Path) -> Iterator[ProxyFactory]:
     """`proxy(**env)` starts the real app (API-key auth against the fake by default) and returns its base URL;
-    `proxy(_full_server=True, …)` runs it in the server `claude-proxy serve` builds."""
+    `proxy(_full_server=True, …)` runs it in the server `claude-proxy serve` builds; `proxy(_sleep=f, …)` has the
+    upstream layer wait between retries with `f` instead of `asyncio.sleep`."""
     stack: list[object] = []
 
-    def start(_full_server: bool = False, **env: str) -> str:
+    def start(
+        _full_server: bool = False, _sleep: Callable[[float], Awaitable[object]] | None = None, **env: str
+    ) -> str:
         values = {"ANTHROPIC_BASE_URL": fake.url, "ANTHROPIC_API_KEY": API_KEY, "HOME": str(tmp_path)}
         values.update(env)
         values = {k: v for k, v in values.items() if v is not None and v != "-"}
         settings = Settings.from_env(values)
-        cm = serve(create_app(settings), settings if _full_server else None)
+        app = create_app(settings) if _sleep is None else create_app(settings, sleep=_sleep)
+        cm = serve(app, settings if _full_server else None)
         url = cm.__enter__()
         stack.append(cm)
         return url

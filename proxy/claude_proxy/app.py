@@ -13,7 +13,6 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import anyio
-import httpx
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -26,25 +25,25 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from claude_proxy import __version__
 from claude_proxy.access import INTERNAL_ERROR, AccessMiddleware, RequestInfo
+from claude_proxy.client import Client, Timeouts
 from claude_proxy.config import Settings
 from claude_proxy.credentials import Credential, CredentialResolver
 from claude_proxy.errors import InvalidRequest, ProxyError, Unauthorized, UpstreamError
 from claude_proxy.limits import ClientGone, Drain, Limiter, Slot, read_body
 from claude_proxy.metrics import CONTENT_TYPE, Metrics
 from claude_proxy.relay import StreamRelay, error_line
+from claude_proxy.retry import RetryPolicy
 from claude_proxy.startup import startup_lines
 from claude_proxy.stream import StreamTranslator
 from claude_proxy.translate import Options, Translation, resolve_model, to_anthropic, to_openai
-from claude_proxy.transport import LeanTransport, environment_proxy
-from claude_proxy.upstream import RetryPolicy, Upstream
+from claude_proxy.upstream import Upstream
 from claude_proxy.wire import ChatRequest
 
 log = logging.getLogger("claude_proxy")
 T = TypeVar("T")
 SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
-# Idle upstream connections kept for reuse, and for how long, by either transport.
-KEEPALIVE_CONNECTIONS = 200
-KEEPALIVE_EXPIRY = 60.0
+# Upstream connections beyond PROXY_MAX_CONCURRENCY, for model listings (which the limiter does not count).
+SPARE_CONNECTIONS = 8
 
 
 async def _disconnected(receive: Receive) -> None:
@@ -232,9 +231,10 @@ class ModelCache:
 def create_app(
     settings: Settings | None = None,
     *,
-    transport: httpx.AsyncBaseTransport | None = None,
     clock: Callable[[], float] = time.time,
+    sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
 ) -> FastAPI:
+    """The app. `sleep` is how the upstream layer waits between retries (tests pass one that does not wait)."""
     settings = settings or Settings.from_env()
     options = Options.from_settings(settings)
     resolver = CredentialResolver.from_settings(settings)
@@ -259,32 +259,21 @@ def create_app(
             log.log(level, line)
         if not inbound:
             log.warning("PROXY_API_KEYS is not set: /v1 endpoints accept requests without a key")
-        timeout = httpx.Timeout(connect=settings.connect_timeout, read=settings.read_timeout, write=60.0, pool=30.0)
-        limits = httpx.Limits(
-            max_connections=None, max_keepalive_connections=KEEPALIVE_CONNECTIONS, keepalive_expiry=KEEPALIVE_EXPIRY
-        )
-        stream_timeout = httpx.Timeout(
-            connect=settings.connect_timeout, read=settings.stream_idle_timeout, write=60.0, pool=30.0
+        timeouts = (
+            Timeouts(settings.connect_timeout, settings.read_timeout).client_timeout(),
+            Timeouts(settings.connect_timeout, settings.stream_idle_timeout).client_timeout(),
         )
         retry = RetryPolicy(max_retries=settings.max_retries, max_wait=settings.retry_max_wait)
         drain.bind(asyncio.get_running_loop())
-        use_lean = settings.upstream_transport == "lean" and not environment_proxy(settings.base_url)
-        lean = (
-            LeanTransport(max_keepalive=KEEPALIVE_CONNECTIONS, keepalive_expiry=KEEPALIVE_EXPIRY)
-            if transport is None and use_lean
-            else None
-        )
-        async with httpx.AsyncClient(timeout=timeout, limits=limits, transport=transport or lean) as client:
+        client = Client(settings.base_url, max_connections=settings.max_concurrency + SPARE_CONNECTIONS)
+        await client.start()
+        try:
             app.state.upstream = Upstream(
-                client,
-                settings.base_url,
-                resolver,
-                retry=retry,
-                stream_timeout=stream_timeout,
-                observer=metrics,
-                transport=lean,
+                client, resolver, timeouts=timeouts, retry=retry, sleep=sleep, observer=metrics
             )
             yield
+        finally:
+            await client.close()
 
     app = ProxyAPI(
         title="claude-code-proxy",

@@ -96,8 +96,10 @@ def _credentials_path(args: argparse.Namespace) -> Path:
 
 
 def _refresh(args: argparse.Namespace) -> int:
+    import dataclasses
+
     from claude_proxy.lifecycle import RefreshOptions, refresh
-    from claude_proxy.oauth import RetryPolicy
+    from claude_proxy.oauth import REFRESH_RETRY
 
     _setup_logging(args.log_level)
     options = RefreshOptions(
@@ -106,7 +108,7 @@ def _refresh(args: argparse.Namespace) -> int:
         token_url=args.token_url,
         client_id=args.client_id,
         timeout=args.timeout,
-        retry=RetryPolicy(attempts=max(1, args.attempts), max_wait=args.max_wait),
+        retry=dataclasses.replace(REFRESH_RETRY, max_retries=max(1, args.attempts) - 1, max_wait=args.max_wait),
         lock_timeout=args.lock_timeout,
     )
     try:

@@ -138,7 +138,6 @@ Timeout = Annotated[float, Field(ge=0.1)]
 Budget = Annotated[int, Field(ge=1024)]
 LogLevel = Annotated[Literal["critical", "error", "warning", "info", "debug", "trace"], BeforeValidator(_lower)]
 LogFormat = Annotated[Literal["json", "plain"], BeforeValidator(_lower)]
-TransportName = Annotated[Literal["lean", "httpx"], BeforeValidator(_lower)]
 
 _ENVIRONMENT: ContextVar[Mapping[str, str] | None] = ContextVar("environment", default=None)
 
@@ -188,7 +187,6 @@ class Environment(BaseSettings):
     connect_timeout: Timeout = _env("PROXY_CONNECT_TIMEOUT", default=10.0)
     read_timeout: Timeout = _env("PROXY_READ_TIMEOUT", default=600.0)
     stream_idle_timeout: Timeout = _env("PROXY_STREAM_IDLE_TIMEOUT", default=120.0)
-    upstream_transport: TransportName = _env("PROXY_UPSTREAM_TRANSPORT", default="lean")
     max_retries: Annotated[int, Field(ge=0)] = _env("PROXY_MAX_RETRIES", default=2)
     retry_max_wait: Seconds = _env("PROXY_RETRY_MAX_WAIT", default=30.0)
     log_level: LogLevel = _env("LOG_LEVEL", default="info")
@@ -275,7 +273,6 @@ class Settings:
     connect_timeout: float = 10.0
     read_timeout: float = 600.0
     stream_idle_timeout: float = 120.0
-    upstream_transport: str = "lean"
     max_retries: int = 2
     retry_max_wait: float = 30.0
     log_level: str = "info"
@@ -323,7 +320,6 @@ class Settings:
             connect_timeout=read.connect_timeout,
             read_timeout=read.read_timeout,
             stream_idle_timeout=read.stream_idle_timeout,
-            upstream_transport=read.upstream_transport,
             max_retries=read.max_retries,
             retry_max_wait=read.retry_max_wait,
             log_level=read.log_level,

@@ -10,6 +10,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from claude_proxy.retry import retry_after as retry_hint
+
 # Anthropic error type -> OpenAI error type (the `type` field of the envelope).
 _ERROR_TYPES = {
     "invalid_request_error": "invalid_request_error",
@@ -115,12 +117,10 @@ def upstream_error(status: int, body: Any, headers: Any) -> UpstreamError:
     request_id = headers.get("request-id") if headers is not None else None
     retry_after = None
     if headers is not None:
+        # relayed as the upstream sent it; a hint in milliseconds only becomes whole seconds (at least 1)
         retry_after = headers.get("retry-after")
-        if retry_after is None and headers.get("retry-after-ms"):
-            try:
-                retry_after = str(max(1, round(float(headers["retry-after-ms"]) / 1000)))
-            except ValueError:
-                retry_after = None
+        if retry_after is None and (seconds := retry_hint(headers)) is not None:
+            retry_after = str(max(1, round(seconds)))
     upstream_type = None
     message = None
     if isinstance(body, dict):

@@ -23,7 +23,7 @@ import logging
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
@@ -47,7 +47,8 @@ from claude_proxy.credentials import (
     remove_stale_temp_files,
     with_new_tokens,
 )
-from claude_proxy.oauth import DEFAULT_CLIENT_ID, DEFAULT_TOKEN_URL, OAuthError, RetryPolicy, refresh_grant
+from claude_proxy.oauth import DEFAULT_CLIENT_ID, DEFAULT_TOKEN_URL, REFRESH_RETRY, OAuthError, refresh_grant
+from claude_proxy.retry import RetryPolicy
 
 log = logging.getLogger(__name__)
 
@@ -169,7 +170,7 @@ class RefreshOptions:
     token_url: str = DEFAULT_TOKEN_URL
     client_id: str = DEFAULT_CLIENT_ID
     timeout: float = 30.0  # per HTTP attempt
-    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    retry: RetryPolicy = REFRESH_RETRY
     lock_timeout: float = 300.0
 
 

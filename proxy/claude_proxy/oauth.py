@@ -11,9 +11,7 @@ be Claude Code.
 
 from __future__ import annotations
 
-import email.utils
 import logging
-import random
 import re
 import time
 from collections.abc import Callable
@@ -23,12 +21,12 @@ from typing import Any
 import httpx
 
 from claude_proxy import __version__
+from claude_proxy.retry import GRANT_RETRYABLE_STATUS, RetryBudget, RetryPolicy, retry_after
 
 DEFAULT_TOKEN_URL = "https://platform.claude.com/v1/oauth/token"
 DEFAULT_CLIENT_ID = "9d1c250a-e61b-44d9-88ed-5944d1962f5e"
 USER_AGENT = f"claude-code-proxy/{__version__}"
 
-RETRYABLE_STATUS = frozenset({408, 500, 502, 503, 504, 529})
 
 log = logging.getLogger(__name__)
 
@@ -80,35 +78,8 @@ class TokenResponse:
     expires_in: float | None  # seconds; None when the endpoint did not say
 
 
-@dataclass(frozen=True)
-class RetryPolicy:
-    attempts: int = 4  # total tries, first included
-    max_wait: float = 120.0  # total seconds spent sleeping between tries (backoff and retry-after)
-    backoff_base: float = 1.0
-    backoff_cap: float = 30.0
-
-    def backoff(self, retry: int) -> float:
-        """Seconds before retry number `retry` (1-based): exponential, capped, with jitter in [50%, 100%]."""
-        delay = min(self.backoff_cap, self.backoff_base * 2 ** (retry - 1))
-        return delay * random.uniform(0.5, 1.0)
-
-
-def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
-    """`retry-after` as seconds from now: delta-seconds or an HTTP date. None when absent or unreadable."""
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        seconds = float(value)
-    except ValueError:
-        try:
-            when = email.utils.parsedate_to_datetime(value)
-        except (TypeError, ValueError):
-            return None
-        seconds = when.timestamp() - (time.time() if now is None else now)
-    if seconds != seconds:  # NaN
-        return None
-    return max(0.0, seconds)
+# Four tries (three retries), backoff from 1 s up to 30 s, at most two minutes of waiting in all.
+REFRESH_RETRY = RetryPolicy(max_retries=3, base_delay=1.0, max_delay=30.0, max_wait=120.0)
 
 
 def _error_fields(response: httpx.Response) -> tuple[str | None, str]:
@@ -167,9 +138,8 @@ def grant_once(client: httpx.Client, token_url: str, client_id: str, refresh_tok
     if code == "invalid_grant":
         raise InvalidGrant(f"token endpoint refused the refresh token ({detail})")
     if status == 429:
-        retry_after = parse_retry_after(response.headers.get("retry-after"))
-        raise RateLimited(f"token endpoint is rate limiting ({status}, {detail})", retry_after)
-    if status in RETRYABLE_STATUS or status >= 500:
+        raise RateLimited(f"token endpoint is rate limiting ({status}, {detail})", retry_after(response.headers))
+    if status in GRANT_RETRYABLE_STATUS or status >= 500:
         raise ServerError(f"token endpoint failed ({status}, {detail})")
     raise Rejected(f"token endpoint refused the request ({status}, {detail})")
 
@@ -187,14 +157,13 @@ def refresh_grant(
     A retry after a network error reuses the same refresh token: if the lost attempt had reached the endpoint,
     the token is already spent and the retry gets `invalid_grant`; its message then says so.
     """
-    policy = policy or RetryPolicy()
-    waited = 0.0
+    policy = policy or REFRESH_RETRY
+    budget = RetryBudget()
     uncertain = False  # an earlier attempt may have reached the endpoint without us seeing the answer
-    attempt = 0
     while True:
-        attempt += 1
+        attempt = budget.retries + 1
         try:
-            log.debug("refresh grant attempt %d of %d", attempt, policy.attempts)
+            log.debug("refresh grant attempt %d of %d", attempt, policy.max_retries + 1)
             return grant_once(client, token_url, client_id, refresh_token)
         except InvalidGrant as exc:
             if uncertain:
@@ -205,18 +174,16 @@ def refresh_grant(
         except (NetworkError, ServerError, RateLimited) as exc:
             if isinstance(exc, NetworkError | ServerError):
                 uncertain = True
-            if attempt >= policy.attempts:
+            if attempt > policy.max_retries:
                 raise _extended(exc, f"; gave up after {attempt} attempts") from None
-            if isinstance(exc, RateLimited) and exc.retry_after is not None:
-                delay = exc.retry_after
-            else:
-                delay = policy.backoff(attempt)
-            if waited + delay > policy.max_wait:
-                budget = f"; next try would be in {delay:.0f}s, beyond the {policy.max_wait:.0f}s wait budget"
-                raise _extended(exc, budget) from None
+            hint = exc.retry_after if isinstance(exc, RateLimited) else None
+            delay = hint if hint is not None else policy.backoff(attempt)
+            if policy.delay(attempt, delay, budget.waited) is None:
+                budget_note = f"; next try would be in {delay:.0f}s, beyond the {policy.max_wait:.0f}s wait budget"
+                raise _extended(exc, budget_note) from None
             log.info("%s; retrying in %.1fs", exc, delay)
             sleep(delay)
-            waited += delay
+            budget.spend(delay)
 
 
 def _extended(exc: OAuthError, suffix: str) -> OAuthError:

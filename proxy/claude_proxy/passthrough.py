@@ -21,19 +21,21 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
 import anyio
-import httpx
 import orjson
 from fastapi import FastAPI
 from starlette.types import Receive, Scope, Send
+from yarl import URL
 
 from claude_proxy.access import RequestInfo
 from claude_proxy.app import SSEResponse, _note_error, until_disconnect
+from claude_proxy.client import Response, TransportError
 from claude_proxy.errors import ProxyError, Unauthorized, UpstreamError
 from claude_proxy.limits import read_body
 from claude_proxy.ratelimits import PREFIX as RATELIMIT_PREFIX
+from claude_proxy.retry import RETRYABLE_STATUS, RetryBudget
 from claude_proxy.sse import SSEDecoder
 from claude_proxy.upstream import ANTHROPIC_VERSION as DEFAULT_VERSION
-from claude_proxy.upstream import RETRYABLE_STATUS, RetryBudget, Upstream
+from claude_proxy.upstream import Upstream
 
 Endpoint = Callable[[Scope, Receive, Send], Any]
 
@@ -75,14 +77,15 @@ def relayed_headers(headers: Mapping[str, str]) -> list[tuple[bytes, bytes]]:
     return out
 
 
-def _chunks(response: httpx.Response) -> AsyncIterator[bytes]:
-    """The response body as it arrives, undecoded (one iterator per response: it can be read once)."""
-    return response.aiter_raw()
+def _chunks(response: Response) -> AsyncIterator[bytes]:
+    """The response body as it arrives (one iterator per response: it can be read once). Streams are asked for
+    without a content-encoding; one that comes encoded anyway arrives here decoded."""
+    return response.chunks()
 
 
-async def _close(response: httpx.Response) -> None:
+async def _close(response: Response) -> None:
     with anyio.CancelScope(shield=True):
-        await response.aclose()
+        await response.close()
 
 
 class _Usage:
@@ -194,7 +197,7 @@ def messages_endpoints(app: FastAPI) -> tuple[Endpoint, Endpoint]:
             info.upstream_request_id = response.headers.get("request-id")
             if response.status_code >= 400:
                 slot.release()
-                await answer(send, response.status_code, response.headers, response.content, budget)
+                await answer(send, response.status_code, response.headers, response.content or b"", budget)
                 return
             metrics.ttft.observe(time.perf_counter() - started)
             await relay(scope, receive, send, info, response, chunks, first, usage, slot)
@@ -210,7 +213,7 @@ def messages_endpoints(app: FastAPI) -> tuple[Endpoint, Endpoint]:
         finally:
             slot.release()
         info.upstream_request_id = reply.headers.get("request-id")
-        content = reply.content
+        content = reply.content or b""
         if reply.status_code < 300 and not count_tokens:
             try:
                 message = orjson.loads(content)
@@ -232,14 +235,13 @@ def messages_endpoints(app: FastAPI) -> tuple[Endpoint, Endpoint]:
         await send({"type": "http.response.body", "body": content})
 
     async def open_stream(
-        upstream: Upstream, raw: bytes, client_betas: str | None, url: httpx.URL, version: str, budget: RetryBudget
-    ) -> tuple[httpx.Response, AsyncIterator[bytes], list[bytes], _Usage]:
+        upstream: Upstream, raw: bytes, client_betas: str | None, url: URL, version: str, budget: RetryBudget
+    ) -> tuple[Response, AsyncIterator[bytes], list[bytes], _Usage]:
         """Open the stream and read up to its first event; retries while nothing was sent to the client."""
         while True:
             response = await upstream.send_with_retries(
                 raw, client_betas, stream=True, budget=budget, url=url, version=version, relay_errors=True
             )
-            assert isinstance(response, httpx.Response)
             if response.status_code >= 400:
                 return response, _chunks(response), [], _Usage()
             usage = _Usage()
@@ -254,7 +256,7 @@ def messages_endpoints(app: FastAPI) -> tuple[Endpoint, Endpoint]:
                         if events[0].event == "error":
                             retry_as = _stream_error_status(events[0].data)
                         break
-            except httpx.TransportError as exc:
+            except TransportError as exc:
                 await _close(response)
                 if await _backoff(upstream, budget, f"stream failed early ({type(exc).__name__})"):
                     continue
@@ -280,7 +282,7 @@ def messages_endpoints(app: FastAPI) -> tuple[Endpoint, Endpoint]:
         receive: Receive,
         send: Send,
         info: RequestInfo,
-        response: httpx.Response,
+        response: Response,
         chunks: AsyncIterator[bytes],
         first: list[bytes],
         usage: _Usage,
@@ -296,7 +298,7 @@ def messages_endpoints(app: FastAPI) -> tuple[Endpoint, Endpoint]:
                     async for chunk in chunks:
                         usage.feed(chunk)
                         yield chunk
-                except httpx.TransportError as exc:
+                except TransportError as exc:
                     state["broken"] = True
                     error = UpstreamError(
                         f"connection to Anthropic lost mid-stream ({type(exc).__name__})",
@@ -326,21 +328,13 @@ def messages_endpoints(app: FastAPI) -> tuple[Endpoint, Endpoint]:
 
         sse = SSEResponse(body(), drain=drain, on_close=on_close)
         sse.raw_headers += [(k, v) for k, v in relayed_headers(response.headers) if k != b"content-type"]
-        encoding = response.headers.get("content-encoding")
-        if encoding:  # the chunks are relayed as they came, so the client undoes the encoding
-            sse.raw_headers.append((b"content-encoding", encoding.encode("latin-1")))
         await sse(scope, receive, send)
 
     return endpoint(False), endpoint(True)
 
 
 async def _backoff(upstream: Upstream, budget: RetryBudget, why: str) -> bool:
-    slept = await upstream.backoff(budget.retries + 1, None, budget.waited, why, "stream_error")
-    if slept is None:
-        return False
-    budget.waited += slept
-    budget.retries += 1
-    return True
+    return await upstream.backoff(budget.retries + 1, None, budget, why, "stream_error")
 
 
 def _stream_error_status(data: str) -> int | None:

@@ -17,12 +17,13 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any, Protocol
 
 import anyio
-import httpx
 import orjson
 
+from claude_proxy.client import ReadTimeout, Response, TransportError
 from claude_proxy.errors import ProxyError, UpstreamError
+from claude_proxy.retry import RETRYABLE_STATUS, RetryBudget
 from claude_proxy.sse import DONE, SSEDecoder, encode_data
-from claude_proxy.upstream import RETRYABLE_STATUS, RetryBudget, Upstream, retries_spent
+from claude_proxy.upstream import Upstream, retries_spent
 
 log = logging.getLogger("claude_proxy.relay")
 _SLICE = 4096  # bytes decoded at a time while looking for the next single event
@@ -58,12 +59,12 @@ def _chat_failure(translator: Any, exc: ProxyError) -> bytes:
 def _stream_failure(exc: BaseException, idle_timeout: float | None) -> ProxyError:
     if isinstance(exc, ProxyError):
         return exc
-    if isinstance(exc, httpx.ReadTimeout):
+    if isinstance(exc, ReadTimeout):
         wait = f" for {idle_timeout:g} s" if idle_timeout else ""
         return UpstreamError(
             f"Anthropic stream stalled: no data{wait}", status=504, type="timeout_error", upstream_type="timeout"
         )
-    if isinstance(exc, httpx.TransportError):
+    if isinstance(exc, TransportError):
         return UpstreamError(
             f"connection to Anthropic lost mid-stream ({type(exc).__name__})", status=502, type="upstream_error"
         )
@@ -89,8 +90,8 @@ class _Events:
     the relay together). Nothing that has arrived ever waits for more to arrive.
     """
 
-    def __init__(self, response: httpx.Response) -> None:
-        self._raw = response.aiter_raw()
+    def __init__(self, response: Response) -> None:
+        self._raw = response.chunks()
         self._decoder = SSEDecoder()
         self._pending: collections.deque[str] = collections.deque()
         self._rest = b""
@@ -166,7 +167,7 @@ class StreamRelay:
         self.new_translator = new_translator
         self.idle_timeout = idle_timeout
         self.encode, self.done, self.failure = encode, done, failure
-        self.response: httpx.Response | None = None
+        self.response: Response | None = None
         self.translator: Translator | None = None
         self._events: _Events | None = None
         self._first: list[dict[str, Any]] = []
@@ -200,16 +201,13 @@ class StreamRelay:
                         ended = True
                         break
                     chunks += translator.feed(event)
-            except (ProxyError, httpx.TransportError) as exc:
+            except (ProxyError, TransportError) as exc:
                 await self._close(events, response)
                 error = _stream_failure(exc, self.idle_timeout)
                 if error.status in RETRYABLE_STATUS:
-                    slept = await self.upstream.backoff(
-                        budget.retries + 1, None, budget.waited, f"stream failed early ({error.type})", "stream_error"
-                    )
-                    if slept is not None:
-                        budget.waited += slept
-                        budget.retries += 1
+                    if await self.upstream.backoff(
+                        budget.retries + 1, None, budget, f"stream failed early ({error.type})", "stream_error"
+                    ):
                         continue
                     if budget.retries:
                         retries_spent(error)
@@ -222,10 +220,10 @@ class StreamRelay:
             return
 
     @staticmethod
-    async def _close(events: _Events, response: httpx.Response) -> None:
+    async def _close(events: _Events, response: Response) -> None:
         with anyio.CancelScope(shield=True):
             await events.aclose()
-            await response.aclose()
+            await response.close()
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         assert self.response is not None and self.translator is not None and self._events is not None
@@ -253,7 +251,7 @@ class StreamRelay:
             if self.done:
                 yield self.done
             self.finished = True
-        except (ProxyError, httpx.TransportError) as exc:
+        except (ProxyError, TransportError) as exc:
             error = _stream_failure(exc, self.idle_timeout)
             self.error = error
             log.warning("stream ended with an error after output began: %s", error.type)

@@ -1,28 +1,27 @@
-"""The only I/O seam towards Anthropic: one shared httpx.AsyncClient, auth headers, retries, error mapping.
+"""The only I/O seam towards Anthropic: the shared HTTP client (`client.py`), auth headers, retries, error mapping.
 
-The client is created by the app's lifespan and handed in, so tests pass a transport or point the base URL at a
-fake server. The proxy never refreshes OAuth tokens itself (that is `claude-proxy refresh`'s job); it re-reads the
-credentials file when it changed, and once more after a 401 in case the file was rewritten since.
+The client is created by the app's lifespan and handed in; tests point the base URL at a fake server. The proxy
+never refreshes OAuth tokens itself (that is `claude-proxy refresh`'s job); it re-reads the credentials file when it
+changed, and once more after a 401 in case the file was rewritten since.
 
-Retries cover 429, 529, 500/502/503/504 and connection failures, with jittered exponential backoff that honours
-`retry-after`/`retry-after-ms` and `x-should-retry`, bounded in attempts and in total wait. They happen only before
-anything was sent to the client: the streaming relay calls `open_stream` again only while it has sent nothing.
+Retries follow `retry.py`: 429, 529, 500/502/503/504 and connection failures, with jittered exponential backoff that
+honours `retry-after`/`retry-after-ms` and `x-should-retry`, bounded in attempts and in total wait. They happen only
+before anything was sent to the client: the streaming relay calls `open_stream` again only while it has sent nothing.
 """
 
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import logging
-import random
 import time
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Protocol
 
-import httpx
+import aiohttp
 import orjson
+from yarl import URL
 
+from claude_proxy.client import Client, Response, TransportError
 from claude_proxy.config import display_url
 from claude_proxy.credentials import Credential, CredentialKind, CredentialResolver, CredentialsError
 from claude_proxy.errors import (
@@ -33,14 +32,13 @@ from claude_proxy.errors import (
     UpstreamUnavailable,
     upstream_error,
 )
-from claude_proxy.transport import LeanTransport, Reply
+from claude_proxy.retry import RetryBudget, RetryPolicy, retry_after, should_retry
 
 log = logging.getLogger("claude_proxy.upstream")
 
 ANTHROPIC_VERSION = "2023-06-01"
 OAUTH_BETA = "oauth-2025-04-20"
 _HEADER_SETS_KEPT = 32  # distinct anthropic-beta values whose headers are kept (clients send a handful)
-RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504, 529})
 
 
 def merge_betas(*groups: Sequence[str] | str | None) -> str:
@@ -66,70 +64,6 @@ def build_headers(credential: Credential, client_betas: str | None = None) -> di
     return headers
 
 
-def retry_after_seconds(headers: Mapping[str, str] | None, now: float | None = None) -> float | None:
-    """The server's retry hint in seconds: `retry-after-ms`, then `retry-after` (seconds or an HTTP date)."""
-    if not headers:
-        return None
-    raw_ms = headers.get("retry-after-ms")
-    if raw_ms:
-        try:
-            return max(0.0, float(raw_ms) / 1000)
-        except ValueError:
-            pass
-    raw = headers.get("retry-after")
-    if not raw:
-        return None
-    try:
-        return max(0.0, float(raw))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(raw)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - (time.time() if now is None else now))
-
-
-@dataclass
-class RetryPolicy:
-    """Bounded, jittered exponential backoff. `max_retries=0` disables retrying."""
-
-    max_retries: int = 2
-    base_delay: float = 0.5
-    max_delay: float = 8.0
-    max_wait: float = 30.0
-    rng: Callable[[], float] = field(default=random.random, repr=False)
-
-    def delay(self, retry: int, hint: float | None, waited: float) -> float | None:
-        """Seconds to sleep before retry number `retry` (1-based), or None when no retry should happen."""
-        if retry > self.max_retries:
-            return None
-        if hint is not None:
-            wait = hint
-        else:
-            wait = min(self.max_delay, self.base_delay * 2 ** (retry - 1)) * (0.5 + self.rng() / 2)
-        if waited + wait > self.max_wait:
-            return None
-        return wait
-
-
-@dataclass
-class RetryBudget:
-    """Retries spent and seconds waited so far for one client request."""
-
-    retries: int = 0
-    waited: float = 0.0
-
-
-def should_retry(status: int, headers: Mapping[str, str]) -> bool:
-    hint = headers.get("x-should-retry")
-    if hint == "true":
-        return True
-    if hint == "false":
-        return False
-    return status in RETRYABLE_STATUS
-
-
 def _parse_error_body(content: bytes) -> Any:
     try:
         return orjson.loads(content)
@@ -137,9 +71,9 @@ def _parse_error_body(content: bytes) -> Any:
         return None
 
 
-def _transport_error(exc: httpx.TransportError, base_url: str) -> ProxyError:
+def _transport_error(exc: TransportError, base_url: str) -> ProxyError:
     where = display_url(base_url)
-    if isinstance(exc, httpx.TimeoutException):
+    if exc.timeout:
         return UpstreamTimeout(f"Anthropic API at {where} did not answer in time", code="upstream_timeout")
     return UpstreamUnavailable(
         f"Anthropic API at {where} is unreachable ({type(exc).__name__}); check ANTHROPIC_BASE_URL and the network",
@@ -154,9 +88,9 @@ def retries_spent(error: ProxyError) -> ProxyError:
     return error
 
 
-def _retryable_transport(exc: httpx.TransportError) -> bool:
+def _retryable_transport(exc: TransportError) -> bool:
     # A read timeout means the upstream is generating slowly or stalled: retrying would start the work again.
-    return not isinstance(exc, httpx.ReadTimeout | httpx.WriteTimeout | httpx.PoolTimeout)
+    return exc.retry_safe
 
 
 class UpstreamObserver(Protocol):
@@ -181,31 +115,22 @@ def retry_reason(status: int | None) -> str:
 class Upstream:
     def __init__(
         self,
-        client: httpx.AsyncClient,
-        base_url: str,
+        client: Client,
         resolver: CredentialResolver,
         *,
+        timeouts: tuple[aiohttp.ClientTimeout, aiohttp.ClientTimeout] | None = None,
         retry: RetryPolicy | None = None,
-        stream_timeout: httpx.Timeout | None = None,
-        sleep: Callable[[float], Any] = asyncio.sleep,
+        sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
         observer: UpstreamObserver | None = None,
-        transport: LeanTransport | None = None,
     ) -> None:
         self.client = client
-        # When the client's lean transport is handed in too, messages go straight to it: the client's own layers
-        # (cookie jar, redirects, event hooks) are per-request work the proxy has no use for, and a shared cookie
-        # jar would even carry one caller's upstream cookies into another's requests. Whole answers are read
-        # without httpx's request and response objects (`fetch`); streams keep httpx's response, which the relay
-        # reads as it arrives.
-        self.lean = transport
-        self._default_headers = {name.lower(): value for name, value in client.headers.items()}
-        self._timeouts = {
-            False: client.timeout.as_dict(),
-            True: (stream_timeout or client.timeout).as_dict(),
-        }
-        self.base_url = base_url.rstrip("/")
-        self.messages_url = httpx.URL(f"{self.base_url}/v1/messages")  # parsed once, not per request
-        self.count_tokens_url = httpx.URL(f"{self.base_url}/v1/messages/count_tokens")
+        default = aiohttp.ClientTimeout(total=None, sock_connect=10.0, sock_read=600.0)
+        # (whole answers, streams): a stream's read timeout is its idle timeout
+        self._timeouts = {False: (timeouts or (default, default))[0], True: (timeouts or (default, default))[1]}
+        self.base_url = str(client.base)
+        self.messages_url = client.url("/v1/messages")  # parsed once, not per request
+        self.count_tokens_url = client.url("/v1/messages/count_tokens")
+        self.models_url = client.url("/v1/models")
         self.resolver = resolver
         self.retry = retry or RetryPolicy()
         self.sleep = sleep
@@ -221,32 +146,33 @@ class Upstream:
             raise CredentialsUnavailable(str(exc), code="credentials_unavailable") from None
 
     def _headers(self, credential: Credential, client_betas: str | None) -> dict[str, str]:
-        """The request headers for a credential and a client's betas, built once per pair and shared (never
-        modified): only for the current credential, so a replaced token is not kept."""
+        """The request headers for a credential and a client's betas, built once per pair and shared
+        (never modified): only for the current credential, so a replaced token is not kept."""
         if credential is not self._headers_credential:
             self._headers_by_betas.clear()
             self._headers_credential = credential
         headers = self._headers_by_betas.get(client_betas)
         if headers is None:
-            headers = {**self._default_headers, **build_headers(credential, client_betas)}
+            headers = build_headers(credential, client_betas)
             if len(self._headers_by_betas) >= _HEADER_SETS_KEPT:
                 self._headers_by_betas.clear()
             self._headers_by_betas[client_betas] = headers
         return headers
 
     async def backoff(
-        self, retry: int, hint: float | None, waited: float, why: str, reason: str = "other"
-    ) -> float | None:
-        """Sleep before a retry if the policy allows it; returns the seconds slept, or None to give up."""
-        wait = self.retry.delay(retry, hint, waited)
+        self, retry: int, hint: float | None, budget: RetryBudget, why: str, reason: str = "other"
+    ) -> bool:
+        """Sleep before a retry if the policy allows it and charge it to `budget`; False to give up."""
+        wait = self.retry.delay(retry, hint, budget.waited)
         if wait is None:
-            return None
+            return False
         self.retries += 1
         if self.observer is not None:
             self.observer.retry(reason)
         log.info("upstream %s; retry %d/%d in %.2fs", why, retry, self.retry.max_retries, wait)
         await self.sleep(wait)
-        return wait
+        budget.spend(wait)
+        return True
 
     async def _send(
         self,
@@ -254,9 +180,9 @@ class Upstream:
         client_betas: str | None,
         *,
         stream: bool,
-        url: httpx.URL | None = None,
+        url: URL | None = None,
         version: str | None = None,
-    ) -> httpx.Response | Reply:
+    ) -> Response:
         """One POST to `url` (/v1/messages by default), with the 401 re-read of a rewritten credentials file; a
         client's `version` replaces the default anthropic-version. Errors are not raised here."""
         credential = self.credential()
@@ -267,18 +193,11 @@ class Upstream:
                 headers = {**headers, "anthropic-version": version}
             started = time.perf_counter()
             try:
-                if self.lean is not None and not stream:
-                    response: httpx.Response | Reply = await self.lean.fetch(url, headers, body, self._timeouts[False])
+                if stream:
+                    response = await self.client.open(url, headers, body, self._timeouts[True])
                 else:
-                    request = httpx.Request(
-                        "POST",
-                        url,
-                        content=body,
-                        headers=headers,
-                        extensions={"timeout": self._timeouts[stream]},
-                    )
-                    response = await self._dispatch(request, stream)
-            except httpx.TransportError:
+                    response = await self.client.fetch("POST", url, headers, body, self._timeouts[False])
+            except TransportError:
                 if self.observer is not None:
                     self.observer.attempt(None, time.perf_counter() - started, stream)
                 raise
@@ -291,17 +210,10 @@ class Upstream:
             fresh = self.credential()
             if fresh.token == credential.token:
                 return response
-            await response.aclose()
+            await response.close()
             log.info("upstream answered 401; retrying once with the credentials file's newer token")
             credential = fresh
         raise AssertionError("unreachable")  # pragma: no cover
-
-    async def _dispatch(self, request: httpx.Request, stream: bool) -> httpx.Response:
-        if self.lean is None:
-            return await self.client.send(request, stream=stream)
-        response = await self.lean.handle_async_request(request)  # a stream: whole answers take `lean.fetch`
-        response.request = request
-        return response
 
     async def send_with_retries(
         self,
@@ -310,12 +222,13 @@ class Upstream:
         *,
         stream: bool,
         budget: RetryBudget | None = None,
-        url: httpx.URL | None = None,
+        url: URL | None = None,
         version: str | None = None,
         relay_errors: bool = False,
-    ) -> httpx.Response | Reply:
-        """POST /v1/messages (or `url`) until a non-retryable answer; returns a 2xx response (streaming responses
-        open). With `relay_errors`, the final error answer is returned too, its body read, instead of raised.
+    ) -> Response:
+        """POST /v1/messages (or `url`) until a non-retryable answer; returns a 2xx response (a stream still open).
+        With `relay_errors`, the final error answer is returned too, its body read and the response closed, instead
+        of raised.
 
         `budget` carries the retries already spent on this client request (the streaming relay retries early stream
         failures from the same budget), so one request never makes more than 1 + max_retries attempts."""
@@ -323,37 +236,30 @@ class Upstream:
         while True:
             try:
                 response = await self._send(body, client_betas, stream=stream, url=url, version=version)
-            except httpx.TransportError as exc:
+            except TransportError as exc:
                 error = _transport_error(exc, self.base_url)
-                slept = (
-                    await self.backoff(
-                        budget.retries + 1, None, budget.waited, f"transport error {type(exc).__name__}", "connection"
-                    )
-                    if _retryable_transport(exc)
-                    else None
-                )
-                if slept is None:
-                    raise (retries_spent(error) if budget.retries else error) from None
-                budget.waited += slept
-                budget.retries += 1
-                continue
+                if _retryable_transport(exc) and await self.backoff(
+                    budget.retries + 1, None, budget, f"transport error {type(exc).__name__}", "connection"
+                ):
+                    continue
+                raise (retries_spent(error) if budget.retries else error) from None
             if response.status_code < 400:
                 return response
-            content = await response.aread()
-            await response.aclose()
+            try:
+                content = await response.read()
+            except TransportError as exc:
+                raise _transport_error(exc, self.base_url) from None
+            finally:
+                await response.close()
             error = upstream_error(response.status_code, _parse_error_body(content), response.headers)
             if should_retry(response.status_code, response.headers):
-                hint = retry_after_seconds(response.headers)
-                slept = await self.backoff(
+                if await self.backoff(
                     budget.retries + 1,
-                    hint,
-                    budget.waited,
+                    retry_after(response.headers),
+                    budget,
                     f"answered HTTP {response.status_code}",
                     retry_reason(response.status_code),
-                )
-                if slept is not None:
-                    budget.waited += slept
-                    budget.retries += 1
+                ):
                     continue
                 if budget.retries and not relay_errors:
                     raise retries_spent(error)
@@ -367,7 +273,7 @@ class Upstream:
         """POST /v1/messages (non-streaming); returns the parsed message and the response headers."""
         response = await self.send_with_retries(orjson.dumps(body), client_betas, stream=False)
         try:
-            message = orjson.loads(response.content)
+            message = orjson.loads(response.content or b"")
         except orjson.JSONDecodeError:
             raise UpstreamError(
                 "Anthropic API returned a response that is not JSON", status=502, type="upstream_error"
@@ -378,27 +284,26 @@ class Upstream:
 
     async def open_stream(
         self, body: bytes, client_betas: str | None = None, budget: RetryBudget | None = None
-    ) -> httpx.Response:
+    ) -> Response:
         """POST /v1/messages with stream: true; the caller reads the open response and must close it."""
-        response = await self.send_with_retries(body, client_betas, stream=True, budget=budget)
-        assert isinstance(response, httpx.Response)  # streams never take the whole-answer path
-        return response
+        return await self.send_with_retries(body, client_betas, stream=True, budget=budget)
 
     async def list_models(self) -> list[dict[str, Any]]:
         """GET /v1/models, all pages (bounded)."""
-        credential = self.credential()
+        headers = build_headers(self.credential())
         models: list[dict[str, Any]] = []
         params: dict[str, str] = {"limit": "1000"}
         for _ in range(10):
             try:
-                response = await self.client.get(
-                    f"{self.base_url}/v1/models", params=params, headers=build_headers(credential)
+                response = await self.client.fetch(
+                    "GET", self.models_url, headers, None, self._timeouts[False], params=params
                 )
-            except httpx.TransportError as exc:
+            except TransportError as exc:
                 raise _transport_error(exc, self.base_url) from None
+            content = response.content or b""
             if response.status_code >= 400:
-                raise upstream_error(response.status_code, _parse_error_body(response.content), response.headers)
-            page = orjson.loads(response.content)
+                raise upstream_error(response.status_code, _parse_error_body(content), response.headers)
+            page = orjson.loads(content)
             models.extend(m for m in page.get("data", []) if isinstance(m, dict) and isinstance(m.get("id"), str))
             if not page.get("has_more") or not page.get("last_id"):
                 break

@@ -7,10 +7,12 @@ or a 500 without an explanation.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import socket
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +20,7 @@ import openai
 import pytest
 
 from claude_proxy.lifecycle import RefreshOptions, Result, refresh
-from claude_proxy.oauth import RetryPolicy
+from claude_proxy.oauth import REFRESH_RETRY
 from tests.conftest import ProxyFactory, metric_samples
 from tests.fakes.anthropic import (
     RESET,
@@ -34,6 +36,24 @@ from tests.proxy.lifecycle_support import now_ms, write_credentials
 
 ASK: list[Any] = [{"role": "user", "content": "Hello"}]
 MODEL = "claude-sonnet-4-6"
+
+
+@pytest.fixture
+def waits() -> list[float]:
+    """The seconds the proxy chose to wait before each retry (recorded, not waited)."""
+    return []
+
+
+@pytest.fixture
+def proxy(proxy: ProxyFactory, waits: list[float]) -> ProxyFactory:
+    """The real app, whose backoff between retries is recorded instead of slept: every outcome and count is the
+    same, without the seconds of waiting."""
+
+    async def no_wait(seconds: float) -> None:
+        waits.append(seconds)
+        await asyncio.sleep(0)
+
+    return functools.partial(proxy, _sleep=no_wait)
 
 
 def client(url: str, retries: int = 0) -> openai.OpenAI:
@@ -89,7 +109,9 @@ def closed_port() -> int:
 
 
 @pytest.mark.parametrize("stream", [False, True])
-def test_connection_refused_is_a_502_after_bounded_retries(proxy: ProxyFactory, stream: bool) -> None:
+def test_connection_refused_is_a_502_after_bounded_retries(
+    proxy: ProxyFactory, stream: bool, waits: list[float]
+) -> None:
     url = proxy(ANTHROPIC_BASE_URL=f"http://127.0.0.1:{closed_port()}", PROXY_MAX_RETRIES="1")
     started = time.monotonic()
     with pytest.raises(openai.APIStatusError) as info:
@@ -102,6 +124,24 @@ def test_connection_refused_is_a_502_after_bounded_retries(proxy: ProxyFactory, 
     assert time.monotonic() - started < 5
     assert metric(url, 'proxy_upstream_requests_total{status="error"}') == 2
     assert metric(url, 'proxy_upstream_retries_total{reason="connection"}') == 1
+    assert len(waits) == 1 and 0.25 <= waits[0] <= 0.5  # the first backoff step, jittered
+
+
+# ---- a header that would split the request -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_header_value_with_cr_or_lf_is_refused_before_sending(
+    fake: FakeAnthropic, proxy: ProxyFactory, stream: bool
+) -> None:
+    url = proxy(ANTHROPIC_API_KEY="sk-ant-api03-test-key\r\nx-injected: 1")
+    with pytest.raises(openai.APIStatusError) as info:
+        result = client(url).chat.completions.create(model=MODEL, messages=ASK, stream=stream)
+        if stream:
+            collect(result)
+    assert info.value.status_code == 502 and "LocalProtocolError" in info.value.message
+    assert fake.requests == []  # nothing reached the upstream, and it was not retried
+    assert metric(url, "proxy_upstream_retries_total") == 0
 
 
 # ---- reset mid-body ------------------------------------------------------------------------------------------------
@@ -256,7 +296,9 @@ def test_unknown_block_and_event_types_are_skipped(fake: FakeAnthropic, proxy: P
 # ---- 5xx storms ----------------------------------------------------------------------------------------------------
 
 
-def test_5xx_storm_attempts_are_bounded_even_with_retrying_clients(fake: FakeAnthropic, proxy: ProxyFactory) -> None:
+def test_5xx_storm_attempts_are_bounded_even_with_retrying_clients(
+    fake: FakeAnthropic, proxy: ProxyFactory, waits: list[float]
+) -> None:
     n, retries = 12, 2
     fake.default = lambda record: ErrorReply(503, "api_error", "storm", headers={"retry-after-ms": "5"})
     url = proxy(PROXY_MAX_RETRIES=str(retries), PROXY_MAX_CONCURRENCY="4", PROXY_MAX_QUEUE="16")
@@ -284,11 +326,14 @@ def test_5xx_storm_attempts_are_bounded_even_with_retrying_clients(fake: FakeAnt
     attempts = len(fake.messages_requests)
     assert attempts == n * (1 + retries)  # every request retried fully, none more than its budget
     assert metric(url, "proxy_upstream_retries_total") == n * retries
+    assert waits == [0.005] * (n * retries)  # each retry waited what retry-after-ms asked
     assert metric(url, 'proxy_upstream_requests_total{status="503"}') == attempts
     assert settled(fake)
 
 
-def test_early_stream_failures_and_http_errors_share_one_retry_budget(fake: FakeAnthropic, proxy: ProxyFactory) -> None:
+def test_early_stream_failures_and_http_errors_share_one_retry_budget(
+    fake: FakeAnthropic, proxy: ProxyFactory, waits: list[float]
+) -> None:
     busy = ErrorReply(529, "overloaded_error", "Overloaded", headers={"retry-after-ms": "5"})
     overloaded = b'event: error\ndata: {"type": "error", "error": {"type": "overloaded_error", "message": "Over"}}\n\n'
     fake.script(first_event_then(overloaded), busy, busy, busy, busy)
@@ -296,6 +341,7 @@ def test_early_stream_failures_and_http_errors_share_one_retry_budget(fake: Fake
         client(proxy(PROXY_MAX_RETRIES="2")).chat.completions.create(model=MODEL, messages=ASK, stream=True)
     assert info.value.status_code == 529
     assert len(fake.messages_requests) == 3  # 1 + PROXY_MAX_RETRIES, however the failures mix
+    assert len(waits) == 2 and 0.25 <= waits[0] <= 0.5 and waits[1] == 0.005  # backoff, then the server's hint
 
 
 # ---- slow token endpoint -------------------------------------------------------------------------------------------
@@ -312,7 +358,7 @@ def test_slow_token_endpoint_never_slows_the_proxy(fake: FakeAnthropic, proxy: P
         oauth.delay = 3.0
         url = proxy(ANTHROPIC_API_KEY="-", CLAUDE_CREDENTIALS_PATH=str(creds))
         outcome: list[Any] = []
-        options = RefreshOptions(token_url=oauth.url, timeout=1.0, retry=RetryPolicy(attempts=1))
+        options = RefreshOptions(token_url=oauth.url, timeout=1.0, retry=replace(REFRESH_RETRY, max_retries=0))
         worker = threading.Thread(target=lambda: outcome.append(refresh(creds, options)))
         worker.start()
         try:

@@ -1,35 +1,23 @@
-"""The grant's pieces that need no server: retry-after parsing, backoff bounds, error text masking."""
+"""The grant's pieces that need no server: retry bounds and error text masking."""
 
 from __future__ import annotations
 
-import email.utils
+from dataclasses import replace
 
 import httpx
 import pytest
 
 from claude_proxy.oauth import (
+    REFRESH_RETRY,
     InvalidGrant,
     NetworkError,
-    RetryPolicy,
     grant_once,
-    parse_retry_after,
     refresh_grant,
 )
 
 
-@pytest.mark.parametrize(("value", "expected"), [("7", 7.0), ("0.5", 0.5), ("-3", 0.0), ("soon", None), ("", None)])
-def test_retry_after_seconds(value: str, expected: float | None) -> None:
-    assert parse_retry_after(value) == expected
-
-
-def test_retry_after_http_date() -> None:
-    now = 1_800_000_000.0
-    assert parse_retry_after(email.utils.formatdate(now + 30, usegmt=True), now=now) == pytest.approx(30)
-    assert parse_retry_after(email.utils.formatdate(now - 30, usegmt=True), now=now) == 0.0
-
-
 def test_backoff_grows_and_is_capped() -> None:
-    policy = RetryPolicy(backoff_base=1, backoff_cap=5)
+    policy = replace(REFRESH_RETRY, base_delay=1, max_delay=5)
     for retry, upper in [(1, 1), (2, 2), (3, 4), (4, 5), (10, 5)]:
         delay = policy.backoff(retry)
         assert upper / 2 <= delay <= upper
@@ -59,7 +47,9 @@ def test_network_retries_are_bounded_by_attempts() -> None:
 
     sleeps: list[float] = []
     with httpx.Client(transport=httpx.MockTransport(handler)) as client, pytest.raises(NetworkError) as err:
-        refresh_grant(client, "https://auth.invalid/token", "c", "r", RetryPolicy(attempts=4), sleeps.append)
+        refresh_grant(
+            client, "https://auth.invalid/token", "c", "r", replace(REFRESH_RETRY, max_retries=3), sleeps.append
+        )
     assert len(calls) == 4 and len(sleeps) == 3
     assert "gave up after 4 attempts" in str(err.value)
 
@@ -69,7 +59,7 @@ def test_network_retries_are_bounded_by_the_wait_budget() -> None:
         raise httpx.ConnectError("refused")
 
     sleeps: list[float] = []
-    policy = RetryPolicy(attempts=100, max_wait=10, backoff_base=1, backoff_cap=4)
+    policy = replace(REFRESH_RETRY, max_retries=99, max_wait=10, base_delay=1, max_delay=4)
     with httpx.Client(transport=httpx.MockTransport(handler)) as client, pytest.raises(NetworkError):
         refresh_grant(client, "https://auth.invalid/token", "c", "r", policy, sleeps.append)
     assert sum(sleeps) <= 10 and len(sleeps) >= 2

@@ -7,6 +7,7 @@ import logging
 import os
 import stat
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,7 @@ import pytest
 from claude_proxy import __version__
 from claude_proxy.credentials import exclusive_lock, lock_path
 from claude_proxy.lifecycle import RefreshOptions, Result, refresh
-from claude_proxy.oauth import RetryPolicy
+from claude_proxy.oauth import REFRESH_RETRY
 from tests.fakes.oauth import CLIENT_ID, FakeOAuthServer, Scripted
 from tests.proxy.lifecycle_support import (
     EXTRA_OAUTH,
@@ -49,7 +50,11 @@ class Sleeps(list[float]):
 
 
 def options(fake: FakeOAuthServer, **kw: object) -> RefreshOptions:
-    defaults: dict[str, object] = {"token_url": fake.url, "timeout": 5.0, "retry": RetryPolicy(attempts=3)}
+    defaults: dict[str, object] = {
+        "token_url": fake.url,
+        "timeout": 5.0,
+        "retry": replace(REFRESH_RETRY, max_retries=2),
+    }
     defaults.update(kw)
     return RefreshOptions(**defaults)  # type: ignore[arg-type]
 
@@ -233,7 +238,7 @@ def test_rate_limit_beyond_the_wait_budget_fails_without_waiting(fake: FakeOAuth
     data, _ = due_login(fake, creds)
     fake.script(Scripted(429, {"error": "rate_limited"}, {"retry-after": "3600"}))
     sleeps = Sleeps()
-    outcome = refresh(creds, options(fake, retry=RetryPolicy(attempts=4, max_wait=120)), sleep=sleeps)
+    outcome = refresh(creds, options(fake, retry=replace(REFRESH_RETRY, max_retries=3, max_wait=120)), sleep=sleeps)
     assert (outcome.result, outcome.reason) == (Result.FAILED, "rate_limited")
     assert "3600s" in outcome.message
     assert sleeps == [] and len(fake.requests) == 1
@@ -244,7 +249,7 @@ def test_server_errors_are_retried_with_bounded_backoff(fake: FakeOAuthServer, c
     due_login(fake, creds)
     fake.script(Scripted(500, {"error": "server_error"}), Scripted(503, "upstream unavailable"))
     sleeps = Sleeps()
-    outcome = refresh(creds, options(fake, retry=RetryPolicy(attempts=3, backoff_base=2)), sleep=sleeps)
+    outcome = refresh(creds, options(fake, retry=replace(REFRESH_RETRY, max_retries=2, base_delay=2)), sleep=sleeps)
     assert outcome.result is Result.REFRESHED
     assert len(sleeps) == 2 and 1 <= sleeps[0] <= 2 and 2 <= sleeps[1] <= 4
 
@@ -253,7 +258,7 @@ def test_persistent_server_errors_give_up_and_leave_the_file(fake: FakeOAuthServ
     data, refresh_token = due_login(fake, creds)
     fake.script(*[Scripted(500, {"error": "server_error"})] * 3)
     sleeps = Sleeps()
-    outcome = refresh(creds, options(fake, retry=RetryPolicy(attempts=3)), sleep=sleeps)
+    outcome = refresh(creds, options(fake, retry=replace(REFRESH_RETRY, max_retries=2)), sleep=sleeps)
     assert (outcome.result, outcome.reason) == (Result.FAILED, "server_error")
     assert "3 attempts" in outcome.message
     assert len(fake.requests) == 3 and len(sleeps) == 2
@@ -276,7 +281,7 @@ def test_unreachable_endpoint_fails_as_network_error(creds: Path) -> None:
         login = gone.login()
     data = write_credentials(creds, login.access_token, login.refresh_token, now_ms())
     sleeps = Sleeps()
-    outcome = refresh(creds, RefreshOptions(token_url=url, retry=RetryPolicy(attempts=3)), sleep=sleeps)
+    outcome = refresh(creds, RefreshOptions(token_url=url, retry=replace(REFRESH_RETRY, max_retries=2)), sleep=sleeps)
     assert (outcome.result, outcome.reason) == (Result.FAILED, "network")
     assert len(sleeps) == 2
     assert creds.read_bytes() == data
@@ -285,7 +290,7 @@ def test_unreachable_endpoint_fails_as_network_error(creds: Path) -> None:
 def test_slow_endpoint_times_out(fake: FakeOAuthServer, creds: Path) -> None:
     data, _ = due_login(fake, creds)
     fake.delay = 1.0
-    outcome = refresh(creds, options(fake, timeout=0.2, retry=RetryPolicy(attempts=1)))
+    outcome = refresh(creds, options(fake, timeout=0.2, retry=replace(REFRESH_RETRY, max_retries=0)))
     assert (outcome.result, outcome.reason) == (Result.FAILED, "network")
     assert "timed out" in outcome.message
     assert creds.read_bytes() == data

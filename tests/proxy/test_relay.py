@@ -1,5 +1,6 @@
-"""The streaming relay over an httpx transport: the bytes a client gets do not depend on how the upstream's stream
-was cut into network reads (the relay writes once per read, so batching must never reorder, drop or hold back)."""
+"""The streaming relay: the bytes a client gets do not depend on how the upstream's stream was cut into network
+reads (the relay writes once per read, so batching must never reorder, drop or hold back). The upstream's answer is
+handed to the relay in exactly the given pieces, which a socket could not promise."""
 
 from __future__ import annotations
 
@@ -8,48 +9,57 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import orjson
 import pytest
 
-from claude_proxy.credentials import CredentialResolver
 from claude_proxy.relay import StreamRelay
+from claude_proxy.retry import RetryBudget
 from claude_proxy.stream import StreamTranslator
-from claude_proxy.upstream import RetryPolicy, Upstream
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "sse"
 
 
-class Pieces(httpx.AsyncByteStream):
+class Pieces:
+    """An open upstream answer (what `Client.open` returns) whose body arrives in the given pieces."""
+
+    status_code = 200
+    headers = {"content-type": "text/event-stream"}
+
     def __init__(self, pieces: list[bytes]) -> None:
         self.pieces = pieces
+        self.closed = False
 
-    async def __aiter__(self) -> AsyncIterator[bytes]:
+    async def chunks(self) -> AsyncIterator[bytes]:
         for piece in self.pieces:
             yield piece
+
+    async def close(self) -> None:
+        self.closed = True
+
+
+class OneStream:
+    """The upstream layer's side the relay uses, answering one stream."""
+
+    def __init__(self, response: Pieces) -> None:
+        self.response = response
+
+    async def open_stream(self, body: bytes, client_betas: str | None, budget: RetryBudget) -> Pieces:
+        return self.response
 
 
 async def relay_output(pieces: list[bytes], tmp_path: Path) -> list[bytes]:
     """Every write the relay makes to the client, for an upstream stream delivered in `pieces`."""
-
-    def handler(request: httpx.Request) -> httpx.Response:
-        return httpx.Response(200, headers={"content-type": "text/event-stream"}, stream=Pieces(pieces))
-
-    async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as client:
-        upstream = Upstream(
-            client,
-            "http://anthropic.test",
-            CredentialResolver("sk-ant-api03-test", None, tmp_path / "none.json"),
-            retry=RetryPolicy(max_retries=0),
-        )
-        relay = StreamRelay(
-            upstream,
-            b"{}",
-            None,
-            lambda: StreamTranslator(model="m", created=1, include_usage=True),
-        )
-        await relay.start()
-        return [write async for write in relay.__aiter__()]
+    response = Pieces(pieces)
+    relay = StreamRelay(
+        OneStream(response),  # type: ignore[arg-type]
+        b"{}",
+        None,
+        lambda: StreamTranslator(model="m", created=1, include_usage=True),
+    )
+    await relay.start()
+    writes = [write async for write in relay.__aiter__()]
+    assert response.closed
+    return writes
 
 
 def events_of(writes: list[bytes]) -> list[Any]:

@@ -1,5 +1,5 @@
 """TLS towards the upstream (Anthropic is only reachable over HTTPS): certificate and host name verification with
-both upstream transports, and the whole proxy talking to an HTTPS upstream trusted through SSL_CERT_FILE."""
+the upstream client, and the whole proxy talking to an HTTPS upstream trusted through SSL_CERT_FILE."""
 
 from __future__ import annotations
 
@@ -9,12 +9,11 @@ from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-import httpx
 import openai
 import pytest
 import trustme
 
-from claude_proxy.transport import LeanTransport
+from claude_proxy.client import Client, ConnectError, Timeouts
 from tests.conftest import ProxyFactory
 from tests.fakes.anthropic import FakeAnthropic, message, text
 
@@ -58,23 +57,42 @@ def _client_context(ca: trustme.CA) -> ssl.SSLContext:
     return context
 
 
-async def test_lean_transport_speaks_tls_and_verifies_the_certificate(ca: trustme.CA, https_url: str) -> None:
-    async with httpx.AsyncClient(transport=LeanTransport(ssl_context=_client_context(ca))) as client:
-        response = await client.get(f"{https_url}/")
-        assert response.json() == {"hello": "tls"}
-        again = await client.get(f"{https_url}/")  # reused keep-alive TLS connection
-        assert again.status_code == 200
+TIMEOUT = Timeouts(5.0, 5.0).client_timeout()
+
+
+async def _get(client: Client, path: str = "/") -> bytes:
+    response = await client.fetch("GET", client.url(path), {}, None, TIMEOUT)
+    assert response.status_code == 200
+    return response.content or b""
+
+
+async def test_client_speaks_tls_and_verifies_the_certificate(ca: trustme.CA, https_url: str) -> None:
+    client = Client(https_url, max_connections=4, ssl=_client_context(ca))
+    await client.start()
+    try:
+        assert await _get(client) == b'{"hello": "tls"}'
+        assert await _get(client) == b'{"hello": "tls"}'  # over the kept-alive TLS connection
+    finally:
+        await client.close()
     # default trust store: the test CA is unknown, so the handshake must fail
-    async with httpx.AsyncClient(transport=LeanTransport()) as client:
-        with pytest.raises(httpx.ConnectError):
-            await client.get(f"{https_url}/")
+    client = Client(https_url, max_connections=4)
+    await client.start()
+    try:
+        with pytest.raises(ConnectError):
+            await _get(client)
+    finally:
+        await client.close()
 
 
-async def test_lean_transport_checks_the_host_name(ca: trustme.CA, https_url: str) -> None:
+async def test_client_checks_the_host_name(ca: trustme.CA, https_url: str) -> None:
     wrong_name = https_url.replace("localhost", "127.0.0.1")  # the certificate only names localhost
-    async with httpx.AsyncClient(transport=LeanTransport(ssl_context=_client_context(ca))) as client:
-        with pytest.raises(httpx.ConnectError):
-            await client.get(f"{wrong_name}/")
+    client = Client(wrong_name, max_connections=4, ssl=_client_context(ca))
+    await client.start()
+    try:
+        with pytest.raises(ConnectError):
+            await _get(client)
+    finally:
+        await client.close()
 
 
 @pytest.fixture
@@ -87,7 +105,6 @@ def https_fake(ca: trustme.CA, fake: FakeAnthropic) -> Iterator[str]:
     yield fake.url.replace("http://127.0.0.1", "https://localhost")
 
 
-@pytest.mark.parametrize("transport", ["lean", "httpx"])
 def test_proxy_over_https_upstream_trusting_a_custom_ca(
     ca: trustme.CA,
     https_fake: str,
@@ -95,12 +112,11 @@ def test_proxy_over_https_upstream_trusting_a_custom_ca(
     proxy: ProxyFactory,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
-    transport: str,
 ) -> None:
     bundle = tmp_path / "ca.pem"
     ca.cert_pem.write_to_path(str(bundle))
     monkeypatch.setenv("SSL_CERT_FILE", str(bundle))
-    url = proxy(ANTHROPIC_BASE_URL=https_fake, PROXY_UPSTREAM_TRANSPORT=transport)
+    url = proxy(ANTHROPIC_BASE_URL=https_fake)
     c = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0, timeout=20)
     fake.script(message(text("over TLS")), message(text("streamed over TLS")))
     out = c.chat.completions.create(model="claude-sonnet-4-6", messages=[{"role": "user", "content": "hi"}])
