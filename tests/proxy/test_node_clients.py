@@ -1,6 +1,7 @@
 """openai-node's zod helpers (`zodResponseFormat` with `parse` and the stream helper, `zodFunction` strict tools)
-against the proxy under uvicorn and the fake Anthropic. The Node packages are pinned in tests/node and installed by
-`make test` (npm ci); without node or those packages the test is skipped, saying why."""
+and the Vercel AI SDK (`ai` with `@ai-sdk/openai`) against the proxy under uvicorn and the fake Anthropic. The Node
+packages are pinned in tests/node and installed by `make test` (npm ci); without node or those packages the test is
+skipped, saying why."""
 
 from __future__ import annotations
 
@@ -88,3 +89,33 @@ def test_openai_node_responses_api(fake: FakeAnthropic, proxy: ProxyFactory) -> 
     assert plain.body["system"][0]["text"] == "Be brief." and stream.body["stream"] is True
     schema = parse.body["output_config"]["format"]["schema"]
     assert '"maximum"' not in json.dumps(schema) and "{maxItems: 10}" in json.dumps(schema)
+
+
+def test_vercel_ai_sdk_text(fake: FakeAnthropic, proxy: ProxyFactory) -> None:
+    """The Vercel AI SDK's `generateText` and `streamText`, with `openai(model)` (the Responses API) and
+    `openai.chat(model)` (chat completions)."""
+    node = node_or_skip()
+    if not (NODE_DIR / "node_modules" / "ai").is_dir():
+        pytest.skip("tests/node has no `ai` package: the Vercel AI SDK was NOT tested")
+    url = proxy()
+    fake.script(*(message(text(f"Hello number {i}.")) for i in range(4)))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "ANTHROPIC_"))}
+    run = subprocess.run(
+        [node, "vercel.mjs", "responses_text", "responses_stream", "chat_text", "chat_stream"],
+        cwd=NODE_DIR,
+        env={**env, "PROXY_URL": url},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert run.returncode == 0, run.stderr
+    results = {r["case"]: r for r in map(json.loads, run.stdout.splitlines())}
+    assert results["responses_text"]["parsed"] == {"text": "Hello number 0.", "finish": "stop", "tokens": 19}
+    stream = results["responses_stream"]["parsed"]
+    assert stream["parts"] > 1 and stream["text"] == "Hello number 1." and stream["finish"] == "stop"
+    assert results["chat_text"]["parsed"] == {"text": "Hello number 2.", "finish": "stop", "tokens": 19}
+    stream = results["chat_stream"]["parsed"]
+    assert stream["parts"] > 1 and stream["text"] == "Hello number 3." and stream["finish"] == "stop"
+    responses_plain, responses_stream, chat_plain, chat_stream = fake.messages_requests
+    assert "stream" not in responses_plain.body and responses_stream.body["stream"] is True
+    assert "stream" not in chat_plain.body and chat_stream.body["stream"] is True
