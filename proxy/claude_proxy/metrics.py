@@ -60,6 +60,11 @@ class _StateCollector(Collector):
             yield family
         yield GaugeMetricFamily("proxy_upstream_inflight", "Upstream requests holding a slot", value=m.inflight())
         yield GaugeMetricFamily("proxy_upstream_queued", "Requests waiting for an upstream slot", value=m.queued())
+        yield GaugeMetricFamily(
+            "proxy_upstream_login_valid",
+            "1 while Anthropic accepts the credential, 0 once it refused it (401), -1 before any answer",
+            value=m.login(),
+        )
         yield GaugeMetricFamily("proxy_draining", "1 while shutting down (readyz is 503)", value=float(m.draining()))
         try:
             tasks = len(asyncio.all_tasks())
@@ -77,6 +82,7 @@ class Metrics:
         self.inflight: Callable[[], float] = lambda: 0.0
         self.queued: Callable[[], float] = lambda: 0.0
         self.draining: Callable[[], bool] = lambda: False
+        self.login: Callable[[], float] = lambda: -1.0
         r = self.registry
         self.requests = Counter(
             "proxy_requests",

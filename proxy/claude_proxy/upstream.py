@@ -32,6 +32,7 @@ from claude_proxy.errors import (
     UpstreamUnavailable,
     upstream_error,
 )
+from claude_proxy.login import LoginState, refuses_login
 from claude_proxy.transport import LeanTransport, Reply
 
 log = logging.getLogger("claude_proxy.upstream")
@@ -183,8 +184,11 @@ class Upstream:
         sleep: Callable[[float], Any] = asyncio.sleep,
         observer: UpstreamObserver | None = None,
         transport: LeanTransport | None = None,
+        login: LoginState | None = None,
     ) -> None:
         self.client = client
+        self.login = login  # told whether Anthropic accepted the credential, on every answer
+        self._login_kind = ""  # the kind of credential the last attempt used
         # When the client's lean transport is handed in too, messages go straight to it: the client's own layers
         # (cookie jar, redirects, event hooks) are per-request work the proxy has no use for, and a shared cookie
         # jar would even carry one caller's upstream cookies into another's requests. Whole answers are read
@@ -226,6 +230,10 @@ class Upstream:
             self._headers_by_betas[client_betas] = headers
         return headers
 
+    def _note_login(self, error: UpstreamError, kind: str, *, messages: bool) -> None:
+        if self.login is not None and refuses_login(error.status, error.upstream_type, messages=messages):
+            self.login.refused(kind, error.status, error.message)
+
     async def backoff(
         self, retry: int, hint: float | None, waited: float, why: str, reason: str = "other"
     ) -> float | None:
@@ -266,6 +274,7 @@ class Upstream:
                 raise
             if self.observer is not None:
                 self.observer.attempt(response.status_code, time.perf_counter() - started, stream)
+            self._login_kind = credential.kind.value
             if response.status_code != 401 or credential.kind is not CredentialKind.OAUTH_FILE or attempt:
                 return response
             self.resolver.invalidate()
@@ -310,10 +319,13 @@ class Upstream:
                 budget.retries += 1
                 continue
             if response.status_code < 400:
+                if self.login is not None:
+                    self.login.accepted(self._login_kind)
                 return response
             content = await response.aread()
             await response.aclose()
             error = upstream_error(response.status_code, _parse_error_body(content), response.headers)
+            self._note_login(error, self._login_kind, messages=True)
             if should_retry(response.status_code, response.headers):
                 hint = retry_after_seconds(response.headers)
                 slept = await self.backoff(
@@ -367,7 +379,11 @@ class Upstream:
             except httpx.TransportError as exc:
                 raise _transport_error(exc) from None
             if response.status_code >= 400:
-                raise upstream_error(response.status_code, _parse_error_body(response.content), response.headers)
+                error = upstream_error(response.status_code, _parse_error_body(response.content), response.headers)
+                self._note_login(error, credential.kind.value, messages=False)
+                raise error
+            if self.login is not None:
+                self.login.accepted(credential.kind.value)
             page = orjson.loads(response.content)
             models.extend(m for m in page.get("data", []) if isinstance(m, dict) and isinstance(m.get("id"), str))
             if not page.get("has_more") or not page.get("last_id"):
