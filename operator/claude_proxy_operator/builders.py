@@ -392,9 +392,20 @@ def service(name: str, namespace: str, spec: ProxySpec) -> Obj:
     }
 
 
-def network_policy(name: str, namespace: str, spec: ProxySpec) -> Obj:
-    """Ingress to the proxy port only from the listed peers (by default: pods of the same namespace)."""
+OPERATOR_POD_LABELS = {"app.kubernetes.io/name": "claude-proxy-operator"}
+
+
+def network_policy(name: str, namespace: str, spec: ProxySpec, operator_namespace: str = "") -> Obj:
+    """Ingress to the proxy port only from the listed peers (by default: pods of the same namespace), and from the
+    operator's pods (in `operator_namespace`, when known), which read each proxy's /readyz for `LoginValid`."""
     peers = [copy.deepcopy(dict(peer)) for peer in spec.allow_from] or [{"podSelector": {}}]
+    if operator_namespace:
+        peers.append(
+            {
+                "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": operator_namespace}},
+                "podSelector": {"matchLabels": dict(OPERATOR_POD_LABELS)},
+            }
+        )
     return {
         "apiVersion": "networking.k8s.io/v1",
         "kind": "NetworkPolicy",

@@ -14,6 +14,12 @@ class Config:
     default_image: str = DEFAULT_IMAGE  # CLAUDE_PROXY_IMAGE: the proxy image released with this operator
     cluster_domain: str = "cluster.local"  # CLUSTER_DOMAIN: for the endpoint in status
     resync_seconds: float = 60.0  # CLAUDE_PROXY_OPERATOR_RESYNC_SECONDS: how soon a changed Secret is noticed
+    # CLAUDE_PROXY_OPERATOR_LOGIN_URL: where each pass reads the proxy's /readyz (LoginValid); {name}, {namespace},
+    # {domain} and {port} are filled in
+    login_url: str = "http://{name}.{namespace}.svc.{domain}:{port}/readyz"
+    login_timeout: float = 3.0
+    # POD_NAMESPACE (the downward API): the operator's namespace, admitted by each proxy's NetworkPolicy
+    namespace: str = ""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Config:
@@ -25,4 +31,6 @@ class Config:
             default_image=env.get("CLAUDE_PROXY_IMAGE") or DEFAULT_IMAGE,
             cluster_domain=env.get("CLUSTER_DOMAIN") or "cluster.local",
             resync_seconds=resync,
+            login_url=env.get("CLAUDE_PROXY_OPERATOR_LOGIN_URL") or cls.login_url,
+            namespace=env.get("POD_NAMESPACE") or "",
         )

@@ -17,7 +17,7 @@ from typing import Any
 
 import kopf
 
-from claude_proxy_operator import builders, events, status
+from claude_proxy_operator import builders, events, login, status
 from claude_proxy_operator.apply import quantity, unchanged, with_digest
 from claude_proxy_operator.config import Config
 from claude_proxy_operator.kube import (
@@ -41,6 +41,11 @@ Obj = dict[str, Any]
 EventSink = Callable[[Mapping[str, Any], str, str, str], Awaitable[None]]
 _UNREAD: Obj = {}  # `_apply`'s default: the live object is read there
 _log = logging.getLogger("claude_proxy_operator.events")
+
+
+def _credential_secret(spec: ProxySpec) -> str | None:
+    ref = spec.oauth.seed if spec.oauth else (spec.api_key or spec.access_token)
+    return ref.name if ref else None
 
 
 def _digest(*parts: str) -> str:
@@ -169,11 +174,22 @@ class _Pass:
             deployment = await self._apply(DEPLOYMENTS, desired, live=deployment)
         await self._apply(SERVICES, self._own(builders.service(self.name, self.ns, spec)))
         if spec.network_policy:
-            await self._apply(NETWORK_POLICIES, self._own(builders.network_policy(self.name, self.ns, spec)))
+            await self._apply(
+                NETWORK_POLICIES, self._own(builders.network_policy(self.name, self.ns, spec, self.config.namespace))
+            )
         else:
             await self._remove(NETWORK_POLICIES, self.name)
 
+        observed.update(await self._login(spec, deployment))
         await self._write_status(self._observed(spec, missing, seed_digest, deployment, observed))
+
+    async def _login(self, spec: ProxySpec, deployment: Mapping[str, Any] | None) -> dict[str, Any]:
+        """The proxy's own word on whether Anthropic accepts its credential, read from its Service's /readyz."""
+        available = int(((deployment or {}).get("status") or {}).get("availableReplicas") or 0)
+        if available <= 0 or spec.replicas == 0:
+            return {"login_probed": False}
+        url = login.url_for(self.config.login_url, self.name, self.ns, self.config.cluster_domain, spec.service_port)
+        return {"login_probed": True, "login": await login.probe(url, self.config.login_timeout)}
 
     def _deployment(
         self, spec: ProxySpec, digests: list[str], seed: Mapping[str, Any] | None, seeded: bool, live: Obj | None
@@ -273,6 +289,9 @@ class _Pass:
             refresh_outcome=found.get("refresh_outcome"),
             replicas=spec.replicas,
             deployment=deployment,
+            credential_secret=_credential_secret(spec),
+            login=found.get("login"),
+            login_probed=bool(found.get("login_probed")),
         )
 
     async def _write_status(self, observed: status.Observed) -> None:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-CONDITION_TYPES = ("CredentialsReady", "Seeded", "TokenFresh", "Available", "Ready")
+CONDITION_TYPES = ("CredentialsReady", "Seeded", "TokenFresh", "Available", "LoginValid", "Ready")
 RESULTS = frozenset({"refreshed", "copied", "skipped", "failed"})
 # Refresh failures that retrying cannot mend: a person has to log in again or fix the Secret.
 USER_ACTION_REASONS = frozenset({"invalid_grant", "malformed", "missing"})
@@ -141,6 +141,9 @@ class Observed:
     refresh_outcome: Outcome | None = None
     replicas: int = 1
     deployment: Mapping[str, Any] | None = None
+    credential_secret: str | None = None  # the Secret a new login goes into (the seed Secret in oauth mode)
+    login: Mapping[str, Any] | None = None  # login.parse() of the proxy's /readyz; None: no answer
+    login_probed: bool = False  # whether /readyz was read (only while a replica is available)
 
 
 def _condition(kind: str, ok: bool | None, reason: str, message: str) -> Condition:
@@ -245,6 +248,43 @@ def _available(observed: Observed, seeded: Condition) -> Condition:
     return _condition("Available", False, "NoReplicasAvailable", f"0/{observed.replicas} replicas available")
 
 
+_CREDENTIAL_NAMES = {"api_key": "API key", "access_token": "access token", "oauth_file": "OAuth login"}
+MAX_ANTHROPIC_MESSAGE = 120
+
+
+def login_hint(observed: Observed) -> str:
+    """What a person does about a refused login, as the README says it."""
+    secret = observed.credential_secret or "the credentials Secret"
+    if observed.auth_mode == "apiKey":
+        return f"put a valid API key in Secret {secret} (the proxy pods roll over to it)"
+    if observed.auth_mode == "accessToken":
+        return f"run `claude setup-token` and put the new token in Secret {secret}"
+    return f"run `claude auth login` and replace Secret {secret}'s content (the operator seeds the volume again)"
+
+
+def _login_valid(observed: Observed, previous: Mapping[str, Any]) -> Condition:
+    if not observed.login_probed:
+        return _condition("LoginValid", None, "ProxyNotAvailable", "no proxy replica is available to ask")
+    login = observed.login
+    if login is None:
+        return _condition("LoginValid", None, "ProxyUnreachable", "the proxy's /readyz gave no login verdict")
+    kind = _CREDENTIAL_NAMES.get(str(login.get("credential")), "credential")
+    if login["state"] == "valid":
+        return _condition("LoginValid", True, "LoginAccepted", f"Anthropic accepted the {kind}")
+    if login["state"] == "refused":
+        said = clean_message(login.get("message"))
+        if len(said) > MAX_ANTHROPIC_MESSAGE:
+            said = said[: MAX_ANTHROPIC_MESSAGE - 1] + "…"
+        code = f"HTTP {login['status']}: " if isinstance(login.get("status"), int) else ""
+        text = f"Anthropic refused the {kind} ({code}{said}); {login_hint(observed)}"
+        return _condition("LoginValid", False, "LoginRefused", clean_message(text))
+    # The replica that answered has sent nothing upstream yet (a new pod): the last verdict stands.
+    old = condition(previous, "LoginValid")
+    if old.get("status") in ("True", "False"):
+        return _condition("LoginValid", old["status"] == "True", str(old.get("reason")), str(old.get("message", "")))
+    return _condition("LoginValid", None, "NoRequestYet", "the proxy has not called Anthropic yet")
+
+
 def _credentials(observed: Observed) -> Condition:
     if observed.missing_secrets:
         return _condition(
@@ -272,8 +312,12 @@ def compute_status(previous: Mapping[str, Any], observed: Observed) -> dict[str,
     seeded = _seeded(observed, seed)
     fresh = _token_fresh(observed, expires, refresh)
     available = _available(observed, seeded)
+    login = _login_valid(observed, previous)
     parts = [credentials, seeded, fresh, available]
+    # A refused login keeps the proxy from serving; an unknown one (no request yet) does not.
     blocker = next((c for c in parts if c["status"] != "True"), None)
+    if blocker is None and login["status"] == "False":
+        blocker = login
     ready = (
         _condition("Ready", True, "Ready", "the proxy serves requests")
         if blocker is None
@@ -286,7 +330,7 @@ def compute_status(previous: Mapping[str, Any], observed: Observed) -> dict[str,
         "tokenExpiresAt": expires,
         "lastRefresh": refresh,
         "seed": seed if observed.auth_mode == "oauth" else None,
-        "conditions": _stamp([*parts, ready], previous.get("conditions") or (), observed),
+        "conditions": _stamp([*parts, login, ready], previous.get("conditions") or (), observed),
     }
     return status
 
@@ -313,6 +357,11 @@ def events(previous: Mapping[str, Any], current: Mapping[str, Any]) -> list[tupl
             found.append(("Warning", "RefreshFailed", f"{refresh.get('reason')}: {refresh.get('message')}"))
         elif refresh.get("result") == "refreshed":
             found.append(("Normal", "Refreshed", f"token valid until {current.get('tokenExpiresAt')}"))
+    login, old_login = condition(current, "LoginValid"), condition(previous, "LoginValid")
+    if login.get("status") == "False" and old_login.get("status") != "False":
+        found.append(("Warning", "LoginRefused", str(login.get("message", ""))))
+    elif login.get("status") == "True" and old_login.get("status") == "False":
+        found.append(("Normal", "LoginAccepted", str(login.get("message", ""))))
     ready, old_ready = condition(current, "Ready"), condition(previous, "Ready")
     if ready.get("status") != old_ready.get("status"):
         if ready.get("status") == "True":

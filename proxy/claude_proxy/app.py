@@ -30,6 +30,7 @@ from claude_proxy.config import Settings
 from claude_proxy.credentials import Credential, CredentialResolver
 from claude_proxy.errors import InvalidRequest, ProxyError, Unauthorized, UpstreamError
 from claude_proxy.limits import ClientGone, Drain, Limiter, Slot, read_body
+from claude_proxy.login import LoginState
 from claude_proxy.metrics import CONTENT_TYPE, Metrics
 from claude_proxy.relay import StreamRelay, error_line
 from claude_proxy.retry import RetryPolicy
@@ -252,6 +253,8 @@ def create_app(
     metrics.inflight = lambda: float(limiter.active)
     metrics.queued = lambda: float(limiter.queued)
     metrics.draining = lambda: drain.draining
+    login = LoginState(clock=clock)
+    metrics.login = login.gauge
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -269,7 +272,7 @@ def create_app(
         await client.start()
         try:
             app.state.upstream = Upstream(
-                client, resolver, timeouts=timeouts, retry=retry, sleep=sleep, observer=metrics
+                client, resolver, timeouts=timeouts, retry=retry, sleep=sleep, observer=metrics, login=login
             )
             yield
         finally:
@@ -287,6 +290,7 @@ def create_app(
     app.state.metrics = metrics
     app.state.limiter = limiter
     app.state.drain = drain
+    app.state.login = login
     app.edge = AccessMiddleware(app.dispatch, metrics=metrics)
 
     @app.exception_handler(Exception)
@@ -516,7 +520,8 @@ def create_app(
             credential = resolver.resolve()
         except Exception as exc:  # any failure to resolve means not ready; the reason carries no secret
             return json_response({"status": "unready", "reason": str(exc)}, 503)
-        info: dict[str, Any] = {"status": "ready", "credential": credential.kind.value}
+        # A refused login keeps the pod ready (restarting it mends nothing); the operator reads `login` into status.
+        info: dict[str, Any] = {"status": "ready", "credential": credential.kind.value, "login": login.as_json()}
         if credential.expires_at is not None:
             info["expiresAt"] = datetime.fromtimestamp(credential.expires_at, UTC).isoformat().replace("+00:00", "Z")
             if credential.expired(clock()):

@@ -90,12 +90,14 @@ class UpstreamError(ProxyError):
         retry_after: str | None = None,
         param: str | None = None,
         code: str | None = None,
+        upstream_message: str | None = None,
     ) -> None:
         headers = {"retry-after": retry_after} if retry_after else {}
         if request_id:
             headers["x-upstream-request-id"] = request_id
         super().__init__(message, status=status, type=type, param=param, code=code, headers=headers)
         self.upstream_type = upstream_type
+        self.upstream_message = upstream_message if upstream_message is not None else message  # Anthropic's words
         self.request_id = request_id
         self.retry_after = retry_after
 
@@ -140,6 +142,7 @@ def upstream_error(status: int, body: Any, headers: Any) -> UpstreamError:
             message = f"Anthropic API answered HTTP {status} without an error message"
     etype = _ERROR_TYPES.get(upstream_type or "", "server_error" if status >= 500 else "invalid_request_error")
     param = code = None
+    upstream_message = message
     match = _TOO_LONG.search(message) if status == 400 else None
     if match:
         used, limit = match.group(1), match.group(2)
@@ -175,4 +178,5 @@ def upstream_error(status: int, body: Any, headers: Any) -> UpstreamError:
         retry_after=retry_after,
         param=param,
         code=code,
+        upstream_message=upstream_message,
     )

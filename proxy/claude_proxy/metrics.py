@@ -61,6 +61,11 @@ class _StateCollector(Collector):
             yield family
         yield GaugeMetricFamily("proxy_upstream_inflight", "Upstream requests holding a slot", value=m.inflight())
         yield GaugeMetricFamily("proxy_upstream_queued", "Requests waiting for an upstream slot", value=m.queued())
+        yield GaugeMetricFamily(
+            "proxy_upstream_login_valid",
+            "1 while Anthropic accepts the credential, 0 once it refused it (401), -1 before any answer",
+            value=m.login(),
+        )
         yield GaugeMetricFamily("proxy_draining", "1 while shutting down (readyz is 503)", value=float(m.draining()))
         try:
             tasks = len(asyncio.all_tasks())
@@ -82,6 +87,7 @@ class Metrics:
         # The latest upstream headers that carried rate-limit state, parsed only when scraped.
         self._ratelimit_headers: Mapping[str, str] | None = None
         self._ratelimit_seen = 0.0
+        self.login: Callable[[], float] = lambda: -1.0
         r = self.registry
         self.requests = Counter(
             "proxy_requests",

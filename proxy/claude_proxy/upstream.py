@@ -32,6 +32,7 @@ from claude_proxy.errors import (
     UpstreamUnavailable,
     upstream_error,
 )
+from claude_proxy.login import LoginState, refuses_login
 from claude_proxy.retry import RetryBudget, RetryPolicy, retry_after, should_retry
 
 log = logging.getLogger("claude_proxy.upstream")
@@ -122,8 +123,11 @@ class Upstream:
         retry: RetryPolicy | None = None,
         sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
         observer: UpstreamObserver | None = None,
+        login: LoginState | None = None,
     ) -> None:
         self.client = client
+        self.login = login  # told whether Anthropic accepted the credential, on every answer
+        self._login_kind = ""  # the kind of credential the last attempt used
         default = aiohttp.ClientTimeout(total=None, sock_connect=10.0, sock_read=600.0)
         # (whole answers, streams): a stream's read timeout is its idle timeout
         self._timeouts = {False: (timeouts or (default, default))[0], True: (timeouts or (default, default))[1]}
@@ -158,6 +162,10 @@ class Upstream:
                 self._headers_by_betas.clear()
             self._headers_by_betas[client_betas] = headers
         return headers
+
+    def _note_login(self, error: UpstreamError, kind: str, *, messages: bool) -> None:
+        if self.login is not None and refuses_login(error.status, error.upstream_type, messages=messages):
+            self.login.refused(kind, error.status, error.upstream_message)
 
     async def backoff(
         self, retry: int, hint: float | None, budget: RetryBudget, why: str, reason: str = "other"
@@ -204,6 +212,7 @@ class Upstream:
             if self.observer is not None:
                 self.observer.attempt(response.status_code, time.perf_counter() - started, stream)
                 self.observer.ratelimits(response.headers)
+            self._login_kind = credential.kind.value
             if response.status_code != 401 or credential.kind is not CredentialKind.OAUTH_FILE or attempt:
                 return response
             self.resolver.invalidate()
@@ -244,6 +253,8 @@ class Upstream:
                     continue
                 raise (retries_spent(error) if budget.retries else error) from None
             if response.status_code < 400:
+                if self.login is not None:
+                    self.login.accepted(self._login_kind)
                 return response
             try:
                 content = await response.read()
@@ -252,6 +263,7 @@ class Upstream:
             finally:
                 await response.close()
             error = upstream_error(response.status_code, _parse_error_body(content), response.headers)
+            self._note_login(error, self._login_kind, messages=True)
             if should_retry(response.status_code, response.headers):
                 if await self.backoff(
                     budget.retries + 1,
@@ -290,7 +302,8 @@ class Upstream:
 
     async def list_models(self) -> list[dict[str, Any]]:
         """GET /v1/models, all pages (bounded)."""
-        headers = build_headers(self.credential())
+        credential = self.credential()
+        headers = build_headers(credential)
         models: list[dict[str, Any]] = []
         params: dict[str, str] = {"limit": "1000"}
         for _ in range(10):
@@ -302,7 +315,11 @@ class Upstream:
                 raise _transport_error(exc, self.base_url) from None
             content = response.content or b""
             if response.status_code >= 400:
-                raise upstream_error(response.status_code, _parse_error_body(content), response.headers)
+                error = upstream_error(response.status_code, _parse_error_body(content), response.headers)
+                self._note_login(error, credential.kind.value, messages=False)
+                raise error
+            if self.login is not None:
+                self.login.accepted(credential.kind.value)
             page = orjson.loads(content)
             models.extend(m for m in page.get("data", []) if isinstance(m, dict) and isinstance(m.get("id"), str))
             if not page.get("has_more") or not page.get("last_id"):

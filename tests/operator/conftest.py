@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import aiohttp
@@ -31,6 +32,46 @@ from tests.operator.cluster import (
 IMAGE = "claude-code-proxy:test"
 RESYNC_SECONDS = 0.4
 HANDLED = "claudeproxy.dev/last-handled-configuration"
+
+
+class Readyz:
+    """A real HTTP server answering GET /<namespace>/<name>/readyz as that proxy's Service would: `logins` holds
+    the `login` object per proxy (absent: 404, as from a proxy that gives no verdict)."""
+
+    def __init__(self) -> None:
+        self.logins: dict[tuple[str, str], dict[str, Any]] = {}
+        self.hits = 0
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def do_GET(self) -> None:
+                outer.hits += 1
+                parts = self.path.strip("/").split("/")
+                login = outer.logins.get((parts[0], parts[1])) if len(parts) == 3 else None
+                body = json.dumps({"status": "ready", "login": login}).encode() if login else b"{}"
+                self.send_response(200 if login else 404)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        host, port = self.server.server_address[:2]
+        self.url = f"http://{host}:{port}/{{namespace}}/{{name}}/readyz"
+
+
+@pytest.fixture
+def readyz() -> Iterator[Readyz]:
+    served = Readyz()
+    thread = threading.Thread(target=served.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    yield served
+    served.server.shutdown()
+    served.server.server_close()
 
 
 @pytest.fixture
@@ -68,7 +109,9 @@ async def _quiesce(emulator: Cluster) -> None:
 
 
 @pytest.fixture
-async def operator(cluster: tuple[Cluster, str], request: pytest.FixtureRequest) -> AsyncIterator[Cluster]:
+async def operator(
+    cluster: tuple[Cluster, str], readyz: Readyz, request: pytest.FixtureRequest
+) -> AsyncIterator[Cluster]:
     emulator, url = cluster
 
     def login(**_: Any) -> kopf.ConnectionInfo:
@@ -83,7 +126,10 @@ async def operator(cluster: tuple[Cluster, str], request: pytest.FixtureRequest)
         "current-context": "emulator",
     }
     kube = Kube(KubeConfig.from_dict(kubeconfig))
-    registry = build_registry(Config(default_image=IMAGE, resync_seconds=RESYNC_SECONDS), login=login, kube=kube)
+    config = Config(
+        default_image=IMAGE, resync_seconds=RESYNC_SECONDS, login_url=readyz.url, login_timeout=1.0
+    )
+    registry = build_registry(config, login=login, kube=kube)
     settings = kopf.OperatorSettings()
     configure(settings)
     settings.networking.error_backoffs = [0.1, 0.2]

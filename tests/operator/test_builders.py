@@ -4,6 +4,7 @@ kubernetes-validate ships, offline), secured, and shaped as each auth mode needs
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 from typing import Any
 
 import kubernetes_validate
@@ -15,6 +16,7 @@ from tests.operator import crdtools
 
 K8S = kubernetes_validate.latest_version()
 NS = "rockbot"
+ROOT = Path(__file__).resolve().parents[2]
 CHECKSUM = "0123456789abcdef"
 DIGEST = "fedcba9876543210"
 
@@ -234,3 +236,21 @@ def test_service_endpoint_and_network_policy() -> None:
         {"podSelector": {"matchLabels": {"app.kubernetes.io/name": "rockbot"}}}
     ]
     assert listed["spec"]["policyTypes"] == ["Ingress"]
+
+
+def test_the_network_policy_admits_the_operator_to_read_readyz() -> None:
+    spec = _spec(EXAMPLES["claude-proxy"]["spec"])
+    policy = builders.network_policy("p", NS, spec, "claude-proxy-system")
+    operator_peer = {
+        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "claude-proxy-system"}},
+        "podSelector": {"matchLabels": {"app.kubernetes.io/name": "claude-proxy-operator"}},
+    }
+    assert policy["spec"]["ingress"][0]["from"] == [
+        {"podSelector": {"matchLabels": {"app.kubernetes.io/name": "rockbot"}}},
+        operator_peer,
+    ]
+    # The peer's labels are the ones the chart puts on the operator's pods.
+    chart = (ROOT / "charts" / "claude-code-proxy" / "templates" / "_helpers.tpl").read_text()
+    assert "app.kubernetes.io/name: claude-proxy-operator" in chart
+    rendered = (ROOT / "manifests" / "operator" / "20-deployment.yaml").read_text()
+    assert "POD_NAMESPACE" in rendered and "fieldPath: metadata.namespace" in rendered

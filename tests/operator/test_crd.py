@@ -31,7 +31,7 @@ def test_crd_identity_and_status_subresource() -> None:
     assert version["name"] == "v1alpha1" and version["served"] and version["storage"]
     assert version["subresources"] == {"status": {}}
     columns = [c["name"] for c in version["additionalPrinterColumns"]]
-    assert columns == ["Auth", "Ready", "Token expires", "Endpoint", "Age"]
+    assert columns == ["Auth", "Ready", "Login", "Token expires", "Endpoint", "Age"]
 
 
 def _structural_problems(node: Any, path: str = "") -> list[str]:

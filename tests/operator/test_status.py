@@ -95,6 +95,7 @@ def test_api_key_mode_ready_when_available() -> None:
         "Seeded": ("True", "NotRequired"),
         "TokenFresh": ("True", "NotRequired"),
         "Available": ("True", "MinimumReplicasAvailable"),
+        "LoginValid": ("Unknown", "ProxyNotAvailable"),
         "Ready": ("True", "Ready"),
     }
     assert st["observedGeneration"] == 3 and st["endpoint"] == ENDPOINT and st["authMode"] == "apiKey"
@@ -228,3 +229,59 @@ def test_quantity() -> None:
     assert quantity("1Gi") > quantity("1000Mi")
     with pytest.raises(ValueError):
         quantity("lots")
+
+
+def _login(previous: dict[str, Any], login: dict[str, Any] | None, mode: str = "oauth") -> dict[str, Any]:
+    obs = status.Observed(
+        1, mode, ENDPOINT, NOW, deployment=_available(), credential_secret="claude-login",
+        seed_secret="claude-login", seed_digest="d", login=login, login_probed=True,
+        seed_outcome=status.Outcome("seed", "copied", "copied", "ok", "2026-03-01T13:00:00Z", "2026-03-01T11:00:00Z"),
+    )  # fmt: skip
+    return status.compute_status(previous, obs)
+
+
+def test_a_refused_login_is_a_false_condition_with_what_to_do_and_blocks_ready() -> None:
+    accepted = _login({}, {"state": "valid", "credential": "oauth_file"})
+    assert _conds(accepted)["LoginValid"] == ("True", "LoginAccepted")
+    assert _conds(accepted)["Ready"] == ("True", "Ready")
+    leaked = "sk-ant-oat01-" + "y" * 50
+    refused = _login(
+        accepted,
+        {"state": "refused", "credential": "oauth_file", "status": 401, "message": f"revoked {leaked} " + "z " * 200},
+    )
+    cond = status.condition(refused, "LoginValid")
+    assert (cond["status"], cond["reason"]) == ("False", "LoginRefused")
+    assert leaked not in cond["message"] and "HTTP 401" in cond["message"]
+    assert "claude auth login" in cond["message"] and "claude-login" in cond["message"]  # the hint survives trimming
+    assert len(cond["message"]) <= status.MAX_MESSAGE
+    assert _conds(refused)["Ready"] == ("False", "LoginRefused")
+    assert status.events(accepted, refused) == [
+        ("Warning", "LoginRefused", cond["message"]),
+        ("Warning", "NotReady", f"LoginRefused: LoginValid: {cond['message']}"),
+    ]
+    # The same verdict again, or a replica without one: no change, no Event.
+    again = _login(
+        refused,
+        {"state": "refused", "credential": "oauth_file", "status": 401, "message": f"revoked {leaked} " + "z " * 200},
+    )
+    assert status.events(refused, again) == []
+    unknown = _login(refused, {"state": "unknown"})
+    assert status.condition(unknown, "LoginValid")["status"] == "False"
+    assert status.events(refused, unknown) == []
+    cleared = _login(unknown, {"state": "valid", "credential": "oauth_file"})
+    assert [e[:2] for e in status.events(unknown, cleared)] == [("Normal", "LoginAccepted"), ("Normal", "Ready")]
+
+
+@pytest.mark.parametrize(
+    ("mode", "hint"),
+    [("apiKey", "valid API key in Secret claude-login"), ("accessToken", "claude setup-token")],
+)
+def test_the_hint_fits_the_auth_mode(mode: str, hint: str) -> None:
+    refused = _login({}, {"state": "refused", "credential": "api_key", "status": 401, "message": "no"}, mode)
+    assert hint in status.condition(refused, "LoginValid")["message"]
+
+
+def test_login_is_unknown_before_any_request_and_when_the_proxy_gives_no_answer() -> None:
+    assert status.condition(_login({}, {"state": "unknown"}), "LoginValid")["reason"] == "NoRequestYet"
+    assert status.condition(_login({}, None), "LoginValid")["reason"] == "ProxyUnreachable"
+    assert _conds(_login({}, None))["Ready"] == ("True", "Ready")  # not knowing is no reason to be unready

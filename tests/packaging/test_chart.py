@@ -55,7 +55,7 @@ def test_chart_versions_follow_the_project() -> None:
     chart = yaml.safe_load((helm.CHART / "Chart.yaml").read_text())
     assert chart["appVersion"] == VERSION
     # The operator's built-in default proxy image is the one the chart points it at by default.
-    env = {e["name"]: e["value"] for e in operator_container(template())["env"]}
+    env = {e["name"]: e.get("value", e.get("valueFrom")) for e in operator_container(template())["env"]}
     assert env["CLAUDE_PROXY_IMAGE"] == operator_config.DEFAULT_IMAGE == f"claude-code-proxy:{VERSION}"
     assert operator_container(template())["image"] == f"claude-code-proxy-operator:{VERSION}"
 
@@ -128,7 +128,7 @@ def test_operator_deployment_shape_and_probes() -> None:
     for probe in ("livenessProbe", "readinessProbe"):
         get = container[probe]["httpGet"]
         assert ports[get["port"]] == liveness.port and get["path"] == liveness.path
-    env = {e["name"]: e["value"] for e in container["env"]}
+    env = {e["name"]: e.get("value", e.get("valueFrom")) for e in container["env"]}
     config = operator_config.Config.from_env(env)  # the operator reads what the chart sets
     assert config.resync_seconds == 60 and config.cluster_domain == "cluster.local"
 
@@ -163,7 +163,7 @@ def test_images_and_operator_settings_come_from_values() -> None:
     validate_k8s(objects)
     container = operator_container(objects)
     assert container["image"] == "registry.example/ops/op:1.2.3"
-    env = {e["name"]: e["value"] for e in container["env"]}
+    env = {e["name"]: e.get("value", e.get("valueFrom")) for e in container["env"]}
     config = operator_config.Config.from_env(env)
     assert config.default_image == "registry.example/ops/proxy:1.2.4"
     assert (config.resync_seconds, config.cluster_domain) == (15.0, "corp.local")

@@ -1,0 +1,71 @@
+"""Whether Anthropic accepts the proxy's credential, as its answers showed: the login's truth for /readyz, /metrics and
+the operator's `LoginValid` condition.
+
+Every upstream answer updates it: a 401 (or a 403 `permission_error` to a message) marks the login refused, keeping
+Anthropic's error message, masked and shortened, and which kind of credential was in use; any success marks it valid
+again. Only the kind of credential is kept, never the credential: the message is masked for anything shaped like a
+token, since /readyz is readable by whoever reaches the pod.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+MAX_MESSAGE = 300
+_TOKENISH = re.compile(r"sk-ant-[A-Za-z0-9_-]+|[A-Za-z0-9_.+/=-]{40,}")
+
+
+def _masked(text: str) -> str:
+    masked = _TOKENISH.sub("[redacted]", " ".join(text.split()))
+    return masked if len(masked) <= MAX_MESSAGE else masked[: MAX_MESSAGE - 1] + "…"
+
+
+def refuses_login(status: int, error_type: str | None, *, messages: bool) -> bool:
+    """Whether an upstream error says the credential itself is refused (not the request)."""
+    if status == 401:
+        return True
+    return messages and status == 403 and error_type == "permission_error"
+
+
+class LoginState:
+    """The last verdict on the credential: None before any upstream answer, then True or False."""
+
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self.clock = clock
+        self.valid: bool | None = None
+        self.credential: str | None = None  # the kind in use (`api_key`, `oauth_file`, ...), never its value
+        self.status: int | None = None
+        self.message = ""
+        self.since: float | None = None  # when the verdict last changed
+
+    def _set(self, valid: bool, credential: str, status: int | None, message: str) -> None:
+        if valid is not self.valid:
+            self.since = self.clock()
+        self.valid, self.credential, self.status, self.message = valid, credential, status, message
+
+    def accepted(self, credential: str) -> None:
+        if self.valid is True and self.credential == credential:
+            return  # the hot path: nothing changes
+        self._set(True, credential, None, "")
+
+    def refused(self, credential: str, status: int, message: str) -> None:
+        self._set(False, credential, status, _masked(message))
+
+    def gauge(self) -> float:
+        """1 accepted, 0 refused, -1 before any answer."""
+        return -1.0 if self.valid is None else float(self.valid)
+
+    def as_json(self) -> dict[str, Any]:
+        if self.valid is None:
+            return {"state": "unknown"}
+        info: dict[str, Any] = {"state": "valid" if self.valid else "refused", "credential": self.credential}
+        if self.since is not None:
+            info["since"] = datetime.fromtimestamp(self.since, UTC).isoformat().replace("+00:00", "Z")
+        if not self.valid:
+            info["status"] = self.status
+            info["message"] = self.message
+        return info

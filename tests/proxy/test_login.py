@@ -1,0 +1,114 @@
+"""The login's truth: a credential Anthropic refuses shows in /readyz and /metrics, and clears on the next success."""
+
+from __future__ import annotations
+
+import logging
+
+import httpx
+import openai
+import pytest
+
+from tests.conftest import API_KEY, OAUTH_TOKEN, ProxyFactory, metric_samples
+from tests.fakes.anthropic import ErrorReply, FakeAnthropic
+
+GAUGE = "proxy_upstream_login_valid"
+
+
+def ask(client: openai.OpenAI) -> str | None:
+    reply = client.chat.completions.create(
+        model="claude-sonnet-4-6", messages=[{"role": "user", "content": "hi"}], max_tokens=16
+    )
+    return reply.choices[0].message.content
+
+
+def readyz(url: str) -> dict[str, object]:
+    response = httpx.get(f"{url}/readyz")
+    assert response.status_code == 200  # a refused login never makes the pod unready
+    body: dict[str, object] = response.json()
+    return body
+
+
+@pytest.mark.parametrize(
+    ("env", "credential", "secret", "message"),
+    [
+        ({}, "api_key", API_KEY, "invalid x-api-key"),
+        (
+            {"ANTHROPIC_API_KEY": "-", "CLAUDE_ACCESS_TOKEN": OAUTH_TOKEN},
+            "access_token",
+            OAUTH_TOKEN,
+            "OAuth token has expired or is invalid.",
+        ),
+    ],
+)
+def test_a_refused_credential_shows_and_clears_without_the_token(
+    fake: FakeAnthropic,
+    proxy: ProxyFactory,
+    caplog: pytest.LogCaptureFixture,
+    capfd: pytest.CaptureFixture[str],
+    env: dict[str, str],
+    credential: str,
+    secret: str,
+    message: str,
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="claude_proxy")
+    url = proxy(**env)
+    client = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0)
+
+    assert readyz(url)["login"] == {"state": "unknown"}
+    assert metric_samples(url)[GAUGE] == -1
+
+    assert ask(client)
+    first = readyz(url)["login"]
+    assert isinstance(first, dict) and first["state"] == "valid" and first["credential"] == credential
+    assert metric_samples(url)[GAUGE] == 1
+
+    # The login is revoked: Anthropic no longer knows the credential.
+    fake.api_keys.clear()
+    fake.oauth_tokens.clear()
+    with pytest.raises(openai.AuthenticationError) as refused:
+        ask(client)
+    assert message in str(refused.value)
+    login = readyz(url)["login"]
+    assert isinstance(login, dict)
+    assert login["state"] == "refused" and login["credential"] == credential and login["status"] == 401
+    assert str(login["message"]).startswith(message)
+    assert metric_samples(url)[GAUGE] == 0
+
+    # Logged in again: the next success clears it.
+    fake.api_keys.add(API_KEY)
+    fake.oauth_tokens.add(OAUTH_TOKEN)
+    assert ask(client)
+    again = readyz(url)["login"]
+    assert isinstance(again, dict) and again["state"] == "valid" and "message" not in again
+    assert metric_samples(url)[GAUGE] == 1
+
+    seen = httpx.get(f"{url}/readyz").text + httpx.get(f"{url}/metrics").text
+    out, err = capfd.readouterr()
+    logged = "\n".join(r.getMessage() for r in caplog.records)
+    for text in (seen, out, err, logged):
+        assert secret not in text
+
+
+def test_a_refused_model_list_marks_the_login_and_the_next_list_clears_it(
+    fake: FakeAnthropic, proxy: ProxyFactory
+) -> None:
+    url = proxy(PROXY_MODELS_CACHE_SECONDS="0")
+    fake.api_keys.clear()
+    httpx.get(f"{url}/v1/models")  # answered from the built-in list; the refusal is still noted
+    login = readyz(url)["login"]
+    assert isinstance(login, dict) and login["state"] == "refused"
+    fake.api_keys.add(API_KEY)
+    assert httpx.get(f"{url}/v1/models").status_code == 200
+    assert readyz(url)["login"]["state"] == "valid"  # type: ignore[index]
+
+
+def test_a_refusal_message_shaped_like_a_token_is_masked(fake: FakeAnthropic, proxy: ProxyFactory) -> None:
+    url = proxy()
+    leaked = "sk-ant-api03-" + "x" * 40
+    fake.script(ErrorReply(401, "authentication_error", f"key {leaked} was revoked"))
+    client = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0)
+    with pytest.raises(openai.AuthenticationError):
+        ask(client)
+    login = readyz(url)["login"]
+    assert isinstance(login, dict) and login["state"] == "refused"
+    assert leaked not in str(login["message"]) and "[redacted]" in str(login["message"])
