@@ -29,6 +29,8 @@ MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
 VOLUME_LABEL = "claudeproxy.dev/credentials-volume"
 CHECKSUM_ANNOTATION = "claudeproxy.dev/config-checksum"
 SEED_DIGEST_ANNOTATION = "claudeproxy.dev/seed-digest"
+# Set on a ClaudeProxy to any new value: the operator runs one forced refresh for that value.
+REFRESH_NOW_ANNOTATION = "claudeproxy.dev/refresh-now"
 
 SEED_BACKOFF_LIMIT = 3
 SEED_DEADLINE_SECONDS = 300
@@ -52,6 +54,10 @@ def seed_job_name(name: str, digest: str) -> str:
 
 def cronjob_name(name: str) -> str:
     return f"{name}-refresh"
+
+
+def refresh_now_job_name(name: str, digest: str) -> str:
+    return f"{name}-refresh-now-{digest[:10]}"
 
 
 def endpoint(name: str, namespace: str, port: int, cluster_domain: str = "cluster.local") -> str:
@@ -288,6 +294,23 @@ def refresh_cronjob(name: str, namespace: str, spec: ProxySpec) -> Obj:
                 },
             },
         },
+    }
+
+
+def refresh_now_job(name: str, namespace: str, spec: ProxySpec, digest: str) -> Obj:
+    """One run of the refresh CronJob's template with `--force`: a refresh now, whether or not the token is due.
+    `digest` names the `refresh-now` request it answers; the pods carry the refresh labels, so the outcome is read
+    into status like a scheduled run's."""
+    template = copy.deepcopy(refresh_cronjob(name, namespace, spec)["spec"]["jobTemplate"])
+    container = template["spec"]["template"]["spec"]["containers"][0]
+    container["args"] = [*container["args"], "--force"]
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": _meta(
+            refresh_now_job_name(name, digest), namespace, name, "refresh", {REFRESH_NOW_ANNOTATION: digest}
+        ),
+        "spec": template["spec"],
     }
 
 

@@ -35,6 +35,7 @@ def _children(name: str, spec: ProxySpec) -> list[dict[str, Any]]:
             builders.credentials_pvc(name, NS, spec),
             builders.seed_job(name, NS, spec, DIGEST),
             builders.refresh_cronjob(name, NS, spec),
+            builders.refresh_now_job(name, NS, spec, DIGEST),
         ]
     return objs
 
