@@ -149,6 +149,8 @@ def _pod_spec(name: str, spec: ProxySpec, containers: list[Obj], volumes: list[O
         "containers": containers,
         "volumes": volumes,
     }
+    if spec.image_pull_secrets:
+        pod["imagePullSecrets"] = [{"name": secret} for secret in spec.image_pull_secrets]
     if spec.node_selector:
         pod["nodeSelector"] = dict(spec.node_selector)
     if spec.tolerations:

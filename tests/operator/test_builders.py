@@ -10,7 +10,7 @@ import kubernetes_validate
 import pytest
 
 from claude_proxy_operator import builders
-from claude_proxy_operator.spec import ProxySpec, parse_spec
+from claude_proxy_operator.spec import ProxySpec, SpecError, parse_spec
 from tests.operator import crdtools
 
 K8S = kubernetes_validate.latest_version()
@@ -60,6 +60,7 @@ RICH_OAUTH: dict[str, Any] = {
     },
     "image": "registry.example/claude-proxy:1.2.3",
     "imagePullPolicy": "Always",
+    "imagePullSecrets": [{"name": "registry-example"}, {"name": "registry-mirror"}],
     "replicas": 3,
     "nodeSelector": {"kubernetes.io/os": "linux"},
     "tolerations": [{"key": "dedicated", "operator": "Equal", "value": "ai", "effect": "NoSchedule"}],
@@ -206,6 +207,19 @@ def test_rwo_volume_co_locates_every_pod_that_mounts_it() -> None:
             assert template["spec"]["nodeSelector"] == {"kubernetes.io/os": "linux"}
             assert template["spec"]["tolerations"] == RICH_OAUTH["tolerations"]
     assert "podAffinity" not in RICH_OAUTH["affinity"]  # the input was not mutated
+
+
+def test_image_pull_secrets_reach_every_pod_and_only_when_given() -> None:
+    pods = [t["spec"] for obj in _children("p", _spec(RICH_OAUTH)) for t in _pod_templates(obj)]
+    assert len(pods) == 4  # proxy, seed, refresh, refresh-now
+    for pod in pods:
+        assert pod["imagePullSecrets"] == [{"name": "registry-example"}, {"name": "registry-mirror"}]
+    for case in EXAMPLES.values():
+        for obj in _children("p", _spec(case["spec"])):
+            for template in _pod_templates(obj):
+                assert "imagePullSecrets" not in template["spec"]
+    with pytest.raises(SpecError, match="imagePullSecrets"):
+        _spec({**RICH_OAUTH, "imagePullSecrets": [{"key": "x"}]})
 
 
 def test_rwx_volume_needs_no_co_location() -> None:

@@ -12,6 +12,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from claude_proxy_operator import builders
 from claude_proxy_operator import config as operator_config
 from claude_proxy_operator.main import build_parser
 from claude_proxy_operator.rbac import RULES
@@ -258,6 +259,31 @@ def test_every_instance_value_reaches_the_spec() -> None:
     assert list(spec.tolerations) == [{"key": "dedicated", "operator": "Exists"}]
 
 
+def test_image_pull_secrets_reach_the_operator_and_every_proxy_pod() -> None:
+    shared = {"operator.imagePullSecrets[0].name": "registry-example"}
+    objects = template(instance("oauth", **shared))
+    validate_k8s(objects)
+    pod = one(objects, "Deployment")["spec"]["template"]["spec"]
+    assert pod["imagePullSecrets"] == [{"name": "registry-example"}]
+    proxy = one(objects, "ClaudeProxy")
+    assert crdtools.validate(proxy) == []
+    assert proxy["spec"]["imagePullSecrets"] == [{"name": "registry-example"}]  # one registry: the operator's
+    spec = parse_spec(proxy["spec"], default_image="img")
+    pods = [
+        builders.deployment("p", NAMESPACE, spec, "0")["spec"]["template"]["spec"],
+        builders.seed_job("p", NAMESPACE, spec, "0" * 16)["spec"]["template"]["spec"],
+        builders.refresh_cronjob("p", NAMESPACE, spec)["spec"]["jobTemplate"]["spec"]["template"]["spec"],
+    ]
+    assert [p["imagePullSecrets"] for p in pods] == [[{"name": "registry-example"}]] * 3
+
+    own = template(instance("apiKey", **shared, **{"instance.imagePullSecrets[0].name": "proxy-registry"}))
+    assert one(own, "ClaudeProxy")["spec"]["imagePullSecrets"] == [{"name": "proxy-registry"}]
+    assert one(own, "Deployment")["spec"]["template"]["spec"]["imagePullSecrets"] == [{"name": "registry-example"}]
+    for objects in (template(), template(instance("apiKey"))):
+        assert all("imagePullSecrets" not in o.get("spec", {}) for o in of_kind(objects, "ClaudeProxy"))
+        assert "imagePullSecrets" not in one(objects, "Deployment")["spec"]["template"]["spec"]
+
+
 def test_instance_outside_watched_namespaces_is_refused() -> None:
     error = helm.failure(instance("apiKey", **{"operator.watchNamespaces": "{other}"}))
     assert "not in operator.watchNamespaces" in error
@@ -296,6 +322,8 @@ def test_instance_outside_watched_namespaces_is_refused() -> None:
         ({"operator.resyncSeconds": "0"}, "/operator/resyncSeconds"),
         ({"operator.image.pullPolicy": "Sometimes"}, "/operator/image/pullPolicy"),
         ({"proxy.image.repository": ""}, "/proxy/image/repository"),
+        ({"instance.imagePullSecrets[0].key": "x"}, "/instance/imagePullSecrets/0"),
+        ({"operator.imagePullSecrets[0].name": "Bad_Name"}, "/operator/imagePullSecrets/0/name"),
     ],
 )
 def test_values_schema_refuses(values: dict[str, str], fragment: str) -> None:
