@@ -3,11 +3,14 @@ and granting exactly the operator's rules."""
 
 from __future__ import annotations
 
+import os
+import tomllib
 from pathlib import Path
 from typing import Any
 
 import kubernetes_validate
 import pytest
+import yaml
 
 from claude_proxy_operator.main import build_parser
 from claude_proxy_operator.rbac import RULES
@@ -75,8 +78,69 @@ def test_crd_and_examples_exist_once_each() -> None:
     crds = [
         path
         for path in (helm.ROOT / "manifests").rglob("*.yaml")
-        if any(doc["kind"] == "CustomResourceDefinition" for doc in crdtools.load_all(path))
+        if any(doc.get("kind") == "CustomResourceDefinition" for doc in crdtools.load_all(path))
     ]
     assert [p.relative_to(helm.ROOT).as_posix() for p in crds] == ["manifests/crds/claudeproxies.claudeproxy.dev.yaml"]
     modes = {next(iter(p["spec"]["auth"])) for p in crdtools.example_proxies()}
     assert modes == {"apiKey", "accessToken", "oauth"}
+
+
+# --- kubectl apply -k ------------------------------------------------------------------------------------------------
+
+MANIFESTS = helm.ROOT / "manifests"
+CRD_FILE = MANIFESTS / "crds" / "claudeproxies.claudeproxy.dev.yaml"
+
+
+def _key(obj: dict[str, Any]) -> tuple[str, str, str]:
+    return obj["kind"], obj["metadata"].get("namespace", ""), obj["metadata"]["name"]
+
+
+def _operator_container(objs: list[dict[str, Any]]) -> dict[str, Any]:
+    deployment = next(o for o in objs if o["kind"] == "Deployment")
+    [container] = deployment["spec"]["template"]["spec"]["containers"]
+    return dict(container)
+
+
+def test_kustomize_builds_exactly_the_plain_manifests() -> None:
+    built = helm.kustomize(MANIFESTS)
+    plain = crdtools.load_all(CRD_FILE) + objects()
+    assert sorted(map(_key, built)) == sorted(map(_key, plain))
+    by_key = {_key(o): o for o in plain}
+    for obj in built:
+        assert obj == by_key[_key(obj)]  # the default images are the chart's own: nothing rewritten
+
+
+def test_kustomize_images_override_names_both_images(tmp_path: Path) -> None:
+    """A kustomization of the user's own over manifests/ moves the operator and the proxy image to their registry."""
+    overlay = tmp_path / "overlay"
+    overlay.mkdir()
+    base = os.path.relpath(MANIFESTS, overlay)
+    (overlay / "kustomization.yaml").write_text(
+        "apiVersion: kustomize.config.k8s.io/v1beta1\n"
+        "kind: Kustomization\n"
+        f"resources: [{base}]\n"
+        "images:\n"
+        "  - {name: claude-code-proxy-operator, newName: registry.example/team/claude-code-proxy-operator}\n"
+        "  - {name: claude-code-proxy, newName: registry.example/team/claude-code-proxy, newTag: 0.1.0-team}\n"
+    )
+    built = helm.kustomize(overlay)
+    container = _operator_container(built)
+    assert container["image"] == "registry.example/team/claude-code-proxy-operator:0.1.0"
+    env = {e["name"]: e["value"] for e in container["env"]}
+    assert env["CLAUDE_PROXY_IMAGE"] == "registry.example/team/claude-code-proxy:0.1.0-team"
+    untouched = {e["name"]: e["value"] for e in _operator_container(objects())["env"]}
+    assert {k: v for k, v in env.items() if k != "CLAUDE_PROXY_IMAGE"} == {
+        k: v for k, v in untouched.items() if k != "CLAUDE_PROXY_IMAGE"
+    }
+    for obj in built:
+        kubernetes_validate.validate(obj, K8S, strict=True)
+
+
+def test_kustomization_names_the_images_the_chart_renders() -> None:
+    kustomization = yaml.safe_load((MANIFESTS / "kustomization.yaml").read_text())
+    container = _operator_container(objects())
+    proxy = next(e["value"] for e in container["env"] if e["name"] == "CLAUDE_PROXY_IMAGE")
+    tagged = {f"{i['newName']}:{i['newTag']}" for i in kustomization["images"]}
+    assert tagged == {container["image"], proxy}
+    version = tomllib.loads((helm.ROOT / "pyproject.toml").read_text())["project"]["version"]
+    assert {i["newTag"] for i in kustomization["images"]} == {version}
