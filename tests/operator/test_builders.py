@@ -71,7 +71,7 @@ RICH_OAUTH: dict[str, Any] = {
             }
         }
     },
-    "model": {"default": "claude-sonnet-4-5", "aliases": {"gpt-4o": "claude-sonnet-4-5"}, "defaultMaxTokens": 4096},
+    "model": {"default": "claude-sonnet-4-6", "aliases": {"gpt-4o": "claude-sonnet-4-6"}, "defaultMaxTokens": 4096},
     "upstream": {"baseURL": "http://fake-anthropic.test"},
     "clientAuth": {"apiKeysSecretRef": {"name": "client-keys"}},
     "service": {"type": "LoadBalancer", "port": 8443},
@@ -119,7 +119,7 @@ def test_api_key_mode_takes_the_key_from_the_secret_and_needs_no_volume() -> Non
     env = _env(deploy)
     assert env["ANTHROPIC_API_KEY"] == {"secretKeyRef": {"name": "anthropic-api-key", "key": "api-key"}}
     assert env["PROXY_API_KEYS"] == {"secretKeyRef": {"name": "claude-proxy-client-keys", "key": "keys"}}
-    assert env["PROXY_MODEL_ALIASES"] == "haiku=claude-haiku-4-5,sonnet=claude-sonnet-4-5"
+    assert env["PROXY_MODEL_ALIASES"] == "haiku=claude-haiku-4-5,sonnet=claude-sonnet-4-6"
     assert "CLAUDE_CREDENTIALS_PATH" not in env and "CLAUDE_ACCESS_TOKEN" not in env
     pod = deploy["spec"]["template"]["spec"]
     assert [v["name"] for v in pod["volumes"]] == ["tmp"]

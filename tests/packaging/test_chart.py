@@ -4,6 +4,7 @@ ClaudeProxy valid for the CRD), RBAC equal to what the operator calls, hardening
 from __future__ import annotations
 
 import re
+import subprocess
 import tomllib
 from typing import Any
 from urllib.parse import urlparse
@@ -372,3 +373,23 @@ def test_notes_tell_how_to_seed_a_login() -> None:
 def test_notes_without_instance_show_how_to_create_one() -> None:
     text = notes({})
     assert "kind: ClaudeProxy" in text and "status.endpoint" in text
+
+
+@pytest.mark.parametrize("key", ["keys", "client.keys"])
+def test_notes_read_back_the_client_key_and_send_it_as_bearer(key: str) -> None:
+    values = instance("apiKey", **{"instance.clientAuth.secretName": "ck", "instance.clientAuth.key": key})
+    text = notes(values)
+    [read_back] = [line.strip() for line in text.splitlines() if line.strip().startswith("kubectl -n team get secret")]
+    # The same command against the Secret NOTES says to create, built offline by kubectl itself.
+    create = f"{helm.kubectl_binary()} create secret generic ck --from-literal={key}=first-key,second-key"
+    command = read_back.replace("kubectl -n team get secret ck", f"{create} --dry-run=client", 1)
+    result = subprocess.run(["bash", "-c", command], capture_output=True, text=True, timeout=60)
+    assert (result.returncode, result.stdout.strip()) == (0, "first-key"), result.stderr
+    assert f'KEY="$({read_back})"' in text
+    assert 'curl http://localhost:8080/v1/chat/completions -H "Authorization: Bearer $KEY"' in text
+
+
+def test_notes_without_client_keys_still_send_a_bearer_header() -> None:
+    text = notes(instance("apiKey"))
+    assert "KEY=unused" in text and '-H "Authorization: Bearer $KEY"' in text
+    assert "get secret" not in text

@@ -4,6 +4,7 @@ and granting exactly the operator's rules."""
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from claude_proxy.config import DEFAULT_MODELS
 from claude_proxy_operator.main import build_parser
 from claude_proxy_operator.rbac import RULES
 from tests.operator import crdtools
@@ -144,3 +146,30 @@ def test_kustomization_names_the_images_the_chart_renders() -> None:
     assert tagged == {container["image"], proxy}
     version = tomllib.loads((helm.ROOT / "pyproject.toml").read_text())["project"]["version"]
     assert {i["newTag"] for i in kustomization["images"]} == {version}
+
+
+# --- one model id ----------------------------------------------------------------------------------------------------
+
+MODEL_ID = re.compile(r"\bclaude-(?:opus|sonnet|haiku)-[0-9][0-9a-z.-]*[0-9a-z]")
+DOCUMENTED = ["README.md", "operator/README.md", "charts/claude-code-proxy/values.yaml",
+              "charts/claude-code-proxy/templates/NOTES.txt", *(f"manifests/examples/{p.name}" for p in
+              sorted((helm.ROOT / "manifests" / "examples").glob("*.yaml")))]  # fmt: skip
+
+
+def test_docs_examples_and_notes_name_one_default_model_the_proxy_lists() -> None:
+    """Every model id a user reads is one the proxy's fallback model list has (dotted spellings normalised), and
+    every place that names the model to use names the same one."""
+    default = "claude-sonnet-4-6"
+    assert default in DEFAULT_MODELS
+    for name in DOCUMENTED:
+        text = (helm.ROOT / name).read_text()
+        for found in MODEL_ID.findall(text):
+            assert found.replace(".", "-") in DEFAULT_MODELS, f"{name}: {found}"
+    chosen = []
+    for proxy in crdtools.example_proxies():
+        chosen.append(proxy["spec"]["model"]["default"])
+    readme = (helm.ROOT / "README.md").read_text()
+    chosen += re.findall(r'(?:modelId|model)[:=] ?"(claude-[^"]+)"', readme)
+    notes = (helm.CHART / "templates" / "NOTES.txt").read_text()
+    chosen += re.findall(r'default "(claude-[^"]+)"', notes)
+    assert len(chosen) >= 5 and set(chosen) == {default}, chosen
