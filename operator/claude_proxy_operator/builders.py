@@ -31,6 +31,13 @@ CHECKSUM_ANNOTATION = "claudeproxy.dev/config-checksum"
 SEED_DIGEST_ANNOTATION = "claudeproxy.dev/seed-digest"
 # Set on a ClaudeProxy to any new value: the operator runs one forced refresh for that value.
 REFRESH_NOW_ANNOTATION = "claudeproxy.dev/refresh-now"
+METRICS_PATH = "/metrics"
+# The conventional pod annotations Prometheus' kubernetes-pods scrape job (and many agents) discover targets by.
+SCRAPE_ANNOTATIONS = {
+    "prometheus.io/scrape": "true",
+    "prometheus.io/port": str(PROXY_PORT),
+    "prometheus.io/path": METRICS_PATH,
+}
 
 SEED_BACKOFF_LIMIT = 3
 SEED_DEADLINE_SECONDS = 300
@@ -381,7 +388,7 @@ def deployment(name: str, namespace: str, spec: ProxySpec, checksum: str, seed_d
     }
     pod = _pod_spec(name, spec, [container], volumes, "Always")
     pod["terminationGracePeriodSeconds"] = 30
-    annotations = {CHECKSUM_ANNOTATION: checksum}
+    annotations = {**SCRAPE_ANNOTATIONS, CHECKSUM_ANNOTATION: checksum}
     if seed_digest is not None:
         annotations[SEED_DIGEST_ANNOTATION] = seed_digest
     return {

@@ -149,6 +149,9 @@ def test_proxy_container_probes_port_and_rollout_checksum() -> None:
     assert other["spec"]["template"] != deploy["spec"]["template"]
     assert builders.deployment("p", NS, spec, CHECKSUM) == deploy  # same input, same dict
     assert builders.SEED_DIGEST_ANNOTATION not in deploy["spec"]["template"]["metadata"]["annotations"]
+    scrape = {k: v for k, v in deploy["spec"]["template"]["metadata"]["annotations"].items() if "prometheus" in k}
+    assert scrape == {"prometheus.io/scrape": "true", "prometheus.io/port": "8080", "prometheus.io/path": "/metrics"}
+    assert int(scrape["prometheus.io/port"]) == container["ports"][0]["containerPort"]
     seeded = builders.deployment("p", NS, spec, CHECKSUM, DIGEST)
     assert seeded["spec"]["template"]["metadata"]["annotations"][builders.SEED_DIGEST_ANNOTATION] == DIGEST
     env = _env(deploy)
