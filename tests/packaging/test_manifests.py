@@ -14,8 +14,10 @@ import pytest
 import yaml
 
 from claude_proxy.config import DEFAULT_MODELS
+from claude_proxy_operator import builders
 from claude_proxy_operator.main import build_parser
 from claude_proxy_operator.rbac import RULES
+from claude_proxy_operator.spec import parse_spec
 from tests.operator import crdtools
 from tests.packaging import helm
 
@@ -173,3 +175,20 @@ def test_docs_examples_and_notes_name_one_default_model_the_proxy_lists() -> Non
     notes = (helm.CHART / "templates" / "NOTES.txt").read_text()
     chosen += re.findall(r'default "(claude-[^"]+)"', notes)
     assert len(chosen) >= 5 and set(chosen) == {default}, chosen
+
+
+def test_readme_recipes_name_what_the_operator_builds() -> None:
+    """The uninstall, refresh-now and scraping recipes name the labels, annotation and CRD the code uses."""
+    readme = (helm.ROOT / "README.md").read_text()
+    [selector] = re.findall(r"kubectl delete pvc -A -l (\S+)", readme)
+    spec = parse_spec({"auth": {"oauth": {"seedSecretRef": {"name": "c"}}}}, default_image="img")
+    labels = builders.credentials_pvc("p", "rockbot", spec)["metadata"]["labels"]
+    wanted = dict(term.split("=", 1) for term in selector.split(","))
+    assert wanted.items() <= labels.items()
+    for other in builders.seed_job("p", "rockbot", spec, "0" * 16), builders.deployment("p", "rockbot", spec, "0"):
+        assert not wanted.items() <= other["metadata"]["labels"].items()  # only the volume
+    crd = crdtools.crd()["metadata"]["name"]
+    assert f"kubectl delete crd {crd}" in readme
+    assert f"annotate claudeproxy claude-proxy-oauth --overwrite {builders.REFRESH_NOW_ANNOTATION}=" in readme
+    for key, value in builders.SCRAPE_ANNOTATIONS.items():
+        assert f"`{key}: " in readme and value in readme
