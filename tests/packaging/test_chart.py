@@ -434,6 +434,8 @@ def test_notes_tell_how_to_seed_a_login() -> None:
     assert "claude auth login" in text
     assert "--from-file=.credentials.json=" in text and "create secret generic claude-credentials" in text
     assert "claude-proxy-refresh" in text
+    annotate = f"kubectl -n team annotate claudeproxy claude-proxy --overwrite {builders.REFRESH_NOW_ANNOTATION}="
+    assert annotate in text
 
 
 def test_notes_without_instance_show_how_to_create_one() -> None:
