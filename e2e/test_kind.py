@@ -231,9 +231,13 @@ def test_helm_install_proxy_refresh_and_cleanup(cluster: Cluster) -> None:
     state = upstream_state(k8s)
     assert state["grants"] == 0 and state["lastTokenSerial"] == 1
 
-    # 4. A refresh run by hand from the CronJob rotates the token; the fake now refuses the old one.
-    job = "refresh-now"
-    k8s.kubectl("-n", NS, "create", "job", job, f"--from=cronjob/{NAME}-refresh")
+    # 4. A refresh asked for by annotation (the CronJob's template, forced) rotates the token; the fake now refuses
+    #    the old one.
+    k8s.kubectl("-n", NS, "annotate", "claudeproxy", NAME, "--overwrite", "claudeproxy.dev/refresh-now=1")
+    job = eventually(
+        lambda: k8s.get("-n", NS, "claudeproxy", NAME)["status"].get("refreshNow", {}).get("job"),
+        "the operator to start the refresh-now Job",
+    )
     k8s.kubectl("-n", NS, "wait", "--for=condition=Complete", f"job/{job}", "--timeout=180s", timeout=200)
     logs = k8s.kubectl("-n", NS, "logs", f"job/{job}").splitlines()
     outcome = [json.loads(line) for line in logs if line.startswith("{") and '"command"' in line][-1]
@@ -254,7 +258,7 @@ def test_helm_install_proxy_refresh_and_cleanup(cluster: Cluster) -> None:
     selector = f"app.kubernetes.io/instance={NAME}"
     kinds = "deployments,services,serviceaccounts,cronjobs,jobs,networkpolicies"
     eventually(lambda: k8s.get("-n", NS, kinds, "-l", selector)["items"] == [], "the children to be deleted")
-    eventually(lambda: k8s.get("-n", NS, "jobs")["items"] == [], "the hand-made refresh Job to go with the CronJob")
+    eventually(lambda: k8s.get("-n", NS, "jobs")["items"] == [], "the refresh Jobs to go with the ClaudeProxy")
     pvc = k8s.get("-n", NS, "pvc", f"{NAME}-credentials")
     assert not pvc["metadata"].get("ownerReferences")
     k8s.kubectl("-n", NS, "delete", "pvc", f"{NAME}-credentials", "--wait", "--timeout=60s")

@@ -29,6 +29,15 @@ MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
 VOLUME_LABEL = "claudeproxy.dev/credentials-volume"
 CHECKSUM_ANNOTATION = "claudeproxy.dev/config-checksum"
 SEED_DIGEST_ANNOTATION = "claudeproxy.dev/seed-digest"
+# Set on a ClaudeProxy to any new value: the operator runs one forced refresh for that value.
+REFRESH_NOW_ANNOTATION = "claudeproxy.dev/refresh-now"
+METRICS_PATH = "/metrics"
+# The conventional pod annotations Prometheus' kubernetes-pods scrape job (and many agents) discover targets by.
+SCRAPE_ANNOTATIONS = {
+    "prometheus.io/scrape": "true",
+    "prometheus.io/port": str(PROXY_PORT),
+    "prometheus.io/path": METRICS_PATH,
+}
 
 SEED_BACKOFF_LIMIT = 3
 SEED_DEADLINE_SECONDS = 300
@@ -52,6 +61,10 @@ def seed_job_name(name: str, digest: str) -> str:
 
 def cronjob_name(name: str) -> str:
     return f"{name}-refresh"
+
+
+def refresh_now_job_name(name: str, digest: str) -> str:
+    return f"{name}-refresh-now-{digest[:10]}"
 
 
 def endpoint(name: str, namespace: str, port: int, cluster_domain: str = "cluster.local") -> str:
@@ -143,6 +156,8 @@ def _pod_spec(name: str, spec: ProxySpec, containers: list[Obj], volumes: list[O
         "containers": containers,
         "volumes": volumes,
     }
+    if spec.image_pull_secrets:
+        pod["imagePullSecrets"] = [{"name": secret} for secret in spec.image_pull_secrets]
     if spec.node_selector:
         pod["nodeSelector"] = dict(spec.node_selector)
     if spec.tolerations:
@@ -291,6 +306,23 @@ def refresh_cronjob(name: str, namespace: str, spec: ProxySpec) -> Obj:
     }
 
 
+def refresh_now_job(name: str, namespace: str, spec: ProxySpec, digest: str) -> Obj:
+    """One run of the refresh CronJob's template with `--force`: a refresh now, whether or not the token is due.
+    `digest` names the `refresh-now` request it answers; the pods carry the refresh labels, so the outcome is read
+    into status like a scheduled run's."""
+    template = copy.deepcopy(refresh_cronjob(name, namespace, spec)["spec"]["jobTemplate"])
+    container = template["spec"]["template"]["spec"]["containers"][0]
+    container["args"] = [*container["args"], "--force"]
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": _meta(
+            refresh_now_job_name(name, digest), namespace, name, "refresh", {REFRESH_NOW_ANNOTATION: digest}
+        ),
+        "spec": template["spec"],
+    }
+
+
 def proxy_env(spec: ProxySpec) -> list[Obj]:
     env: list[Obj] = [
         {"name": "HOST", "value": "0.0.0.0"},
@@ -356,7 +388,7 @@ def deployment(name: str, namespace: str, spec: ProxySpec, checksum: str, seed_d
     }
     pod = _pod_spec(name, spec, [container], volumes, "Always")
     pod["terminationGracePeriodSeconds"] = 30
-    annotations = {CHECKSUM_ANNOTATION: checksum}
+    annotations = {**SCRAPE_ANNOTATIONS, CHECKSUM_ANNOTATION: checksum}
     if seed_digest is not None:
         annotations[SEED_DIGEST_ANNOTATION] = seed_digest
     return {

@@ -230,10 +230,31 @@ class _Pass:
                 found["seed_outcome"] = outcomes[-1] if outcomes else None
 
         await self._apply(CRONJOBS, self._own(builders.refresh_cronjob(self.name, self.ns, spec)))
+        await self._refresh_now(spec)
         refresh_pods = await self.kube.list(PODS, self.ns, builders.selector(self.name, "refresh"))
         outcomes = status.pod_outcomes(refresh_pods, "refresh")
         found["refresh_outcome"] = outcomes[-1] if outcomes else None
         return seed_digest, found
+
+    async def _refresh_now(self, spec: ProxySpec) -> None:
+        """A new value of the `refresh-now` annotation: one Job from the CronJob's template with `--force`, once per
+        value. The Job's name derives from the value and the handled value is kept in status, so neither a repeated
+        pass nor the Job's expiry (ttlSecondsAfterFinished) runs it twice. A request made before the first seed has
+        landed waits for it: there is nothing to refresh on an empty volume."""
+        annotations = self.body.get("metadata", {}).get("annotations") or {}
+        requested = annotations.get(builders.REFRESH_NOW_ANNOTATION)
+        if not requested or not status.is_seeded(self.previous.get("seed"), None):
+            return
+        digest = _digest("refresh-now", str(requested))
+        if (self.previous.get("refreshNow") or {}).get("digest") == digest:
+            return
+        job = builders.refresh_now_job(self.name, self.ns, spec, digest)
+        job_name = job["metadata"]["name"]
+        if await self.kube.get(JOBS, self.ns, job_name) is None:
+            await self._apply(JOBS, self._own(job), live=None)
+            await self.post_event(self.body, "Normal", "RefreshRequested", f"Job {job_name} refreshes the token now")
+        record = {"digest": digest, "job": job_name, "time": status.rfc3339(self.now)}
+        await self.kube.patch(CLAUDE_PROXIES, self.ns, self.name, {"status": {"refreshNow": record}}, "status")
 
     async def _credentials_volume(self, spec: ProxySpec) -> Obj:
         """The PVC, applied whole: its immutable fields (class, access modes) cannot change in the spec (CEL rules),
@@ -253,8 +274,9 @@ class _Pass:
     async def _drop_oauth(self) -> None:
         """What oauth mode needed and this mode does not: the CronJob, seed Jobs, and (unless kept) the volume."""
         await self._remove(CRONJOBS, builders.cronjob_name(self.name))
-        for job in await self.kube.list(JOBS, self.ns, builders.selector(self.name, "seed")):
-            await self._remove(JOBS, job["metadata"]["name"])
+        for component in ("seed", "refresh"):
+            for job in await self.kube.list(JOBS, self.ns, builders.selector(self.name, component)):
+                await self._remove(JOBS, job["metadata"]["name"])
         pvc = await self.kube.get(PVCS, self.ns, builders.pvc_name(self.name))
         if pvc is not None and self._is_ours(pvc):
             owned = any(

@@ -70,6 +70,7 @@ class ProxySpec:
     access_token: SecretRef | None = None
     oauth: OAuth | None = None
     image_pull_policy: str = "IfNotPresent"
+    image_pull_secrets: tuple[str, ...] = ()
     replicas: int = 1
     resources: Mapping[str, Any] = field(default_factory=lambda: DEFAULT_RESOURCES)
     node_selector: Mapping[str, str] = field(default_factory=dict)
@@ -166,6 +167,11 @@ def parse_spec(raw: Mapping[str, Any], *, default_image: str) -> ProxySpec:
     replicas = int(raw.get("replicas", 1))
     if not 0 <= replicas <= 20:
         raise SpecError("replicas must be between 0 and 20")
+    pull_secrets = raw.get("imagePullSecrets") or ()
+    if not isinstance(pull_secrets, (list, tuple)) or not all(
+        isinstance(ref, Mapping) and ref.get("name") for ref in pull_secrets
+    ):
+        raise SpecError("imagePullSecrets is a list of {name: <Secret>}")
     image = raw.get("image") or default_image
     if not image:
         raise SpecError("spec.image is empty and the operator has no default image")
@@ -181,6 +187,7 @@ def parse_spec(raw: Mapping[str, Any], *, default_image: str) -> ProxySpec:
         else None,
         oauth=_oauth(auth["oauth"]) if mode == "oauth" else None,
         image_pull_policy=str(raw.get("imagePullPolicy", "IfNotPresent")),
+        image_pull_secrets=tuple(str(ref["name"]) for ref in pull_secrets),
         replicas=replicas,
         resources=DEFAULT_RESOURCES if raw.get("resources") is None else _mapping(raw["resources"], "resources"),
         node_selector=dict(_mapping(raw.get("nodeSelector"), "nodeSelector")),

@@ -167,6 +167,7 @@ class Cluster(kmock.KubernetesEmulator):
         # (resource, namespace, name) -> field manager -> the leaf paths it applied last
         self.applied: dict[tuple[Any, str | None, str | None], dict[str, set[Path]]] = {}
         self.apply_created: set[int] = set()  # ids of the apply requests that created their object
+        self.applies: list[tuple[Any, dict[str, Any]]] = []  # (resource, object) of every apply, as it was sent
 
     async def _as_apply(self, request: kmock.Request) -> kmock.Request:
         """A server-side apply, turned into the create or merge patch it amounts to (see the module docstring)."""
@@ -176,6 +177,7 @@ class Cluster(kmock.KubernetesEmulator):
         applied = request.data if isinstance(request.data, dict) else yaml.safe_load(request.text)
         if not isinstance(applied, dict) or applied.get("metadata", {}).get("name") != request.name:
             raise kmock.KubernetesError(status=400, reason="BadRequest", message="the applied object's name differs")
+        self.applies.append((request.resource, copy.deepcopy(applied)))
         key = (request.resource, request.namespace, request.name)
         leaves = {path: value for path, value in _leaves(applied).items() if path not in _IDENTITY}
         current = self._current(request)

@@ -126,9 +126,7 @@ async def operator(
         "current-context": "emulator",
     }
     kube = Kube(KubeConfig.from_dict(kubeconfig))
-    config = Config(
-        default_image=IMAGE, resync_seconds=RESYNC_SECONDS, login_url=readyz.url, login_timeout=1.0
-    )
+    config = Config(default_image=IMAGE, resync_seconds=RESYNC_SECONDS, login_url=readyz.url, login_timeout=1.0)
     registry = build_registry(config, login=login, kube=kube)
     settings = kopf.OperatorSettings()
     configure(settings)

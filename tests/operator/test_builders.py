@@ -11,7 +11,7 @@ import kubernetes_validate
 import pytest
 
 from claude_proxy_operator import builders
-from claude_proxy_operator.spec import ProxySpec, parse_spec
+from claude_proxy_operator.spec import ProxySpec, SpecError, parse_spec
 from tests.operator import crdtools
 
 K8S = kubernetes_validate.latest_version()
@@ -37,6 +37,7 @@ def _children(name: str, spec: ProxySpec) -> list[dict[str, Any]]:
             builders.credentials_pvc(name, NS, spec),
             builders.seed_job(name, NS, spec, DIGEST),
             builders.refresh_cronjob(name, NS, spec),
+            builders.refresh_now_job(name, NS, spec, DIGEST),
         ]
     return objs
 
@@ -61,6 +62,7 @@ RICH_OAUTH: dict[str, Any] = {
     },
     "image": "registry.example/claude-proxy:1.2.3",
     "imagePullPolicy": "Always",
+    "imagePullSecrets": [{"name": "registry-example"}, {"name": "registry-mirror"}],
     "replicas": 3,
     "nodeSelector": {"kubernetes.io/os": "linux"},
     "tolerations": [{"key": "dedicated", "operator": "Equal", "value": "ai", "effect": "NoSchedule"}],
@@ -71,7 +73,7 @@ RICH_OAUTH: dict[str, Any] = {
             }
         }
     },
-    "model": {"default": "claude-sonnet-4-5", "aliases": {"gpt-4o": "claude-sonnet-4-5"}, "defaultMaxTokens": 4096},
+    "model": {"default": "claude-sonnet-4-6", "aliases": {"gpt-4o": "claude-sonnet-4-6"}, "defaultMaxTokens": 4096},
     "upstream": {"baseURL": "http://fake-anthropic.test"},
     "clientAuth": {"apiKeysSecretRef": {"name": "client-keys"}},
     "service": {"type": "LoadBalancer", "port": 8443},
@@ -119,7 +121,7 @@ def test_api_key_mode_takes_the_key_from_the_secret_and_needs_no_volume() -> Non
     env = _env(deploy)
     assert env["ANTHROPIC_API_KEY"] == {"secretKeyRef": {"name": "anthropic-api-key", "key": "api-key"}}
     assert env["PROXY_API_KEYS"] == {"secretKeyRef": {"name": "claude-proxy-client-keys", "key": "keys"}}
-    assert env["PROXY_MODEL_ALIASES"] == "haiku=claude-haiku-4-5,sonnet=claude-sonnet-4-5"
+    assert env["PROXY_MODEL_ALIASES"] == "haiku=claude-haiku-4-5,sonnet=claude-sonnet-4-6"
     assert "CLAUDE_CREDENTIALS_PATH" not in env and "CLAUDE_ACCESS_TOKEN" not in env
     pod = deploy["spec"]["template"]["spec"]
     assert [v["name"] for v in pod["volumes"]] == ["tmp"]
@@ -149,6 +151,9 @@ def test_proxy_container_probes_port_and_rollout_checksum() -> None:
     assert other["spec"]["template"] != deploy["spec"]["template"]
     assert builders.deployment("p", NS, spec, CHECKSUM) == deploy  # same input, same dict
     assert builders.SEED_DIGEST_ANNOTATION not in deploy["spec"]["template"]["metadata"]["annotations"]
+    scrape = {k: v for k, v in deploy["spec"]["template"]["metadata"]["annotations"].items() if "prometheus" in k}
+    assert scrape == {"prometheus.io/scrape": "true", "prometheus.io/port": "8080", "prometheus.io/path": "/metrics"}
+    assert int(scrape["prometheus.io/port"]) == container["ports"][0]["containerPort"]
     seeded = builders.deployment("p", NS, spec, CHECKSUM, DIGEST)
     assert seeded["spec"]["template"]["metadata"]["annotations"][builders.SEED_DIGEST_ANNOTATION] == DIGEST
     env = _env(deploy)
@@ -207,6 +212,19 @@ def test_rwo_volume_co_locates_every_pod_that_mounts_it() -> None:
             assert template["spec"]["nodeSelector"] == {"kubernetes.io/os": "linux"}
             assert template["spec"]["tolerations"] == RICH_OAUTH["tolerations"]
     assert "podAffinity" not in RICH_OAUTH["affinity"]  # the input was not mutated
+
+
+def test_image_pull_secrets_reach_every_pod_and_only_when_given() -> None:
+    pods = [t["spec"] for obj in _children("p", _spec(RICH_OAUTH)) for t in _pod_templates(obj)]
+    assert len(pods) == 4  # proxy, seed, refresh, refresh-now
+    for pod in pods:
+        assert pod["imagePullSecrets"] == [{"name": "registry-example"}, {"name": "registry-mirror"}]
+    for case in EXAMPLES.values():
+        for obj in _children("p", _spec(case["spec"])):
+            for template in _pod_templates(obj):
+                assert "imagePullSecrets" not in template["spec"]
+    with pytest.raises(SpecError, match="imagePullSecrets"):
+        _spec({**RICH_OAUTH, "imagePullSecrets": [{"key": "x"}]})
 
 
 def test_rwx_volume_needs_no_co_location() -> None:

@@ -117,6 +117,8 @@ def test_cel_rules_refuse_what_cannot_be_combined(spec: dict[str, Any], fragment
         ({**APIKEY, "replicas": 21}, "replicas"),
         ({**APIKEY, "service": {"type": "ExternalName"}}, "service"),
         ({"auth": {"oauth": {"seedSecretRef": {"name": "c"}, "storage": {"size": "lots"}}}}, "size"),
+        ({**APIKEY, "imagePullSecrets": [{}]}, "name"),
+        ({**APIKEY, "imagePullSecrets": [{"name": f"s{n}"} for n in range(17)]}, "imagePullSecrets"),
     ],
 )
 def test_openapi_schema_refuses_bad_values(spec: dict[str, Any], field: str) -> None:

@@ -414,6 +414,85 @@ async def test_oauth_seeds_once_then_serves_and_reports_refreshes(api: Api, oper
     assert reseeded["status"]["tokenExpiresAt"] == "2030-01-01T16:00:00Z"
 
 
+def _refresh_now_jobs(cluster: Cluster) -> list[dict[str, Any]]:
+    """The Jobs the operator applied for `refresh-now` requests, as it sent them."""
+    return [
+        body
+        for resource, body in cluster.applies
+        if resource == kmock.resource("batch/v1/jobs")
+        and str(body.get("metadata", {}).get("name", "")).startswith("p-refresh-now-")
+    ]
+
+
+async def test_refresh_now_annotation_runs_one_forced_refresh_per_value(api: Api, operator: Cluster) -> None:
+    await api.create(
+        SECRETS, NS, {"metadata": {"name": "creds"}, "data": secret_data({".credentials.json": CREDENTIALS})}
+    )
+    # Asked before the first seed has landed: it waits for the seed (an empty volume has nothing to refresh).
+    body = _proxy("p", OAUTH_SPEC)
+    body["metadata"]["annotations"] = {builders.REFRESH_NOW_ANNOTATION: "first"}
+    await api.create(CLAUDE_PROXIES, NS, body)
+    job = await _seed_job(api, "p")
+    await asyncio.sleep(1.0)
+    assert _refresh_now_jobs(operator) == []
+    await _finish_job(
+        api, job["metadata"]["name"], "p", "seed", _line("seed", "copied", "forced", "2030-01-01T08:00:00Z")
+    )
+
+    async def one_job() -> list[dict[str, Any]] | None:
+        jobs = _refresh_now_jobs(operator)
+        return jobs if jobs else None
+
+    [sent] = await eventually(one_job, what="a refresh-now Job")
+    cron = await _exists(api, CRONJOBS, "p-refresh")
+    template = cron["spec"]["jobTemplate"]
+    # The CronJob's own template, its command forced: the scheduled run would answer not_due while the token is fresh.
+    forced = json.loads(json.dumps(template["spec"]))
+    container = forced["template"]["spec"]["containers"][0]
+    container["args"] = [*container["args"], "--force"]
+    assert sent["spec"] == forced
+    assert container["args"][:2] == ["refresh", "--credentials"]
+    assert sent["metadata"]["labels"] == template["metadata"]["labels"]
+    assert [ref["kind"] for ref in sent["metadata"]["ownerReferences"]] == ["ClaudeProxy"]
+    kubernetes_validate.validate(sent, K8S, strict=True)  # raises when invalid
+    name = sent["metadata"]["name"]
+
+    async def recorded() -> dict[str, Any] | None:
+        obj = await api.get(CLAUDE_PROXIES, NS, "p")
+        return ((obj or {}).get("status") or {}).get("refreshNow") or None
+
+    record = await eventually(recorded, what="status.refreshNow")
+    assert record["job"] == name
+
+    # Its pod reports like a scheduled run's, into lastRefresh.
+    await _finish_job(api, name, "p", "refresh", _line("refresh", "refreshed", "forced", "2030-01-01T18:00:00Z"))
+
+    async def refreshed() -> dict[str, Any] | None:
+        obj = await api.get(CLAUDE_PROXIES, NS, "p")
+        last = ((obj or {}).get("status") or {}).get("lastRefresh") or {}
+        return obj if last.get("reason") == "forced" else None
+
+    done = await eventually(refreshed, what="the forced refresh in lastRefresh")
+    assert done["status"]["tokenExpiresAt"] == "2030-01-01T18:00:00Z"
+
+    # Once per value: not again on resyncs, nor after the finished Job has expired (ttlSecondsAfterFinished).
+    await api.delete(JOBS, NS, name)
+    await asyncio.sleep(1.0)
+    assert len(_refresh_now_jobs(operator)) == 1
+    # A new value: a new run.
+    await api.patch(CLAUDE_PROXIES, NS, "p", {"metadata": {"annotations": {builders.REFRESH_NOW_ANNOTATION: "2nd"}}})
+    second = await eventually(lambda: _wait_jobs(operator, 2), what="a second refresh-now Job")
+    assert second[1]["metadata"]["name"] != name
+    assert second[1]["spec"] == sent["spec"]
+    await asyncio.sleep(1.0)
+    assert len(_refresh_now_jobs(operator)) == 2
+
+
+async def _wait_jobs(cluster: Cluster, count: int) -> list[dict[str, Any]] | None:
+    jobs = _refresh_now_jobs(cluster)
+    return jobs if len(jobs) >= count else None
+
+
 async def test_failed_seed_is_reported_and_not_retried_until_the_secret_changes(api: Api, operator: Cluster) -> None:
     await api.create(SECRETS, NS, {"metadata": {"name": "creds"}, "data": secret_data({".credentials.json": "{}"})})
     await api.create(CLAUDE_PROXIES, NS, _proxy("p", OAUTH_SPEC))

@@ -28,6 +28,23 @@ def binary() -> str:
     raise RuntimeError("helm not found: run `make tools` (or set HELM) before these tests")
 
 
+@cache
+def kubectl_binary() -> str:
+    """kubectl as the Makefile exports it ($KUBECTL), else on PATH, else in .tools/bin; `make test` fetches it."""
+    for candidate in (os.environ.get("KUBECTL"), shutil.which("kubectl"), str(ROOT / ".tools" / "bin" / "kubectl")):
+        if candidate and Path(candidate).is_file() and os.access(candidate, os.X_OK):
+            return candidate
+    raise RuntimeError("kubectl not found: run `make tools` (or set KUBECTL) before these tests")
+
+
+def kustomize(directory: Path) -> list[dict[str, Any]]:
+    """The objects `kubectl kustomize <directory>` builds (what `kubectl apply -k` would send)."""
+    result = subprocess.run([kubectl_binary(), "kustomize", str(directory)], capture_output=True, text=True, timeout=60)
+    if result.returncode != 0:
+        raise AssertionError(f"kubectl kustomize failed: {result.stderr}")
+    return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+
+
 def run(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([binary(), *args], capture_output=True, text=True, timeout=60)
 

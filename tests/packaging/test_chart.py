@@ -4,6 +4,7 @@ ClaudeProxy valid for the CRD), RBAC equal to what the operator calls, hardening
 from __future__ import annotations
 
 import re
+import subprocess
 import tomllib
 from typing import Any
 from urllib.parse import urlparse
@@ -12,6 +13,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from claude_proxy_operator import builders
 from claude_proxy_operator import config as operator_config
 from claude_proxy_operator.main import build_parser
 from claude_proxy_operator.rbac import RULES
@@ -258,11 +260,100 @@ def test_every_instance_value_reaches_the_spec() -> None:
     assert list(spec.tolerations) == [{"key": "dedicated", "operator": "Exists"}]
 
 
+def test_image_pull_secrets_reach_the_operator_and_every_proxy_pod() -> None:
+    shared = {"operator.imagePullSecrets[0].name": "registry-example"}
+    objects = template(instance("oauth", **shared))
+    validate_k8s(objects)
+    pod = one(objects, "Deployment")["spec"]["template"]["spec"]
+    assert pod["imagePullSecrets"] == [{"name": "registry-example"}]
+    proxy = one(objects, "ClaudeProxy")
+    assert crdtools.validate(proxy) == []
+    assert proxy["spec"]["imagePullSecrets"] == [{"name": "registry-example"}]  # one registry: the operator's
+    spec = parse_spec(proxy["spec"], default_image="img")
+    pods = [
+        builders.deployment("p", NAMESPACE, spec, "0")["spec"]["template"]["spec"],
+        builders.seed_job("p", NAMESPACE, spec, "0" * 16)["spec"]["template"]["spec"],
+        builders.refresh_cronjob("p", NAMESPACE, spec)["spec"]["jobTemplate"]["spec"]["template"]["spec"],
+    ]
+    assert [p["imagePullSecrets"] for p in pods] == [[{"name": "registry-example"}]] * 3
+
+    own = template(instance("apiKey", **shared, **{"instance.imagePullSecrets[0].name": "proxy-registry"}))
+    assert one(own, "ClaudeProxy")["spec"]["imagePullSecrets"] == [{"name": "proxy-registry"}]
+    assert one(own, "Deployment")["spec"]["template"]["spec"]["imagePullSecrets"] == [{"name": "registry-example"}]
+    for objects in (template(), template(instance("apiKey"))):
+        assert all("imagePullSecrets" not in o.get("spec", {}) for o in of_kind(objects, "ClaudeProxy"))
+        assert "imagePullSecrets" not in one(objects, "Deployment")["spec"]["template"]["spec"]
+
+
 def test_instance_outside_watched_namespaces_is_refused() -> None:
     error = helm.failure(instance("apiKey", **{"operator.watchNamespaces": "{other}"}))
     assert "not in operator.watchNamespaces" in error
     objects = template(instance("apiKey", **{"operator.watchNamespaces": "{team}"}))
     assert one(objects, "ClaudeProxy")["metadata"]["namespace"] == "team"
+
+
+# --- Prometheus -------------------------------------------------------------------------------------------------------
+
+# The fields of monitoring.coreos.com/v1 ServiceMonitor this chart sets (a subset of what its CRD defines).
+SERVICE_MONITOR_SPEC = {"selector", "namespaceSelector", "endpoints", "targetLabels"}
+SERVICE_MONITOR_ENDPOINT = {"port", "path", "scheme", "interval", "scrapeTimeout"}
+DURATION = re.compile(r"^(0|(([0-9]+)y)?(([0-9]+)w)?(([0-9]+)d)?(([0-9]+)h)?(([0-9]+)m)?(([0-9]+)s)?(([0-9]+)ms)?)$")
+
+
+def _service_monitor(values: dict[str, str]) -> dict[str, Any]:
+    monitor = one(template(values), "ServiceMonitor")
+    assert (monitor["apiVersion"], monitor["kind"]) == ("monitoring.coreos.com/v1", "ServiceMonitor")
+    assert set(monitor) == {"apiVersion", "kind", "metadata", "spec"}
+    assert set(monitor["spec"]) <= SERVICE_MONITOR_SPEC
+    # Its metadata, and its selector's labels, as the API server would check them (on a kind it knows).
+    for labels in (monitor["metadata"].get("labels") or {}, monitor["spec"]["selector"]["matchLabels"]):
+        holder = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {**monitor["metadata"], "labels": labels}}
+        kubernetes_validate.validate(holder, K8S, strict=True)
+    for endpoint in monitor["spec"]["endpoints"]:
+        assert set(endpoint) <= SERVICE_MONITOR_ENDPOINT
+        assert DURATION.match(endpoint["interval"]), endpoint
+        assert DURATION.match(endpoint.get("scrapeTimeout", "10s")), endpoint
+    return monitor
+
+
+def test_service_monitor_is_off_by_default() -> None:
+    for values in ({}, instance("apiKey")):
+        assert of_kind(template(values), "ServiceMonitor") == []
+
+
+def test_service_monitor_scrapes_every_proxy_service_the_operator_builds() -> None:
+    monitor = _service_monitor({"serviceMonitor.enabled": "true", "serviceMonitor.labels.release": "kps"})
+    assert monitor["metadata"]["namespace"] == NAMESPACE
+    assert monitor["metadata"]["labels"]["release"] == "kps"
+    assert monitor["spec"]["namespaceSelector"] == {"any": True}
+    # It picks the Service of any ClaudeProxy, on the port that serves /metrics.
+    spec = parse_spec({"auth": {"apiKey": {"secretRef": {"name": "k"}}}}, default_image="img")
+    wanted = monitor["spec"]["selector"]["matchLabels"]
+    for name in ("p", "another"):
+        svc = builders.service(name, "rockbot", spec)
+        assert wanted.items() <= svc["metadata"]["labels"].items()
+        [endpoint] = monitor["spec"]["endpoints"]
+        assert endpoint["port"] in {port["name"] for port in svc["spec"]["ports"]}
+    deployment = builders.deployment("p", "rockbot", spec, "0")
+    [container] = deployment["spec"]["template"]["spec"]["containers"]
+    assert endpoint["path"] == builders.METRICS_PATH
+    assert [p["containerPort"] for p in container["ports"] if p["name"] == "http"] == [builders.PROXY_PORT]
+    assert endpoint["interval"] == "30s" and "scrapeTimeout" not in endpoint
+    assert monitor["spec"]["targetLabels"] == [builders.INSTANCE_LABEL]
+
+
+def test_service_monitor_follows_watched_namespaces_and_timing_values() -> None:
+    monitor = _service_monitor(
+        {
+            "serviceMonitor.enabled": "true",
+            "operator.watchNamespaces": "{rockbot,team}",
+            "serviceMonitor.interval": "1m",
+            "serviceMonitor.scrapeTimeout": "15s",
+        }
+    )
+    assert monitor["spec"]["namespaceSelector"] == {"matchNames": ["rockbot", "team"]}
+    [endpoint] = monitor["spec"]["endpoints"]
+    assert (endpoint["interval"], endpoint["scrapeTimeout"]) == ("1m", "15s")
 
 
 # --- values the schema refuses ---------------------------------------------------------------------------------------
@@ -296,6 +387,10 @@ def test_instance_outside_watched_namespaces_is_refused() -> None:
         ({"operator.resyncSeconds": "0"}, "/operator/resyncSeconds"),
         ({"operator.image.pullPolicy": "Sometimes"}, "/operator/image/pullPolicy"),
         ({"proxy.image.repository": ""}, "/proxy/image/repository"),
+        ({"serviceMonitor.interval": "soon"}, "/serviceMonitor/interval"),
+        ({"serviceMonitor.enabeld": "true"}, "enabeld"),
+        ({"instance.imagePullSecrets[0].key": "x"}, "/instance/imagePullSecrets/0"),
+        ({"operator.imagePullSecrets[0].name": "Bad_Name"}, "/operator/imagePullSecrets/0/name"),
     ],
 )
 def test_values_schema_refuses(values: dict[str, str], fragment: str) -> None:
@@ -339,8 +434,30 @@ def test_notes_tell_how_to_seed_a_login() -> None:
     assert "claude auth login" in text
     assert "--from-file=.credentials.json=" in text and "create secret generic claude-credentials" in text
     assert "claude-proxy-refresh" in text
+    annotate = f"kubectl -n team annotate claudeproxy claude-proxy --overwrite {builders.REFRESH_NOW_ANNOTATION}="
+    assert annotate in text
 
 
 def test_notes_without_instance_show_how_to_create_one() -> None:
     text = notes({})
     assert "kind: ClaudeProxy" in text and "status.endpoint" in text
+
+
+@pytest.mark.parametrize("key", ["keys", "client.keys"])
+def test_notes_read_back_the_client_key_and_send_it_as_bearer(key: str) -> None:
+    values = instance("apiKey", **{"instance.clientAuth.secretName": "ck", "instance.clientAuth.key": key})
+    text = notes(values)
+    [read_back] = [line.strip() for line in text.splitlines() if line.strip().startswith("kubectl -n team get secret")]
+    # The same command against the Secret NOTES says to create, built offline by kubectl itself.
+    create = f"{helm.kubectl_binary()} create secret generic ck --from-literal={key}=first-key,second-key"
+    command = read_back.replace("kubectl -n team get secret ck", f"{create} --dry-run=client", 1)
+    result = subprocess.run(["bash", "-c", command], capture_output=True, text=True, timeout=60)
+    assert (result.returncode, result.stdout.strip()) == (0, "first-key"), result.stderr
+    assert f'KEY="$({read_back})"' in text
+    assert 'curl http://localhost:8080/v1/chat/completions -H "Authorization: Bearer $KEY"' in text
+
+
+def test_notes_without_client_keys_still_send_a_bearer_header() -> None:
+    text = notes(instance("apiKey"))
+    assert "KEY=unused" in text and '-H "Authorization: Bearer $KEY"' in text
+    assert "get secret" not in text
