@@ -654,7 +654,8 @@ async def measure(
         per_stream = (pp.rss_open - pp.rss_before) / args.paced
         report.rows.append(Row(
             f"{n}: RSS per open stream", "—", f"{per_stream / 1e3:,.1f} KB", f"{mb(pp.rss_before)} idle",
-            "≤ 100 KB", per_stream <= 100e3, "" if per_stream <= 100e3 else f"over by {(per_stream - 100e3) / 1e3:.1f} KB",
+            "≤ 100 KB", per_stream <= 100e3,
+            "" if per_stream <= 100e3 else f"over by {(per_stream - 100e3) / 1e3:.1f} KB",
         ))  # fmt: skip
         report.rows.append(Row(
             f"{n}: errors", str(pd.errors), str(pp.errors), "", "0", pd.errors == 0 and pp.errors == 0,
