@@ -9,10 +9,12 @@ sides of every comparison pay the same small client cost.
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from dataclasses import dataclass
 
 TOKEN = b"tk_"
+STAMP = re.compile(rb"tk_\d+@(\d+) ")  # a paced delta: tk_<n>@<CLOCK_MONOTONIC ns when the upstream wrote it>
 _HEAD, _LENGTH, _SIZE, _DATA, _TRAILER = range(5)
 
 
@@ -25,6 +27,7 @@ class Result:
     tokens: int = 0
     finished: bool = False  # the body ended the way a complete answer ends ([DONE], message_stop, or a JSON body)
     error_line: bool = False  # the body carried an error (an SSE error line or an error event)
+    lags: list[float] | None = None  # seconds from each stamped token's writing upstream to its arrival here
 
     @property
     def ok(self) -> bool:
@@ -40,7 +43,8 @@ class Result:
 
 
 class Connection(asyncio.Protocol):
-    def __init__(self) -> None:
+    def __init__(self, stamps: bool = False) -> None:
+        self.stamps = stamps
         self.transport: asyncio.Transport | None = None
         self.buf = bytearray()
         self.state = _HEAD
@@ -51,8 +55,8 @@ class Connection(asyncio.Protocol):
         self.closed = False
 
     @classmethod
-    async def open(cls, host: str, port: int) -> Connection:
-        _, conn = await asyncio.get_running_loop().create_connection(cls, host, port)
+    async def open(cls, host: str, port: int, stamps: bool = False) -> Connection:
+        _, conn = await asyncio.get_running_loop().create_connection(lambda: cls(stamps), host, port)
         return conn
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -71,7 +75,7 @@ class Connection(asyncio.Protocol):
         if self.closed or self.transport is None:
             raise ConnectionError("connection is closed")
         loop = asyncio.get_running_loop()
-        self.result = Result(start=time.perf_counter())
+        self.result = Result(start=time.perf_counter(), lags=[] if self.stamps else None)
         self.state = _HEAD
         self.done = loop.create_future()
         self.first_token = loop.create_future()
@@ -136,6 +140,9 @@ class Connection(asyncio.Protocol):
                 if self.first_token is not None and not self.first_token.done():
                     self.first_token.set_result(None)
             result.tokens += count
+            if result.lags is not None:
+                now = time.monotonic_ns()
+                result.lags += [(now - int(sent)) / 1e9 for sent in STAMP.findall(data)]
         if b"data: [DONE]" in data or b'"message_stop"' in data:
             result.finished = True
         if b'data: {"error"' in data or b"event: error" in data:

@@ -11,6 +11,21 @@ upstream with a dummy key), then measures each figure twice — straight to the 
 - then c=16 again against a proxy with `--workers 2`, and against `bench/forwarder.py` (a bare forwarder under the
   same uvicorn: the ceiling any proxy served there can reach).
 
+- a realistic streaming load: `--paced` streams (1,000) at once, each paced by the stand-in at `--paced-rate` text
+  deltas a second (20) for `--paced-seconds` (10), direct and through the proxy. Each delta carries the
+  CLOCK_MONOTONIC time the stand-in wrote it; the client takes each token's latency on arrival (one clock, one
+  machine, so no skew). The added inter-token delay is the proxy's latency percentile minus the direct one: the
+  direct run has the same pacing, event-loop and client costs, so the difference is what the proxy adds to every
+  token, free of the pacing jitter a comparison of client-observed gaps would mix in. CPU per relayed event is the
+  proxy process tree's own CPU time (psutil) over the paced run divided by the deltas relayed; RSS per open stream
+  is the tree's RSS sampled while every stream is open minus the RSS just before they opened, over the count.
+  The load generator's own CPU (this process) is reported, so one can see it was not the bottleneck;
+- CPU per non-streamed request at c=1 and c=16 from the proxy process tree's own CPU time over the load;
+- afterwards, a proxy on `PROXY_UPSTREAM_TRANSPORT=httpx`, and one behind a local forward proxy
+  (`bench/httpproxy.py`, through `HTTP_PROXY`/`HTTPS_PROXY`), each at c=1 and c=16 with its CPU per request.
+
+The issue's targets (ratios and added times) are the Target and Met columns: pass or fail.
+
 The table goes to stdout and to `bench/results/<UTC time>.md` and `bench/results/latest.md`.
 Run `python -m bench.run --help` for the knobs (durations, `--workers`, where to write).
 """
@@ -31,10 +46,12 @@ import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+
+import psutil
 
 from bench.client import Connection, Result, get, post
 from bench.upstream import DELTAS
@@ -42,6 +59,7 @@ from bench.upstream import DELTAS
 HERE = Path(__file__).resolve().parent
 HOST = "127.0.0.1"
 HELD_MODEL = "bench-hold"
+PACED_MODEL = "bench-paced"
 
 _SYSTEM = "You are a concise assistant. Answer in plain prose. " * 6
 _QUESTION = "Summarise the trade-offs between optimistic and pessimistic locking in a relational database. " * 5
@@ -91,6 +109,7 @@ class Target:
     body: Callable[[bool], bytes]
     headers: str = ""
     held_body: bytes = b""
+    paced_body: bytes = b""
 
     def request(self, stream: bool) -> bytes:
         return post(HOST, self.port, self.path, self.body(stream), self.headers)
@@ -133,6 +152,7 @@ class Report:
     notes: list[str] = field(default_factory=list)
     load_before: str = "unknown"
     generator: str = "wrk"
+    cpu: dict[int, float] = field(default_factory=dict)  # the main proxy's CPU us per request, by concurrency
 
 
 def load_average() -> str:
@@ -227,6 +247,35 @@ def tree_rss(pid: int) -> int:
         except OSError:
             continue
     return total
+
+
+def tree_cpu(pid: int) -> float:
+    """CPU seconds (user + system) used so far by `pid` and its live descendants."""
+    total = 0.0
+    try:
+        root = psutil.Process(pid)
+        for proc in [root, *root.children(recursive=True)]:
+            try:
+                times = proc.cpu_times()
+                total += times.user + times.system
+            except psutil.Error:
+                continue
+    except psutil.Error:
+        pass
+    return total
+
+
+def wait_port(port: int, proc: subprocess.Popen[bytes], log: Path, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}:\n{log.read_text(errors='replace')[-2000:]}")
+        try:
+            socket.create_connection((HOST, port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on port {port} after {timeout:g} s")
 
 
 # ---- load ----------------------------------------------------------------------------------------------------------
@@ -396,6 +445,55 @@ async def _first_or_end(first: asyncio.Future[None] | None, task: asyncio.Future
     await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
 
 
+@dataclass
+class Paced:
+    lag_p50: float
+    lag_p99: float
+    count: int
+    errors: int
+    events: int
+    cpu: float  # the measured server's CPU seconds over the run (0 when none is measured)
+    own_cpu: float  # this process's CPU seconds over the run
+    elapsed: float
+    rss_before: int = 0
+    rss_open: int = 0
+
+
+async def run_paced(target: Target, count: int, expected: int, pid: int | None, seconds: float) -> Paced:
+    """`count` paced streams at once; each token's latency from the stand-in's stamp to its arrival here."""
+    raw = post(HOST, target.port, target.path, target.paced_body, target.headers)
+    await asyncio.sleep(0.3)
+    rss_before = tree_rss(pid) if pid else 0
+    cpu0, own0, t0 = (tree_cpu(pid) if pid else 0.0), time.process_time(), time.perf_counter()
+    conns: list[Connection] = []
+    tasks: list[asyncio.Future[Result]] = []
+    try:
+        for batch in range(0, count, 100):  # in batches: a burst of connects can overflow the listen backlog
+            opened = await asyncio.gather(
+                *(Connection.open(HOST, target.port, stamps=True) for _ in range(min(100, count - batch)))
+            )
+            conns += opened
+            tasks += [asyncio.ensure_future(c.request(raw)) for c in opened]
+        await asyncio.sleep(max(0.2, seconds / 2 - (time.perf_counter() - t0)))
+        rss_open = tree_rss(pid) if pid else 0
+        outcomes = await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), seconds + 120)
+    finally:
+        for conn in conns:
+            conn.close()
+    cpu, own, elapsed = (tree_cpu(pid) - cpu0) if pid else 0.0, time.process_time() - own0, time.perf_counter() - t0
+    lags: list[float] = []
+    errors = events = 0
+    for outcome in outcomes:
+        if isinstance(outcome, Result):
+            lags += outcome.lags or []
+            events += outcome.tokens
+        if not isinstance(outcome, Result) or not outcome.ok or outcome.tokens != expected:
+            errors += 1
+    return Paced(
+        percentile(lags, 50), percentile(lags, 99), count, errors, events, cpu, own, elapsed, rss_before, rss_open
+    )
+
+
 # ---- the run -------------------------------------------------------------------------------------------------------
 
 
@@ -433,6 +531,31 @@ def rps_row(figure: str, direct: Load, proxy: Load, min_ratio: float | None) -> 
         row.target, row.met = f"≥ {min_ratio:.0%} of direct", ratio >= min_ratio
         row.note = "" if row.met else f"short by {(min_ratio - ratio) * 100:.1f} points"
     return row
+
+
+def us(seconds: float) -> str:
+    return f"{seconds * 1e6:,.0f} us"
+
+
+def cpu_row(figure: str, value: float, base: float | None, limit: float | None, base_name: str) -> Row:
+    """CPU us per request; with `base`, as a multiple of it, held to `limit` times it when given."""
+    row = Row(figure, "—", us(value), "")
+    if base:
+        ratio = value / base
+        row.delta = f"{ratio:.2f}x {base_name}"
+        if limit is not None:
+            row.target, row.met = f"≤ {limit:g}x {base_name}", ratio <= limit
+            row.note = "" if row.met else f"over by {ratio / limit:.1f}x"
+    return row
+
+
+async def cpu_load(
+    load: Callable[[Target, int, float], Awaitable[Load]], target: Target, concurrency: int, seconds: float, pid: int
+) -> tuple[Load, float]:
+    """The load, and the server's own CPU seconds per request over it."""
+    before = tree_cpu(pid)
+    result = await load(target, concurrency, seconds)
+    return result, (tree_cpu(pid) - before) / max(1, result.requests)
 
 
 def load_generator(
@@ -488,8 +611,11 @@ async def measure(
 
     for concurrency in (1, 16, 64):
         d = await load(direct, concurrency, args.duration)
-        p = await load(proxy, concurrency, args.duration)
-        report.rows.append(rps_row(f"c={concurrency}: requests/s", d, p, 0.12 if concurrency == 16 else None))
+        p, cpu = await cpu_load(load, proxy, concurrency, args.duration, pid)
+        report.rows.append(rps_row(f"c={concurrency}: requests/s", d, p, None))
+        if concurrency in (1, 16):
+            report.cpu[concurrency] = cpu
+            report.rows.append(cpu_row(f"c={concurrency}: proxy CPU per request", cpu, None, None, ""))
         report.rows.append(added_row(f"c={concurrency}: p50 latency", d.p50, p.p50, {1: 0.6}.get(concurrency)))
         report.rows.append(
             added_row(f"c={concurrency}: p99 latency", d.p99, p.p99, {1: 2.0, 16: 10.0}.get(concurrency))
@@ -515,6 +641,35 @@ async def measure(
     for name, s in (("direct", sd), ("proxy", sp), ("direct c=16", ld), ("proxy c=16", lp)):
         if s.errors:
             report.notes.append(f"streams ({name}): {s.errors} of {s.count} did not complete with {DELTAS} tokens.")
+
+    if args.paced > 0:
+        expected = max(1, round(args.paced_rate * args.paced_seconds))
+        pd = await run_paced(direct, args.paced, expected, None, args.paced_seconds)
+        pp = await run_paced(proxy, args.paced, expected, pid, args.paced_seconds)
+        n = f"{args.paced:,} paced streams"
+        report.rows.append(added_row(f"{n}: added inter-token p50", pd.lag_p50, pp.lag_p50, None))
+        report.rows.append(added_row(f"{n}: added inter-token p99", pd.lag_p99, pp.lag_p99, 5.0))
+        per_event = pp.cpu / max(1, pp.events)
+        report.rows.append(Row(f"{n}: proxy CPU per relayed event", "—", us(per_event), f"{pp.events:,} events"))
+        per_stream = (pp.rss_open - pp.rss_before) / args.paced
+        report.rows.append(Row(
+            f"{n}: RSS per open stream", "—", f"{per_stream / 1e3:,.1f} KB", f"{mb(pp.rss_before)} idle",
+            "≤ 100 KB", per_stream <= 100e3,
+            "" if per_stream <= 100e3 else f"over by {(per_stream - 100e3) / 1e3:.1f} KB",
+        ))  # fmt: skip
+        report.rows.append(Row(
+            f"{n}: errors", str(pd.errors), str(pp.errors), "", "0", pd.errors == 0 and pp.errors == 0,
+            "" if not (pd.errors or pp.errors) else f"{pd.errors} direct, {pp.errors} through the proxy",
+        ))  # fmt: skip
+        report.rows.append(Row(
+            f"{n}: load generator CPU", f"{pd.own_cpu / pd.elapsed:.0%} of a core",
+            f"{pp.own_cpu / pp.elapsed:.0%} of a core", "", "",
+        ))  # fmt: skip
+        report.notes.append(
+            f"Paced streams: {args.paced:,} at once, {args.paced_rate:g} deltas/s for {args.paced_seconds:g} s each; "
+            "latency is per token, from the stand-in's stamp to its arrival at the client; the proxy's CPU over "
+            f"that run was {pp.cpu / pp.elapsed:.0%} of a core."
+        )
 
     await asyncio.sleep(0.2)
     rss_run = rss()
@@ -566,18 +721,27 @@ class Second:
     port: int
     held_to_targets: bool  # the c=16 targets apply (a proxy), or the rows are for reference
     note: str
+    cpu_limit: float | None = None  # CPU per request held to this multiple of the main proxy's
+    before: list[tuple[list[str], dict[str, str], int]] = field(default_factory=list)  # servers it needs first
 
 
 async def measure_second(
-    args: argparse.Namespace, direct: Target, second: Second, report: Report, workdir: Path
+    args: argparse.Namespace, direct: Target, second: Second, report: Report, workdir: Path, pid: int
 ) -> None:
     """c=16 against `second` (warmed up first, every worker of it), with the direct path measured in the same minute."""
     load, _ = load_generator(args, workdir)
     target = Target("second", second.port, "/v1/chat/completions", openai_body)
     await load(target, 16, max(args.warmup, 0.5))
+    if second.cpu_limit is not None:
+        for concurrency in (1, 16):
+            _, cpu = await cpu_load(load, target, concurrency, args.duration, pid)
+            report.rows.append(cpu_row(
+                f"c={concurrency}, {second.label}: proxy CPU per request", cpu, report.cpu.get(concurrency),
+                second.cpu_limit, "the direct path",
+            ))  # fmt: skip
     d = await load(direct, 16, args.duration)
     p = await load(target, 16, args.duration)
-    report.rows.append(rps_row(f"c=16, {second.label}: requests/s", d, p, 0.12 if second.held_to_targets else None))
+    report.rows.append(rps_row(f"c=16, {second.label}: requests/s", d, p, None))
     if second.held_to_targets:
         report.rows.append(added_row(f"c=16, {second.label}: p99 latency", d.p99, p.p99, 10.0))
     if d.errors or p.errors:
@@ -606,7 +770,7 @@ def render(report: Report, args: argparse.Namespace, elapsed: float) -> str:
         "|---|---:|---:|---:|---|---|",
     ]
     for row in report.rows:
-        met = "" if row.met is None else ("yes" if row.met else f"**no** ({row.note})")
+        met = "" if row.met is None else ("pass" if row.met else f"**fail** ({row.note})")
         lines.append(f"| {row.figure} | {row.direct} | {row.proxy} | {row.delta} | {row.target} | {met} |")
     if report.notes:
         lines.append("")
@@ -619,6 +783,24 @@ def second_servers(
 ) -> list[Second]:
     """After the main run: a proxy with `--scale-workers N`, and the bare forwarder (`bench/forwarder.py`)."""
     found = []
+    if not args.no_transports:
+        port = free_port()
+        serve = [*proxy_command(), "serve", "--host", HOST, "--port", str(port), "--workers", "1"]
+        found.append(Second(
+            "PROXY_UPSTREAM_TRANSPORT=httpx", serve, {**proxy_env, "PROXY_UPSTREAM_TRANSPORT": "httpx"}, port,
+            False, "The `PROXY_UPSTREAM_TRANSPORT=httpx` rows are a proxy on httpx's own transport.", cpu_limit=1.3,
+        ))  # fmt: skip
+        port, fwd = free_port(), free_port()
+        behind = {k: v for k, v in proxy_env.items() if k.lower() != "no_proxy"}
+        behind["HTTP_PROXY"] = behind["HTTPS_PROXY"] = f"http://{HOST}:{fwd}"
+        found.append(Second(
+            "behind an HTTP proxy", [*serve[:-4], "--port", str(port), "--workers", "1"], behind, port, False,
+            "The `behind an HTTP proxy` rows are a proxy with HTTP_PROXY/HTTPS_PROXY set to `bench/httpproxy.py`, "
+            "a local forward proxy; its own CPU is not counted. Ratios are to the main proxy's CPU per request.",
+            cpu_limit=1.5,
+            before=[([sys.executable, "-m", "bench.httpproxy", "--port", str(fwd)], {**base_env,
+                     "PYTHONPATH": str(HERE.parent)}, fwd)],
+        ))  # fmt: skip
     n = args.scale_workers
     if n > 1 and n != args.workers:
         port = free_port()
@@ -662,6 +844,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--no-ceiling", action="store_true", help="skip the c=16 row of the bare forwarder (bench/forwarder.py)"
     )
+    parser.add_argument("--paced", type=int, default=1000, help="paced streams open at once (default 1000; 0 skips)")
+    parser.add_argument("--paced-rate", type=float, default=20.0, help="text deltas a second per paced stream")
+    parser.add_argument("--paced-seconds", type=float, default=10.0, help="how long each paced stream lasts")
+    parser.add_argument(
+        "--no-transports", action="store_true", help="skip the httpx-transport and behind-an-HTTP-proxy rows"
+    )
     parser.add_argument("--load-generator", choices=("auto", "wrk", "python"), default="auto")
     parser.add_argument("--results", type=Path, default=HERE / "results", help="where tables are stored")
     parser.add_argument("--no-save", action="store_true", help="print the table only")
@@ -679,14 +867,15 @@ def main(argv: list[str] | None = None) -> int:
         and k.lower() not in ("http_proxy", "https_proxy", "all_proxy")
     }
     base_env["NO_PROXY"] = base_env["no_proxy"] = "127.0.0.1,localhost"
-    upstream_cmd = [sys.executable, "-m", "bench.upstream", "--port", str(upstream_port)]
+    upstream_cmd = [sys.executable, "-m", "bench.upstream", "--port", str(upstream_port),
+                    "--paced-rate", str(args.paced_rate), "--paced-seconds", str(args.paced_seconds)]  # fmt: skip
     proxy_env = {
         **base_env,
         "ANTHROPIC_BASE_URL": f"http://{HOST}:{upstream_port}",
         "ANTHROPIC_API_KEY": "bench-dummy-key",
         "HOME": str(logs),  # no credentials file of the machine's user is ever read
         # The held streams all at once, not queued behind the default limit of concurrent upstream requests.
-        "PROXY_MAX_CONCURRENCY": str(args.hold + 64),
+        "PROXY_MAX_CONCURRENCY": str(max(args.hold, args.paced) + 64),
     }
     serve = [*proxy_command(), "serve", "--host", HOST, "--port", str(proxy_port)]
     if args.workers:
@@ -698,10 +887,14 @@ def main(argv: list[str] | None = None) -> int:
     ):
         wait_ready(upstream_port, "/v1/models", up, logs / "upstream.log")
         wait_ready(proxy_port, "/health", px, logs / "proxy.log")
-        direct = Target("direct", upstream_port, "/v1/messages", anthropic_body, ANTHROPIC_HEADERS)
+        direct = Target(
+            "direct", upstream_port, "/v1/messages", anthropic_body, ANTHROPIC_HEADERS,
+            paced_body=anthropic_body(True, PACED_MODEL),
+        )  # fmt: skip
         proxy = Target(
-            "proxy", proxy_port, "/v1/chat/completions", openai_body, held_body=openai_body(True, HELD_MODEL)
-        )
+            "proxy", proxy_port, "/v1/chat/completions", openai_body, held_body=openai_body(True, HELD_MODEL),
+            paced_body=openai_body(True, PACED_MODEL),
+        )  # fmt: skip
         try:
             import uvloop
 
@@ -713,9 +906,13 @@ def main(argv: list[str] | None = None) -> int:
         px.wait(30)
         for i, second in enumerate(second_servers(args, proxy_env, base_env, upstream_port)):
             log = logs / f"second-{i}.log"
-            with process(second.cmd, second.env, log) as sx:
+            with ExitStack() as stack:
+                for j, (cmd, env, port) in enumerate(second.before):
+                    blog = logs / f"second-{i}-{j}.log"
+                    wait_port(port, stack.enter_context(process(cmd, env, blog)), blog)
+                sx = stack.enter_context(process(second.cmd, second.env, log))
                 wait_ready(second.port, "/health", sx, log)
-                runner(measure_second(args, direct, second, report, logs))
+                runner(measure_second(args, direct, second, report, logs, sx.pid))
     table = render(report, args, time.monotonic() - started)
     print(table, end="")
     if not args.no_save:

@@ -8,6 +8,11 @@ headers, a Content-Length body. Nothing is validated and nothing is logged.
   event stream (chunked), written at once after the headers.
 - With `"model":"bench-hold"` in the body the stream sends its head and first text delta, then stays open until
   `POST /bench/release` (or `--hold-max` seconds), then finishes: this is how many streams are held open at once.
+- With `"model":"bench-paced"` the stream is paced like a model writing: its head, then `--paced-rate` text deltas
+  a second for `--paced-seconds`, each written on its own as it is due, then the tail. Every paced delta's text is
+  `tk_<n>@<CLOCK_MONOTONIC ns when it was written> `, so a client on this machine can tell each token's latency.
+- A request line in absolute form (`POST http://host:port/v1/messages`, as sent through a forwarding HTTP proxy) is
+  read as its path.
 - `GET /v1/models` answers a short list; anything else is a 404.
 
 Run: `python bench/upstream.py --port 9100` (prints `ready <port>` on stdout once listening).
@@ -20,10 +25,12 @@ import asyncio
 import json
 import signal
 import sys
+import time
 
 DELTAS = 200
 TOKEN = "tk_"  # every text delta starts with it, so clients can find and count tokens in the raw bytes
 HOLD_MARKER = b'"model":"bench-hold"'
+PACED_MARKER = b'"model":"bench-paced"'
 STREAM_MARKER = b'"stream":true'
 
 
@@ -132,11 +139,27 @@ HOLD_FIRST = STREAM_HEAD + _chunk(_FIRST)
 HOLD_REST = _chunk(_REST) + b"0\r\n\r\n"
 
 
+def paced_delta(i: int) -> bytes:
+    text = f"{TOKEN}{i}@{time.monotonic_ns()} "
+    event = _event(
+        "content_block_delta",
+        {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": text}},
+    )
+    return _chunk(event.encode())
+
+
+_PACED_HEAD = _FIRST[: _FIRST.rfind(b"event: content_block_delta")]
+PACED_FIRST = STREAM_HEAD + _chunk(_PACED_HEAD)
+PACED_TAIL = _chunk(_REST[_REST.find(b"event: content_block_stop") :]) + b"0\r\n\r\n"
+
+
 class Hold:
     """Streams waiting for `POST /bench/release`; each new hold waits on the current generation's future."""
 
-    def __init__(self, max_seconds: float) -> None:
+    def __init__(self, max_seconds: float, paced_rate: float = 20.0, paced_seconds: float = 10.0) -> None:
         self.max_seconds = max_seconds
+        self.paced_rate = paced_rate
+        self.paced_seconds = paced_seconds
         self.tasks: set[asyncio.Task[None]] = set()
         self.release = asyncio.get_running_loop().create_future()
         self.open = 0
@@ -174,6 +197,10 @@ class Upstream(asyncio.Protocol):
             if end < 0:
                 return
             head = bytes(buf[:end]).lower()
+            space = head.find(b" ")
+            if head[space + 1 : space + 8] == b"http://":  # absolute form: keep the path only
+                path = head.find(b"/", space + 8)
+                head = head[: space + 1] + head[path:]
             length = 0
             at = head.find(b"\r\ncontent-length:")
             if at >= 0:
@@ -187,6 +214,13 @@ class Upstream(asyncio.Protocol):
             if head.startswith(b"post /v1/messages"):
                 if STREAM_MARKER not in body:
                     self.transport.write(MESSAGE)
+                elif PACED_MARKER in body:
+                    self.busy = True
+                    self.transport.write(PACED_FIRST)
+                    task = asyncio.ensure_future(self.paced())
+                    self.hold.tasks.add(task)
+                    task.add_done_callback(self.hold.tasks.discard)
+                    return
                 elif HOLD_MARKER in body:
                     self.busy = True
                     self.transport.write(HOLD_FIRST)
@@ -217,10 +251,28 @@ class Upstream(asyncio.Protocol):
         self.busy = False
         self.process()
 
+    async def paced(self) -> None:
+        """Deltas at `paced_rate` a second on a fixed schedule (a late one does not push back the next)."""
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        count = max(1, round(self.hold.paced_rate * self.hold.paced_seconds))
+        for i in range(count):
+            due = start + (i + 1) / self.hold.paced_rate
+            wait = due - loop.time()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            if self.transport is None:
+                return
+            self.transport.write(paced_delta(i))
+        if self.transport is not None:
+            self.transport.write(PACED_TAIL)
+        self.busy = False
+        self.process()
 
-async def serve(host: str, port: int, hold_max: float) -> None:
+
+async def serve(host: str, port: int, hold_max: float, paced_rate: float, paced_seconds: float) -> None:
     loop = asyncio.get_running_loop()
-    hold = Hold(hold_max)
+    hold = Hold(hold_max, paced_rate, paced_seconds)
     server = await loop.create_server(lambda: Upstream(hold), host, port, backlog=4096, reuse_address=True)
     bound = server.sockets[0].getsockname()[1]
     print(f"ready {bound}", flush=True)
@@ -236,13 +288,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--hold-max", type=float, default=60.0, help="longest a held stream waits for a release")
+    parser.add_argument("--paced-rate", type=float, default=20.0, help="text deltas a second of a paced stream")
+    parser.add_argument("--paced-seconds", type=float, default=10.0, help="how long a paced stream lasts")
     args = parser.parse_args(argv)
+    run = serve(args.host, args.port, args.hold_max, args.paced_rate, args.paced_seconds)
     try:
         import uvloop
     except ImportError:  # plain asyncio is fast enough, only less so
-        asyncio.run(serve(args.host, args.port, args.hold_max))
+        asyncio.run(run)
     else:
-        uvloop.run(serve(args.host, args.port, args.hold_max))
+        uvloop.run(run)
     return 0
 
 

@@ -13,9 +13,11 @@ ROOT = Path(__file__).resolve().parents[2]
 
 FIGURES = [
     "c=1: requests/s",
+    "c=1: proxy CPU per request",
     "c=1: p50 latency",
     "c=1: p99 latency",
     "c=16: requests/s",
+    "c=16: proxy CPU per request",
     "c=16: p50 latency",
     "c=16: p99 latency",
     "c=64: requests/s",
@@ -26,6 +28,12 @@ FIGURES = [
     "stream c=1: 200-delta total p50",
     "stream c=1: 200-delta total p99",
     "stream c=16: streams/s",
+    "20 paced streams: added inter-token p50",
+    "20 paced streams: added inter-token p99",
+    "20 paced streams: proxy CPU per relayed event",
+    "20 paced streams: RSS per open stream",
+    "20 paced streams: errors",
+    "20 paced streams: load generator CPU",
     "RSS after warm-up",
     "RSS after the run",
     "RSS with 40 streams open",
@@ -48,7 +56,8 @@ def test_harness_prints_and_stores_the_whole_table(generator: str, workers: str,
     duration = "1" if generator == "auto" else "0.3"
     out = subprocess.run(
         [sys.executable, "-m", "bench.run", "--duration", duration, "--warmup", "0", "--streams", "8",
-         "--hold", "40", "--load-generator", generator, "--workers", workers, "--results", str(tmp_path),
+         "--hold", "40", "--paced", "20", "--paced-seconds", "0.5", "--no-transports",
+         "--load-generator", generator, "--workers", workers, "--results", str(tmp_path),
          *(["--no-ceiling"] if workers == "2" else [])],
         cwd=ROOT, capture_output=True, text=True, timeout=90,
     )  # fmt: skip
@@ -61,13 +70,21 @@ def test_harness_prints_and_stores_the_whole_table(generator: str, workers: str,
     ceiling = ["c=16, bare forwarder under uvicorn: requests/s"] if workers == "1" else []
     assert list(rows) == FIGURES + scaled + ceiling
     assert "errors direct" not in table  # no load figure, the forwarder's included, had failed requests
-    number = re.compile(r"^[\d,]+(\.\d+)?( ms| MB)?$")
+    assert rows["20 paced streams: errors"][:2] == ["0", "0"]
+    assert rows["20 paced streams: proxy CPU per relayed event"][2] == "200 events"
+    number = re.compile(r"^[\d,]+(\.\d+)?( ms| MB| us| KB)?$")
     for figure, (direct, proxy, *_rest) in rows.items():
+        if figure.endswith("load generator CPU"):
+            continue
         assert number.match(proxy), (figure, proxy)
-        assert direct == "—" if figure.startswith("RSS") else number.match(direct), (figure, direct)
+        assert (
+            direct == "—"
+            if figure.startswith("RSS") or "CPU per" in figure or "RSS" in figure
+            else number.match(direct)
+        ), (figure, direct)
     # Every relayed stream completed: the held ones are counted, the timed ones would be listed in the notes.
     assert rows["RSS with 40 streams open"][2] == "0 failed"
-    assert rows["RSS with 40 streams open"][4] == "yes"
+    assert rows["RSS with 40 streams open"][4] == "pass"
     assert "did not complete" not in table
     if generator == "python":
         assert "Python load generator" in table
