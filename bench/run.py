@@ -21,8 +21,8 @@ upstream with a dummy key), then measures each figure twice — straight to the 
   is the tree's RSS sampled while every stream is open minus the RSS just before they opened, over the count.
   The load generator's own CPU (this process) is reported, so one can see it was not the bottleneck;
 - CPU per non-streamed request at c=1 and c=16 from the proxy process tree's own CPU time over the load;
-- afterwards, a proxy on `PROXY_UPSTREAM_TRANSPORT=httpx`, and one behind a local forward proxy
-  (`bench/httpproxy.py`, through `HTTP_PROXY`/`HTTPS_PROXY`), each at c=1 and c=16 with its CPU per request.
+- afterwards, a proxy behind a local forward proxy (`bench/httpproxy.py`, through `HTTP_PROXY`/`HTTPS_PROXY`), at
+  c=1 and c=16 with its CPU per request.
 
 The issue's targets (ratios and added times) are the Target and Met columns: pass or fail.
 
@@ -786,11 +786,7 @@ def second_servers(
     if not args.no_transports:
         port = free_port()
         serve = [*proxy_command(), "serve", "--host", HOST, "--port", str(port), "--workers", "1"]
-        found.append(Second(
-            "PROXY_UPSTREAM_TRANSPORT=httpx", serve, {**proxy_env, "PROXY_UPSTREAM_TRANSPORT": "httpx"}, port,
-            False, "The `PROXY_UPSTREAM_TRANSPORT=httpx` rows are a proxy on httpx's own transport.", cpu_limit=1.3,
-        ))  # fmt: skip
-        port, fwd = free_port(), free_port()
+        fwd = free_port()
         behind = {k: v for k, v in proxy_env.items() if k.lower() != "no_proxy"}
         behind["HTTP_PROXY"] = behind["HTTPS_PROXY"] = f"http://{HOST}:{fwd}"
         found.append(Second(
@@ -848,7 +844,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--paced-rate", type=float, default=20.0, help="text deltas a second per paced stream")
     parser.add_argument("--paced-seconds", type=float, default=10.0, help="how long each paced stream lasts")
     parser.add_argument(
-        "--no-transports", action="store_true", help="skip the httpx-transport and behind-an-HTTP-proxy rows"
+        "--no-transports", action="store_true", help="skip the behind-an-HTTP-proxy rows"
     )
     parser.add_argument("--load-generator", choices=("auto", "wrk", "python"), default="auto")
     parser.add_argument("--results", type=Path, default=HERE / "results", help="where tables are stored")
