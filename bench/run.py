@@ -843,9 +843,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--paced", type=int, default=1000, help="paced streams open at once (default 1000; 0 skips)")
     parser.add_argument("--paced-rate", type=float, default=20.0, help="text deltas a second per paced stream")
     parser.add_argument("--paced-seconds", type=float, default=10.0, help="how long each paced stream lasts")
-    parser.add_argument(
-        "--no-transports", action="store_true", help="skip the behind-an-HTTP-proxy rows"
-    )
+    parser.add_argument("--no-transports", action="store_true", help="skip the behind-an-HTTP-proxy rows")
     parser.add_argument("--load-generator", choices=("auto", "wrk", "python"), default="auto")
     parser.add_argument("--results", type=Path, default=HERE / "results", help="where tables are stored")
     parser.add_argument("--no-save", action="store_true", help="print the table only")

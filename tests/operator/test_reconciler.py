@@ -650,18 +650,6 @@ async def test_each_example_produces_exactly_its_objects_all_valid(path: Path, a
         assert child["metadata"]["labels"][builders.INSTANCE_LABEL] == name
 
 
-def test_zz_every_rbac_rule_is_used(request: pytest.FixtureRequest) -> None:
-    """Runs last: the rules grant nothing the operator did not need in the tests above."""
-    operator_tests = [
-        item.name
-        for item in request.session.items
-        if isinstance(item, pytest.Function) and item.module is request.module and "operator" in item.fixturenames
-    ]
-    if set(operator_tests) - OPERATOR_TESTS_RUN:
-        pytest.skip("needs every end-to-end test of this module in the same run")
-    assert rbac.permissions() - EXERCISED == rbac.UNEXERCISED
-
-
 async def _login_story(api: Api, operator: Cluster, readyz: Readyz, *, events: bool) -> None:
     await api.create(SECRETS, NS, {"metadata": {"name": "key"}, "data": secret_data({"api-key": "test-key-1"})})
     await api.create(CLAUDE_PROXIES, NS, _proxy("p", {"auth": {"apiKey": {"secretRef": {"name": "key"}}}}))
@@ -734,3 +722,15 @@ async def test_a_refused_login_shows_in_status_within_a_resync_and_clears(
 )
 async def test_a_refused_login_posts_one_event_per_transition(api: Api, operator: Cluster, readyz: Readyz) -> None:
     await _login_story(api, operator, readyz, events=True)
+
+
+def test_zz_every_rbac_rule_is_used(request: pytest.FixtureRequest) -> None:
+    """Runs last: the rules grant nothing the operator did not need in the tests above."""
+    operator_tests = [
+        item.name
+        for item in request.session.items
+        if isinstance(item, pytest.Function) and item.module is request.module and "operator" in item.fixturenames
+    ]
+    if set(operator_tests) - OPERATOR_TESTS_RUN:
+        pytest.skip("needs every end-to-end test of this module in the same run")
+    assert rbac.permissions() - EXERCISED == rbac.UNEXERCISED
