@@ -242,7 +242,7 @@ class Client:
         assert self._session is not None, "the client is not started"
         check_headers(headers)
         try:
-            return await self._session._request(
+            return await self._session.request(
                 method,
                 url,
                 data=body,
