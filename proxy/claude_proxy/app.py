@@ -192,6 +192,50 @@ async def send_json(send: Send, payload: Any, status: int = 200, headers: dict[s
     await send({"type": "http.response.body", "body": body})
 
 
+Endpoint = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+def answering_errors(serve: Callable[[Scope, Receive, Send, RequestInfo], Awaitable[None]]) -> Endpoint:
+    """A plain ASGI endpoint around `serve`: a ProxyError raised before the response began is answered in OpenAI's
+    envelope, as the app's own handler would."""
+
+    async def endpoint(scope: Scope, receive: Receive, send: Send) -> None:
+        info: RequestInfo = scope["state"]["info"]
+        try:
+            await serve(scope, receive, send, info)
+        except ProxyError as exc:
+            if info.status:  # the response had begun: nothing more can be said to this client
+                raise
+            _note_error(exc, info, scope["method"], scope["path"])
+            await send_json(send, exc.envelope(), exc.status, exc.headers)
+
+    return endpoint
+
+
+async def read_json_object(
+    scope: Scope, receive: Receive, settings: Settings, check_key: Callable[[bytes | str | None], None]
+) -> tuple[dict[str, Any], str | None]:
+    """The inbound key checked, then the body read within its limits and parsed as a JSON object; returns it and the
+    client's first `anthropic-beta` header."""
+    authorization = length = betas = None
+    for name, value in scope["headers"]:
+        if name == b"authorization":
+            authorization = value
+        elif name == b"content-length":
+            length = value.decode("latin-1")
+        elif name == b"anthropic-beta" and betas is None:
+            betas = value.decode("latin-1")
+    check_key(authorization)
+    raw = await read_body(receive, length, settings.max_body_bytes, settings.body_timeout)
+    try:
+        payload = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise InvalidRequest("request body is not valid JSON", code="invalid_json") from None
+    if not isinstance(payload, dict):
+        raise InvalidRequest("request body must be a JSON object")
+    return payload, betas
+
+
 def _note_error(exc: ProxyError, info: RequestInfo | None, method: str, path: str) -> None:
     """What an error about to be answered leaves on the request's access line; a 5xx is logged too."""
     if info is not None:
@@ -329,35 +373,10 @@ def create_app(
                 code="invalid_api_key",
             )
 
-    async def chat_endpoint(scope: Scope, receive: Receive, send: Send) -> None:
-        """POST /v1/chat/completions as a plain ASGI app: the hot path, served without Starlette's request and
-        response objects. A ProxyError is answered here, in OpenAI's envelope, as the app's handler would."""
-        info: RequestInfo = scope["state"]["info"]
-        try:
-            await chat_completions(scope, receive, send, info)
-        except ProxyError as exc:
-            if info.status:  # the response had begun: nothing more can be said to this client
-                raise
-            _note_error(exc, info, scope["method"], scope["path"])
-            await send_json(send, exc.envelope(), exc.status, exc.headers)
-
     async def chat_completions(scope: Scope, receive: Receive, send: Send, info: RequestInfo) -> None:
-        authorization = length = betas = None
-        for name, value in scope["headers"]:
-            if name == b"authorization":
-                authorization = value
-            elif name == b"content-length":
-                length = value.decode("latin-1")
-            elif name == b"anthropic-beta" and betas is None:
-                betas = value.decode("latin-1")
-        check_key(authorization)
-        raw = await read_body(receive, length, settings.max_body_bytes, settings.body_timeout)
-        try:
-            payload = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            raise InvalidRequest("request body is not valid JSON", code="invalid_json") from None
-        if not isinstance(payload, dict):
-            raise InvalidRequest("request body must be a JSON object")
+        """POST /v1/chat/completions as a plain ASGI app (see `answering_errors`): the hot path, served without
+        Starlette's request and response objects."""
+        payload, betas = await read_json_object(scope, receive, settings, check_key)
         try:
             chat = ChatRequest.model_validate(payload)
         except ValidationError as exc:
@@ -490,7 +509,7 @@ def create_app(
     for prefix in ("/v1", ""):
         # Plain ASGI routes: the handlers read and validate the body themselves, so FastAPI's per-request work would
         # be pure overhead on the hot path. The app dispatches POSTs to them directly; `_openapi` documents chat.
-        for path, endpoint in (("/chat/completions", chat_endpoint), ("/responses", responses)):
+        for path, endpoint in (("/chat/completions", answering_errors(chat_completions)), ("/responses", responses)):
             route = _PlainRoute(f"{prefix}{path}", endpoint, methods=["POST"])
             app.router.routes.append(route)
             app.direct[route.path] = route

@@ -19,9 +19,15 @@ from pydantic import ValidationError
 from starlette.types import Receive, Scope, Send
 
 from claude_proxy.access import RequestInfo
-from claude_proxy.app import SSEResponse, _note_error, _validation_error, send_json, until_disconnect
-from claude_proxy.errors import InvalidRequest, ProxyError
-from claude_proxy.limits import Slot, read_body
+from claude_proxy.app import (
+    SSEResponse,
+    _validation_error,
+    answering_errors,
+    read_json_object,
+    send_json,
+    until_disconnect,
+)
+from claude_proxy.limits import Slot
 from claude_proxy.relay import StreamRelay
 from claude_proxy.responses import ResponsesRequest, ResponsesTranslation, to_anthropic_request, to_response
 from claude_proxy.responses_stream import ResponsesStreamTranslator, encode_events
@@ -40,33 +46,8 @@ def responses_endpoint(
     drain = app.state.drain
     metrics = app.state.metrics
 
-    async def endpoint(scope: Scope, receive: Receive, send: Send) -> None:
-        info: RequestInfo = scope["state"]["info"]
-        try:
-            await serve(scope, receive, send, info)
-        except ProxyError as exc:
-            if info.status:  # the response had begun: nothing more can be said to this client
-                raise
-            _note_error(exc, info, scope["method"], scope["path"])
-            await send_json(send, exc.envelope(), exc.status, exc.headers)
-
     async def serve(scope: Scope, receive: Receive, send: Send, info: RequestInfo) -> None:
-        authorization = length = betas = None
-        for name, value in scope["headers"]:
-            if name == b"authorization":
-                authorization = value
-            elif name == b"content-length":
-                length = value.decode("latin-1")
-            elif name == b"anthropic-beta" and betas is None:
-                betas = value.decode("latin-1")
-        check_key(authorization)
-        raw = await read_body(receive, length, settings.max_body_bytes, settings.body_timeout)
-        try:
-            payload = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            raise InvalidRequest("request body is not valid JSON", code="invalid_json") from None
-        if not isinstance(payload, dict):
-            raise InvalidRequest("request body must be a JSON object")
+        payload, betas = await read_json_object(scope, receive, settings, check_key)
         try:
             request = ResponsesRequest.model_validate(payload)
         except ValidationError as exc:
@@ -150,4 +131,4 @@ def responses_endpoint(
 
         return SSEResponse(relay.__aiter__(), drain=drain, on_close=on_close)
 
-    return endpoint
+    return answering_errors(serve)
