@@ -120,8 +120,9 @@ async def until_disconnect(
 
 class SSEResponse(StreamingResponse):
     """A streaming response that notices a client disconnect at once, even while the upstream is silent, always
-    closes its body iterator (which closes the upstream stream), and ends the stream with an error line when the
-    shutdown grace period runs out. `on_close(outcome)` runs once at the end: "done" (the iterator ran out),
+    closes its body iterator (which closes the upstream stream), and ends the stream with `cut(error)` when the
+    shutdown grace period runs out (chat completions' error line by default; the Responses API's `response.failed`,
+    Anthropic's `error` event). `on_close(outcome)` runs once at the end: "done" (the iterator ran out),
     "client_gone" or "shutdown"."""
 
     def __init__(
@@ -130,10 +131,12 @@ class SSEResponse(StreamingResponse):
         *,
         drain: Drain | None = None,
         on_close: Callable[[str], None] | None = None,
+        cut: Callable[[ProxyError], bytes] = error_line,
     ) -> None:
         super().__init__(content, media_type="text/event-stream", headers=SSE_HEADERS)
         self.drain = drain
         self.on_close = on_close
+        self.cut = cut
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         outcome = "done"
@@ -161,9 +164,7 @@ class SSEResponse(StreamingResponse):
                 group.cancel_scope.cancel()
             if outcome == "shutdown" and self.drain is not None:
                 with contextlib.suppress(OSError):
-                    await send(
-                        {"type": "http.response.body", "body": error_line(self.drain.error()), "more_body": True}
-                    )
+                    await send({"type": "http.response.body", "body": self.cut(self.drain.error()), "more_body": True})
                     await send({"type": "http.response.body", "body": b"", "more_body": False})
         finally:
             aclose = getattr(self.body_iterator, "aclose", None)

@@ -68,6 +68,11 @@ def anthropic_envelope(exc: ProxyError) -> dict[str, Any]:
     return {"type": "error", "error": {"type": etype, "message": exc.message}}
 
 
+def error_event(exc: ProxyError) -> bytes:
+    """A proxy error as the `error` event that ends an Anthropic stream."""
+    return b"event: error\ndata: " + orjson.dumps(anthropic_envelope(exc)) + b"\n\n"
+
+
 def relayed_headers(headers: Mapping[str, str]) -> list[tuple[bytes, bytes]]:
     out = []
     for name, value in headers.items():
@@ -306,7 +311,7 @@ def messages_endpoints(app: FastAPI) -> tuple[Endpoint, Endpoint]:
                         type="upstream_error",
                         upstream_type="api_error",
                     )
-                    yield b"event: error\ndata: " + orjson.dumps(anthropic_envelope(error)) + b"\n\n"
+                    yield error_event(error)
                     return
                 state["finished"] = True
             finally:
@@ -326,7 +331,7 @@ def messages_endpoints(app: FastAPI) -> tuple[Endpoint, Endpoint]:
                 metrics.disconnects.inc()
                 info.error = "client_disconnected"
 
-        sse = SSEResponse(body(), drain=drain, on_close=on_close)
+        sse = SSEResponse(body(), drain=drain, on_close=on_close, cut=error_event)
         sse.raw_headers += [(k, v) for k, v in relayed_headers(response.headers) if k != b"content-type"]
         await sse(scope, receive, send)
 

@@ -27,6 +27,7 @@ from claude_proxy.app import (
     send_json,
     until_disconnect,
 )
+from claude_proxy.errors import ProxyError
 from claude_proxy.limits import Slot
 from claude_proxy.relay import StreamRelay
 from claude_proxy.responses import ResponsesRequest, ResponsesTranslation, to_anthropic_request, to_response
@@ -129,6 +130,10 @@ def responses_endpoint(
                 metrics.disconnects.inc()
                 info.error = "client_disconnected"
 
-        return SSEResponse(relay.__aiter__(), drain=drain, on_close=on_close)
+        def cut(error: ProxyError) -> bytes:  # the shutdown deadline: the held events, then response.failed
+            assert isinstance(relay.translator, ResponsesStreamTranslator)
+            return encode_events(relay.translator.fail(error))
+
+        return SSEResponse(relay.__aiter__(), drain=drain, on_close=on_close, cut=cut)
 
     return answering_errors(serve)

@@ -36,18 +36,18 @@ def paused_stream(value: str, pause: float) -> dict[str, Any]:
 
 
 class StreamReader(threading.Thread):
-    """Reads one streamed answer's lines in the background."""
+    """Reads one streamed answer's lines in the background (chat completions unless told another path and body)."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, path: str = "/v1/chat/completions", body: dict[str, Any] = BODY) -> None:
         super().__init__(daemon=True)
-        self.url = url
+        self.url, self.path, self.body = url, path, body
         self.lines: list[str] = []
         self.first = threading.Event()
         self.error: BaseException | None = None
 
     def run(self) -> None:
         try:
-            with httpx.stream("POST", f"{self.url}/v1/chat/completions", json=BODY, timeout=30) as response:
+            with httpx.stream("POST", self.url + self.path, json=self.body, timeout=30) as response:
                 for line in response.iter_lines():
                     if line:
                         self.lines.append(line)
@@ -61,9 +61,17 @@ class StreamReader(threading.Thread):
 def test_sigterm_drains_streams_within_the_grace_then_ends_them_with_an_error_line(
     fake: FakeAnthropic, tmp_path: Path
 ) -> None:
+    """Each stream cut at the deadline ends in its own protocol: chat completions with an error line, the Responses
+    API with `response.failed`, Anthropic's Messages API with an `error` event."""
     grace = 2.0
     env = {"ANTHROPIC_BASE_URL": fake.url, "ANTHROPIC_API_KEY": API_KEY, "PROXY_SHUTDOWN_GRACE": str(grace)}
-    fake.script(paused_stream("finishes in time", 0.8), paused_stream("outlives the grace", 60.0), slow_answer)
+    fake.script(
+        paused_stream("finishes in time", 0.8),
+        paused_stream("outlives the grace", 60.0),
+        paused_stream("a response cut short", 60.0),
+        paused_stream("a message cut short", 60.0),
+        slow_answer,
+    )
     with serve_process(env, tmp_path) as served:
         quick = StreamReader(served.url)
         quick.start()
@@ -71,7 +79,13 @@ def test_sigterm_drains_streams_within_the_grace_then_ends_them_with_an_error_li
         slow = StreamReader(served.url)
         slow.start()
         assert slow.first.wait(10)
-        assert fake.open_streams == 2
+        response = StreamReader(served.url, "/v1/responses", {"model": BODY["model"], "input": "Hi", "stream": True})
+        response.start()
+        assert response.first.wait(10)
+        anthropic = StreamReader(served.url, "/v1/messages", {**BODY, "max_tokens": 64})
+        anthropic.start()
+        assert anthropic.first.wait(10)
+        assert fake.open_streams == 4
         waiting: list[httpx.Response] = []
         waiter = threading.Thread(
             target=lambda: waiting.append(httpx.post(f"{served.url}/v1/chat/completions", json=PLAIN, timeout=30))
@@ -87,9 +101,8 @@ def test_sigterm_drains_streams_within_the_grace_then_ends_them_with_an_error_li
         with pytest.raises(httpx.TransportError):  # no longer accepting
             httpx.get(f"{served.url}/readyz", timeout=1)
 
-        quick.join(10)
-        slow.join(10)
-        waiter.join(10)
+        for reader in (quick, slow, response, anthropic, waiter):
+            reader.join(10)
         code = served.process.wait(10)
         elapsed = time.monotonic() - started
 
@@ -102,6 +115,19 @@ def test_sigterm_drains_streams_within_the_grace_then_ends_them_with_an_error_li
     assert "data: [DONE]" not in slow.lines
     error = json.loads(slow.lines[-1].removeprefix("data: "))["error"]
     assert error["code"] == "shutting_down" and "PROXY_SHUTDOWN_GRACE" in error["message"]
+    # the Responses stream: the text so far, then response.failed saying why (the openai SDKs raise on it)
+    assert response.error is None
+    events = [json.loads(line.removeprefix("data: ")) for line in response.lines if line.startswith("data: ")]
+    assert "".join(e["delta"] for e in events if e["type"] == "response.output_text.delta") == "a response cut short"
+    assert events[-1]["type"] == "response.failed" and response.lines[-2] == "event: response.failed"
+    failed = events[-1]["response"]
+    assert failed["status"] == "failed" and "PROXY_SHUTDOWN_GRACE" in failed["error"]["message"]
+    assert not [e for e in events if e["type"] == "response.completed"]
+    # the Messages stream: Anthropic's events as sent, then an error event, no message_stop
+    assert anthropic.error is None
+    assert anthropic.lines[-2] == "event: error" and "event: message_stop" not in anthropic.lines
+    error = json.loads(anthropic.lines[-1].removeprefix("data: "))
+    assert error["type"] == "error" and "PROXY_SHUTDOWN_GRACE" in error["error"]["message"]
     assert grace <= elapsed < grace + 5
     assert code == -signal.SIGTERM  # uvicorn re-raises the signal once it has shut down cleanly
     # the non-streamed request still waiting for its answer got a 503 that says why
@@ -121,6 +147,11 @@ def test_sigterm_drains_streams_within_the_grace_then_ends_them_with_an_error_li
     chats = [line for line in access if line["path"] == "/v1/chat/completions"]
     assert len(chats) == 3
     assert sorted(str(line["error"]) for line in chats) == ["None", "shutting_down", "shutting_down"]
+    others = [line for line in access if line["path"] in ("/v1/responses", "/v1/messages")]
+    assert sorted((line["path"], line["error"]) for line in others) == [
+        ("/v1/messages", "shutting_down"),
+        ("/v1/responses", "shutting_down"),
+    ]
     assert not [line for line in lines if line["logger"] == "uvicorn.access"]
     assert any("draining" in line.get("message", "") for line in lines)
     assert any(line.get("message") == "Application shutdown complete." for line in lines)
