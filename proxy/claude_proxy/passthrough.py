@@ -29,6 +29,7 @@ from yarl import URL
 from claude_proxy.access import RequestInfo
 from claude_proxy.app import SSEResponse, _note_error, until_disconnect
 from claude_proxy.client import Response, TransportError
+from claude_proxy.convert.tables import ANTHROPIC_TYPES, ERROR_TYPES
 from claude_proxy.errors import ProxyError, Unauthorized, UpstreamError
 from claude_proxy.limits import read_body
 from claude_proxy.ratelimits import PREFIX as RATELIMIT_PREFIX
@@ -42,21 +43,8 @@ Endpoint = Callable[[Scope, Receive, Send], Any]
 # Response headers relayed to the client besides the rate-limit ones; the rest (connection, server, cookies, …) stay.
 RELAYED = frozenset({"content-type", "request-id", "retry-after", "retry-after-ms", "x-should-retry"})
 
-# HTTP status -> Anthropic error type, for the errors the proxy answers itself.
-_TYPES = {
-    400: "invalid_request_error",
-    401: "authentication_error",
-    403: "permission_error",
-    404: "not_found_error",
-    408: "timeout_error",
-    413: "request_too_large",
-    429: "rate_limit_error",
-    499: "client_closed_request",
-    504: "timeout_error",
-    529: "overloaded_error",
-}
 # A first stream event of these types is retried as the HTTP status it stands for.
-_STREAM_RETRY = {"overloaded_error": 529, "api_error": 500, "rate_limit_error": 429}
+_STREAM_RETRY = {name: kind.status for name, kind in ERROR_TYPES.items() if kind.status in RETRYABLE_STATUS}
 
 
 def anthropic_envelope(exc: ProxyError) -> dict[str, Any]:
@@ -64,7 +52,7 @@ def anthropic_envelope(exc: ProxyError) -> dict[str, Any]:
     if isinstance(exc, UpstreamError) and exc.upstream_type:
         etype = exc.upstream_type
     else:
-        etype = _TYPES.get(exc.status, "api_error" if exc.status >= 500 else "invalid_request_error")
+        etype = ANTHROPIC_TYPES.get(exc.status, "api_error" if exc.status >= 500 else "invalid_request_error")
     return {"type": "error", "error": {"type": etype, "message": exc.message}}
 
 

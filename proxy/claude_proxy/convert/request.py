@@ -33,10 +33,10 @@ import orjson
 
 from claude_proxy.config import Settings, ThinkingBudgets
 from claude_proxy.convert.schema import Complexity, UnsupportedSchema, complexity, strict_schema
+from claude_proxy.convert.tables import finish_reason, tokens
 from claude_proxy.convert.wire import (
     AssistantMessage,
     ChatRequest,
-    FinishReason,
     FunctionMessage,
     ImagePart,
     SystemMessage,
@@ -67,16 +67,6 @@ STRICT_TOOLS_MAX = 20
 STRICT_OPTIONAL_MAX = 24
 STRICT_UNIONS_MAX = 16
 START_PLACEHOLDER = "(continued)"
-
-_FINISH: Mapping[str, FinishReason] = {
-    "end_turn": "stop",
-    "stop_sequence": "stop",
-    "pause_turn": "stop",
-    "max_tokens": "length",
-    "model_context_window_exceeded": "length",
-    "tool_use": "tool_calls",
-    "refusal": "content_filter",
-}
 
 _EFFORT = {"minimal": "low", "low": "low", "medium": "medium", "high": "high", "xhigh": "high"}
 
@@ -571,21 +561,10 @@ def to_anthropic(req: ChatRequest, options: Options) -> Translation:
 # ---- response ------------------------------------------------------------------------------------------------------
 
 
-def map_finish_reason(stop_reason: str | None) -> FinishReason:
-    """Anthropic stop_reason -> OpenAI finish_reason; unknown or missing reasons are `stop` (never outside the enum)."""
-    return _FINISH.get(stop_reason or "", "stop")
-
-
-def _count(value: Any) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
-
-
 def map_usage(usage: Mapping[str, Any] | None) -> UsageOut:
     """Anthropic usage -> OpenAI usage; prompt_tokens counts cache reads and writes, cached_tokens the reads."""
-    usage = usage or {}
-    cached = _count(usage.get("cache_read_input_tokens"))
-    prompt = _count(usage.get("input_tokens")) + _count(usage.get("cache_creation_input_tokens")) + cached
-    completion = _count(usage.get("output_tokens"))
+    counts = tokens(usage)
+    cached, prompt, completion = counts.cache_read, counts.prompt, counts.output
     return {
         "prompt_tokens": prompt,
         "completion_tokens": completion,
@@ -631,7 +610,7 @@ def to_openai(message: Mapping[str, Any], *, model: str, created: int, json_tool
             )
     if json_answer is not None:
         texts = [json_answer]  # the tool's JSON is the answer; any other text would make it invalid JSON
-    finish = map_finish_reason(message.get("stop_reason"))
+    finish = finish_reason(message.get("stop_reason"))
     if finish == "tool_calls" and not tool_calls:
         finish = "stop"
     out_message: dict[str, Any] = {
