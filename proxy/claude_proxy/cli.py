@@ -14,7 +14,7 @@ from claude_proxy import __version__
 from claude_proxy.config import ConfigError, Settings, default_credentials_path
 
 if TYPE_CHECKING:  # the lifecycle modules are imported by the commands that need them
-    from fastapi import FastAPI
+    from starlette.applications import Starlette
 
     from claude_proxy.credentials.lifecycle import Outcome
     from claude_proxy.credentials.store import CredentialResolver
@@ -48,7 +48,7 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def serving_app(settings: Settings | None = None) -> FastAPI:
+def serving_app(settings: Settings | None = None) -> Starlette:
     """The app as `serve` runs it. Everything alive once it is built (modules, the app, its routes and models) lives
     as long as the process, so it is frozen out of the garbage collector's reach: a full collection then has a few
     thousand objects to walk instead of tens of thousands, and no longer stalls requests for tens of milliseconds.

@@ -17,10 +17,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from claude_proxy.app import _validation_error
 from claude_proxy.config import Settings
 from claude_proxy.convert.request import Options, to_anthropic
 from claude_proxy.convert.wire import ChatRequest
+from claude_proxy.edge import validation_error as _validation_error
 from claude_proxy.errors import InvalidRequest
 from tests.fakes.anthropic import Reject, validate_messages_request
 
