@@ -31,7 +31,7 @@ from claude_proxy.convert.anthropic import CountTokensRequest, MessagesRequest
 from claude_proxy.convert.request import Options
 from claude_proxy.convert.responses import ResponsesRequest
 from claude_proxy.convert.wire import ChatRequest
-from claude_proxy.credentials.store import Credential, CredentialResolver
+from claude_proxy.credentials.resolver import Credential, CredentialResolver
 from claude_proxy.edge import Edge, ModelCache, error_response, json_response, note_error
 from claude_proxy.errors import ProxyError
 from claude_proxy.limits import Drain, Limiter

@@ -17,7 +17,7 @@ if TYPE_CHECKING:  # the lifecycle modules are imported by the commands that nee
     from starlette.applications import Starlette
 
     from claude_proxy.credentials.lifecycle import Outcome
-    from claude_proxy.credentials.store import CredentialResolver
+    from claude_proxy.credentials.resolver import CredentialResolver
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -133,7 +133,7 @@ def _check(args: argparse.Namespace) -> int:
     import json
 
     from claude_proxy.credentials.lifecycle import check
-    from claude_proxy.credentials.store import CredentialResolver
+    from claude_proxy.credentials.resolver import CredentialResolver
 
     _setup_logging(args.log_level)
     try:

@@ -27,7 +27,7 @@ from starlette.types import Receive, Scope, Send
 from claude_proxy.access import RequestInfo
 from claude_proxy.config import Settings
 from claude_proxy.convert.request import Options
-from claude_proxy.credentials.store import CredentialResolver
+from claude_proxy.credentials.resolver import CredentialResolver
 from claude_proxy.errors import InvalidRequest, ProxyError, Unauthorized, UpstreamError
 from claude_proxy.limits import ClientGone, Drain, Limiter, read_body
 from claude_proxy.login import LoginState

@@ -21,7 +21,7 @@ from prometheus_client.registry import Collector
 
 from claude_proxy import ratelimits
 from claude_proxy.convert.tables import USAGE_FIELDS, count
-from claude_proxy.credentials.store import Credential
+from claude_proxy.credentials.resolver import Credential
 
 disable_created_metrics()  # the `_created` twin of every series only doubles the scrape
 

@@ -37,20 +37,22 @@ from claude_proxy.credentials.oauth import (
     OAuthError,
     refresh_grant,
 )
-from claude_proxy.credentials.store import (
-    AtomicWriter,
+from claude_proxy.credentials.resolver import (
     Credential,
     CredentialKind,
     CredentialResolver,
     CredentialsError,
-    LockTimeout,
     MalformedCredentials,
     MissingCredentials,
     OAuthFile,
     UnreadableCredentials,
+    parse_credentials,
+)
+from claude_proxy.credentials.store import (
+    AtomicWriter,
+    LockTimeout,
     dump_credentials,
     exclusive_lock,
-    parse_credentials,
     remove_stale_temp_files,
     with_new_tokens,
 )
