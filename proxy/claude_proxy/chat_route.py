@@ -14,7 +14,8 @@ import orjson
 from starlette.types import Receive, Scope, Send
 
 from claude_proxy.convert.chat_stream import StreamTranslator
-from claude_proxy.convert.request import Translation, to_anthropic, to_openai
+from claude_proxy.convert.request import Translation, to_anthropic
+from claude_proxy.convert.response import to_openai
 from claude_proxy.convert.wire import ChatRequest
 from claude_proxy.edge import (
     Edge,

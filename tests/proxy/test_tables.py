@@ -8,7 +8,7 @@ import pytest
 
 from claude_proxy.access import RequestInfo
 from claude_proxy.convert.chat_stream import StreamTranslator
-from claude_proxy.convert.request import map_usage, to_openai
+from claude_proxy.convert.response import map_usage, to_openai
 from claude_proxy.convert.responses import map_usage as responses_usage
 from claude_proxy.convert.responses_stream import ResponsesStreamTranslator
 from claude_proxy.convert.tables import ERROR_TYPES, FINISH_REASONS, USAGE_KEYS

@@ -14,11 +14,10 @@ from claude_proxy.convert.request import (
     JSON_INSTRUCTION,
     MISSING_RESULT,
     Options,
-    map_usage,
     resolve_model,
     to_anthropic,
-    to_openai,
 )
+from claude_proxy.convert.response import map_usage, to_openai
 from claude_proxy.convert.tables import finish_reason as map_finish_reason
 from claude_proxy.convert.wire import ChatRequest
 from claude_proxy.errors import InvalidRequest

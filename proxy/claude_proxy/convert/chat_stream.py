@@ -31,7 +31,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from claude_proxy.convert.request import completion_id, map_usage, tool_arguments
+from claude_proxy.convert.response import completion_id, map_usage, tool_arguments
 from claude_proxy.convert.tables import error_status, finish_reason, merge_usage
 from claude_proxy.errors import UpstreamError, upstream_error
 

@@ -35,7 +35,8 @@ from typing import Annotated, Any
 
 from pydantic import Field, ValidationError
 
-from claude_proxy.convert.request import Options, Translation, to_anthropic, tool_arguments
+from claude_proxy.convert.request import Options, Translation, to_anthropic
+from claude_proxy.convert.response import tool_arguments
 from claude_proxy.convert.tables import tokens
 from claude_proxy.convert.wire import ChatRequest, _Open
 from claude_proxy.errors import InvalidRequest

@@ -35,7 +35,7 @@ from typing import Any
 
 import orjson
 
-from claude_proxy.convert.request import tool_arguments
+from claude_proxy.convert.response import tool_arguments
 from claude_proxy.convert.responses import (
     call_item,
     item_id,
