@@ -2,7 +2,7 @@
 the response is over (the whole stream, for streams) records the request metrics and writes one access log line.
 
 Route handlers add what they learn to `request.state.info` (a `RequestInfo`): the model, Anthropic's request id,
-token counts, the error type. The app (`ProxyAPI`) runs every HTTP request through this middleware first, so it
+token counts, the error type. The app runs every HTTP request through this middleware before its router, so it
 also answers (and counts) an exception nothing turned into a response, with a 500 envelope that says it is the
 proxy's own fault; an exception that Starlette's error layer already answered is only logged and counted here.
 """

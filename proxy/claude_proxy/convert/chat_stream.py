@@ -2,7 +2,7 @@
 
 `feed(event)` takes one parsed event (the JSON of an SSE `data` field) and returns the chunks it produces;
 `finish()` is called once the upstream stream has ended. No I/O, no logging, no globals; events are never mutated.
-The reassembled chunks equal what `translate.to_openai` makes of the same message, non-streamed.
+The reassembled chunks equal what `response.to_openai` makes of the same message, non-streamed.
 
 Mapping (Anthropic event -> chunk delta), after the shapes OpenAI itself streams:
 - message_start -> the first chunk, `{"role": "assistant", "content": ""}`; it fixes `id`, `model` and the

@@ -1,7 +1,7 @@
 """Pure translation between OpenAI's Responses API and Anthropic messages.
 
 A Responses request is rewritten into the chat-completions request it means (`to_chat`), and that one goes through
-`translate.to_anthropic`, so both endpoints share every rule: images, tools and tool_choice, strict tools and the
+`request.to_anthropic`, so both endpoints share every rule: images, tools and tool_choice, strict tools and the
 schema transform, JSON modes, reasoning, history repair, prompt caching. Anthropic's answer is mapped straight into
 a Response object (`to_response`). No I/O, no environment, no globals; inputs are never mutated. Errors are
 `InvalidRequest` naming the field as the client sent it (`input[2].content[0].image_url`).
