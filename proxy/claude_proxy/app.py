@@ -27,7 +27,10 @@ from claude_proxy import __version__
 from claude_proxy.access import INTERNAL_ERROR, AccessMiddleware, RequestInfo
 from claude_proxy.client import Client, Timeouts
 from claude_proxy.config import Settings
-from claude_proxy.credentials import Credential, CredentialResolver
+from claude_proxy.convert.chat_stream import StreamTranslator
+from claude_proxy.convert.request import Options, Translation, resolve_model, to_anthropic, to_openai
+from claude_proxy.convert.wire import ChatRequest
+from claude_proxy.credentials.store import Credential, CredentialResolver
 from claude_proxy.errors import InvalidRequest, ProxyError, Unauthorized, UpstreamError
 from claude_proxy.limits import ClientGone, Drain, Limiter, Slot, read_body
 from claude_proxy.login import LoginState
@@ -35,10 +38,7 @@ from claude_proxy.metrics import CONTENT_TYPE, Metrics
 from claude_proxy.relay import StreamRelay, error_line
 from claude_proxy.retry import RetryPolicy
 from claude_proxy.startup import startup_lines
-from claude_proxy.stream import StreamTranslator
-from claude_proxy.translate import Options, Translation, resolve_model, to_anthropic, to_openai
 from claude_proxy.upstream import Upstream
-from claude_proxy.wire import ChatRequest
 
 log = logging.getLogger("claude_proxy")
 T = TypeVar("T")

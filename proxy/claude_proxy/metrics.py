@@ -20,7 +20,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from claude_proxy import ratelimits
-from claude_proxy.credentials import Credential
+from claude_proxy.credentials.store import Credential
 
 disable_created_metrics()  # the `_created` twin of every series only doubles the scrape
 

@@ -27,11 +27,11 @@ from claude_proxy.app import (
     send_json,
     until_disconnect,
 )
+from claude_proxy.convert.request import Options
+from claude_proxy.convert.responses import ResponsesRequest, ResponsesTranslation, to_anthropic_request, to_response
+from claude_proxy.convert.responses_stream import ResponsesStreamTranslator, encode_events
 from claude_proxy.limits import Slot
 from claude_proxy.relay import StreamRelay
-from claude_proxy.responses import ResponsesRequest, ResponsesTranslation, to_anthropic_request, to_response
-from claude_proxy.responses_stream import ResponsesStreamTranslator, encode_events
-from claude_proxy.translate import Options
 from claude_proxy.upstream import Upstream
 
 Endpoint = Callable[[Scope, Receive, Send], Any]

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from claude_proxy.config import Settings, default_credentials_path
-from claude_proxy.credentials import (
+from claude_proxy.credentials.store import (
     CredentialKind,
     CredentialResolver,
     MalformedCredentials,

@@ -35,9 +35,9 @@ from typing import Annotated, Any
 
 from pydantic import Field, ValidationError
 
+from claude_proxy.convert.request import Options, Translation, to_anthropic, tool_arguments
+from claude_proxy.convert.wire import ChatRequest, _Open
 from claude_proxy.errors import InvalidRequest
-from claude_proxy.translate import Options, Translation, to_anthropic, tool_arguments
-from claude_proxy.wire import ChatRequest, _Open
 
 STATELESS = "this proxy keeps no stored responses: send the whole conversation in `input` instead"
 _MESSAGE_PARAM = re.compile(r"^messages\[(\d+)\](?:\.tool_calls\[(\d+)\](?:\.function)?)?")

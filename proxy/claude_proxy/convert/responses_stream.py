@@ -35,8 +35,9 @@ from typing import Any
 
 import orjson
 
-from claude_proxy.errors import ProxyError, UpstreamError, upstream_error
-from claude_proxy.responses import (
+from claude_proxy.convert.chat_stream import _ERROR_STATUS
+from claude_proxy.convert.request import tool_arguments
+from claude_proxy.convert.responses import (
     call_item,
     item_id,
     map_usage,
@@ -47,8 +48,7 @@ from claude_proxy.responses import (
     response_object,
     status_of,
 )
-from claude_proxy.stream import _ERROR_STATUS
-from claude_proxy.translate import tool_arguments
+from claude_proxy.errors import ProxyError, UpstreamError, upstream_error
 
 _USAGE_KEYS = ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens", "output_tokens")
 # Events that announce output without carrying any: held back with the lifecycle events until real output comes.

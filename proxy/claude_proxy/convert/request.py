@@ -32,9 +32,8 @@ from typing import Any
 import orjson
 
 from claude_proxy.config import Settings, ThinkingBudgets
-from claude_proxy.errors import InvalidRequest
-from claude_proxy.schema import Complexity, UnsupportedSchema, complexity, strict_schema
-from claude_proxy.wire import (
+from claude_proxy.convert.schema import Complexity, UnsupportedSchema, complexity, strict_schema
+from claude_proxy.convert.wire import (
     AssistantMessage,
     ChatRequest,
     FinishReason,
@@ -47,6 +46,7 @@ from claude_proxy.wire import (
     UsageOut,
     UserMessage,
 )
+from claude_proxy.errors import InvalidRequest
 
 TOOL_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,128}$")
 _ID_UNSAFE = re.compile(r"[^a-zA-Z0-9_-]")

@@ -31,8 +31,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from claude_proxy.convert.request import completion_id, map_finish_reason, map_usage, tool_arguments
 from claude_proxy.errors import UpstreamError, upstream_error
-from claude_proxy.translate import completion_id, map_finish_reason, map_usage, tool_arguments
 
 # Anthropic error type -> the HTTP status it is sent with outside a stream (reference: Anthropic API errors).
 _ERROR_STATUS = {

@@ -30,7 +30,14 @@ from pathlib import Path
 
 import httpx
 
-from claude_proxy.credentials import (
+from claude_proxy.credentials.oauth import (
+    DEFAULT_CLIENT_ID,
+    DEFAULT_TOKEN_URL,
+    REFRESH_RETRY,
+    OAuthError,
+    refresh_grant,
+)
+from claude_proxy.credentials.store import (
     AtomicWriter,
     Credential,
     CredentialKind,
@@ -47,7 +54,6 @@ from claude_proxy.credentials import (
     remove_stale_temp_files,
     with_new_tokens,
 )
-from claude_proxy.oauth import DEFAULT_CLIENT_ID, DEFAULT_TOKEN_URL, REFRESH_RETRY, OAuthError, refresh_grant
 from claude_proxy.retry import RetryPolicy
 
 log = logging.getLogger(__name__)
