@@ -270,12 +270,16 @@ class SSEResponse(StreamingResponse):
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         outcome = "done"
+        failure: Exception | None = None
 
-        async def listen(group: anyio.abc.TaskGroup) -> None:
-            nonlocal outcome
-            while (await receive())["type"] != "http.disconnect":
-                pass
-            outcome = "client_gone"
+        async def pump(group: anyio.abc.TaskGroup) -> None:
+            # In a task of its own: each event resumes this short chain of frames, not the request's whole stack.
+            nonlocal failure
+            try:
+                with contextlib.suppress(OSError):  # the client went away while we were writing
+                    await self.stream_response(send)
+            except Exception as exc:  # raised from the request's own task below, as if it had run there
+                failure = exc
             group.cancel_scope.cancel()
 
         async def cut_at_deadline(group: anyio.abc.TaskGroup, expired: asyncio.Future[None]) -> None:
@@ -286,12 +290,15 @@ class SSEResponse(StreamingResponse):
 
         try:
             async with anyio.create_task_group() as group:
-                group.start_soon(listen, group)
+                group.start_soon(pump, group)
                 if self.drain is not None and self.drain.expired is not None:
                     group.start_soon(cut_at_deadline, group, self.drain.expired)
-                with contextlib.suppress(OSError):  # the client went away while we were writing
-                    await self.stream_response(send)
+                while (await receive())["type"] != "http.disconnect":
+                    pass
+                outcome = "client_gone"
                 group.cancel_scope.cancel()
+            if failure is not None:
+                raise failure
             if outcome == "shutdown" and self.drain is not None:
                 with contextlib.suppress(OSError):
                     await send(
@@ -305,6 +312,12 @@ class SSEResponse(StreamingResponse):
                     await aclose()
             if self.on_close is not None:
                 self.on_close(outcome)
+
+    async def stream_response(self, send: Send) -> None:
+        await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+        async for chunk in self.body_iterator:
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
 def json_response(payload: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
