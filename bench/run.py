@@ -457,10 +457,23 @@ class Paced:
     elapsed: float
     rss_before: int = 0
     rss_open: int = 0
+    peak: int = 0  # the most streams open at once (from a stream's request to its end)
+    ttft_p99: float = 0.0  # time to a stream's first token, while the others stream
+
+
+def peak_open(results: list[Result]) -> int:
+    """The most of `results` that were open at the same moment."""
+    edges = sorted([(r.start, 1) for r in results] + [(r.end, -1) for r in results])
+    peak = now = 0
+    for _, step in edges:
+        now += step
+        peak = max(peak, now)
+    return peak
 
 
 async def run_paced(target: Target, count: int, expected: int, pid: int | None, seconds: float) -> Paced:
-    """`count` paced streams at once; each token's latency from the stand-in's stamp to its arrival here."""
+    """`count` paced streams at once; each token's latency from the stand-in's stamp to its arrival here. RSS is
+    sampled once every stream has its first token (all of them open), or after `seconds` / 2 at the latest."""
     raw = post(HOST, target.port, target.path, target.paced_body, target.headers)
     await asyncio.sleep(0.3)
     rss_before = tree_rss(pid) if pid else 0
@@ -474,7 +487,9 @@ async def run_paced(target: Target, count: int, expected: int, pid: int | None, 
             )
             conns += opened
             tasks += [asyncio.ensure_future(c.request(raw)) for c in opened]
-        await asyncio.sleep(max(0.2, seconds / 2 - (time.perf_counter() - t0)))
+        await asyncio.sleep(0)  # every request started (and made its first-token future)
+        firsts = [asyncio.ensure_future(_first_or_end(c.first_token, t)) for c, t in zip(conns, tasks, strict=True)]
+        await asyncio.wait(firsts, timeout=max(0.2, seconds / 2 - (time.perf_counter() - t0)))
         rss_open = tree_rss(pid) if pid else 0
         outcomes = await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), seconds + 120)
     finally:
@@ -483,6 +498,7 @@ async def run_paced(target: Target, count: int, expected: int, pid: int | None, 
     cpu, own, elapsed = (tree_cpu(pid) - cpu0) if pid else 0.0, time.process_time() - own0, time.perf_counter() - t0
     lags: list[float] = []
     errors = events = 0
+    results = [outcome for outcome in outcomes if isinstance(outcome, Result)]
     for outcome in outcomes:
         if isinstance(outcome, Result):
             lags += outcome.lags or []
@@ -490,8 +506,9 @@ async def run_paced(target: Target, count: int, expected: int, pid: int | None, 
         if not isinstance(outcome, Result) or not outcome.ok or outcome.tokens != expected:
             errors += 1
     return Paced(
-        percentile(lags, 50), percentile(lags, 99), count, errors, events, cpu, own, elapsed, rss_before, rss_open
-    )
+        percentile(lags, 50), percentile(lags, 99), count, errors, events, cpu, own, elapsed, rss_before, rss_open,
+        peak_open(results), percentile([r.ttft for r in results], 99),
+    )  # fmt: skip
 
 
 # ---- the run -------------------------------------------------------------------------------------------------------
@@ -649,6 +666,12 @@ async def measure(
         n = f"{args.paced:,} paced streams"
         report.rows.append(added_row(f"{n}: added inter-token p50", pd.lag_p50, pp.lag_p50, None))
         report.rows.append(added_row(f"{n}: added inter-token p99", pd.lag_p99, pp.lag_p99, 5.0))
+        report.rows.append(added_row(f"{n}: first token p99", pd.ttft_p99, pp.ttft_p99, None))
+        report.rows.append(Row(
+            f"{n}: open at once (peak)", f"{pd.peak:,}", f"{pp.peak:,}", "", f"{args.paced:,}",
+            pp.peak == args.paced and pd.peak == args.paced,
+            "" if pp.peak == pd.peak == args.paced else "the first streams ended before the last ones began",
+        ))  # fmt: skip
         per_event = pp.cpu / max(1, pp.events)
         report.rows.append(Row(f"{n}: proxy CPU per relayed event", "—", us(per_event), f"{pp.events:,} events"))
         per_stream = (pp.rss_open - pp.rss_before) / args.paced

@@ -11,6 +11,8 @@ headers, a Content-Length body. Nothing is validated and nothing is logged.
 - With `"model":"bench-paced"` the stream is paced like a model writing: its head, then `--paced-rate` text deltas
   a second for `--paced-seconds`, each written on its own as it is due, then the tail. Every paced delta's text is
   `tk_<n>@<CLOCK_MONOTONIC ns when it was written> `, so a client on this machine can tell each token's latency.
+  One timer serves every paced stream (`Pacer`: the streams due within a millisecond are written in one turn of the
+  loop), so a thousand streams cost the stand-in one wake-up per due time, not a task and a timer per delta.
 - A request line in absolute form (`POST http://host:port/v1/messages`, as sent through a forwarding HTTP proxy) is
   read as its path.
 - `GET /v1/models` answers a short list; anything else is a 404.
@@ -22,6 +24,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import heapq
+import itertools
 import json
 import signal
 import sys
@@ -139,13 +143,19 @@ HOLD_FIRST = STREAM_HEAD + _chunk(_FIRST)
 HOLD_REST = _chunk(_REST) + b"0\r\n\r\n"
 
 
-def paced_delta(i: int) -> bytes:
-    text = f"{TOKEN}{i}@{time.monotonic_ns()} "
-    event = _event(
+_DELTA_HEAD, _DELTA_TAIL = (
+    _event(
         "content_block_delta",
-        {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": text}},
+        {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "@TEXT@"}},
     )
-    return _chunk(event.encode())
+    .encode()
+    .split(b"@TEXT@")
+)
+
+
+def paced_delta(i: int) -> bytes:
+    """A text delta stamped with the time it is written (its text needs no JSON escaping: it is spliced in)."""
+    return _chunk(b"%s%s%d@%d %s" % (_DELTA_HEAD, TOKEN.encode(), i, time.monotonic_ns(), _DELTA_TAIL))
 
 
 _PACED_HEAD = _FIRST[: _FIRST.rfind(b"event: content_block_delta")]
@@ -153,13 +163,56 @@ PACED_FIRST = STREAM_HEAD + _chunk(_PACED_HEAD)
 PACED_TAIL = _chunk(_REST[_REST.find(b"event: content_block_stop") :]) + b"0\r\n\r\n"
 
 
+class Pacer:
+    """Every paced stream's schedule in one heap, written from one timer: deltas at `rate` a second for `seconds`,
+    each stream on a fixed schedule from its start (a late delta does not push back the next)."""
+
+    SLACK = 0.001  # deltas due this soon are written in the same turn
+
+    def __init__(self, rate: float, seconds: float) -> None:
+        self.rate = rate
+        self.count = max(1, round(rate * seconds))
+        self.loop = asyncio.get_running_loop()
+        self.heap: list[tuple[float, int, int, float, Upstream]] = []  # (due, tie, delta index, start, stream)
+        self.tie = itertools.count()
+        self.timer: asyncio.TimerHandle | None = None
+
+    def add(self, stream: Upstream) -> None:
+        start = self.loop.time()
+        self._push(start + 1 / self.rate, 0, start, stream)
+
+    def _push(self, due: float, index: int, start: float, stream: Upstream) -> None:
+        heapq.heappush(self.heap, (due, next(self.tie), index, start, stream))
+        if self.timer is None or due < self.timer.when():
+            if self.timer is not None:
+                self.timer.cancel()
+            self.timer = self.loop.call_at(due, self._run)
+
+    def _run(self) -> None:
+        self.timer = None
+        heap, horizon = self.heap, self.loop.time() + self.SLACK
+        while heap and heap[0][0] <= horizon:
+            _, _, index, start, stream = heapq.heappop(heap)
+            transport = stream.transport
+            if transport is None:
+                continue
+            transport.write(paced_delta(index))
+            if index + 1 < self.count:
+                heapq.heappush(heap, (start + (index + 2) / self.rate, next(self.tie), index + 1, start, stream))
+            else:
+                transport.write(PACED_TAIL)
+                stream.busy = False
+                stream.process()
+        if heap:
+            self.timer = self.loop.call_at(heap[0][0], self._run)
+
+
 class Hold:
     """Streams waiting for `POST /bench/release`; each new hold waits on the current generation's future."""
 
     def __init__(self, max_seconds: float, paced_rate: float = 20.0, paced_seconds: float = 10.0) -> None:
         self.max_seconds = max_seconds
-        self.paced_rate = paced_rate
-        self.paced_seconds = paced_seconds
+        self.pacer = Pacer(paced_rate, paced_seconds)
         self.tasks: set[asyncio.Task[None]] = set()
         self.release = asyncio.get_running_loop().create_future()
         self.open = 0
@@ -212,16 +265,14 @@ class Upstream(asyncio.Protocol):
             body = bytes(buf[end + 4 : total])
             del buf[:total]
             if head.startswith(b"post /v1/messages"):
-                if STREAM_MARKER not in body:
+                if body.find(STREAM_MARKER) < 0:
                     self.transport.write(MESSAGE)
-                elif PACED_MARKER in body:
+                elif body.find(PACED_MARKER) >= 0:
                     self.busy = True
                     self.transport.write(PACED_FIRST)
-                    task = asyncio.ensure_future(self.paced())
-                    self.hold.tasks.add(task)
-                    task.add_done_callback(self.hold.tasks.discard)
+                    self.hold.pacer.add(self)
                     return
-                elif HOLD_MARKER in body:
+                elif body.find(HOLD_MARKER) >= 0:
                     self.busy = True
                     self.transport.write(HOLD_FIRST)
                     task = asyncio.ensure_future(self.finish_held())
@@ -248,24 +299,6 @@ class Upstream(asyncio.Protocol):
             self.hold.open -= 1
         if self.transport is not None:
             self.transport.write(HOLD_REST)
-        self.busy = False
-        self.process()
-
-    async def paced(self) -> None:
-        """Deltas at `paced_rate` a second on a fixed schedule (a late one does not push back the next)."""
-        loop = asyncio.get_running_loop()
-        start = loop.time()
-        count = max(1, round(self.hold.paced_rate * self.hold.paced_seconds))
-        for i in range(count):
-            due = start + (i + 1) / self.hold.paced_rate
-            wait = due - loop.time()
-            if wait > 0:
-                await asyncio.sleep(wait)
-            if self.transport is None:
-                return
-            self.transport.write(paced_delta(i))
-        if self.transport is not None:
-            self.transport.write(PACED_TAIL)
         self.busy = False
         self.process()
 

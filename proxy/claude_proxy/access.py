@@ -2,7 +2,7 @@
 the response is over (the whole stream, for streams) records the request metrics and writes one access log line.
 
 Route handlers add what they learn to `request.state.info` (a `RequestInfo`): the model, Anthropic's request id,
-token counts, the error type. The app (`ProxyAPI`) runs every HTTP request through this middleware first, so it
+token counts, the error type. The app runs every HTTP request through this middleware before its router, so it
 also answers (and counts) an exception nothing turned into a response, with a 500 envelope that says it is the
 proxy's own fault; an exception that Starlette's error layer already answered is only logged and counted here.
 """
@@ -18,6 +18,7 @@ from typing import Any
 import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from claude_proxy.convert.tables import tokens
 from claude_proxy.logs import ACCESS_LOGGER, direct_access_handler
 from claude_proxy.metrics import Metrics
 
@@ -56,14 +57,11 @@ class RequestInfo:
     def add_usage(self, usage: Mapping[str, Any] | None) -> None:
         if not usage:
             return
-        self.input_tokens += _int(usage.get("input_tokens"))
-        self.output_tokens += _int(usage.get("output_tokens"))
-        self.cache_read_tokens += _int(usage.get("cache_read_input_tokens"))
-        self.cache_write_tokens += _int(usage.get("cache_creation_input_tokens"))
-
-
-def _int(value: Any) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
+        counts = tokens(usage)
+        self.input_tokens += counts.input
+        self.output_tokens += counts.output
+        self.cache_read_tokens += counts.cache_read
+        self.cache_write_tokens += counts.cache_write
 
 
 def new_request_id() -> str:

@@ -14,10 +14,10 @@ from claude_proxy import __version__
 from claude_proxy.config import ConfigError, Settings, default_credentials_path
 
 if TYPE_CHECKING:  # the lifecycle modules are imported by the commands that need them
-    from fastapi import FastAPI
+    from starlette.applications import Starlette
 
-    from claude_proxy.credentials import CredentialResolver
-    from claude_proxy.lifecycle import Outcome
+    from claude_proxy.credentials.lifecycle import Outcome
+    from claude_proxy.credentials.resolver import CredentialResolver
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -48,7 +48,7 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def serving_app(settings: Settings | None = None) -> FastAPI:
+def serving_app(settings: Settings | None = None) -> Starlette:
     """The app as `serve` runs it. Everything alive once it is built (modules, the app, its routes and models) lives
     as long as the process, so it is frozen out of the garbage collector's reach: a full collection then has a few
     thousand objects to walk instead of tens of thousands, and no longer stalls requests for tens of milliseconds.
@@ -77,7 +77,7 @@ def _setup_logging(level: str | None) -> None:
 
 
 def _emit(outcome: Outcome) -> int:
-    from claude_proxy.lifecycle import TERMINATION_LOG, emit
+    from claude_proxy.credentials.lifecycle import TERMINATION_LOG, emit
 
     emit(outcome, sys.stdout.write, os.environ.get("CLAUDE_PROXY_TERMINATION_LOG", TERMINATION_LOG))
     sys.stdout.flush()
@@ -85,7 +85,7 @@ def _emit(outcome: Outcome) -> int:
 
 
 def _internal_failure(command: str, exc: BaseException) -> Outcome:
-    from claude_proxy.lifecycle import Outcome, Result
+    from claude_proxy.credentials.lifecycle import Outcome, Result
 
     # The type name only: a foreign exception's text is not ours to vouch for.
     return Outcome(command, Result.FAILED, "internal", f"unexpected error ({type(exc).__name__}); nothing changed")
@@ -98,8 +98,8 @@ def _credentials_path(args: argparse.Namespace) -> Path:
 def _refresh(args: argparse.Namespace) -> int:
     import dataclasses
 
-    from claude_proxy.lifecycle import RefreshOptions, refresh
-    from claude_proxy.oauth import REFRESH_RETRY
+    from claude_proxy.credentials.lifecycle import RefreshOptions, refresh
+    from claude_proxy.credentials.oauth import REFRESH_RETRY
 
     _setup_logging(args.log_level)
     options = RefreshOptions(
@@ -119,7 +119,7 @@ def _refresh(args: argparse.Namespace) -> int:
 
 
 def _seed(args: argparse.Namespace) -> int:
-    from claude_proxy.lifecycle import seed
+    from claude_proxy.credentials.lifecycle import seed
 
     _setup_logging(args.log_level)
     try:
@@ -132,8 +132,8 @@ def _seed(args: argparse.Namespace) -> int:
 def _check(args: argparse.Namespace) -> int:
     import json
 
-    from claude_proxy.credentials import CredentialResolver
-    from claude_proxy.lifecycle import check
+    from claude_proxy.credentials.lifecycle import check
+    from claude_proxy.credentials.resolver import CredentialResolver
 
     _setup_logging(args.log_level)
     try:
@@ -261,7 +261,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)  # set for each worker
     serve.set_defaults(func=_serve)
 
-    from claude_proxy.oauth import DEFAULT_CLIENT_ID, DEFAULT_TOKEN_URL
+    from claude_proxy.credentials.oauth import DEFAULT_CLIENT_ID, DEFAULT_TOKEN_URL
 
     log_level = argparse.ArgumentParser(add_help=False)
     log_level.add_argument("--log-level", default=None, help="debug|info|warning|error (env LOG_LEVEL, default info)")

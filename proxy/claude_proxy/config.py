@@ -21,6 +21,8 @@ from pydantic import AfterValidator, BeforeValidator, Field, ValidationError
 from pydantic_core import ErrorDetails
 from pydantic_settings import BaseSettings, EnvSettingsSource, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 
+from claude_proxy.convert.request import ThinkingBudgets
+
 DEFAULT_BASE_URL = "https://api.anthropic.com"
 
 # The fallback answer of GET /v1/models when the upstream list cannot be had (e.g. OAuth tokens). Not a whitelist:
@@ -51,16 +53,6 @@ def default_credentials_path(env: Mapping[str, str]) -> Path:
         return Path(env["CLAUDE_CONFIG_DIR"]).expanduser() / ".credentials.json"
     home = env.get("HOME") or str(Path.home())
     return Path(home) / ".claude" / ".credentials.json"
-
-
-@dataclass(frozen=True)
-class ThinkingBudgets:
-    """Token budgets for `reasoning_effort` on models that take `thinking: {type: enabled}`."""
-
-    minimal: int = 1024
-    low: int = 2048
-    medium: int = 8192
-    high: int = 24576
 
 
 class ConfigError(ValueError):

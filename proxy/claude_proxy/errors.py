@@ -10,21 +10,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from claude_proxy.convert.tables import openai_error_type
 from claude_proxy.retry import retry_after as retry_hint
-
-# Anthropic error type -> OpenAI error type (the `type` field of the envelope).
-_ERROR_TYPES = {
-    "invalid_request_error": "invalid_request_error",
-    "authentication_error": "authentication_error",
-    "billing_error": "insufficient_quota",
-    "permission_error": "permission_error",
-    "not_found_error": "not_found_error",
-    "request_too_large": "invalid_request_error",
-    "rate_limit_error": "rate_limit_error",
-    "api_error": "server_error",
-    "timeout_error": "timeout_error",
-    "overloaded_error": "overloaded_error",
-}
 
 _TOO_LONG = re.compile(r"prompt is too long:\s*(\d+)\s*tokens\s*>\s*(\d+)\s*maximum", re.IGNORECASE)
 
@@ -140,7 +127,7 @@ def upstream_error(status: int, body: Any, headers: Any) -> UpstreamError:
             )
         else:
             message = f"Anthropic API answered HTTP {status} without an error message"
-    etype = _ERROR_TYPES.get(upstream_type or "", "server_error" if status >= 500 else "invalid_request_error")
+    etype = openai_error_type(upstream_type, status)
     param = code = None
     upstream_message = message
     match = _TOO_LONG.search(message) if status == 400 else None

@@ -9,18 +9,18 @@ token, since /readyz is readable by whoever reaches the pod.
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
+from claude_proxy.redact import mask_secrets
+
 MAX_MESSAGE = 300
-_TOKENISH = re.compile(r"sk-ant-[A-Za-z0-9_-]+|[A-Za-z0-9_.+/=-]{40,}")
 
 
 def _masked(text: str) -> str:
-    masked = _TOKENISH.sub("[redacted]", " ".join(text.split()))
+    masked = mask_secrets(" ".join(text.split()))
     return masked if len(masked) <= MAX_MESSAGE else masked[: MAX_MESSAGE - 1] + "…"
 
 

@@ -20,7 +20,8 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from claude_proxy import ratelimits
-from claude_proxy.credentials import Credential
+from claude_proxy.convert.tables import USAGE_FIELDS, count
+from claude_proxy.credentials.resolver import Credential
 
 disable_created_metrics()  # the `_created` twin of every series only doubles the scrape
 
@@ -32,14 +33,6 @@ NO_MODEL = ""
 # Seconds: fast non-streamed answers to long generations (the read timeout is 600 s by default).
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0)
 TTFT_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 10.0, 20.0, 30.0, 60.0)
-
-# Anthropic usage field -> `kind` label of proxy_tokens_total.
-USAGE_KINDS = (
-    ("input_tokens", "input"),
-    ("output_tokens", "output"),
-    ("cache_read_input_tokens", "cache_read"),
-    ("cache_creation_input_tokens", "cache_write"),
-)
 
 
 class _StateCollector(Collector):
@@ -171,12 +164,12 @@ class Metrics:
         if not usage:
             return
         label = self.model_label(model)
-        for key, kind in USAGE_KINDS:
-            value = usage.get(key)
-            if isinstance(value, int) and not isinstance(value, bool) and value > 0:
-                child = self._token_children.get((label, kind))
+        for field in USAGE_FIELDS:
+            value = count(usage.get(field.anthropic))
+            if value:
+                child = self._token_children.get((label, field.kind))
                 if child is None:
-                    child = self._token_children[label, kind] = self.tokens.labels(label, kind)
+                    child = self._token_children[label, field.kind] = self.tokens.labels(label, field.kind)
                 child.inc(value)
 
     # Upstream observer interface (see upstream.UpstreamObserver).

@@ -15,21 +15,30 @@ since the clients of these routes read that shape.
 
 from __future__ import annotations
 
-import hmac
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 import anyio
 import orjson
-from fastapi import FastAPI
 from starlette.types import Receive, Scope, Send
 from yarl import URL
 
 from claude_proxy.access import RequestInfo
-from claude_proxy.app import SSEResponse, _note_error, until_disconnect
 from claude_proxy.client import Response, TransportError
-from claude_proxy.errors import ProxyError, Unauthorized, UpstreamError
+from claude_proxy.convert.tables import ANTHROPIC_TYPES, ERROR_TYPES
+from claude_proxy.edge import (
+    Edge,
+    SSEResponse,
+    Turn,
+    bearer,
+    edge_of,
+    info_of,
+    note_error,
+    stream_ended,
+    until_disconnect,
+)
+from claude_proxy.errors import ProxyError, UpstreamError
 from claude_proxy.limits import read_body
 from claude_proxy.ratelimits import PREFIX as RATELIMIT_PREFIX
 from claude_proxy.retry import RETRYABLE_STATUS, RetryBudget
@@ -37,26 +46,11 @@ from claude_proxy.sse import SSEDecoder
 from claude_proxy.upstream import ANTHROPIC_VERSION as DEFAULT_VERSION
 from claude_proxy.upstream import Upstream
 
-Endpoint = Callable[[Scope, Receive, Send], Any]
-
 # Response headers relayed to the client besides the rate-limit ones; the rest (connection, server, cookies, …) stay.
 RELAYED = frozenset({"content-type", "request-id", "retry-after", "retry-after-ms", "x-should-retry"})
 
-# HTTP status -> Anthropic error type, for the errors the proxy answers itself.
-_TYPES = {
-    400: "invalid_request_error",
-    401: "authentication_error",
-    403: "permission_error",
-    404: "not_found_error",
-    408: "timeout_error",
-    413: "request_too_large",
-    429: "rate_limit_error",
-    499: "client_closed_request",
-    504: "timeout_error",
-    529: "overloaded_error",
-}
 # A first stream event of these types is retried as the HTTP status it stands for.
-_STREAM_RETRY = {"overloaded_error": 529, "api_error": 500, "rate_limit_error": 429}
+_STREAM_RETRY = {name: kind.status for name, kind in ERROR_TYPES.items() if kind.status in RETRYABLE_STATUS}
 
 
 def anthropic_envelope(exc: ProxyError) -> dict[str, Any]:
@@ -64,7 +58,7 @@ def anthropic_envelope(exc: ProxyError) -> dict[str, Any]:
     if isinstance(exc, UpstreamError) and exc.upstream_type:
         etype = exc.upstream_type
     else:
-        etype = _TYPES.get(exc.status, "api_error" if exc.status >= 500 else "invalid_request_error")
+        etype = ANTHROPIC_TYPES.get(exc.status, "api_error" if exc.status >= 500 else "invalid_request_error")
     return {"type": "error", "error": {"type": etype, "message": exc.message}}
 
 
@@ -117,106 +111,92 @@ class _Usage:
         return events
 
 
-def messages_endpoints(app: FastAPI) -> tuple[Endpoint, Endpoint]:
-    """The plain ASGI apps serving POST /v1/messages and POST /v1/messages/count_tokens for `app`."""
-    settings = app.state.settings
-    limiter = app.state.limiter
-    drain = app.state.drain
-    metrics = app.state.metrics
-    inbound = tuple(key.encode() for key in settings.inbound_keys)
+def _check_key(edge: Edge, api_key: bytes | None, authorization: bytes | None) -> None:
+    """The inbound key, as Anthropic's clients send it (`x-api-key`), or as a bearer token."""
+    if edge.inbound:
+        presented = api_key.strip() if api_key else bearer(authorization)
+        edge.check_key(presented, "send x-api-key: <one of PROXY_API_KEYS> (or Authorization: Bearer)")
 
-    def check_key(api_key: bytes | None, authorization: bytes | None) -> None:
-        if not inbound:
-            return
-        presented = api_key.strip() if api_key else b""
-        if not presented and authorization:
-            scheme, _, token = authorization.partition(b" ")
-            presented = token.strip() if scheme.lower() == b"bearer" else b""
-        ok = False
-        for key in inbound:  # compare against every key, so timing does not reveal which one matched
-            ok |= hmac.compare_digest(presented, key)
-        if not ok:
-            raise Unauthorized(
-                "Incorrect or missing API key: send x-api-key: <one of PROXY_API_KEYS> (or Authorization: Bearer)",
-                code="invalid_api_key",
-            )
 
-    def endpoint(count_tokens: bool) -> Endpoint:
-        async def serve(scope: Scope, receive: Receive, send: Send) -> None:
-            info: RequestInfo = scope["state"]["info"]
-            try:
-                await passthrough(scope, receive, send, info, count_tokens)
-            except ProxyError as exc:
-                if info.status:  # the response had begun: nothing more can be said to this client
-                    raise
-                _note_error(exc, info, scope["method"], scope["path"])
-                body = orjson.dumps(anthropic_envelope(exc))
-                head = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
-                head += [(k.encode("latin-1"), v.encode("latin-1")) for k, v in exc.headers.items()]
-                await send({"type": "http.response.start", "status": exc.status, "headers": head})
-                await send({"type": "http.response.body", "body": body})
+async def messages(scope: Scope, receive: Receive, send: Send) -> None:
+    """Messages: Anthropic's Messages API, passed through with the proxy's credential."""
+    await _answering(scope, receive, send, count_tokens=False)
 
-        return serve
 
-    async def passthrough(scope: Scope, receive: Receive, send: Send, info: RequestInfo, count_tokens: bool) -> None:
-        api_key = authorization = length = version = None
-        betas: list[str] = []
-        for name, value in scope["headers"]:
-            if name == b"x-api-key":
-                api_key = value
-            elif name == b"authorization":
-                authorization = value
-            elif name == b"content-length":
-                length = value.decode("latin-1")
-            elif name == b"anthropic-version":
-                version = value.decode("latin-1").strip()
-            elif name == b"anthropic-beta":
-                betas.append(value.decode("latin-1"))
-        check_key(api_key, authorization)
-        raw = await read_body(receive, length, settings.max_body_bytes, settings.body_timeout)
-        try:
-            payload = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            payload = None  # forwarded all the same: Anthropic's own answer says what is wrong with it
-        model = payload.get("model") if isinstance(payload, dict) else None
-        stream = bool(payload.get("stream")) if isinstance(payload, dict) and not count_tokens else False
-        info.model = model if isinstance(model, str) else None
-        info.stream = stream
-        upstream: Upstream = app.state.upstream
-        url = upstream.count_tokens_url if count_tokens else upstream.messages_url
-        client_betas = ",".join(betas) or None
-        version = version or DEFAULT_VERSION
-        budget = RetryBudget()
-        started = time.perf_counter()
-        slot = limiter.try_acquire()
-        if slot is None:
-            slot = await until_disconnect(receive, limiter.acquire, drain)
+async def count_tokens(scope: Scope, receive: Receive, send: Send) -> None:
+    """Count tokens: Anthropic's token counting, passed through with the proxy's credential."""
+    await _answering(scope, receive, send, count_tokens=True)
+
+
+async def _answering(scope: Scope, receive: Receive, send: Send, count_tokens: bool) -> None:
+    """The passthrough, its own errors answered in Anthropic's envelope (these routes' clients read that shape)."""
+    info = info_of(scope)
+    try:
+        await _passthrough(scope, receive, send, edge_of(scope), info, count_tokens)
+    except ProxyError as exc:
+        if info.status:  # the response had begun: nothing more can be said to this client
+            raise
+        note_error(exc, info, scope["method"], scope["path"])
+        body = orjson.dumps(anthropic_envelope(exc))
+        head = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
+        head += [(k.encode("latin-1"), v.encode("latin-1")) for k, v in exc.headers.items()]
+        await send({"type": "http.response.start", "status": exc.status, "headers": head})
+        await send({"type": "http.response.body", "body": body})
+
+
+async def _passthrough(
+    scope: Scope, receive: Receive, send: Send, edge: Edge, info: RequestInfo, count_tokens: bool
+) -> None:
+    api_key = authorization = length = version = None
+    betas: list[str] = []
+    for name, value in scope["headers"]:
+        if name == b"x-api-key":
+            api_key = value
+        elif name == b"authorization":
+            authorization = value
+        elif name == b"content-length":
+            length = value.decode("latin-1")
+        elif name == b"anthropic-version":
+            version = value.decode("latin-1").strip()
+        elif name == b"anthropic-beta":
+            betas.append(value.decode("latin-1"))
+    _check_key(edge, api_key, authorization)
+    settings = edge.settings
+    raw = await read_body(receive, length, settings.max_body_bytes, settings.body_timeout)
+    try:
+        payload = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        payload = None  # forwarded all the same: Anthropic's own answer says what is wrong with it
+    model = payload.get("model") if isinstance(payload, dict) else None
+    stream = bool(payload.get("stream")) if isinstance(payload, dict) and not count_tokens else False
+    info.model = model if isinstance(model, str) else None
+    info.stream = stream
+    upstream = edge.upstream
+    url = upstream.count_tokens_url if count_tokens else upstream.messages_url
+    client_betas = ",".join(betas) or None
+    version = version or DEFAULT_VERSION
+    budget = RetryBudget()
+    started = time.perf_counter()
+    async with Turn(edge, receive, info) as turn:
         if stream:
-            try:
-                response, chunks, first, usage = await until_disconnect(
-                    receive, lambda: open_stream(upstream, raw, client_betas, url, version, budget), drain
-                )
-            except BaseException:
-                slot.release()
-                raise
+            response, chunks, first, usage = await until_disconnect(
+                receive, lambda: _open_stream(upstream, raw, client_betas, url, version, budget), edge.drain
+            )
             info.upstream_request_id = response.headers.get("request-id")
             if response.status_code >= 400:
-                slot.release()
-                await answer(send, response.status_code, response.headers, response.content or b"", budget)
+                await _answer(send, response.status_code, response.headers, response.content or b"", budget)
                 return
-            metrics.ttft.observe(time.perf_counter() - started)
-            await relay(scope, receive, send, info, response, chunks, first, usage, slot)
+            edge.metrics.ttft.observe(time.perf_counter() - started)
+            turn.usage = usage.usage  # filled as the events pass
+            await _relay(scope, receive, send, edge, info, response, chunks, first, usage)
             return
-        try:
-            reply = await until_disconnect(
-                receive,
-                lambda: upstream.send_with_retries(
-                    raw, client_betas, stream=False, budget=budget, url=url, version=version, relay_errors=True
-                ),
-                drain,
-            )
-        finally:
-            slot.release()
+        reply = await until_disconnect(
+            receive,
+            lambda: upstream.send_with_retries(
+                raw, client_betas, stream=False, budget=budget, url=url, version=version, relay_errors=True
+            ),
+            edge.drain,
+        )
         info.upstream_request_id = reply.headers.get("request-id")
         content = reply.content or b""
         if reply.status_code < 300 and not count_tokens:
@@ -225,117 +205,105 @@ def messages_endpoints(app: FastAPI) -> tuple[Endpoint, Endpoint]:
             except orjson.JSONDecodeError:
                 message = None
             counts = message.get("usage") if isinstance(message, dict) else None
-            if isinstance(counts, dict):
-                info.add_usage(counts)
-                metrics.usage(info.model, counts)
-        await answer(send, reply.status_code, reply.headers, content, budget)
+            turn.usage = counts if isinstance(counts, dict) else None
+        await _answer(send, reply.status_code, reply.headers, content, budget)
 
-    async def answer(send: Send, status: int, headers: Mapping[str, str], content: bytes, budget: RetryBudget) -> None:
-        head = relayed_headers(headers)
-        if status >= 400 and budget.retries:
-            head = [(k, v) for k, v in head if k != b"x-should-retry"]
-            head.append((b"x-should-retry", b"false"))  # the proxy already retried (no retry amplification)
-        head.append((b"content-length", b"%d" % len(content)))
-        await send({"type": "http.response.start", "status": status, "headers": head})
-        await send({"type": "http.response.body", "body": content})
 
-    async def open_stream(
-        upstream: Upstream, raw: bytes, client_betas: str | None, url: URL, version: str, budget: RetryBudget
-    ) -> tuple[Response, AsyncIterator[bytes], list[bytes], _Usage]:
-        """Open the stream and read up to its first event; retries while nothing was sent to the client."""
-        while True:
-            response = await upstream.send_with_retries(
-                raw, client_betas, stream=True, budget=budget, url=url, version=version, relay_errors=True
-            )
-            if response.status_code >= 400:
-                return response, _chunks(response), [], _Usage()
-            usage = _Usage()
-            chunks = _chunks(response)
-            first: list[bytes] = []
-            retry_as: int | None = None
+async def _answer(send: Send, status: int, headers: Mapping[str, str], content: bytes, budget: RetryBudget) -> None:
+    head = relayed_headers(headers)
+    if status >= 400 and budget.retries:
+        head = [(k, v) for k, v in head if k != b"x-should-retry"]
+        head.append((b"x-should-retry", b"false"))  # the proxy already retried (no retry amplification)
+    head.append((b"content-length", b"%d" % len(content)))
+    await send({"type": "http.response.start", "status": status, "headers": head})
+    await send({"type": "http.response.body", "body": content})
+
+
+async def _open_stream(
+    upstream: Upstream, raw: bytes, client_betas: str | None, url: URL, version: str, budget: RetryBudget
+) -> tuple[Response, AsyncIterator[bytes], list[bytes], _Usage]:
+    """Open the stream and read up to its first event; retries while nothing was sent to the client."""
+    while True:
+        response = await upstream.send_with_retries(
+            raw, client_betas, stream=True, budget=budget, url=url, version=version, relay_errors=True
+        )
+        if response.status_code >= 400:
+            return response, _chunks(response), [], _Usage()
+        usage = _Usage()
+        chunks = _chunks(response)
+        first: list[bytes] = []
+        retry_as: int | None = None
+        try:
+            async for chunk in chunks:
+                first.append(chunk)
+                events = [e for e in usage.feed(chunk) if e.event != "ping"]
+                if events:
+                    if events[0].event == "error":
+                        retry_as = _stream_error_status(events[0].data)
+                    break
+        except TransportError as exc:
+            await _close(response)
+            if await _backoff(upstream, budget, f"stream failed early ({type(exc).__name__})"):
+                continue
+            raise UpstreamError(
+                f"connection to Anthropic lost before the stream began ({type(exc).__name__})",
+                status=502,
+                type="upstream_error",
+                upstream_type="api_error",
+            ) from None
+        except BaseException:
+            await _close(response)
+            raise
+        retryable = retry_as in RETRYABLE_STATUS
+        if retryable and upstream.retry.delay(budget.retries + 1, None, budget.waited) is not None:
+            await _close(response)
+            if await _backoff(upstream, budget, f"stream began with an error (HTTP {retry_as} kind)"):
+                continue
+        # Out of retries, a stream that begins with an error goes to the client as Anthropic sent it.
+        return response, chunks, first, usage
+
+
+async def _relay(
+    scope: Scope,
+    receive: Receive,
+    send: Send,
+    edge: Edge,
+    info: RequestInfo,
+    response: Response,
+    chunks: AsyncIterator[bytes],
+    first: list[bytes],
+    usage: _Usage,
+) -> None:
+    state = {"finished": False}
+    broken: list[UpstreamError | None] = [None]  # what cut the stream, for its end
+
+    async def body() -> AsyncIterator[bytes]:
+        try:
+            for chunk in first:
+                yield chunk
             try:
                 async for chunk in chunks:
-                    first.append(chunk)
-                    events = [e for e in usage.feed(chunk) if e.event != "ping"]
-                    if events:
-                        if events[0].event == "error":
-                            retry_as = _stream_error_status(events[0].data)
-                        break
+                    usage.feed(chunk)
+                    yield chunk
             except TransportError as exc:
-                await _close(response)
-                if await _backoff(upstream, budget, f"stream failed early ({type(exc).__name__})"):
-                    continue
-                raise UpstreamError(
-                    f"connection to Anthropic lost before the stream began ({type(exc).__name__})",
+                error = broken[0] = UpstreamError(
+                    f"connection to Anthropic lost mid-stream ({type(exc).__name__})",
                     status=502,
                     type="upstream_error",
                     upstream_type="api_error",
-                ) from None
-            except BaseException:
-                await _close(response)
-                raise
-            retryable = retry_as in RETRYABLE_STATUS
-            if retryable and upstream.retry.delay(budget.retries + 1, None, budget.waited) is not None:
-                await _close(response)
-                if await _backoff(upstream, budget, f"stream began with an error (HTTP {retry_as} kind)"):
-                    continue
-            # Out of retries, a stream that begins with an error goes to the client as Anthropic sent it.
-            return response, chunks, first, usage
+                )
+                yield error_event(error)
+                return
+            state["finished"] = True
+        finally:
+            await _close(response)
 
-    async def relay(
-        scope: Scope,
-        receive: Receive,
-        send: Send,
-        info: RequestInfo,
-        response: Response,
-        chunks: AsyncIterator[bytes],
-        first: list[bytes],
-        usage: _Usage,
-        slot: Any,
-    ) -> None:
-        state = {"finished": False, "broken": False}
+    def on_close(outcome: str) -> None:
+        stream_ended(edge, info, outcome, broken[0], state["finished"])
 
-        async def body() -> AsyncIterator[bytes]:
-            try:
-                for chunk in first:
-                    yield chunk
-                try:
-                    async for chunk in chunks:
-                        usage.feed(chunk)
-                        yield chunk
-                except TransportError as exc:
-                    state["broken"] = True
-                    error = UpstreamError(
-                        f"connection to Anthropic lost mid-stream ({type(exc).__name__})",
-                        status=502,
-                        type="upstream_error",
-                        upstream_type="api_error",
-                    )
-                    yield error_event(error)
-                    return
-                state["finished"] = True
-            finally:
-                await _close(response)
-
-        def on_close(outcome: str) -> None:
-            slot.release()
-            info.add_usage(usage.usage)
-            metrics.usage(info.model, usage.usage)
-            if state["broken"]:
-                metrics.stream_errors.labels("upstream_error").inc()
-                info.error = "upstream_error"
-            elif outcome == "shutdown":
-                metrics.stream_errors.labels("shutting_down").inc()
-                info.error = "shutting_down"
-            elif outcome == "client_gone" and not state["finished"]:
-                metrics.disconnects.inc()
-                info.error = "client_disconnected"
-
-        sse = SSEResponse(body(), drain=drain, on_close=on_close, cut=error_event)
-        sse.raw_headers += [(k, v) for k, v in relayed_headers(response.headers) if k != b"content-type"]
-        await sse(scope, receive, send)
-
-    return endpoint(False), endpoint(True)
+    sse = SSEResponse(body(), drain=edge.drain, on_close=on_close, cut=error_event)
+    sse.raw_headers += [(k, v) for k, v in relayed_headers(response.headers) if k != b"content-type"]
+    await sse(scope, receive, send)
 
 
 async def _backoff(upstream: Upstream, budget: RetryBudget, why: str) -> bool:

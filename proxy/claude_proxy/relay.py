@@ -71,77 +71,68 @@ def _stream_failure(exc: BaseException, idle_timeout: float | None) -> ProxyErro
     raise exc
 
 
-def _parse(data: str) -> dict[str, Any]:
+def _parse(data: bytes) -> dict[str, Any]:
     try:
         value = orjson.loads(data)
     except orjson.JSONDecodeError:
-        raise UpstreamError("Anthropic sent a malformed stream event", status=502, type="upstream_error") from None
+        # Invalid UTF-8 reads as U+FFFD, as an event-stream decoder reads it; anything else is malformed.
+        try:
+            value = orjson.loads(data.decode("utf-8", "replace"))
+        except orjson.JSONDecodeError:
+            raise UpstreamError("Anthropic sent a malformed stream event", status=502, type="upstream_error") from None
     if not isinstance(value, dict):
         raise UpstreamError("Anthropic sent a malformed stream event", status=502, type="upstream_error")
     return value
 
 
 class _Events:
-    """Anthropic's stream events as they arrive, handed out one at a time (`next`) or all that are in (`ready`).
+    """Anthropic's stream events as they arrive, for `StreamRelay.start`: handed out one at a time (`next`).
 
     A network read often holds many events. `next` decodes only a slice of it at a time, so the first event is
-    available without decoding the rest; `ready` takes everything already received, so the relay can answer a read
-    with one write instead of one per event (a write is a system call: per event, they cost more than the rest of
-    the relay together). Nothing that has arrived ever waits for more to arrive.
+    available without decoding the rest; what is left (`take`) the relay then handles with everything that follows,
+    one network read at a time: one write to the client per read, never one per event (a write is a system call:
+    per event, they cost more than the rest of the relay together). Nothing that has arrived ever waits for more to
+    arrive.
     """
 
     def __init__(self, response: Response) -> None:
-        self._raw = response.chunks()
-        self._decoder = SSEDecoder()
-        self._pending: collections.deque[str] = collections.deque()
+        self.raw = response.chunks()
+        self.decoder = SSEDecoder()
+        self._pending: collections.deque[bytes] = collections.deque()
         self._rest = b""
-        self._ended = False
+        self.ended = False
 
-    def _decode(self, data: bytes) -> None:
-        for event in self._decoder.feed(data):
-            if event.event != "ping":
-                self._pending.append(event.data)
-
-    async def _fill(self, everything: bool) -> bool:
-        """Decode until an event is pending (all of what has arrived with `everything`); False at the end."""
-        while True:
-            if self._rest:
-                if everything or len(self._rest) <= _SLICE:
-                    data, self._rest = self._rest, b""
-                else:
-                    data, self._rest = self._rest[:_SLICE], self._rest[_SLICE:]
-                self._decode(data)
-                if self._pending and not (everything and self._rest):
-                    return True
-                continue
-            if self._pending:
-                return True
-            if self._ended:
-                return False
-            try:
-                self._rest = await self._raw.__anext__()
-            except StopAsyncIteration:
-                self._ended = True
-                for event in self._decoder.flush():
-                    if event.event != "ping":
-                        self._pending.append(event.data)
+    def decode(self, data: bytes) -> list[bytes]:
+        """The data of the (non-ping) events `data` completes."""
+        return self.decoder.feed_data(data, b"ping")
 
     async def next(self) -> dict[str, Any] | None:
         """The next event, reading the network only when nothing is pending; None at the end of the stream."""
-        if not await self._fill(everything=False):
-            return None
+        while not self._pending:
+            if self._rest:
+                data, self._rest = self._rest[:_SLICE], self._rest[_SLICE:]
+                self._pending.extend(self.decode(data))
+                continue
+            if self.ended:
+                return None
+            try:
+                self._rest = await self.raw.__anext__()
+            except StopAsyncIteration:
+                self.ended = True
+                self.decoder.flush()
         return _parse(self._pending.popleft())
 
-    async def ready(self) -> list[str] | None:
-        """Every event received so far (reading the network once when there is none), unparsed; None at the end."""
-        if not await self._fill(everything=True):
-            return None
+    def take(self) -> list[bytes]:
+        """Every event already received and not yet handed out (decoding what is left of the last read)."""
         out = list(self._pending)
         self._pending.clear()
+        if self._rest:
+            out += self.decode(self._rest)
+            self._rest = b""
         return out
 
     async def aclose(self) -> None:
-        aclose = getattr(self._raw, "aclose", None)
+        aclose = getattr(self.raw, "aclose", None)
         if aclose is not None:
             await aclose()
 
@@ -228,24 +219,33 @@ class StreamRelay:
     async def __aiter__(self) -> AsyncIterator[bytes]:
         assert self.response is not None and self.translator is not None and self._events is not None
         response, translator, events = self.response, self.translator, self._events
+        feed, encode = translator.feed, self.encode
         try:
             if self._first:
-                yield self.encode(self._first)
+                yield encode(self._first)
             if not self._ended:
-                while (batch := await events.ready()) is not None:
-                    chunks: list[dict[str, Any]] = []
+                # One network read at a time: its events translated together and written at once.
+                batch, raw = events.take(), events.raw
+                while True:
+                    if batch:
+                        chunks: list[dict[str, Any]] = []
+                        try:
+                            for data in batch:
+                                chunks += feed(_parse(data))
+                        except ProxyError:
+                            if chunks:  # what came before the failure is still the client's
+                                yield encode(chunks)
+                            raise
+                        if chunks:
+                            yield encode(chunks)
                     try:
-                        for data in batch:
-                            chunks += translator.feed(_parse(data))
-                    except ProxyError:
-                        if chunks:  # what came before the failure is still the client's
-                            yield self.encode(chunks)
-                        raise
-                    if chunks:
-                        yield self.encode(chunks)
+                        batch = events.decode(await raw.__anext__())
+                    except StopAsyncIteration:
+                        events.decoder.flush()
+                        break
                 tail = translator.finish()
                 if tail:
-                    yield self.encode(tail) + self.done
+                    yield encode(tail) + self.done
                     self.finished = True
                     return
             if self.done:

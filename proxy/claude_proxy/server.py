@@ -26,7 +26,7 @@ from typing import Any
 
 import orjson
 import uvicorn
-from fastapi import FastAPI
+from starlette.applications import Starlette
 from uvicorn.config import HTTP_PROTOCOLS
 from uvicorn.importer import import_from_string
 
@@ -124,7 +124,7 @@ class ProxyServer(uvicorn.Server):
 
 
 def build_server(
-    app: FastAPI, settings: Settings, host: str, port: int, *, configure_logging: bool = True
+    app: Starlette, settings: Settings, host: str, port: int, *, configure_logging: bool = True
 ) -> ProxyServer:
     """The server `claude-proxy serve` runs; `configure_logging=False` leaves the process's logging alone (tests)."""
     drain: Drain = app.state.drain

@@ -39,7 +39,11 @@ class ServerSentEvent:
 
 
 class SSEDecoder:
-    """Turns a byte stream, chunked in any way, into events. One decoder per stream."""
+    """Turns a byte stream, chunked in any way, into events. One decoder per stream.
+
+    `feed` returns whole `ServerSentEvent`s; `feed_data` returns only each event's data, as UTF-8 bytes (what a JSON
+    parser takes), for a caller that needs nothing else: the relay, once per network read. Both parse the same way;
+    fields stay bytes until an event is dispatched."""
 
     __slots__ = ("_bom_checked", "_buf", "_data", "_event", "_last_id", "_retry", "_skip_lf")
 
@@ -47,15 +51,32 @@ class SSEDecoder:
         self._buf = b""
         self._bom_checked = False
         self._skip_lf = False  # the previous chunk ended with CR: a LF at the start of the next one ends no line
-        self._data: list[str] = []
-        self._event: str | None = None
+        self._data: list[bytes] = []
+        self._event: bytes = b""
         self._last_id: str | None = None
         self._retry: int | None = None
 
     def feed(self, chunk: bytes) -> list[ServerSentEvent]:
         """Add bytes; return the events they complete (often none)."""
+        out: list[ServerSentEvent] = []
+        self._lines(chunk, out, None)
+        return out
+
+    def feed_data(self, chunk: bytes, skip: bytes | None = None) -> list[bytes]:
+        """Add bytes; return the data of the events they complete, except of events of type `skip` (e.g. b"ping")."""
+        out: list[bytes] = []
+        self._lines(chunk, None, out, skip)
+        return out
+
+    def _lines(
+        self,
+        chunk: bytes,
+        events: list[ServerSentEvent] | None,
+        datas: list[bytes] | None,
+        skip: bytes | None = None,
+    ) -> None:
         if not chunk:
-            return []
+            return
         if self._skip_lf:
             self._skip_lf = False
             if chunk[:1] == b"\n":
@@ -64,49 +85,65 @@ class SSEDecoder:
         if not self._bom_checked:
             if len(buf) < len(_BOM) and _BOM.startswith(buf):
                 self._buf = buf
-                return []
+                return
             self._bom_checked = True
             if buf.startswith(_BOM):
                 buf = buf[len(_BOM) :]
-        if b"\r" in buf:
+        # bytes.find, not `in`: `in` first tries its operand as an integer, which costs an exception each time.
+        if buf.find(b"\r") >= 0:
             if buf.endswith(b"\r"):
                 self._skip_lf = True
             buf = buf.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
-        if b"\n" not in buf:
+        if buf.find(b"\n") < 0:
             self._buf = buf
-            return []
+            return
         *lines, self._buf = buf.split(b"\n")
-        events: list[ServerSentEvent] = []
+        data = self._data
         for line in lines:
             if not line:
-                if self._data:
-                    events.append(ServerSentEvent(self._event, "\n".join(self._data), self._last_id, self._retry))
-                self._data = []
-                self._event = None
+                if data:
+                    payload = data[0] if len(data) == 1 else b"\n".join(data)
+                    if datas is not None:
+                        if skip is None or self._event != skip:
+                            datas.append(payload)
+                    elif events is not None:
+                        events.append(
+                            ServerSentEvent(
+                                self._event.decode("utf-8", "replace") or None,
+                                payload.decode("utf-8", "replace"),
+                                self._last_id,
+                                self._retry,
+                            )
+                        )
+                    data = self._data = []
+                self._event = b""
                 self._retry = None
+            elif line[:6] == b"data: ":
+                data.append(line[6:])
+            elif line[:7] == b"event: ":
+                self._event = line[7:]
             elif line[0] != 0x3A:  # not a ":" comment
-                self._field(line.decode("utf-8", "replace"))
-        return events
+                self._field(line)
 
     def flush(self) -> list[ServerSentEvent]:
         """The stream ended: every complete event was already returned by `feed`; a partial one is dropped."""
         self._buf = b""
         self._data = []
-        self._event = None
+        self._event = b""
         self._retry = None
         self._skip_lf = False
         return []
 
-    def _field(self, line: str) -> None:
-        name, colon, value = line.partition(":")
-        if colon and value[:1] == " ":
+    def _field(self, line: bytes) -> None:
+        name, colon, value = line.partition(b":")
+        if colon and value[:1] == b" ":
             value = value[1:]
-        if name == "data":
+        if name == b"data":
             self._data.append(value)
-        elif name == "event":
-            self._event = value or None
-        elif name == "id":
-            if "\0" not in value:
-                self._last_id = value
-        elif name == "retry" and value.isascii() and value.isdigit():
+        elif name == b"event":
+            self._event = value
+        elif name == b"id":
+            if value.find(b"\0") < 0:
+                self._last_id = value.decode("utf-8", "replace")
+        elif name == b"retry" and value.isdigit():  # bytes.isdigit is ASCII digits only
             self._retry = int(value)

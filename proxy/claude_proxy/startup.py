@@ -8,7 +8,7 @@ import time
 from datetime import UTC, datetime
 
 from claude_proxy.config import Settings, display_url
-from claude_proxy.credentials import CredentialKind, CredentialResolver, CredentialsError
+from claude_proxy.credentials.resolver import CredentialKind, CredentialResolver, CredentialsError
 
 _KINDS = {
     CredentialKind.API_KEY: "a Console API key",

@@ -23,7 +23,7 @@ from yarl import URL
 
 from claude_proxy.client import Client, Response, TransportError
 from claude_proxy.config import display_url
-from claude_proxy.credentials import Credential, CredentialKind, CredentialResolver, CredentialsError
+from claude_proxy.credentials.resolver import Credential, CredentialKind, CredentialResolver, CredentialsError
 from claude_proxy.errors import (
     CredentialsUnavailable,
     ProxyError,

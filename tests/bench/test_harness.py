@@ -30,6 +30,8 @@ FIGURES = [
     "stream c=16: streams/s",
     "20 paced streams: added inter-token p50",
     "20 paced streams: added inter-token p99",
+    "20 paced streams: first token p99",
+    "20 paced streams: open at once (peak)",
     "20 paced streams: proxy CPU per relayed event",
     "20 paced streams: RSS per open stream",
     "20 paced streams: errors",
@@ -71,6 +73,7 @@ def test_harness_prints_and_stores_the_whole_table(generator: str, workers: str,
     assert list(rows) == FIGURES + scaled + ceiling
     assert "errors direct" not in table  # no load figure, the forwarder's included, had failed requests
     assert rows["20 paced streams: errors"][:2] == ["0", "0"]
+    assert rows["20 paced streams: open at once (peak)"][:2] == ["20", "20"]
     assert rows["20 paced streams: proxy CPU per relayed event"][2] == "200 events"
     number = re.compile(r"^[\d,]+(\.\d+)?( ms| MB| us| KB)?$")
     for figure, (direct, proxy, *_rest) in rows.items():

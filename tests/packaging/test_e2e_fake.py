@@ -19,6 +19,7 @@ from openai import OpenAI
 
 from claude_proxy.app import create_app
 from claude_proxy.config import Settings
+from claude_proxy.credentials.resolver import RECHECK_SECONDS
 from tests.conftest import serve
 
 pytestmark = pytest.mark.slow
@@ -50,6 +51,8 @@ def test_refresh_rotates_the_token_the_proxy_uses(tmp_path: Path) -> None:
             )  # fmt: skip
             assert refresh.returncode == 0, refresh.stderr
             assert json.loads(refresh.stdout)["result"] == "refreshed"
+            # The proxy looks at the file at most once per RECHECK_SECONDS (sooner would cost a refused attempt).
+            time.sleep(RECHECK_SECONDS)
 
             chunks = client.chat.completions.create(model="claude-sonnet-4-6", messages=messages, stream=True)
             assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)

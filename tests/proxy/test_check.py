@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from claude_proxy.credentials import CredentialResolver
-from claude_proxy.lifecycle import check
+from claude_proxy.credentials.lifecycle import check
+from claude_proxy.credentials.resolver import CredentialResolver
 from tests.proxy.lifecycle_support import HOUR_MS, assert_no_secrets, cli_env, now_ms, run_cli, write_credentials
 
 ACCESS = "sk-ant-oat01-test-chk"

@@ -9,14 +9,14 @@ from pathlib import Path
 import pytest
 
 from claude_proxy.config import Settings, default_credentials_path
-from claude_proxy.credentials import (
+from claude_proxy.credentials.resolver import (
     CredentialKind,
     CredentialResolver,
     MalformedCredentials,
     MissingCredentials,
     parse_credentials,
-    write_atomic,
 )
+from claude_proxy.credentials.store import write_atomic
 
 
 def write(path: Path, token: str, expires: int | None = 4102444800000, **extra: object) -> None:
@@ -92,3 +92,29 @@ def test_environment_credential_is_one_object(tmp_path: Path) -> None:
     assert resolver.resolve() is resolver.resolve()
     assert not resolver.uses_file
     assert CredentialResolver(None, None, tmp_path / "none.json").uses_file
+
+
+def test_the_file_is_looked_at_at_most_once_per_recheck_interval(tmp_path: Path) -> None:
+    path = tmp_path / "c.json"
+    write(path, "sk-ant-oat01-one")
+    now = [100.0]
+    resolver = CredentialResolver(None, None, path, recheck=1.0, clock=lambda: now[0])
+    assert resolver.resolve().token == "sk-ant-oat01-one"
+    write(path, "sk-ant-oat01-two")
+    path.unlink()  # not even a missing file is noticed within the interval: no look at all
+    now[0] += 0.9
+    assert resolver.resolve().token == "sk-ant-oat01-one"
+    now[0] += 0.2
+    with pytest.raises(MissingCredentials):
+        resolver.resolve()
+    write(path, "sk-ant-oat01-two")
+    assert resolver.resolve().token == "sk-ant-oat01-two"
+    write(path, "sk-ant-oat01-three")
+    resolver.invalidate()  # what a 401 does: the next resolve looks at once
+    assert resolver.resolve().token == "sk-ant-oat01-three"
+
+
+def test_the_proxy_rechecks_the_file_once_a_second(tmp_path: Path) -> None:
+    settings = Settings.from_env({"CLAUDE_CREDENTIALS_PATH": str(tmp_path / "c.json"), "HOME": str(tmp_path)})
+    assert CredentialResolver.from_settings(settings).recheck == 1.0
+    assert CredentialResolver(None, None, tmp_path / "c.json").recheck == 0.0  # the CLI's own reads: always fresh

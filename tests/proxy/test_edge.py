@@ -1,5 +1,5 @@
-"""The app's edge: the chat route served straight from the access edge, and what must stay the same as through
-FastAPI's router (405s, a mounted prefix, the request id and the route label on every answer)."""
+"""The app's edge: the chat route as a plain ASGI handler under the router, with what every route has (405s, a
+mounted prefix, the request id and the route label on every answer)."""
 
 from __future__ import annotations
 
@@ -10,9 +10,11 @@ from pathlib import Path
 import httpx
 import openai
 import pytest
+from starlette.testclient import TestClient
 
-from claude_proxy.app import create_app, until_disconnect
+from claude_proxy.app import create_app
 from claude_proxy.config import Settings
+from claude_proxy.edge import until_disconnect
 from claude_proxy.limits import ClientGone
 from claude_proxy.logs import ACCESS_LOGGER
 from tests.conftest import API_KEY, ProxyFactory
@@ -55,15 +57,13 @@ def test_other_methods_on_the_chat_route_are_a_405_envelope(fake: FakeAnthropic,
     assert fake.requests == []
 
 
-async def test_a_mounted_prefix_still_reaches_the_chat_route(fake: FakeAnthropic, tmp_path: Path) -> None:
-    """Behind a prefix (`root_path`) the direct lookup does not match; the router strips the prefix and serves the
-    same handler: the same key check and the same body errors."""
-    app = create_app(settings(fake, tmp_path))
-    transport = httpx.ASGITransport(app=app, root_path="/api")
-    async with httpx.AsyncClient(transport=transport, base_url="http://proxy") as http:
-        refused = await http.post("/api/v1/chat/completions", content=b"{}")
+def test_a_mounted_prefix_still_reaches_the_chat_route(fake: FakeAnthropic, tmp_path: Path) -> None:
+    """Behind a prefix (`root_path`) the router strips the prefix and serves the same handler: the same key check
+    and the same body errors."""
+    with TestClient(create_app(settings(fake, tmp_path)), root_path="/api", base_url="http://proxy") as http:
+        refused = http.post("/api/v1/chat/completions", content=b"{}")
         assert refused.status_code == 401 and refused.json()["error"]["code"] == "invalid_api_key"
-        broken = await http.post(
+        broken = http.post(
             "/api/v1/chat/completions", content=b"{not json", headers={"authorization": f"Bearer {INBOUND}"}
         )
         assert broken.status_code == 400 and broken.json()["error"]["code"] == "invalid_json"

@@ -19,8 +19,8 @@ from typing import Any
 import openai
 import pytest
 
-from claude_proxy.lifecycle import RefreshOptions, Result, refresh
-from claude_proxy.oauth import REFRESH_RETRY
+from claude_proxy.credentials.lifecycle import RefreshOptions, Result, refresh
+from claude_proxy.credentials.oauth import REFRESH_RETRY
 from tests.conftest import ProxyFactory, metric_samples
 from tests.fakes.anthropic import (
     RESET,

@@ -7,7 +7,7 @@ from dataclasses import replace
 import httpx
 import pytest
 
-from claude_proxy.oauth import (
+from claude_proxy.credentials.oauth import (
     REFRESH_RETRY,
     InvalidGrant,
     NetworkError,

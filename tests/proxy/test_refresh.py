@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 from claude_proxy import __version__
-from claude_proxy.credentials import exclusive_lock, lock_path
-from claude_proxy.lifecycle import RefreshOptions, Result, refresh
-from claude_proxy.oauth import REFRESH_RETRY
+from claude_proxy.credentials.lifecycle import RefreshOptions, Result, refresh
+from claude_proxy.credentials.oauth import REFRESH_RETRY
+from claude_proxy.credentials.store import exclusive_lock, lock_path
 from tests.fakes.oauth import CLIENT_ID, FakeOAuthServer, Scripted
 from tests.proxy.lifecycle_support import (
     EXTRA_OAUTH,

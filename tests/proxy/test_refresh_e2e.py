@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import openai
 import pytest
 
+from claude_proxy.credentials.resolver import RECHECK_SECONDS
 from tests.conftest import ProxyFactory
 from tests.fakes.anthropic import FakeAnthropic
 from tests.fakes.oauth import FakeOAuthServer
@@ -113,4 +115,6 @@ def test_requests_in_flight_during_refreshes_never_fail(
     used = {r.headers["authorization"].removeprefix("Bearer ") for r in fake.messages_requests}
     assert used <= set(oauth.issued())
     assert len(used) >= 3, "the proxy moved to new tokens while serving"
+    # The proxy looks at the file at most once per RECHECK_SECONDS: after that, the latest token is the one used.
+    time.sleep(RECHECK_SECONDS)
     assert ask(url) and bearer(fake) == read_oauth(creds)["accessToken"]

@@ -13,8 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from claude_proxy.credentials import CredentialResolver, exclusive_lock, parse_credentials
-from claude_proxy.lifecycle import RefreshOptions, Result, refresh
+from claude_proxy.credentials.lifecycle import RefreshOptions, Result, refresh
+from claude_proxy.credentials.resolver import CredentialResolver, parse_credentials
+from claude_proxy.credentials.store import exclusive_lock
 from tests.fakes.oauth import FakeOAuthServer
 from tests.proxy.lifecycle_support import (
     HOUR_MS,

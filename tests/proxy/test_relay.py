@@ -12,9 +12,9 @@ from typing import Any
 import orjson
 import pytest
 
+from claude_proxy.convert.chat_stream import StreamTranslator
 from claude_proxy.relay import StreamRelay
 from claude_proxy.retry import RetryBudget
-from claude_proxy.stream import StreamTranslator
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "sse"
 

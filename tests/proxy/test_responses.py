@@ -16,11 +16,11 @@ from openai.lib.streaming.responses._responses import ResponseStreamState
 from openai.types.responses import Response, ResponseStreamEvent
 from pydantic import TypeAdapter
 
+from claude_proxy.convert.request import Options
+from claude_proxy.convert.responses import ResponsesRequest, to_anthropic_request, to_response
+from claude_proxy.convert.responses_stream import ResponsesStreamTranslator, encode_events
 from claude_proxy.errors import InvalidRequest, UpstreamError
-from claude_proxy.responses import ResponsesRequest, to_anthropic_request, to_response
-from claude_proxy.responses_stream import ResponsesStreamTranslator, encode_events
 from claude_proxy.sse import SSEDecoder
-from claude_proxy.translate import Options
 from tests.fakes.anthropic import message, render_sse, text, thinking, tool_use
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "sse"

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from openai.lib._pydantic import to_strict_json_schema
 from pydantic import BaseModel, Field, HttpUrl, RootModel
 
-from claude_proxy.schema import Complexity, UnsupportedSchema, complexity, simple_pattern, strict_schema
+from claude_proxy.convert.schema import Complexity, UnsupportedSchema, complexity, simple_pattern, strict_schema
 from tests.fakes.anthropic import Reject, check_strict_schema
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "schemas"

@@ -3,9 +3,9 @@ strict fake Anthropic. Bounded by examples, not time: SCHEMA_FUZZ_EXAMPLES chat 
 CI runs 150, the size this suite was written with). Generating schema-breaking chat bodies is what costs (about a
 third of a second each here, against milliseconds for the request itself).
 
-Beyond "no 5xx", two checks of our own: validation errors are OpenAI-style 400s (never FastAPI's 422 list), and the
-fake never refuses a request the proxy built (a 400 carrying Anthropic's request id would mean the proxy translated
-a request it accepted into one Anthropic rejects).
+Beyond "no 5xx", two checks of our own: validation errors are OpenAI-style 400s (never a framework's 422 list; on
+the /v1/messages passthrough, Anthropic-style), and the fake never refuses a request the proxy built (a 400 carrying
+Anthropic's request id would mean the proxy translated a request it accepted into one Anthropic rejects).
 """
 
 from __future__ import annotations
@@ -26,6 +26,11 @@ from tests.fakes.anthropic import FakeAnthropic
 
 def openai_style_errors(ctx: Any, response: Any, case: Any) -> bool:
     assert response.status_code != 422, "validation errors must be 400 envelopes"
+    if case.path.startswith("/v1/messages"):  # Anthropic's API, passed through: its bodies go upstream unchanged
+        if response.status_code >= 400:
+            body = response.json()
+            assert body["type"] == "error" and set(body["error"]) >= {"type", "message"}, body
+        return True
     if response.status_code >= 400:
         error = response.json()["error"]
         assert set(error) == {"message", "type", "param", "code"} and error["message"]
@@ -36,6 +41,9 @@ def openai_style_errors(ctx: Any, response: Any, case: Any) -> bool:
 
 EXAMPLES = {
     "POST /v1/chat/completions": int(os.environ.get("SCHEMA_FUZZ_EXAMPLES", "60")),
+    "POST /v1/responses": 20,
+    "POST /v1/messages": 10,
+    "POST /v1/messages/count_tokens": 5,
     "GET /v1/models": 10,
     "GET /v1/models/{model}": 10,
     "GET /health": 5,

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from claude_proxy.credentials import exclusive_lock
-from claude_proxy.lifecycle import RefreshOptions, Result, refresh, seed
+from claude_proxy.credentials.lifecycle import RefreshOptions, Result, refresh, seed
+from claude_proxy.credentials.store import exclusive_lock
 from tests.fakes.oauth import FakeOAuthServer
 from tests.proxy.lifecycle_support import (
     HOUR_MS,

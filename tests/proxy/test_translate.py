@@ -9,19 +9,18 @@ from typing import Any
 import pytest
 
 from claude_proxy.config import Settings
-from claude_proxy.errors import InvalidRequest
-from claude_proxy.translate import (
+from claude_proxy.convert.request import (
     HISTORY_TOOL_DESCRIPTION,
     JSON_INSTRUCTION,
     MISSING_RESULT,
     Options,
-    map_finish_reason,
-    map_usage,
     resolve_model,
     to_anthropic,
-    to_openai,
 )
-from claude_proxy.wire import ChatRequest
+from claude_proxy.convert.response import map_usage, to_openai
+from claude_proxy.convert.tables import finish_reason as map_finish_reason
+from claude_proxy.convert.wire import ChatRequest
+from claude_proxy.errors import InvalidRequest
 
 OPTS = Options.from_settings(Settings.from_env({}))
 NO_CACHE = Options.from_settings(Settings.from_env({"PROXY_PROMPT_CACHE": "off"}))

@@ -1,4 +1,5 @@
-"""Pure translation between OpenAI chat completions and Anthropic messages.
+"""Chat completions request -> Anthropic Messages request: one function per parameter, then one step for the rules
+that cross parameters (`_combine`).
 
 No I/O, no environment, no globals, no logging; inputs are never mutated. Everything the caller can configure comes
 in through `Options`. Errors are `InvalidRequest` naming the offending field (`param`), never the content.
@@ -27,26 +28,22 @@ import re
 from base64 import b64decode
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from claude_proxy.config import Settings, ThinkingBudgets
-from claude_proxy.errors import InvalidRequest
-from claude_proxy.schema import Complexity, UnsupportedSchema, complexity, strict_schema
-from claude_proxy.wire import (
+from claude_proxy.convert.schema import Complexity, UnsupportedSchema, complexity, strict_schema
+from claude_proxy.convert.wire import (
     AssistantMessage,
     ChatRequest,
-    FinishReason,
     FunctionMessage,
     ImagePart,
     SystemMessage,
     TextPart,
-    ToolCallOut,
     ToolMessage,
-    UsageOut,
     UserMessage,
 )
+from claude_proxy.errors import InvalidRequest
 
 TOOL_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,128}$")
 _ID_UNSAFE = re.compile(r"[^a-zA-Z0-9_-]")
@@ -68,15 +65,19 @@ STRICT_OPTIONAL_MAX = 24
 STRICT_UNIONS_MAX = 16
 START_PLACEHOLDER = "(continued)"
 
-_FINISH: Mapping[str, FinishReason] = {
-    "end_turn": "stop",
-    "stop_sequence": "stop",
-    "pause_turn": "stop",
-    "max_tokens": "length",
-    "model_context_window_exceeded": "length",
-    "tool_use": "tool_calls",
-    "refusal": "content_filter",
-}
+if TYPE_CHECKING:
+    from claude_proxy.config import Settings
+
+
+@dataclass(frozen=True)
+class ThinkingBudgets:
+    """Token budgets for `reasoning_effort` on models that take `thinking: {type: enabled}`."""
+
+    minimal: int = 1024
+    low: int = 2048
+    medium: int = 8192
+    high: int = 24576
+
 
 _EFFORT = {"minimal": "low", "low": "low", "medium": "medium", "high": "high", "xhigh": "high"}
 
@@ -441,10 +442,9 @@ def _cache_last(blocks: list[dict[str, Any]]) -> None:
             return
 
 
-def to_anthropic(req: ChatRequest, options: Options) -> Translation:
-    """Translate a validated OpenAI chat request into an Anthropic Messages request."""
-    _refuse_unanswerable(req)
-    model = resolve_model(req.model, options)
+def _messages(req: ChatRequest) -> tuple[list[str], list[dict[str, Any]], list[str]]:
+    """`messages` -> Anthropic's `system` texts and alternating turns (starting with a user turn, tool results first
+    in theirs), and the names of the tools the history used."""
     system, turns = _convert_messages(req)
     messages = turns.turns
     if not messages:
@@ -459,11 +459,94 @@ def to_anthropic(req: ChatRequest, options: Options) -> Translation:
                 turn["content"] = [b for b in content if b["type"] == "tool_result"] + [
                     b for b in content if b["type"] != "tool_result"
                 ]
+    return system, messages, list(turns.history_tools)
 
+
+def _max_tokens(req: ChatRequest, options: Options) -> int:
+    """`max_completion_tokens`, else `max_tokens`, else the configured default."""
+    return req.max_completion_tokens or req.max_tokens or options.default_max_tokens
+
+
+def _effort(req: ChatRequest) -> str | None:
+    """`reasoning_effort`: the thinking asked for (`none` asks for none)."""
+    effort = req.reasoning_effort
+    return effort if effort and effort != "none" else None
+
+
+def _sampling(req: ChatRequest) -> dict[str, Any]:
+    """`temperature` (at most 1, Anthropic's range), else `top_p`: Anthropic takes one of them."""
+    if req.temperature is not None:
+        return {"temperature": min(req.temperature, 1.0)}
+    if req.top_p is not None:
+        return {"top_p": req.top_p}
+    return {}
+
+
+def _metadata(req: ChatRequest) -> dict[str, Any] | None:
+    """`user` -> `metadata.user_id` (at most 256 characters)."""
+    return {"user_id": req.user[:256]} if req.user else None
+
+
+@dataclass
+class _Mapped:
+    """Each parameter mapped on its own, before the rules that cross parameters (`_combine`)."""
+
+    model: str
+    system: list[str]
+    messages: list[dict[str, Any]]
+    history_tools: list[str]
+    tools: list[dict[str, Any]]
+    strict_wanted: list[int]
+    tool_choice: dict[str, Any] | None
+    max_tokens: int
+    effort: str | None
+    response_format: Any
+    sampling: dict[str, Any]
+    stop_sequences: list[str]
+    metadata: dict[str, Any] | None
+
+
+def to_anthropic(req: ChatRequest, options: Options) -> Translation:
+    """Translate a validated OpenAI chat request into an Anthropic Messages request: each parameter by its own
+    function, then every rule that crosses parameters in `_combine`."""
+    _refuse_unanswerable(req)
+    model = resolve_model(req.model, options)
+    system, messages, history_tools = _messages(req)
     tools, strict_wanted = _tool_defs(req)
+    mapped = _Mapped(
+        model=model,
+        system=system,
+        messages=messages,
+        history_tools=history_tools,
+        tools=tools,
+        strict_wanted=strict_wanted,
+        tool_choice=_tool_choice(req, [t["name"] for t in tools]) if tools else None,
+        max_tokens=_max_tokens(req, options),
+        effort=_effort(req),
+        response_format=req.response_format,
+        sampling=_sampling(req),
+        stop_sequences=_stop_sequences(req.stop),
+        metadata=_metadata(req),
+    )
+    return _combine(mapped, options)
+
+
+def _combine(m: _Mapped, options: Options) -> Translation:
+    """The rules that cross parameters, in one place and in this order:
+    1. tools used in the history but not defined get minimal definitions (and, with no tools of the client's,
+       tool_choice none);
+    2. thinking only when the request allows it: not with a forced tool choice, not in the middle of a tool loop; a
+       thinking budget raises max_tokens above it;
+    3. response_format: structured outputs when the model has them and the schema converts; else a forced answer
+       tool, unless tools or thinking forbid forcing one (then an instruction in `system`);
+    4. strict tools, within the request's budgets (which the output schema shares), on models with structured outputs;
+    5. sampling parameters only without thinking and on models that take them;
+    6. prompt caching marks the last tool, the system prompt and the last message."""
+    model, tools, system, messages = m.model, m.tools, m.system, m.messages
     names = [t["name"] for t in tools]
-    tool_choice = _tool_choice(req, names) if tools else None
-    history_only = [n for n in turns.history_tools if n not in names]
+    tool_choice = m.tool_choice
+    # 1. tool history
+    history_only = [n for n in m.history_tools if n not in names]
     if history_only:
         tools += [
             {"name": n, "description": HISTORY_TOOL_DESCRIPTION, "input_schema": {"type": "object"}}
@@ -472,14 +555,10 @@ def to_anthropic(req: ChatRequest, options: Options) -> Translation:
         if not names:
             tool_choice = {"type": "none"}
 
-    body: dict[str, Any] = {
-        "model": model,
-        "max_tokens": req.max_completion_tokens or req.max_tokens or options.default_max_tokens,
-    }
+    body: dict[str, Any] = {"model": model, "max_tokens": m.max_tokens}
 
-    # Thinking: only when the request allows it.
+    # 2. thinking
     thinking: dict[str, Any] | None = None
-    effort = req.reasoning_effort
     forced = tool_choice is not None and tool_choice.get("type") in ("any", "tool")
     last_assistant = next((t for t in reversed(messages) if t["role"] == "assistant"), None)
     mid_tool_loop = (
@@ -488,22 +567,22 @@ def to_anthropic(req: ChatRequest, options: Options) -> Translation:
         and any(b["type"] == "tool_use" for b in last_assistant["content"])
         and any(b["type"] == "tool_result" for b in messages[-1]["content"])
     )
-    if effort and effort != "none" and not forced and not mid_tool_loop:
+    if m.effort and not forced and not mid_tool_loop:
         if options.adaptive_thinking.search(model):
             thinking = {"type": "adaptive"}
-            body.setdefault("output_config", {})["effort"] = _EFFORT[effort]
+            body.setdefault("output_config", {})["effort"] = _EFFORT[m.effort]
         else:
-            budget = getattr(options.budgets, "high" if effort == "xhigh" else effort)
+            budget = getattr(options.budgets, "high" if m.effort == "xhigh" else m.effort)
             if body["max_tokens"] <= budget:
                 body["max_tokens"] = budget + body["max_tokens"]
             thinking = {"type": "enabled", "budget_tokens": budget}
 
-    # Structured output.
+    # 3. structured output
     json_tool: str | None = None
     json_tool_schema: dict[str, Any] | None = None
     structured = not options.no_structured_outputs.search(model)
     spent = Complexity()
-    fmt = req.response_format
+    fmt = m.response_format
     if fmt is not None and fmt.type == "json_schema":
         schema = fmt.json_schema.schema_ if fmt.json_schema else None
         if not schema:
@@ -537,8 +616,9 @@ def to_anthropic(req: ChatRequest, options: Options) -> Translation:
             json_tool = f"json_response_{suffix}"
         tools.append({"name": json_tool, "description": JSON_TOOL_DESCRIPTION, "input_schema": json_tool_schema})
         tool_choice = {"type": "tool", "name": json_tool, "disable_parallel_tool_use": True}
-    if strict_wanted and structured:
-        _make_strict(tools, strict_wanted, spent)
+    # 4. strict tools
+    if m.strict_wanted and structured:
+        _make_strict(tools, m.strict_wanted, spent)
 
     if system:
         body["system"] = [{"type": "text", "text": text} for text in system]
@@ -547,18 +627,16 @@ def to_anthropic(req: ChatRequest, options: Options) -> Translation:
         body["tools"] = tools
     if tool_choice is not None:
         body["tool_choice"] = tool_choice
+    # 5. sampling
     if thinking is not None:
         body["thinking"] = thinking
     elif not options.fixed_sampling.search(model):
-        if req.temperature is not None:
-            body["temperature"] = min(req.temperature, 1.0)
-        elif req.top_p is not None:
-            body["top_p"] = req.top_p
-    stops = _stop_sequences(req.stop)
-    if stops:
-        body["stop_sequences"] = stops
-    if req.user:
-        body["metadata"] = {"user_id": req.user[:256]}
+        body.update(m.sampling)
+    if m.stop_sequences:
+        body["stop_sequences"] = m.stop_sequences
+    if m.metadata is not None:
+        body["metadata"] = m.metadata
+    # 6. prompt caching
     if options.prompt_cache:
         if tools:
             tools[-1] = {**tools[-1], "cache_control": {"type": "ephemeral"}}
@@ -566,89 +644,3 @@ def to_anthropic(req: ChatRequest, options: Options) -> Translation:
             body["system"][-1]["cache_control"] = {"type": "ephemeral"}
         _cache_last(messages[-1]["content"])
     return Translation(body=body, model=model, json_tool=json_tool)
-
-
-# ---- response ------------------------------------------------------------------------------------------------------
-
-
-def map_finish_reason(stop_reason: str | None) -> FinishReason:
-    """Anthropic stop_reason -> OpenAI finish_reason; unknown or missing reasons are `stop` (never outside the enum)."""
-    return _FINISH.get(stop_reason or "", "stop")
-
-
-def _count(value: Any) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
-
-
-def map_usage(usage: Mapping[str, Any] | None) -> UsageOut:
-    """Anthropic usage -> OpenAI usage; prompt_tokens counts cache reads and writes, cached_tokens the reads."""
-    usage = usage or {}
-    cached = _count(usage.get("cache_read_input_tokens"))
-    prompt = _count(usage.get("input_tokens")) + _count(usage.get("cache_creation_input_tokens")) + cached
-    completion = _count(usage.get("output_tokens"))
-    return {
-        "prompt_tokens": prompt,
-        "completion_tokens": completion,
-        "total_tokens": prompt + completion,
-        "prompt_tokens_details": {"cached_tokens": cached},
-    }
-
-
-def tool_arguments(value: Any) -> str:
-    """A tool_use input as OpenAI's arguments string (`"{}"` when empty, never null)."""
-    if not value:
-        return "{}"
-    return orjson.dumps(value).decode()
-
-
-def completion_id(message_id: str | None) -> str:
-    return f"chatcmpl-{message_id}" if message_id else "chatcmpl-proxy"
-
-
-def to_openai(message: Mapping[str, Any], *, model: str, created: int, json_tool: str | None = None) -> dict[str, Any]:
-    """Translate an Anthropic message into an OpenAI `chat.completion`."""
-    texts: list[str] = []
-    reasoning: list[str] = []
-    tool_calls: list[ToolCallOut] = []
-    json_answer: str | None = None
-    for block in message.get("content") or ():
-        kind = block.get("type")
-        if kind == "text":
-            texts.append(block.get("text") or "")
-        elif kind == "thinking":
-            reasoning.append(block.get("thinking") or "")
-        elif kind == "tool_use":
-            if json_tool is not None and block.get("name") == json_tool:
-                if json_answer is None:
-                    json_answer = tool_arguments(block.get("input"))
-                continue
-            tool_calls.append(
-                {
-                    "id": block.get("id") or f"call_{len(tool_calls)}",
-                    "type": "function",
-                    "function": {"name": block.get("name") or "", "arguments": tool_arguments(block.get("input"))},
-                }
-            )
-    if json_answer is not None:
-        texts = [json_answer]  # the tool's JSON is the answer; any other text would make it invalid JSON
-    finish = map_finish_reason(message.get("stop_reason"))
-    if finish == "tool_calls" and not tool_calls:
-        finish = "stop"
-    out_message: dict[str, Any] = {
-        "role": "assistant",
-        "content": "".join(texts) if texts or not tool_calls else None,
-        "refusal": None,
-    }
-    if tool_calls:
-        out_message["tool_calls"] = tool_calls
-    if reasoning:
-        out_message["reasoning_content"] = "".join(reasoning)
-    return {
-        "id": completion_id(message.get("id")),
-        "object": "chat.completion",
-        "created": created,
-        "model": message.get("model") or model,
-        "choices": [{"index": 0, "message": out_message, "logprobs": None, "finish_reason": finish}],
-        "usage": map_usage(message.get("usage")),
-        "system_fingerprint": None,
-    }

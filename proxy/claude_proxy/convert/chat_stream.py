@@ -2,7 +2,7 @@
 
 `feed(event)` takes one parsed event (the JSON of an SSE `data` field) and returns the chunks it produces;
 `finish()` is called once the upstream stream has ended. No I/O, no logging, no globals; events are never mutated.
-The reassembled chunks equal what `translate.to_openai` makes of the same message, non-streamed.
+The reassembled chunks equal what `response.to_openai` makes of the same message, non-streamed.
 
 Mapping (Anthropic event -> chunk delta), after the shapes OpenAI itself streams:
 - message_start -> the first chunk, `{"role": "assistant", "content": ""}`; it fixes `id`, `model` and the
@@ -31,24 +31,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from claude_proxy.convert.response import completion_id, map_usage, tool_arguments
+from claude_proxy.convert.tables import error_status, finish_reason, merge_usage
 from claude_proxy.errors import UpstreamError, upstream_error
-from claude_proxy.translate import completion_id, map_finish_reason, map_usage, tool_arguments
-
-# Anthropic error type -> the HTTP status it is sent with outside a stream (reference: Anthropic API errors).
-_ERROR_STATUS = {
-    "invalid_request_error": 400,
-    "authentication_error": 401,
-    "billing_error": 402,
-    "permission_error": 403,
-    "not_found_error": 404,
-    "request_too_large": 413,
-    "rate_limit_error": 429,
-    "api_error": 500,
-    "timeout_error": 504,
-    "overloaded_error": 529,
-}
-
-_USAGE_KEYS = ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens", "output_tokens")
 
 _TEXT, _THINKING, _TOOL, _JSON = "text", "thinking", "tool", "json"
 
@@ -63,12 +48,6 @@ class _Block:
         self.call = call  # tool call index in the OpenAI stream
         self.input = input  # tool input given on content_block_start
         self.streamed = False  # a non-empty input fragment was sent
-
-
-def _error_status(event: Mapping[str, Any]) -> int:
-    error = event.get("error")
-    etype = error.get("type") if isinstance(error, Mapping) else None
-    return _ERROR_STATUS.get(etype, 500) if isinstance(etype, str) else 500
 
 
 class StreamTranslator:
@@ -150,7 +129,7 @@ class StreamTranslator:
         elif kind == "message_stop":
             self._message_stop(out)
         elif kind == "error":
-            raise upstream_error(_error_status(event), event, None)
+            raise upstream_error(error_status(event), event, None)
         return out
 
     def _message_start(self, out: list[dict[str, Any]], event: Mapping[str, Any]) -> None:
@@ -163,7 +142,7 @@ class StreamTranslator:
             model = message.get("model")
             if isinstance(model, str) and model:
                 self._model = model
-            self._merge_usage(message.get("usage"))
+            merge_usage(self._usage, message.get("usage"))
         self._start(out)
 
     def _block_start(self, out: list[dict[str, Any]], event: Mapping[str, Any]) -> None:
@@ -226,18 +205,11 @@ class StreamTranslator:
         if isinstance(thinking, str) and thinking:
             out.append(self._chunk({"reasoning_content": thinking}))
 
-    def _merge_usage(self, usage: Any) -> None:
-        if isinstance(usage, Mapping):
-            for key in _USAGE_KEYS:
-                value = usage.get(key)
-                if value is not None:
-                    self._usage[key] = value
-
     def _message_delta(self, event: Mapping[str, Any]) -> None:
         delta = event.get("delta")
         if isinstance(delta, Mapping) and isinstance(delta.get("stop_reason"), str):
             self._stop_reason = delta["stop_reason"]
-        self._merge_usage(event.get("usage"))
+        merge_usage(self._usage, event.get("usage"))
 
     def _message_stop(self, out: list[dict[str, Any]]) -> None:
         self._done = True
@@ -247,7 +219,7 @@ class StreamTranslator:
         if self._held:
             out.append(self._chunk({"content": "".join(self._held)}))
             self._held = []
-        finish = map_finish_reason(self._stop_reason)
+        finish = finish_reason(self._stop_reason)
         if finish == "tool_calls" and not self._calls:
             finish = "stop"
         out.append(self._chunk({}, finish))

@@ -35,8 +35,8 @@ from typing import Any
 
 import orjson
 
-from claude_proxy.errors import ProxyError, UpstreamError, upstream_error
-from claude_proxy.responses import (
+from claude_proxy.convert.response import tool_arguments
+from claude_proxy.convert.responses import (
     call_item,
     item_id,
     map_usage,
@@ -47,10 +47,9 @@ from claude_proxy.responses import (
     response_object,
     status_of,
 )
-from claude_proxy.stream import _ERROR_STATUS
-from claude_proxy.translate import tool_arguments
+from claude_proxy.convert.tables import error_status, merge_usage
+from claude_proxy.errors import ProxyError, UpstreamError, upstream_error
 
-_USAGE_KEYS = ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens", "output_tokens")
 # Events that announce output without carrying any: held back with the lifecycle events until real output comes.
 _ANNOUNCE = frozenset(
     {
@@ -251,13 +250,11 @@ class ResponsesStreamTranslator:
             delta = event.get("delta")
             if isinstance(delta, Mapping) and isinstance(delta.get("stop_reason"), str):
                 self._stop_reason = delta["stop_reason"]
-            self._merge_usage(event.get("usage"))
+            merge_usage(self._usage, event.get("usage"))
         elif kind == "message_stop":
             self._message_stop()
         elif kind == "error":
-            error = event.get("error")
-            etype = error.get("type") if isinstance(error, Mapping) else None
-            raise upstream_error(_ERROR_STATUS.get(etype, 500) if isinstance(etype, str) else 500, event, None)
+            raise upstream_error(error_status(event), event, None)
         return self._release()
 
     def _message_start(self, event: Mapping[str, Any]) -> None:
@@ -269,7 +266,7 @@ class ResponsesStreamTranslator:
                 self._message_id = message["id"]
             if isinstance(message.get("model"), str) and message["model"]:
                 self._model = message["model"]
-            self._merge_usage(message.get("usage"))
+            merge_usage(self._usage, message.get("usage"))
         self._start()
 
     def _block_start(self, event: Mapping[str, Any]) -> None:
@@ -319,13 +316,6 @@ class ResponsesStreamTranslator:
             self._append(item, text)
         elif not self._json_seen:
             self._held.append(text)
-
-    def _merge_usage(self, usage: Any) -> None:
-        if isinstance(usage, Mapping):
-            for key in _USAGE_KEYS:
-                value = usage.get(key)
-                if value is not None:
-                    self._usage[key] = value
 
     def _message_stop(self) -> None:
         self._start()

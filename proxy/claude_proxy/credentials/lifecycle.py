@@ -30,24 +30,32 @@ from pathlib import Path
 
 import httpx
 
-from claude_proxy.credentials import (
-    AtomicWriter,
+from claude_proxy.credentials.oauth import (
+    DEFAULT_CLIENT_ID,
+    DEFAULT_TOKEN_URL,
+    REFRESH_RETRY,
+    OAuthError,
+    refresh_grant,
+)
+from claude_proxy.credentials.resolver import (
     Credential,
     CredentialKind,
     CredentialResolver,
     CredentialsError,
-    LockTimeout,
     MalformedCredentials,
     MissingCredentials,
     OAuthFile,
     UnreadableCredentials,
+    parse_credentials,
+)
+from claude_proxy.credentials.store import (
+    AtomicWriter,
+    LockTimeout,
     dump_credentials,
     exclusive_lock,
-    parse_credentials,
     remove_stale_temp_files,
     with_new_tokens,
 )
-from claude_proxy.oauth import DEFAULT_CLIENT_ID, DEFAULT_TOKEN_URL, REFRESH_RETRY, OAuthError, refresh_grant
 from claude_proxy.retry import RetryPolicy
 
 log = logging.getLogger(__name__)

@@ -1,7 +1,7 @@
 """Pure translation between OpenAI's Responses API and Anthropic messages.
 
 A Responses request is rewritten into the chat-completions request it means (`to_chat`), and that one goes through
-`translate.to_anthropic`, so both endpoints share every rule: images, tools and tool_choice, strict tools and the
+`request.to_anthropic`, so both endpoints share every rule: images, tools and tool_choice, strict tools and the
 schema transform, JSON modes, reasoning, history repair, prompt caching. Anthropic's answer is mapped straight into
 a Response object (`to_response`). No I/O, no environment, no globals; inputs are never mutated. Errors are
 `InvalidRequest` naming the field as the client sent it (`input[2].content[0].image_url`).
@@ -35,9 +35,11 @@ from typing import Annotated, Any
 
 from pydantic import Field, ValidationError
 
+from claude_proxy.convert.request import Options, Translation, to_anthropic
+from claude_proxy.convert.response import tool_arguments
+from claude_proxy.convert.tables import tokens
+from claude_proxy.convert.wire import ChatRequest, _Open
 from claude_proxy.errors import InvalidRequest
-from claude_proxy.translate import Options, Translation, to_anthropic, tool_arguments
-from claude_proxy.wire import ChatRequest, _Open
 
 STATELESS = "this proxy keeps no stored responses: send the whole conversation in `input` instead"
 _MESSAGE_PARAM = re.compile(r"^messages\[(\d+)\](?:\.tool_calls\[(\d+)\](?:\.function)?)?")
@@ -371,19 +373,12 @@ def to_anthropic_request(req: ResponsesRequest, options: Options) -> ResponsesTr
 # ---- response ------------------------------------------------------------------------------------------------------
 
 
-def _count(value: Any) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
-
-
 def map_usage(usage: Mapping[str, Any] | None) -> dict[str, Any]:
     """Anthropic usage -> Responses usage; input_tokens counts cache reads and writes, cached_tokens the reads and
     cache_write_tokens the writes.
     Anthropic does not count thinking tokens apart, so reasoning_tokens is 0 (they are within output_tokens)."""
-    usage = usage or {}
-    cached = _count(usage.get("cache_read_input_tokens"))
-    written = _count(usage.get("cache_creation_input_tokens"))
-    prompt = _count(usage.get("input_tokens")) + written + cached
-    output = _count(usage.get("output_tokens"))
+    counts = tokens(usage)
+    cached, written, prompt, output = counts.cache_read, counts.cache_write, counts.prompt, counts.output
     return {
         "input_tokens": prompt,
         "input_tokens_details": {"cached_tokens": cached, "cache_write_tokens": written},

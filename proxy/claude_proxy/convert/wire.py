@@ -190,6 +190,3 @@ class UsageOut(TypedDict):
     completion_tokens: int
     total_tokens: int
     prompt_tokens_details: PromptTokensDetails
-
-
-FinishReason = Literal["stop", "length", "tool_calls", "content_filter", "function_call"]

@@ -12,7 +12,6 @@ be Claude Code.
 from __future__ import annotations
 
 import logging
-import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,6 +20,7 @@ from typing import Any
 import httpx
 
 from claude_proxy import __version__
+from claude_proxy.redact import mask_secrets
 from claude_proxy.retry import GRANT_RETRYABLE_STATUS, RetryBudget, RetryPolicy, retry_after
 
 DEFAULT_TOKEN_URL = "https://platform.claude.com/v1/oauth/token"
@@ -30,11 +30,9 @@ USER_AGENT = f"claude-code-proxy/{__version__}"
 
 log = logging.getLogger(__name__)
 
-_TOKENISH = re.compile(r"sk-ant-[a-z]{2,4}\d{2}-[A-Za-z0-9_\-]+|[A-Za-z0-9_\-]{32,}")
-
 
 def _mask(text: str, limit: int = 200) -> str:
-    return _TOKENISH.sub("[redacted]", text)[:limit]
+    return mask_secrets(text)[:limit]
 
 
 class OAuthError(Exception):

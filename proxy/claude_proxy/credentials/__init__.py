@@ -1,0 +1,1 @@
+"""Upstream credentials: the resolver the proxy reads on every request, and the file tools the CLI uses."""
