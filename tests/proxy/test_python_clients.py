@@ -95,3 +95,20 @@ def test_openai_agents_sdk(fake: FakeAnthropic, proxy: ProxyFactory) -> None:
     assert call_s.body["stream"] is True and answered_s.body["stream"] is True and "stream" not in call.body
     schema = output.body["output_config"]["format"]["schema"]
     assert schema["required"] == ["customer", "items", "express"] and output_s.body["stream"] is True
+
+
+def test_pydantic_ai(fake: FakeAnthropic, proxy: ProxyFactory) -> None:
+    """pydantic-ai: `Agent("openai:<model>")` (its default OpenAI model class), a function tool run and its result fed
+    back, `output_type` a pydantic model (its default tool output); `run` and `run_stream`."""
+    results = run_client("agents", "pydantic_ai_agent.py", fake, proxy())
+    assert results["model"] == "OpenAIResponsesModel"  # "openai:" means the Responses API
+    assert results["tool"] == results["tool_stream"] == f"The tool said: {WEATHER}"
+    assert results["output"] == results["output_stream"] == ORDER
+    call, answered, call_s, answered_s, output, output_s = fake.messages_requests
+    sent = call.body["tools"][0]
+    assert sent["name"] == "get_weather" and sent["input_schema"]["required"] == ["city"]
+    assert _results(answered.body["messages"]) == [WEATHER] and answered.body["system"][0]["text"] == "Answer briefly."
+    assert call_s.body["stream"] is True and answered_s.body["stream"] is True and "stream" not in call.body
+    final = output.body["tools"][0]  # its default output mode: a tool the model must call
+    assert final["name"] == output_s.body["tools"][0]["name"] == "final_result"
+    assert final["input_schema"]["required"] == ["customer", "items", "express"] and output_s.body["stream"] is True
