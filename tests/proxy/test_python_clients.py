@@ -112,3 +112,24 @@ def test_pydantic_ai(fake: FakeAnthropic, proxy: ProxyFactory) -> None:
     final = output.body["tools"][0]  # its default output mode: a tool the model must call
     assert final["name"] == output_s.body["tools"][0]["name"] == "final_result"
     assert final["input_schema"]["required"] == ["customer", "items", "express"] and output_s.body["stream"] is True
+
+
+def test_langchain_openai(fake: FakeAnthropic, proxy: ProxyFactory) -> None:
+    """langchain-openai: `ChatOpenAI` `invoke` and `stream`, `bind_tools` with a tool round trip,
+    `with_structured_output(PydanticModel)`, and `ChatOpenAI(reasoning=...)` (the Responses API)."""
+    results = run_client("agents", "langchain_openai_chat.py", fake, proxy())
+    assert results.pop("responses_api") == {"chat": False, "reasoning": True}
+    tool_answer = {"calls": ["get_weather"], "answer": f"The tool said: {WEATHER}"}
+    assert results == {
+        **{case: "Hello from Claude." for case in ("invoke", "stream", "responses_invoke", "responses_stream")},
+        **{"tool": tool_answer, "responses_tool": tool_answer, "structured": ORDER},
+    }
+    invoke, stream, call, answered, structured, r_invoke, r_stream, r_call, r_answered = fake.messages_requests
+    assert stream.body["stream"] is True and "stream" not in invoke.body and "thinking" not in invoke.body
+    assert call.body["tools"][0]["name"] == r_call.body["tools"][0]["name"] == "get_weather"
+    assert _results(answered.body["messages"]) == _results(r_answered.body["messages"]) == [WEATHER]
+    schema = structured.body["output_config"]["format"]["schema"]  # its default method: json_schema
+    assert schema["required"] == ["customer", "items", "express"] and "tools" not in structured.body
+    for sent in (r_invoke, r_stream, r_call):  # reasoning={"effort": "low"} reached Anthropic as thinking
+        assert sent.body["thinking"] == {"type": "adaptive"} and sent.body["output_config"] == {"effort": "low"}
+    assert r_stream.body["stream"] is True and "thinking" not in r_answered.body  # none in the middle of a tool loop
