@@ -154,3 +154,24 @@ def test_instructor_and_litellm(fake: FakeAnthropic, proxy: ProxyFactory) -> Non
     assert sent["required"] == ["customer", "items", "express"] and "tools" not in schema.body
     assert stream.body["stream"] is True and "stream" not in plain.body and call_s.body["stream"] is True
     assert call.body["tools"][0]["name"] == "get_weather" and _results(answered.body["messages"]) == [WEATHER]
+
+
+def test_llamaindex(fake: FakeAnthropic, proxy: ProxyFactory) -> None:
+    """llama-index: `OpenAILike` `chat`, `stream_chat`, `chat_with_tools` round trip, `predict_and_call`,
+    `structured_predict`."""
+    results = run_client("llamaindex", "llamaindex_llm.py", fake, proxy())
+    assert results == {
+        "chat": "Hello from Claude.",
+        "stream_chat": "Hello from Claude.",
+        "tool": {"calls": ["get_weather"], "answer": f"The tool said: {WEATHER}"},
+        "predict_and_call": WEATHER,  # the tool's own output: predict_and_call does not ask the model again
+        "structured": ORDER,
+    }
+    chat, stream, call, answered, predict, structured = fake.messages_requests
+    assert stream.body["stream"] is True and "stream" not in chat.body and chat.body["temperature"] == 0.1
+    assert call.body["tool_choice"] == {"type": "auto", "disable_parallel_tool_use": True}  # parallel_tool_calls=False
+    assert call.body["tools"][0]["name"] == predict.body["tools"][0]["name"] == "get_weather"
+    assert _results(answered.body["messages"]) == [WEATHER]
+    order = structured.body["tools"][0]  # its default for function-calling models: the schema as a tool
+    assert order["name"] == "Order" and order["input_schema"]["required"] == ["customer", "items", "express"]
+    assert structured.body["tool_choice"] == {"type": "any", "disable_parallel_tool_use": True}  # "required"
