@@ -47,9 +47,9 @@ const tools = {
   }),
 };
 const loop = { tools, stopWhen: stepCountIs(3), prompt: "Where is order 7?", maxRetries: 0 };
-const toolLoop = async (languageModel) => {
+const toolLoop = async (languageModel, extra = {}) => {
   calls.length = 0;
-  const result = await generateText({ model: languageModel, ...loop });
+  const result = await generateText({ model: languageModel, ...loop, ...extra });
   return { text: result.text, steps: result.steps.length, calls: [...calls], finish: result.finishReason };
 };
 const streamedToolLoop = async (languageModel) => {
@@ -66,6 +66,10 @@ const cases = {
   chat_stream_object: () => streamedObject(openai.chat(model)),
   responses_tools: () => toolLoop(openai(model)),
   responses_stream_tools: () => streamedToolLoop(openai(model)),
+  // A step with text before its tool call: with `store` on (the default) the provider sends that text back as an
+  // `item_reference`, which a stateless proxy refuses; with `store: false` it sends the text itself.
+  responses_tools_preamble: () => toolLoop(openai(model)),
+  responses_tools_preamble_unstored: () => toolLoop(openai(model), { providerOptions: { openai: { store: false } } }),
   chat_tools: () => toolLoop(openai.chat(model)),
   chat_stream_tools: () => streamedToolLoop(openai.chat(model)),
   responses_text: () => generated(openai(model)),
