@@ -70,6 +70,8 @@ const cases = {
   // `item_reference`, which a stateless proxy refuses; with `store: false` it sends the text itself.
   responses_tools_preamble: () => toolLoop(openai(model)),
   responses_tools_preamble_unstored: () => toolLoop(openai(model), { providerOptions: { openai: { store: false } } }),
+  chat_tools_capped: () => toolLoop(openai.chat(model)),
+  responses_stream_tools_capped: () => streamedToolLoop(openai(model)),
   chat_tools: () => toolLoop(openai.chat(model)),
   chat_stream_tools: () => streamedToolLoop(openai.chat(model)),
   responses_text: () => generated(openai(model)),

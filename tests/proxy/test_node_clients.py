@@ -221,3 +221,27 @@ def test_vercel_ai_sdk_tool_loop_with_text_first(fake: FakeAnthropic, proxy: Pro
     assert unstored_second.body["messages"][1]["content"][0]["text"] == "Let me look that up."
     result = unstored_second.body["messages"][2]["content"][0]
     assert result["type"] == "tool_result" and result["tool_use_id"] == "toolu_b" and "shipped-15" in result["content"]
+
+
+def test_vercel_ai_sdk_tool_loop_stops_at_step_count(fake: FakeAnthropic, proxy: ProxyFactory) -> None:
+    """A model that keeps calling the tool: `stopWhen: stepCountIs(3)` ends the loop after the third step, with every
+    result fed back, through chat completions (`generateText`) and the Responses API (`streamText`)."""
+    url = proxy()
+    for i in range(6):
+        fake.script(message(tool_use(f"toolu_{i}", "lookup", {"order_id": 10 + i}), stop_reason="tool_use"))
+    results = run_vercel(url, "chat_tools_capped", "responses_stream_tools_capped")
+    for j, case in enumerate(("chat_tools_capped", "responses_stream_tools_capped")):
+        calls = [10 + 3 * j + k for k in range(3)]
+        assert results[case] == {
+            "case": case,
+            "parsed": {"text": "", "steps": 3, "calls": calls, "finish": "tool-calls"},
+        }
+    requests = fake.messages_requests
+    assert len(requests) == 6
+    for j in (0, 1):
+        last = requests[3 * j + 2].body["messages"]
+        results_sent = [
+            m["content"][0] for m in last if m["role"] == "user" and m["content"][0]["type"] == "tool_result"
+        ]
+        assert [r["tool_use_id"] for r in results_sent] == [f"toolu_{3 * j}", f"toolu_{3 * j + 1}"]
+        assert f"shipped-{(10 + 3 * j + 1) * 3}" in results_sent[1]["content"]
