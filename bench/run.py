@@ -165,10 +165,19 @@ def load_average() -> str:
 # ---- processes -----------------------------------------------------------------------------------------------------
 
 
+_PORTS_GIVEN: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
+    """A port free now and not handed out before in this run: a port given to a server that has not bound it yet
+    is free to the kernel too, and two servers must never be started on one port."""
+    while True:
+        with socket.socket() as sock:
+            sock.bind((HOST, 0))
+            port = int(sock.getsockname()[1])
+        if port not in _PORTS_GIVEN:
+            _PORTS_GIVEN.add(port)
+            return port
 
 
 def raise_nofile() -> None:

@@ -90,10 +90,12 @@ def test_sigterm_drains_streams_within_the_grace_then_ends_them_with_an_error_li
         waiter = threading.Thread(
             target=lambda: waiting.append(httpx.post(f"{served.url}/v1/chat/completions", json=PLAIN, timeout=30))
         )
+        asked = len(fake.messages_requests)
         waiter.start()
         deadline = time.monotonic() + 5
-        while len(fake.messages_requests) < 3 and time.monotonic() < deadline:
+        while len(fake.messages_requests) <= asked and time.monotonic() < deadline:  # until it waits on the upstream
             time.sleep(0.02)
+        assert len(fake.messages_requests) > asked
 
         started = time.monotonic()
         served.terminate()
