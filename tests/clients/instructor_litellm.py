@@ -1,5 +1,6 @@
 """instructor and litellm as clients of the proxy at PROXY_URL. instructor: `from_openai` on the official SDK's
-client, a pydantic `response_model` in its default TOOLS mode and in JSON_SCHEMA mode. litellm: `completion` with
+client, a pydantic `response_model` in its default TOOLS mode and in JSON_SCHEMA mode, whole and streamed as partial
+objects (`create_partial`). litellm: `completion` with
 `model="openai/<model>"` and `api_base`, plain, streamed, and with a tool whose result is fed back; its shipped cost
 map and tokenizers only (guard.py's audit hook records any try at the network)."""
 
@@ -48,12 +49,31 @@ def extract(mode: instructor.Mode | None) -> dict[str, Any]:
     return {"mode": patched.mode.value, "order": order.model_dump()}
 
 
+def partials(mode: instructor.Mode | None) -> dict[str, Any]:
+    """The order streamed: instructor rebuilds a partial object from each chunk; the last one is whole."""
+    client = OpenAI(base_url=PROXY, api_key="unused")
+    patched = instructor.from_openai(client) if mode is None else instructor.from_openai(client, mode=mode)
+    seen = [
+        part.model_dump()
+        for part in patched.chat.completions.create_partial(model=MODEL, response_model=Order, messages=ASK)  # type: ignore[arg-type]
+    ]
+    return {"mode": patched.mode.value, "partials": len(seen) > 1, "last": seen[-1]}
+
+
 async def tools_mode() -> object:
     return extract(None)
 
 
 async def json_schema_mode() -> object:
     return extract(instructor.Mode.JSON_SCHEMA)
+
+
+async def tools_mode_partial() -> object:
+    return partials(None)
+
+
+async def json_schema_mode_partial() -> object:
+    return partials(instructor.Mode.JSON_SCHEMA)
 
 
 async def completion() -> object:
@@ -108,6 +128,8 @@ if __name__ == "__main__":
             {
                 "tools_mode": tools_mode,
                 "json_schema_mode": json_schema_mode,
+                "tools_mode_partial": tools_mode_partial,
+                "json_schema_mode_partial": json_schema_mode_partial,
                 "completion": completion,
                 "stream": stream,
                 "tool": tool,

@@ -136,22 +136,28 @@ def test_langchain_openai(fake: FakeAnthropic, proxy: ProxyFactory) -> None:
 
 
 def test_instructor_and_litellm(fake: FakeAnthropic, proxy: ProxyFactory) -> None:
-    """instructor: `from_openai` with a `response_model` in its default TOOLS mode and in JSON_SCHEMA mode. litellm as
-    a client: `completion` plain, streamed, and with a tool round trip, nothing reaching the network."""
+    """instructor: `from_openai` with a `response_model` in its default TOOLS mode and in JSON_SCHEMA mode, whole and
+    streamed (`create_partial`). litellm as a client: `completion` plain, streamed, and with a tool round trip,
+    nothing reaching the network."""
     results = run_client("instructor", "instructor_litellm.py", fake, proxy())
     assert results == {
         "tools_mode": {"mode": "tool_call", "order": ORDER},
         "json_schema_mode": {"mode": "json_schema_mode", "order": ORDER},
+        "tools_mode_partial": {"mode": "tool_call", "partials": True, "last": ORDER},
+        "json_schema_mode_partial": {"mode": "json_schema_mode", "partials": True, "last": ORDER},
         "completion": {"text": "Hello from Claude.", "usage": True},
         "stream": "Hello from Claude.",
         "tool": {"finish": "tool_calls", "calls": ["get_weather"], "answer": f"The tool said: {WEATHER}"},
         "tool_stream": [["get_weather", {"city": "Paris"}]],
         "tokens": {"count": True, "bundled": True},  # tiktoken ran, from files on disk (network: [] above)
     }
-    tools, schema, plain, stream, call, answered, call_s = fake.messages_requests
-    assert tools.body["tools"][0]["name"] == "Order" and tools.body["tool_choice"] == {"type": "tool", "name": "Order"}
-    sent = schema.body["output_config"]["format"]["schema"]
-    assert sent["required"] == ["customer", "items", "express"] and "tools" not in schema.body
+    tools, schema, tools_s, schema_s, plain, stream, call, answered, call_s = fake.messages_requests
+    for sent, name in ((tools, "Order"), (tools_s, "PartialOrder")):  # instructor names the streamed model so
+        assert sent.body["tools"][0]["name"] == name and sent.body["tool_choice"] == {"type": "tool", "name": name}
+    for sent in (schema, schema_s):
+        assert sent.body["output_config"]["format"]["schema"]["required"] == ["customer", "items", "express"]
+        assert "tools" not in sent.body
+    assert tools_s.body["stream"] is True and schema_s.body["stream"] is True and "stream" not in tools.body
     assert stream.body["stream"] is True and "stream" not in plain.body and call_s.body["stream"] is True
     assert call.body["tools"][0]["name"] == "get_weather" and _results(answered.body["messages"]) == [WEATHER]
 
