@@ -7,28 +7,17 @@ import asyncio
 import os
 
 from guard import MODEL, PROXY, run
+from shapes import Order, weather
 
 os.environ["OPENAI_BASE_URL"], os.environ["OPENAI_API_KEY"] = PROXY, "unused"
 
 from agents import Agent, Runner, function_tool  # noqa: E402
-from pydantic import BaseModel  # noqa: E402
-
-
-class Item(BaseModel):
-    sku: str
-    quantity: int
-
-
-class Order(BaseModel):
-    customer: str
-    items: list[Item]
-    express: bool
 
 
 @function_tool
 def get_weather(city: str) -> str:
     """The weather in a city."""
-    return f"sunny, 21 C in {city}"
+    return weather(city)
 
 
 tools = Agent(name="weather", instructions="Answer briefly.", model=MODEL, tools=[get_weather])

@@ -10,25 +10,13 @@ import json
 from typing import Any
 
 from guard import MODEL, PROXY, run
+from shapes import Order, weather
 
 # isort: split
 # after guard, whose offline switches (LITELLM_LOCAL_MODEL_COST_MAP) litellm reads as it is imported
 import instructor
 import litellm
 from openai import OpenAI
-from pydantic import BaseModel
-
-
-class Item(BaseModel):
-    sku: str
-    quantity: int
-
-
-class Order(BaseModel):
-    customer: str
-    items: list[Item]
-    express: bool
-
 
 ASK = [{"role": "user", "content": "Ada wants two AB-12, express."}]
 WEATHER_TOOL = {
@@ -93,7 +81,7 @@ async def tool() -> object:
     calls = first.message.tool_calls or []
     for call in calls:
         city = json.loads(call.function.arguments)["city"]
-        messages.append({"role": "tool", "tool_call_id": call.id, "content": f"sunny, 21 C in {city}"})
+        messages.append({"role": "tool", "tool_call_id": call.id, "content": weather(city)})
     answer = litellm.completion(messages=messages, tools=[WEATHER_TOOL], **LITELLM).choices[0].message.content
     return {"finish": first.finish_reason, "calls": [c.function.name for c in calls], "answer": answer}
 

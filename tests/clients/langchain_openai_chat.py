@@ -10,24 +10,13 @@ from guard import MODEL, PROXY, run
 from langchain_core.messages import HumanMessage, ToolMessage
 from langchain_core.tools import tool
 from langchain_openai import ChatOpenAI
-from pydantic import BaseModel
-
-
-class Item(BaseModel):
-    sku: str
-    quantity: int
-
-
-class Order(BaseModel):
-    customer: str
-    items: list[Item]
-    express: bool
+from shapes import Order, weather
 
 
 @tool
 def get_weather(city: str) -> str:
     """The weather in a city."""
-    return f"sunny, 21 C in {city}"
+    return weather(city)
 
 
 chat = ChatOpenAI(model=MODEL, base_url=PROXY, api_key="unused")  # type: ignore[arg-type]

@@ -6,29 +6,18 @@ tool)."""
 from __future__ import annotations
 
 from guard import MODEL, PROXY, run
+from shapes import Order, weather
 
 # isort: split
 from llama_index.core.base.llms.types import ChatMessage
 from llama_index.core.prompts import PromptTemplate
 from llama_index.core.tools import FunctionTool
 from llama_index.llms.openai_like import OpenAILike
-from pydantic import BaseModel
-
-
-class Item(BaseModel):
-    sku: str
-    quantity: int
-
-
-class Order(BaseModel):
-    customer: str
-    items: list[Item]
-    express: bool
 
 
 def get_weather(city: str) -> str:
     """The weather in a city."""
-    return f"sunny, 21 C in {city}"
+    return weather(city)
 
 
 llm = OpenAILike(
@@ -39,7 +28,7 @@ llm = OpenAILike(
     is_function_calling_model=True,
     context_window=200000,
 )
-weather = FunctionTool.from_defaults(get_weather)
+weather_tool = FunctionTool.from_defaults(get_weather)
 HELLO = [ChatMessage(role="user", content="Say hello.")]
 
 
@@ -53,18 +42,18 @@ async def stream_chat() -> object:
 
 
 async def tool() -> object:
-    response = llm.chat_with_tools([weather], user_msg="What is the weather in Paris?")
+    response = llm.chat_with_tools([weather_tool], user_msg="What is the weather in Paris?")
     calls = llm.get_tool_calls_from_response(response, error_on_no_tool_call=True)
     messages = [ChatMessage(role="user", content="What is the weather in Paris?"), response.message]
     for call in calls:
-        output = weather.call(**call.tool_kwargs)
+        output = weather_tool.call(**call.tool_kwargs)
         messages.append(ChatMessage(role="tool", content=str(output), additional_kwargs={"tool_call_id": call.tool_id}))
-    answer = llm.chat_with_tools([weather], chat_history=messages)
+    answer = llm.chat_with_tools([weather_tool], chat_history=messages)
     return {"calls": [c.tool_name for c in calls], "answer": answer.message.content}
 
 
 async def predict_and_call() -> object:
-    return str(llm.predict_and_call([weather], "What is the weather in Paris?"))
+    return str(llm.predict_and_call([weather_tool], "What is the weather in Paris?"))
 
 
 async def structured() -> object:

@@ -8,23 +8,11 @@ import asyncio
 import os
 
 from guard import MODEL, PROXY, run
+from shapes import Order, weather
 
 os.environ["OPENAI_BASE_URL"], os.environ["OPENAI_API_KEY"] = PROXY, "unused"
 
-from pydantic import BaseModel  # noqa: E402
 from pydantic_ai import Agent  # noqa: E402
-
-
-class Item(BaseModel):
-    sku: str
-    quantity: int
-
-
-class Order(BaseModel):
-    customer: str
-    items: list[Item]
-    express: bool
-
 
 tools = Agent(f"openai:{MODEL}", instructions="Answer briefly.")
 orders = Agent(f"openai:{MODEL}", instructions="Extract the order.", output_type=Order)
@@ -33,7 +21,7 @@ orders = Agent(f"openai:{MODEL}", instructions="Extract the order.", output_type
 @tools.tool_plain
 def get_weather(city: str) -> str:
     """The weather in a city."""
-    return f"sunny, 21 C in {city}"
+    return weather(city)
 
 
 async def model() -> object:
