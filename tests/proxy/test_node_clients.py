@@ -32,25 +32,25 @@ def node_or_skip() -> str:
     return node
 
 
-def test_openai_node_zod_helpers(fake: FakeAnthropic, proxy: ProxyFactory) -> None:
+def run_node(script: str, url: str, *cases: str) -> dict[str, Any]:
+    """Runs tests/node/`script` with `cases` against the proxy at `url`; {case: its result line}."""
     node = node_or_skip()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "ANTHROPIC_"))}
+    run = subprocess.run(
+        [node, script, *cases], cwd=NODE_DIR, env={**env, "PROXY_URL": url}, capture_output=True, text=True, timeout=60
+    )
+    assert run.returncode == 0, run.stderr
+    return {r["case"]: r for r in map(json.loads, run.stdout.splitlines())}
+
+
+def test_openai_node_zod_helpers(fake: FakeAnthropic, proxy: ProxyFactory) -> None:
     url = proxy()
     fake.script(
         message(text(json.dumps(ANSWER))),
         message(text(json.dumps(ANSWER))),
         message(tool_use("toolu_1", "lookup", {"order_id": 7, "fields": ["status"]}), stop_reason="tool_use"),
     )
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "ANTHROPIC_"))}
-    run = subprocess.run(
-        [node, "clients.mjs", "parse", "stream", "tool"],
-        cwd=NODE_DIR,
-        env={**env, "PROXY_URL": url},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert run.returncode == 0, run.stderr
-    results = {r["case"]: r for r in map(json.loads, run.stdout.splitlines())}
+    results = run_node("clients.mjs", url, "parse", "stream", "tool")
     assert results["parse"] == {"case": "parse", "parsed": ANSWER}
     assert results["stream"] == {"case": "stream", "parsed": ANSWER}
     assert results["tool"] == {"case": "tool", "parsed": {"order_id": 7, "fields": ["status"]}}
@@ -63,24 +63,13 @@ def test_openai_node_zod_helpers(fake: FakeAnthropic, proxy: ProxyFactory) -> No
 
 
 def test_openai_node_responses_api(fake: FakeAnthropic, proxy: ProxyFactory) -> None:
-    node = node_or_skip()
     url = proxy()
     fake.script(
         message(text("Hello from Claude.")),
         message(text("Hello, streamed.")),
         message(text(json.dumps(ANSWER))),
     )
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "ANTHROPIC_"))}
-    run = subprocess.run(
-        [node, "clients.mjs", "responses", "responses_stream", "responses_parse"],
-        cwd=NODE_DIR,
-        env={**env, "PROXY_URL": url},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert run.returncode == 0, run.stderr
-    results = {r["case"]: r for r in map(json.loads, run.stdout.splitlines())}
+    results = run_node("clients.mjs", url, "responses", "responses_stream", "responses_parse")
     created = results["responses"]["parsed"]
     assert created["id"].startswith("resp_") and created["status"] == "completed"
     assert created["text"] == "Hello from Claude." and created["usage"] == 19
@@ -97,22 +86,9 @@ def test_openai_node_responses_api(fake: FakeAnthropic, proxy: ProxyFactory) -> 
 def test_vercel_ai_sdk_text(fake: FakeAnthropic, proxy: ProxyFactory) -> None:
     """The Vercel AI SDK's `generateText` and `streamText`, with `openai(model)` (the Responses API) and
     `openai.chat(model)` (chat completions)."""
-    node = node_or_skip()
-    if not (NODE_DIR / "node_modules" / "ai").is_dir():
-        pytest.skip("tests/node has no `ai` package: the Vercel AI SDK was NOT tested")
     url = proxy()
     fake.script(*(message(text(f"Hello number {i}.")) for i in range(4)))
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "ANTHROPIC_"))}
-    run = subprocess.run(
-        [node, "vercel.mjs", "responses_text", "responses_stream", "chat_text", "chat_stream"],
-        cwd=NODE_DIR,
-        env={**env, "PROXY_URL": url},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert run.returncode == 0, run.stderr
-    results = {r["case"]: r for r in map(json.loads, run.stdout.splitlines())}
+    results = run_vercel(url, "responses_text", "responses_stream", "chat_text", "chat_stream")
     assert results["responses_text"]["parsed"] == {"text": "Hello number 0.", "finish": "stop", "tokens": 19}
     stream = results["responses_stream"]["parsed"]
     assert stream["parts"] > 1 and stream["text"] == "Hello number 1." and stream["finish"] == "stop"
@@ -125,20 +101,9 @@ def test_vercel_ai_sdk_text(fake: FakeAnthropic, proxy: ProxyFactory) -> None:
 
 
 def run_vercel(url: str, *cases: str) -> dict[str, Any]:
-    node = node_or_skip()
     if not (NODE_DIR / "node_modules" / "ai").is_dir():
         pytest.skip("tests/node has no `ai` package: the Vercel AI SDK was NOT tested")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "ANTHROPIC_"))}
-    run = subprocess.run(
-        [node, "vercel.mjs", *cases],
-        cwd=NODE_DIR,
-        env={**env, "PROXY_URL": url},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert run.returncode == 0, run.stderr
-    return {r["case"]: r for r in map(json.loads, run.stdout.splitlines())}
+    return run_node("vercel.mjs", url, *cases)
 
 
 def test_vercel_ai_sdk_objects(fake: FakeAnthropic, proxy: ProxyFactory) -> None:
