@@ -31,6 +31,7 @@ from yarl import URL
 KEEPALIVE_EXPIRY = 60.0  # seconds an idle upstream connection is kept for reuse
 HAPPY_EYEBALLS_DELAY = 0.25  # RFC 8305's recommended connection attempt delay
 STREAM_ACCEPT = {"accept-encoding": "identity"}
+_IDLE_CHECKS = 4  # checks of a stream's silence per idle timeout
 
 
 class TransportError(Exception):
@@ -101,7 +102,7 @@ class Response:
     """One upstream answer: `status_code`, case-insensitive `headers`, and either the whole `content` (from
     `Client.fetch`) or a body still to read in `chunks()` (from `Client.open`), which must then be closed."""
 
-    __slots__ = ("_lost", "_raw", "content", "headers", "status_code")
+    __slots__ = ("_idle", "_lost", "_quiet", "_raw", "_seen", "_timer", "_waiting", "content", "headers", "status_code")
 
     def __init__(self, raw: aiohttp.ClientResponse, content: bytes | None = None) -> None:
         self._raw = raw
@@ -109,6 +110,30 @@ class Response:
         self.headers: CIMultiDictProxy[str] = raw.headers
         self.content = content
         self._lost: asyncio.Future[None] | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._waiting = False  # chunks() is waiting for the upstream (not for its own caller)
+
+    def _watch_idle(self, seconds: float) -> None:
+        """Fail the body's read with a timeout once the upstream has sent nothing for `seconds` while it was awaited.
+
+        One timer per answer, checking a few times a period whether bytes arrived, rather than one timer cancelled
+        and re-armed on every network read (what aiohttp's own read timeout does, about a twentieth of a relayed
+        event's cost). A stall is never reported early, and at most a quarter period late. Time spent waiting on the
+        caller (a slow client holding the relay) is not the upstream's silence and does not count."""
+        loop = asyncio.get_running_loop()
+        self._idle, self._seen, self._quiet = seconds, -1, loop.time()
+        self._timer = loop.call_later(seconds / _IDLE_CHECKS, self._check_idle)
+
+    def _check_idle(self) -> None:
+        stream, loop = self._raw.content, asyncio.get_running_loop()
+        now = loop.time()
+        if not self._waiting or stream.total_bytes != self._seen:
+            self._seen, self._quiet = stream.total_bytes, now
+        elif now - self._quiet >= self._idle * (1 - 1e-9):
+            self._timer = None
+            stream.set_exception(aiohttp.SocketTimeoutError(f"no data for {self._idle:g} s"))
+            return
+        self._timer = loop.call_later(self._idle / _IDLE_CHECKS, self._check_idle)
 
     def _watch_close(self) -> None:
         """For a body that ends with the connection (neither a length nor chunked), keep the connection's closing
@@ -139,10 +164,13 @@ class Response:
         """The body as it arrives, each wait bounded by the read timeout."""
         stream = self._raw.content
         while True:
+            self._waiting = True
             try:
                 chunk = await stream.readany()
             except _FAILURES as exc:
                 raise _failure(exc) from None
+            finally:
+                self._waiting = False
             if not chunk:
                 if self._reset():
                     raise ReadError("the upstream reset the connection before the response was complete")
@@ -153,6 +181,9 @@ class Response:
         """Done with the answer: a body read to its end leaves the connection pooled; one cut short closes it
         (which ends the upstream request)."""
         raw = self._raw
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         self._reset()  # retrieves a closing error, which is then not reported as unhandled
         if raw.content.at_eof():
             raw.release()
@@ -271,7 +302,19 @@ class Client:
         return response
 
     async def open(self, url: URL, headers: Mapping[str, str], body: bytes, timeout: aiohttp.ClientTimeout) -> Response:
-        """A POST whose answer is read as it arrives; the caller must `close()` it."""
-        response = Response(await self._send("POST", url, {**headers, **STREAM_ACCEPT}, body, timeout))
+        """A POST whose answer is read as it arrives; the caller must `close()` it. `timeout.sock_read` bounds the
+        wait for the head and then every wait for body data (see `Response._watch_idle`)."""
+        idle = timeout.sock_read
+        if idle is None:
+            response = Response(await self._send("POST", url, {**headers, **STREAM_ACCEPT}, body, timeout))
+        else:
+            head = aiohttp.ClientTimeout(total=None, sock_connect=timeout.sock_connect, sock_read=None)
+            try:
+                async with asyncio.timeout(idle):
+                    raw = await self._send("POST", url, {**headers, **STREAM_ACCEPT}, body, head)
+            except TimeoutError:
+                raise ReadTimeout("the upstream did not answer in time") from None
+            response = Response(raw)
+            response._watch_idle(idle)
         response._watch_close()
         return response

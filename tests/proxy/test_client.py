@@ -18,7 +18,7 @@ import openai
 import pytest
 import trustme
 
-from claude_proxy.client import Client, ConnectError, LocalProtocolError, ReadError, Timeouts
+from claude_proxy.client import Client, ConnectError, LocalProtocolError, ReadError, ReadTimeout, Timeouts
 from tests.conftest import ProxyFactory
 from tests.fakes.anthropic import FakeAnthropic, message, text
 
@@ -149,6 +149,74 @@ async def test_a_stream_cut_by_a_reset_is_an_error_not_an_end() -> None:
                 got += chunk
         await stream.close()
     assert got == b"data: 1\n\n"
+
+
+def paced_stream(*pauses: float) -> Handler:
+    """An event stream answer: one event, then one more after each pause, then the end (the server side never
+    closes the connection itself, so an end is only ever the chunked terminator)."""
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n")
+        event = b"data: 1\n\n"
+        writer.write(b"%x\r\n%s\r\n" % (len(event), event))
+        for pause in pauses:
+            await writer.drain()
+            await asyncio.sleep(pause)
+            writer.write(b"%x\r\n%s\r\n" % (len(event), event))
+        writer.write(b"0\r\n\r\n")
+        await writer.drain()
+        await asyncio.sleep(30)
+
+    return handler
+
+
+async def test_a_silent_stream_times_out_after_the_idle_time_never_before() -> None:
+    idle = 0.4
+    async with serve(paced_stream(0.1, 5.0)) as server, started(server.url) as client:
+        stream = await client.open(client.url("/v1/messages"), {}, b"{}", Timeouts(5.0, idle).client_timeout())
+        got, loop = [], asyncio.get_running_loop()
+        with pytest.raises(ReadTimeout):
+            async for chunk in stream.chunks():
+                got.append(chunk)
+                last = loop.time()
+        waited = loop.time() - last
+        await stream.close()
+    assert got == [b"data: 1\n\n"] * 2
+    assert idle <= waited <= idle * 1.25 + 0.2  # checked a few times a period: never early, at most a quarter late
+
+
+async def test_a_stream_with_data_more_often_than_the_idle_time_never_times_out() -> None:
+    async with serve(paced_stream(*[0.15] * 6)) as server, started(server.url) as client:
+        stream = await client.open(client.url("/v1/messages"), {}, b"{}", Timeouts(5.0, 0.4).client_timeout())
+        got = [chunk async for chunk in stream.chunks()]
+        await stream.close()
+    assert b"".join(got) == b"data: 1\n\n" * 7
+
+
+async def test_time_the_caller_spends_away_is_not_the_upstreams_silence() -> None:
+    """The relay is held by a slow client: the upstream's silence counts only while it is awaited."""
+    async with serve(paced_stream(1.0)) as server, started(server.url) as client:
+        stream = await client.open(client.url("/v1/messages"), {}, b"{}", Timeouts(5.0, 0.4).client_timeout())
+        chunks = stream.chunks()
+        assert await anext(chunks) == b"data: 1\n\n"
+        await asyncio.sleep(0.8)  # away for twice the idle time; the second event comes 0.2 s after the return
+        assert await anext(chunks) == b"data: 1\n\n"
+        await chunks.aclose()
+        await stream.close()
+
+
+async def test_no_head_within_the_idle_time_is_a_read_timeout() -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        await asyncio.sleep(30)
+
+    async with serve(handler) as server, started(server.url) as client:
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        with pytest.raises(ReadTimeout):
+            await client.open(client.url("/v1/messages"), {}, b"{}", Timeouts(5.0, 0.3).client_timeout())
+        assert 0.3 <= loop.time() - began < 2.0
 
 
 async def test_connection_refused_is_a_connect_error() -> None:
