@@ -22,6 +22,7 @@ from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
 from claude_proxy.access import AccessMiddleware
 from claude_proxy.chat_route import chat_completions
@@ -32,7 +33,7 @@ from claude_proxy.convert.request import Options
 from claude_proxy.convert.responses import ResponsesRequest
 from claude_proxy.convert.wire import ChatRequest
 from claude_proxy.credentials.resolver import Credential, CredentialResolver
-from claude_proxy.edge import Edge, ModelCache, error_response, json_response, note_error
+from claude_proxy.edge import SERVER_SEND, Edge, ModelCache, error_response, json_response, note_error
 from claude_proxy.errors import ProxyError
 from claude_proxy.limits import Drain, Limiter
 from claude_proxy.login import LoginState
@@ -131,7 +132,7 @@ def create_app(
     routes = [Route(api.path, Handler(api.handler), methods=[api.method]) for api in API]
     routes += [Route(api.path[3:], Handler(api.handler), methods=[api.method]) for api in API if api.bare]
     routes.append(Route("/openapi.json", openapi, methods=["GET"]))
-    app = Starlette(
+    app = ProxyApp(
         routes=routes,
         middleware=[Middleware(AccessMiddleware, metrics=metrics)],
         exception_handlers={ProxyError: _proxy_error, HTTPException: _http_error},
@@ -139,6 +140,16 @@ def create_app(
     )
     app.state.drain = drain
     return app
+
+
+class ProxyApp(Starlette):
+    """Starlette, with the server's own `send` in each request's scope (`SERVER_SEND`): a stream's body goes
+    straight to it, past the middleware, which only ever look at the response's head."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            scope[SERVER_SEND] = send
+        await super().__call__(scope, receive, send)
 
 
 @functools.cache

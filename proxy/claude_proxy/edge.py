@@ -251,6 +251,9 @@ async def until_disconnect(
             current.uncancel()
 
 
+SERVER_SEND = "claude_proxy.server_send"  # scope key: the ASGI server's own `send`, below every middleware
+
+
 class SSEResponse(StreamingResponse):
     """A streaming response that notices a client disconnect at once, even while the upstream is silent, always
     closes its body iterator (which closes the upstream stream), and ends the stream with `cut(error)` when the
@@ -280,7 +283,7 @@ class SSEResponse(StreamingResponse):
             nonlocal failure
             try:
                 with contextlib.suppress(OSError):  # the client went away while we were writing
-                    await self.stream_response(send)
+                    await self.stream_response(send, scope.get(SERVER_SEND))
             except Exception as exc:  # raised from the request's own task below, as if it had run there
                 failure = exc
             group.cancel_scope.cancel()
@@ -314,11 +317,15 @@ class SSEResponse(StreamingResponse):
             if self.on_close is not None:
                 self.on_close(outcome)
 
-    async def stream_response(self, send: Send) -> None:
+    async def stream_response(self, send: Send, body_send: Send | None = None) -> None:
+        """The head through `send` (the middleware chain, which watches heads only), the body through `body_send`
+        (the server's own send, when the app put it in the scope): each event then costs one call, not one per
+        middleware layer."""
         await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+        body_send = body_send or send
         async for chunk in self.body_iterator:
-            await send({"type": "http.response.body", "body": chunk, "more_body": True})
-        await send({"type": "http.response.body", "body": b"", "more_body": False})
+            await body_send({"type": "http.response.body", "body": chunk, "more_body": True})
+        await body_send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
 def json_response(payload: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:

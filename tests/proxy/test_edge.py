@@ -4,7 +4,9 @@ mounted prefix, the request id and the route label on every answer)."""
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
@@ -14,7 +16,7 @@ from starlette.testclient import TestClient
 
 from claude_proxy.app import create_app
 from claude_proxy.config import Settings
-from claude_proxy.edge import until_disconnect
+from claude_proxy.edge import SERVER_SEND, SSEResponse, until_disconnect
 from claude_proxy.limits import ClientGone
 from claude_proxy.logs import ACCESS_LOGGER
 from tests.conftest import API_KEY, ProxyFactory
@@ -124,3 +126,51 @@ async def test_a_disconnect_cancellation_is_taken_back_however_the_work_ends(end
 
     expected = "cleanup failed" if ending == "raises another error" else "recovered"
     assert await asyncio.wait_for(asyncio.ensure_future(request()), 2) == (expected, 0)
+
+
+async def test_a_streams_head_goes_through_the_middleware_and_its_body_straight_to_the_server() -> None:
+    through_middleware: list[dict[str, object]] = []
+    to_server: list[dict[str, object]] = []
+
+    async def wrapped_send(message: dict[str, object]) -> None:
+        through_middleware.append(message)
+
+    async def server_send(message: dict[str, object]) -> None:
+        to_server.append(message)
+
+    async def body() -> AsyncIterator[bytes]:
+        yield b"data: 1\n\n"
+        yield b"data: 2\n\n"
+
+    async def receive() -> dict[str, str]:
+        await asyncio.sleep(30)
+        return {"type": "http.disconnect"}
+
+    closed: list[str] = []
+    scope = {"type": "http", SERVER_SEND: server_send}
+    await SSEResponse(body(), on_close=closed.append)(scope, receive, wrapped_send)  # type: ignore[arg-type]
+    assert [m["type"] for m in through_middleware] == ["http.response.start"]
+    assert [(m["body"], m["more_body"]) for m in to_server] == [
+        (b"data: 1\n\n", True),
+        (b"data: 2\n\n", True),
+        (b"", False),
+    ]
+    assert closed == ["done"]
+
+
+def test_the_app_puts_the_servers_send_in_each_http_scope(fake: FakeAnthropic, tmp_path: Path) -> None:
+    """What `SSEResponse` relies on, through the app as served (a streamed answer still gets the access
+    middleware's request id: its head went through the middleware)."""
+    fake.script(message(text("streamed")))
+    with TestClient(create_app(settings(fake, tmp_path)), base_url="http://proxy") as http:
+        with http.stream(
+            "POST",
+            "/v1/chat/completions",
+            json={"model": "claude-sonnet-4-6", "stream": True, "messages": [{"role": "user", "content": "hi"}]},
+            headers={"authorization": f"Bearer {INBOUND}"},
+        ) as answer:
+            lines = [line for line in answer.iter_lines() if line]
+        assert answer.status_code == 200 and answer.headers["x-request-id"].startswith("req_")
+    assert lines[-1] == "data: [DONE]"
+    chunks = [json.loads(line[6:]) for line in lines[:-1]]
+    assert "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"]) == "streamed"
