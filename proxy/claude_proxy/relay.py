@@ -30,7 +30,9 @@ _SLICE = 4096  # bytes decoded at a time while looking for the next single event
 
 
 def encode_chunks(chunks: list[dict[str, Any]]) -> bytes:
-    return b"".join(encode_data(orjson.dumps(chunk)) for chunk in chunks)
+    if len(chunks) == 1:  # most network reads carry one event, which makes one chunk
+        return b"data: " + orjson.dumps(chunks[0]) + b"\n\n"
+    return b"".join([b"data: " + orjson.dumps(chunk) + b"\n\n" for chunk in chunks])
 
 
 def error_line(exc: ProxyError) -> bytes:

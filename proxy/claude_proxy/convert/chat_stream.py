@@ -115,6 +115,18 @@ class StreamTranslator:
             return out
         kind = event.get("type")
         if kind == "content_block_delta":
+            delta = event.get("delta")
+            # Most events of a stream are text deltas of a started answer: one chunk, the shortest way.
+            if (
+                self._started
+                and self._json_tool is None
+                and isinstance(delta, dict)
+                and delta.get("type") == "text_delta"
+            ):
+                text = delta.get("text")
+                if isinstance(text, str) and text:
+                    out.append(self._chunk({"content": text}))
+                return out
             self._delta(out, event)
         elif kind == "content_block_start":
             self._block_start(out, event)
