@@ -6,6 +6,10 @@ validation, inbound keys, limits, retries, timeouts, error mapping, metrics or l
 concurrency 16 next to the direct path, so the table shows how much of the direct path uvicorn and the bare
 translation leave on this machine, whatever the proxy does on top.
 
+A streamed request (`"stream": true`) is relayed untranslated: the upstream's event stream is read with aiohttp (the
+proxy's HTTP library) and each read is written on as it is, with no decoding, translation or idle check. It is the
+floor of what a relayed event costs under uvicorn with that library here (`make bench` runs its paced streams).
+
 Run: `BENCH_UPSTREAM_PORT=9100 uvicorn bench.forwarder:app --port 9300`. A GET answers 200 (for readiness).
 """
 
@@ -16,6 +20,7 @@ import os
 import time
 from typing import Any
 
+import aiohttp
 import orjson
 
 UPSTREAM = ("127.0.0.1", int(os.environ.get("BENCH_UPSTREAM_PORT", "9100")))
@@ -24,6 +29,8 @@ HEAD = (
     b"x-api-key: bench-dummy-key\r\nanthropic-version: 2023-06-01\r\ncontent-length: %d\r\n\r\n"
 )
 JSON_HEADERS = [(b"content-type", b"application/json")]
+SSE_HEADERS = [(b"content-type", b"text/event-stream")]
+_session: list[aiohttp.ClientSession] = []
 
 
 class Connection(asyncio.Protocol):
@@ -118,8 +125,11 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         while True:
             event = await receive()
             if event["type"] == "lifespan.startup":
+                _session.append(aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)))
                 await send({"type": "lifespan.startup.complete"})
             else:
+                for session in _session:
+                    await session.close()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
     if scope["method"] == "GET":
@@ -130,8 +140,23 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
             event = await receive()
             chunks.append(event.get("body", b""))
             more = event.get("more_body", False)
-        reply = await call(orjson.dumps(to_anthropic(orjson.loads(b"".join(chunks)))))
+        chat = orjson.loads(b"".join(chunks))
+        if chat.get("stream"):
+            await relay(to_anthropic(chat), send)
+            return
+        reply = await call(orjson.dumps(to_anthropic(chat)))
         answer = orjson.dumps(to_openai(orjson.loads(reply)))
     headers = [*JSON_HEADERS, (b"content-length", b"%d" % len(answer))]
     await send({"type": "http.response.start", "status": 200, "headers": headers})
     await send({"type": "http.response.body", "body": answer})
+
+
+async def relay(body: dict[str, Any], send: Any) -> None:
+    """The upstream's event stream, each read written on untranslated."""
+    url = f"http://{UPSTREAM[0]}:{UPSTREAM[1]}/v1/messages"
+    headers = {"x-api-key": "bench-dummy-key", "anthropic-version": "2023-06-01", "content-type": "application/json"}
+    async with _session[0].post(url, data=orjson.dumps({**body, "stream": True}), headers=headers) as answer:
+        await send({"type": "http.response.start", "status": answer.status, "headers": SSE_HEADERS})
+        async for chunk in answer.content.iter_any():
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+    await send({"type": "http.response.body", "body": b"", "more_body": False})

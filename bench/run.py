@@ -153,6 +153,7 @@ class Report:
     load_before: str = "unknown"
     generator: str = "wrk"
     cpu: dict[int, float] = field(default_factory=dict)  # the main proxy's CPU us per request, by concurrency
+    paced: Paced | None = None  # the paced streams sent directly to the upstream (compared with every server's)
 
 
 def load_average() -> str:
@@ -672,6 +673,7 @@ async def measure(
         expected = max(1, round(args.paced_rate * args.paced_seconds))
         pd = await run_paced(direct, args.paced, expected, None, args.paced_seconds)
         pp = await run_paced(proxy, args.paced, expected, pid, args.paced_seconds)
+        report.paced = pd
         n = f"{args.paced:,} paced streams"
         report.rows.append(added_row(f"{n}: added inter-token p50", pd.lag_p50, pp.lag_p50, None))
         report.rows.append(added_row(f"{n}: added inter-token p99", pd.lag_p99, pp.lag_p99, 5.0))
@@ -754,6 +756,7 @@ class Second:
     held_to_targets: bool  # the c=16 targets apply (a proxy), or the rows are for reference
     note: str
     cpu_limit: float | None = None  # CPU per request held to this multiple of the main proxy's
+    paced: bool = False  # the paced streams too, next to the direct ones of the main run
     before: list[tuple[list[str], dict[str, str], int]] = field(default_factory=list)  # servers it needs first
 
 
@@ -778,6 +781,22 @@ async def measure_second(
         report.rows.append(added_row(f"c=16, {second.label}: p99 latency", d.p99, p.p99, 10.0))
     if d.errors or p.errors:
         report.notes.append(f"c=16, {second.label}: {d.errors} errors direct, {p.errors} through it.")
+    pd = report.paced
+    if second.paced and pd is not None:
+        expected = max(1, round(args.paced_rate * args.paced_seconds))
+        paced_target = Target("second", second.port, "/v1/chat/completions", openai_body,
+                              paced_body=openai_body(True, PACED_MODEL))  # fmt: skip
+        pp = await run_paced(paced_target, args.paced, expected, pid, args.paced_seconds)
+        n = f"{args.paced:,} paced streams, {second.label}"
+        limit = 5.0 if second.held_to_targets else None
+        report.rows.append(added_row(f"{n}: added inter-token p99", pd.lag_p99, pp.lag_p99, limit))
+        report.rows.append(added_row(f"{n}: first token p99", pd.ttft_p99, pp.ttft_p99, None))
+        report.rows.append(Row(f"{n}: CPU per relayed event", "—", us(pp.cpu / max(1, pp.events)),
+                               f"{pp.cpu / pp.elapsed:.0%} of a core"))  # fmt: skip
+        report.rows.append(Row(
+            f"{n}: errors", str(pd.errors), str(pp.errors), "", "0" if second.held_to_targets else "",
+            (pp.errors == 0) if second.held_to_targets else None, f"{pp.errors} through it" if pp.errors else "",
+        ))  # fmt: skip
     report.notes.append(second.note)
 
 
@@ -837,6 +856,7 @@ def second_servers(
             proxy_env, port, True,
             f"The `--workers {n}` rows come from a second proxy started after the first one stopped; on this machine "
             "its workers share the cores with the load generator and the upstream.",
+            paced=args.paced > 0,
         ))  # fmt: skip
     if not args.no_ceiling:
         port = free_port()
@@ -848,7 +868,9 @@ def second_servers(
             "The bare forwarder row is `bench/forwarder.py` (one process, uvicorn as `claude-proxy serve` runs it) in "
             "the proxy's column: it only rewrites the request and the answer and forwards them on a kept-alive "
             "connection, with no validation, keys, limits, retries, timeouts, error mapping, metrics or logging. It "
-            "is the ceiling of any proxy served by uvicorn here, not a target.",
+            "is the ceiling of any proxy served by uvicorn here, not a target. Its paced streams are relayed "
+            "untranslated through aiohttp (the proxy's HTTP library): the floor of a relayed event's cost.",
+            paced=args.paced > 0,
         ))  # fmt: skip
     return found
 

@@ -41,6 +41,7 @@ FIGURES = [
     "RSS with 40 streams open",
     "RSS after the 40 streams closed",
 ]
+PACED_SECOND = ["added inter-token p99", "first token p99", "CPU per relayed event", "errors"]
 
 
 def _rows(table: str) -> dict[str, list[str]]:
@@ -66,11 +67,19 @@ def test_harness_prints_and_stores_the_whole_table(generator: str, workers: str,
     assert out.returncode == 0, out.stderr[-3000:]
     table = out.stdout
     rows = _rows(table)
+
     # With one worker, a second proxy with --workers 2 is measured at c=16 too (skipped when the first had 2).
-    scaled = ["c=16, --workers 2: requests/s", "c=16, --workers 2: p99 latency"] if workers == "1" else []
-    # And the bare forwarder under uvicorn, unless --no-ceiling.
-    ceiling = ["c=16, bare forwarder under uvicorn: requests/s"] if workers == "1" else []
-    assert list(rows) == FIGURES + scaled + ceiling
+    # Each second server relays the paced streams too.
+    def paced(label: str) -> list[str]:
+        return [f"20 paced streams, {label}: {figure}" for figure in PACED_SECOND]
+
+    scaled = ["c=16, --workers 2: requests/s", "c=16, --workers 2: p99 latency", *paced("--workers 2")]
+    # And the bare forwarder under uvicorn (relaying streams untranslated), unless --no-ceiling.
+    ceiling = ["c=16, bare forwarder under uvicorn: requests/s", *paced("bare forwarder under uvicorn")]
+    assert list(rows) == FIGURES + (scaled + ceiling if workers == "1" else [])
+    if workers == "1":
+        for label in ("--workers 2", "bare forwarder under uvicorn"):
+            assert rows[f"20 paced streams, {label}: errors"][:2] == ["0", "0"]
     assert "errors direct" not in table  # no load figure, the forwarder's included, had failed requests
     assert rows["20 paced streams: errors"][:2] == ["0", "0"]
     assert rows["20 paced streams: open at once (peak)"][:2] == ["20", "20"]
