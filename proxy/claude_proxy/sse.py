@@ -64,6 +64,23 @@ class SSEDecoder:
 
     def feed_data(self, chunk: bytes, skip: bytes | None = None) -> list[bytes]:
         """Add bytes; return the data of the events they complete, except of events of type `skip` (e.g. b"ping")."""
+        if (
+            chunk[-2:] == b"\n\n"
+            and chunk[:7] == b"event: "
+            and self._bom_checked
+            and not self._buf
+            and not self._data
+            and not self._skip_lf
+        ):
+            # The usual read: one whole event, an `event` line and a `data` line, nothing pending before it.
+            nl = chunk.find(b"\n")
+            if (
+                chunk.find(b"\n", nl + 1) == len(chunk) - 2
+                and chunk[nl + 1 : nl + 7] == b"data: "
+                and chunk.find(b"\r") < 0
+            ):
+                self._event, self._retry = b"", None
+                return [] if chunk[7:nl] == skip else [chunk[nl + 7 : -2]]
         out: list[bytes] = []
         self._lines(chunk, None, out, skip)
         return out

@@ -236,3 +236,46 @@ def test_any_events_survive_any_chunking(
     pieces = [stream[a:b] for a, b in zip([0, *points], [*points, len(stream)], strict=True)]
     expected = [ev("\n".join(lines), name) for name, lines in events]
     assert decode(pieces) == expected
+
+
+_field_line = st.sampled_from(
+    [
+        *(b"retry: 5\n", b"id: 7\n", b": comment\n", b"event: orphan\n", b"data: loose\n", b"\n", b"event"),
+        *(
+            b"data: x\r\n",
+            b"event: a\ndata: cr\r\n\n",
+            b"event: a\rdata: lone cr\n\n",
+            b"event: a\ndata: 1\n\ndata: 2\n\n",
+        ),
+    ]
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    parts=st.lists(
+        st.one_of(
+            st.tuples(st.sampled_from([b"ping", b"content_block_delta", b"a"]), _line_text).map(
+                lambda t: b"event: " + t[0] + b"\ndata: " + t[1].encode() + b"\n\n"
+            ),
+            _field_line,
+        ),
+        min_size=1,
+        max_size=8,
+    ),
+    whole_reads=st.booleans(),
+    cuts=st.lists(st.integers(min_value=0, max_value=300), max_size=4),
+)
+def test_data_only_decoding_matches_the_full_decoder(parts: list[bytes], whole_reads: bool, cuts: list[int]) -> None:
+    """`feed_data` (with its shortcut for a read that is one whole event) gives the data `feed` gives, whatever came
+    before and however the stream is cut."""
+    stream = b"".join(parts)
+    if whole_reads:
+        pieces = parts
+    else:
+        points = sorted({min(c, len(stream)) for c in cuts})
+        pieces = [stream[a:b] for a, b in zip([0, *points], [*points, len(stream)], strict=True)]
+    full, data_only = SSEDecoder(), SSEDecoder()
+    expected = [e.data.encode() for piece in pieces for e in full.feed(piece) if e.event != "ping"]
+    got = [d.decode("utf-8", "replace").encode() for piece in pieces for d in data_only.feed_data(piece, b"ping")]
+    assert got == expected
