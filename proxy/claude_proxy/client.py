@@ -160,21 +160,22 @@ class Response:
                 raise _failure(exc) from None
         return self.content
 
+    async def next_chunk(self) -> bytes:
+        """What has arrived of the body since the last call (waiting for it when nothing has); b"" at its end."""
+        self._waiting = True
+        try:
+            chunk = await self._raw.content.readany()
+        except _FAILURES as exc:
+            raise _failure(exc) from None
+        finally:
+            self._waiting = False
+        if not chunk and self._reset():
+            raise ReadError("the upstream reset the connection before the response was complete")
+        return chunk
+
     async def chunks(self) -> AsyncIterator[bytes]:
-        """The body as it arrives, each wait bounded by the read timeout."""
-        stream = self._raw.content
-        while True:
-            self._waiting = True
-            try:
-                chunk = await stream.readany()
-            except _FAILURES as exc:
-                raise _failure(exc) from None
-            finally:
-                self._waiting = False
-            if not chunk:
-                if self._reset():
-                    raise ReadError("the upstream reset the connection before the response was complete")
-                return
+        """The body as it arrives (`next_chunk` until the end)."""
+        while chunk := await self.next_chunk():
             yield chunk
 
     async def close(self) -> None:

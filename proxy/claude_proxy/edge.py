@@ -16,7 +16,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
 import anyio
 import orjson
@@ -254,22 +254,40 @@ async def until_disconnect(
 SERVER_SEND = "claude_proxy.server_send"  # scope key: the ASGI server's own `send`, below every middleware
 
 
+@runtime_checkable
+class Pump(Protocol):
+    """A stream body that sends its own ASGI body messages (`more_body` true), and closes what it reads from in
+    `aclose` (called once the response is over, whether or not `pump` ran)."""
+
+    async def pump(self, send: Send) -> None: ...
+
+    async def aclose(self) -> None: ...
+
+
+async def _no_body() -> AsyncIterator[bytes]:
+    return
+    yield b""  # an async generator that yields nothing
+
+
 class SSEResponse(StreamingResponse):
     """A streaming response that notices a client disconnect at once, even while the upstream is silent, always
-    closes its body iterator (which closes the upstream stream), and ends the stream with `cut(error)` when the
-    shutdown grace period runs out (chat completions' error line by default; the Responses API's `response.failed`,
-    Anthropic's `error` event). `on_close(outcome)` runs once at the end: "done" (the iterator ran out),
-    "client_gone" or "shutdown"."""
+    closes its source (which closes the upstream stream, even when the client left before the body began), and
+    ends the stream with `cut(error)` when the shutdown grace period runs out (chat completions' error line by
+    default; the Responses API's `response.failed`, Anthropic's `error` event). `on_close(outcome)` runs once at
+    the end: "done" (the body ran out), "client_gone" or "shutdown"."""
 
     def __init__(
         self,
-        content: AsyncIterator[bytes],
+        content: AsyncIterator[bytes] | Pump,
         *,
         drain: Drain | None = None,
         on_close: Callable[[str], None] | None = None,
         cut: Callable[[ProxyError], bytes] = error_line,
     ) -> None:
-        super().__init__(content, media_type="text/event-stream", headers=SSE_HEADERS)
+        """`content` is the body's pieces, or a `Pump` that sends them itself."""
+        self.source = content
+        self.pump = content.pump if isinstance(content, Pump) else None
+        super().__init__(_no_body() if self.pump else content, media_type="text/event-stream", headers=SSE_HEADERS)  # type: ignore[arg-type]
         self.drain = drain
         self.on_close = on_close
         self.cut = cut
@@ -310,7 +328,7 @@ class SSEResponse(StreamingResponse):
                     await send({"type": "http.response.body", "body": self.cut(self.drain.error()), "more_body": True})
                     await send({"type": "http.response.body", "body": b"", "more_body": False})
         finally:
-            aclose = getattr(self.body_iterator, "aclose", None)
+            aclose = getattr(self.source, "aclose", None)
             if aclose is not None:
                 with anyio.CancelScope(shield=True):
                     await aclose()
@@ -323,8 +341,11 @@ class SSEResponse(StreamingResponse):
         middleware layer."""
         await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
         body_send = body_send or send
-        async for chunk in self.body_iterator:
-            await body_send({"type": "http.response.body", "body": chunk, "more_body": True})
+        if self.pump is not None:
+            await self.pump(body_send)
+        else:
+            async for chunk in self.body_iterator:
+                await body_send({"type": "http.response.body", "body": chunk, "more_body": True})
         await body_send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
@@ -392,4 +413,4 @@ async def relay_stream(
     def cut(error: ProxyError) -> bytes:  # the shutdown deadline: the stream's own ending for an error
         return relay.failure(relay.translator, error)
 
-    await SSEResponse(relay.__aiter__(), drain=edge.drain, on_close=on_close, cut=cut)(scope, receive, send)
+    await SSEResponse(relay, drain=edge.drain, on_close=on_close, cut=cut)(scope, receive, send)

@@ -4,7 +4,7 @@ encoding, Responses events) out, flushed as they come.
 Two phases. `start()` opens the upstream stream and reads until there is real output for the client (the role chunk
 alone does not count); until then nothing has been sent, so failures are retried (HTTP errors inside the upstream
 layer, early `error` events and broken connections here) and, when retries run out, the client gets an ordinary
-HTTP error. After that, `__aiter__` relays; a failure becomes one `data: {"error": …}` line and the stream ends
+HTTP error. After that, `pump` relays; a failure becomes one `data: {"error": …}` line and the stream ends
 without `[DONE]`, so no client mistakes a truncated answer for a complete one. The upstream response is closed in
 every case, including when the client goes away (the task is cancelled and the close is shielded).
 """
@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import collections
 import logging
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Protocol
 
 import anyio
 import orjson
+from starlette.types import Message
 
 from claude_proxy.client import ReadTimeout, Response, TransportError
 from claude_proxy.errors import ProxyError, UpstreamError
@@ -98,7 +99,7 @@ class _Events:
     """
 
     def __init__(self, response: Response) -> None:
-        self.raw = response.chunks()
+        self.read = response.next_chunk
         self.decoder = SSEDecoder()
         self._pending: collections.deque[bytes] = collections.deque()
         self._rest = b""
@@ -117,9 +118,8 @@ class _Events:
                 continue
             if self.ended:
                 return None
-            try:
-                self._rest = await self.raw.__anext__()
-            except StopAsyncIteration:
+            self._rest = await self.read()
+            if not self._rest:
                 self.ended = True
                 self.decoder.flush()
         return _parse(self._pending.popleft())
@@ -132,11 +132,6 @@ class _Events:
             out += self.decode(self._rest)
             self._rest = b""
         return out
-
-    async def aclose(self) -> None:
-        aclose = getattr(self.raw, "aclose", None)
-        if aclose is not None:
-            await aclose()
 
 
 class StreamRelay:
@@ -167,6 +162,7 @@ class StreamRelay:
         self._ended = False  # the upstream stream ended during start()
         self.finished = False  # the stream ran to [DONE]
         self.error: ProxyError | None = None  # what ended the stream with an error line
+        self._closed = False
 
     async def start(self) -> None:
         """Open the stream and read up to the first output; raises ProxyError while nothing was sent."""
@@ -215,19 +211,26 @@ class StreamRelay:
     @staticmethod
     async def _close(events: _Events, response: Response) -> None:
         with anyio.CancelScope(shield=True):
-            await events.aclose()
             await response.close()
 
-    async def __aiter__(self) -> AsyncIterator[bytes]:
+    async def aclose(self) -> None:
+        """Close the upstream stream, whether or not `pump` ran (the client may leave before it starts)."""
+        if self.response is not None and self._events is not None and not self._closed:
+            self._closed = True
+            await self._close(self._events, self.response)
+
+    async def pump(self, send: Callable[[Message], Awaitable[None]]) -> None:
+        """Relay the opened stream to the client as ASGI body messages (`more_body` always true: the caller ends
+        the response), one per network read: its events translated together and sent at once. One coroutine frame
+        per read, nothing stacked on it (each layer of async iteration costs a resumption per event)."""
         assert self.response is not None and self.translator is not None and self._events is not None
-        response, translator, events = self.response, self.translator, self._events
+        translator, events = self.translator, self._events
         feed, encode = translator.feed, self.encode
         try:
             if self._first:
-                yield encode(self._first)
+                await send({"type": "http.response.body", "body": encode(self._first), "more_body": True})
             if not self._ended:
-                # One network read at a time: its events translated together and written at once.
-                batch, raw = events.take(), events.raw
+                batch, read = events.take(), events.read
                 while True:
                     if batch:
                         chunks: list[dict[str, Any]] = []
@@ -236,27 +239,27 @@ class StreamRelay:
                                 chunks += feed(_parse(data))
                         except ProxyError:
                             if chunks:  # what came before the failure is still the client's
-                                yield encode(chunks)
+                                await send({"type": "http.response.body", "body": encode(chunks), "more_body": True})
                             raise
                         if chunks:
-                            yield encode(chunks)
-                    try:
-                        batch = events.decode(await raw.__anext__())
-                    except StopAsyncIteration:
+                            await send({"type": "http.response.body", "body": encode(chunks), "more_body": True})
+                    data = await read()
+                    if not data:
                         events.decoder.flush()
                         break
+                    batch = events.decode(data)
                 tail = translator.finish()
                 if tail:
-                    yield encode(tail) + self.done
+                    await send({"type": "http.response.body", "body": encode(tail) + self.done, "more_body": True})
                     self.finished = True
                     return
             if self.done:
-                yield self.done
+                await send({"type": "http.response.body", "body": self.done, "more_body": True})
             self.finished = True
         except (ProxyError, TransportError) as exc:
             error = _stream_failure(exc, self.idle_timeout)
             self.error = error
             log.warning("stream ended with an error after output began: %s", error.type)
-            yield self.failure(translator, error)
+            await send({"type": "http.response.body", "body": self.failure(translator, error), "more_body": True})
         finally:
-            await self._close(events, response)
+            await self.aclose()

@@ -8,6 +8,7 @@ import json
 import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import openai
@@ -174,3 +175,51 @@ def test_the_app_puts_the_servers_send_in_each_http_scope(fake: FakeAnthropic, t
     assert lines[-1] == "data: [DONE]"
     chunks = [json.loads(line[6:]) for line in lines[:-1]]
     assert "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"]) == "streamed"
+
+
+class Counting:
+    """A `Pump` that notes what was asked of it."""
+
+    def __init__(self) -> None:
+        self.pumped = self.closed = 0
+
+    async def pump(self, send: Any) -> None:
+        self.pumped += 1
+        await send({"type": "http.response.body", "body": b"data: 1\n\n", "more_body": True})
+        await asyncio.sleep(30)
+
+    async def aclose(self) -> None:
+        self.closed += 1
+
+
+async def test_a_pump_is_closed_even_when_the_client_left_before_it_ran() -> None:
+    source = Counting()
+
+    async def receive() -> dict[str, str]:
+        return {"type": "http.disconnect"}  # gone at once
+
+    async def send(message: dict[str, object]) -> None:
+        await asyncio.sleep(30)  # the head never goes out: the body is never pumped
+
+    closed: list[str] = []
+    await SSEResponse(source, on_close=closed.append)({"type": "http"}, receive, send)  # type: ignore[arg-type]
+    assert (source.pumped, source.closed, closed) == (0, 1, ["client_gone"])
+
+
+async def test_a_pump_sends_its_own_body_and_is_closed_once_when_the_client_leaves() -> None:
+    source = Counting()
+    left = asyncio.Event()
+    sent: list[dict[str, object]] = []
+
+    async def receive() -> dict[str, str]:
+        await left.wait()
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict[str, object]) -> None:
+        sent.append(message)
+        if message.get("body") == b"data: 1\n\n":
+            left.set()
+
+    await SSEResponse(source)({"type": "http"}, receive, send)  # type: ignore[arg-type]
+    assert [m["type"] for m in sent] == ["http.response.start", "http.response.body"]
+    assert (source.pumped, source.closed) == (1, 1)

@@ -5,7 +5,6 @@ handed to the relay in exactly the given pieces, which a socket could not promis
 from __future__ import annotations
 
 import random
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -29,9 +28,8 @@ class Pieces:
         self.pieces = pieces
         self.closed = False
 
-    async def chunks(self) -> AsyncIterator[bytes]:
-        for piece in self.pieces:
-            yield piece
+    async def next_chunk(self) -> bytes:
+        return self.pieces.pop(0) if self.pieces else b""
 
     async def close(self) -> None:
         self.closed = True
@@ -57,7 +55,13 @@ async def relay_output(pieces: list[bytes], tmp_path: Path) -> list[bytes]:
         lambda: StreamTranslator(model="m", created=1, include_usage=True),
     )
     await relay.start()
-    writes = [write async for write in relay.__aiter__()]
+    writes: list[bytes] = []
+
+    async def send(message: dict[str, Any]) -> None:
+        assert message["type"] == "http.response.body" and message["more_body"] is True
+        writes.append(message["body"])
+
+    await relay.pump(send)  # type: ignore[arg-type]
     assert response.closed
     return writes
 
