@@ -226,13 +226,19 @@ class StreamRelay:
         assert self.response is not None and self.translator is not None and self._events is not None
         translator, events = self.translator, self._events
         feed, encode = translator.feed, self.encode
+        # Chat chunks only: a translator that can splice a plain text delta's chunk (most of a stream) does so.
+        spliced = getattr(translator, "text_delta_json", None) if encode is encode_chunks else None
         try:
             if self._first:
                 await send({"type": "http.response.body", "body": encode(self._first), "more_body": True})
             if not self._ended:
                 batch, read = events.take(), events.read
                 while True:
-                    if batch:
+                    if len(batch) == 1 and spliced is not None and (chunk := spliced(batch[0])) is not None:
+                        await send(
+                            {"type": "http.response.body", "body": b"data: " + chunk + b"\n\n", "more_body": True}
+                        )
+                    elif batch:
                         chunks: list[dict[str, Any]] = []
                         try:
                             for data in batch:

@@ -31,11 +31,16 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+import orjson
+
 from claude_proxy.convert.response import completion_id, map_usage, tool_arguments
 from claude_proxy.convert.tables import error_status, finish_reason, merge_usage
 from claude_proxy.errors import UpstreamError, upstream_error
 
 _TEXT, _THINKING, _TOOL, _JSON = "text", "thinking", "tool", "json"
+# A text delta as Anthropic writes it: {"type":"content_block_delta","index":N,"delta":{"type":"text_delta","text":…}}
+_TEXT_DELTA_HEAD = b'{"type":"content_block_delta","index":'
+_TEXT_DELTA_TEXT = b',"delta":{"type":"text_delta","text":'
 
 
 class _Block:
@@ -66,6 +71,7 @@ class StreamTranslator:
         self._calls = 0  # tool calls announced so far
         self._held: list[str] = []  # json_object mode: text waiting to learn whether the json tool comes
         self._json_seen = False
+        self._text_frame: tuple[bytes, bytes] | None = None  # a content chunk's JSON before and after its text
 
     @property
     def usage(self) -> Mapping[str, Any]:
@@ -105,6 +111,33 @@ class StreamTranslator:
         block = self._blocks.pop(index, None)
         if block is not None and block.kind in (_TOOL, _JSON) and not block.streamed:
             self._arguments(out, block, tool_arguments(block.input))
+
+    def text_delta_json(self, data: bytes) -> bytes | None:
+        """The JSON of the chunk for `data` (an event's raw JSON) when it is a text delta of a started plain answer
+        written as Anthropic writes one, spliced: the text's JSON string is copied, not decoded and encoded again.
+        None for anything else, which `feed` then takes. The chunk is the one `feed` makes, as JSON."""
+        if (
+            data[:38] != _TEXT_DELTA_HEAD
+            or data[-2:] != b"}}"
+            or not self._started
+            or self._done
+            or self._json_tool is not None
+        ):
+            return None
+        at = data.find(_TEXT_DELTA_TEXT, 38)
+        if at < 0 or not data[38:at].isdigit():
+            return None
+        text = data[at + 37 : -2]
+        try:
+            value = orjson.loads(text)
+        except orjson.JSONDecodeError:  # not one JSON string: the event has more to it than a text delta
+            return None
+        if type(value) is not str or not value:
+            return None
+        if self._text_frame is None:
+            head, tail = orjson.dumps(self._chunk({"content": ""})).split(b'"content":""')
+            self._text_frame = (head + b'"content":', tail)
+        return self._text_frame[0] + text + self._text_frame[1]
 
     # ---- events ----------------------------------------------------------------------------------------------------
 
