@@ -16,7 +16,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Protocol, TypeVar, runtime_checkable
+from typing import Any, Protocol, TypeVar
 
 import anyio
 import orjson
@@ -254,7 +254,6 @@ async def until_disconnect(
 SERVER_SEND = "claude_proxy.server_send"  # scope key: the ASGI server's own `send`, below every middleware
 
 
-@runtime_checkable
 class Pump(Protocol):
     """A stream body that sends its own ASGI body messages (`more_body` true), and closes what it reads from in
     `aclose` (called once the response is over, whether or not `pump` ran)."""
@@ -286,43 +285,36 @@ class SSEResponse(StreamingResponse):
     ) -> None:
         """`content` is the body's pieces, or a `Pump` that sends them itself."""
         self.source = content
-        self.pump = content.pump if isinstance(content, Pump) else None
+        self.pump: Callable[[Send], Awaitable[None]] | None = getattr(content, "pump", None)  # not isinstance: slow
         super().__init__(_no_body() if self.pump else content, media_type="text/event-stream", headers=SSE_HEADERS)  # type: ignore[arg-type]
         self.drain = drain
         self.on_close = on_close
         self.cut = cut
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        # Plain asyncio tasks, not a task group: a stream's end then costs a few task switches (anyio's cancel scope
+        # formats the cancelling task's repr each time, about a tenth of a millisecond per stream).
         outcome = "done"
-        failure: Exception | None = None
-
-        async def pump(group: anyio.abc.TaskGroup) -> None:
-            # In a task of its own: each event resumes this short chain of frames, not the request's whole stack.
-            nonlocal failure
-            try:
-                with contextlib.suppress(OSError):  # the client went away while we were writing
-                    await self.stream_response(send, scope.get(SERVER_SEND))
-            except Exception as exc:  # raised from the request's own task below, as if it had run there
-                failure = exc
-            group.cancel_scope.cancel()
-
-        async def cut_at_deadline(group: anyio.abc.TaskGroup, expired: asyncio.Future[None]) -> None:
-            nonlocal outcome
-            await asyncio.wait((expired,))
-            outcome = "shutdown"
-            group.cancel_scope.cancel()
-
+        loop = asyncio.get_running_loop()
+        pump = loop.create_task(self._pump(send, scope.get(SERVER_SEND)))  # each event resumes only its frames
+        gone = loop.create_task(_disconnected(receive))
+        expired = self.drain.expired if self.drain is not None else None
         try:
-            async with anyio.create_task_group() as group:
-                group.start_soon(pump, group)
-                if self.drain is not None and self.drain.expired is not None:
-                    group.start_soon(cut_at_deadline, group, self.drain.expired)
-                while (await receive())["type"] != "http.disconnect":
-                    pass
+            try:
+                waits: set[asyncio.Future[Any]] = {pump, gone} if expired is None else {pump, gone, expired}
+                await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+            finally:  # the request's own task may be cancelled too: nothing outlives it
+                pump.cancel()
+                gone.cancel()
+                await asyncio.wait((pump, gone))
+            if not pump.cancelled():
+                failure = pump.exception()
+                if failure is not None:
+                    raise failure  # as if it had run in the request's own task
+            elif not gone.cancelled() and gone.exception() is None:
                 outcome = "client_gone"
-                group.cancel_scope.cancel()
-            if failure is not None:
-                raise failure
+            elif expired is not None and expired.done():
+                outcome = "shutdown"
             if outcome == "shutdown" and self.drain is not None:
                 with contextlib.suppress(OSError):
                     await send({"type": "http.response.body", "body": self.cut(self.drain.error()), "more_body": True})
@@ -334,6 +326,10 @@ class SSEResponse(StreamingResponse):
                     await aclose()
             if self.on_close is not None:
                 self.on_close(outcome)
+
+    async def _pump(self, send: Send, body_send: Send | None) -> None:
+        with contextlib.suppress(OSError):  # the client went away while we were writing
+            await self.stream_response(send, body_send)
 
     async def stream_response(self, send: Send, body_send: Send | None = None) -> None:
         """The head through `send` (the middleware chain, which watches heads only), the body through `body_send`
