@@ -28,6 +28,7 @@ class Result:
     finished: bool = False  # the body ended the way a complete answer ends ([DONE], message_stop, or a JSON body)
     error_line: bool = False  # the body carried an error (an SSE error line or an error event)
     lags: list[float] | None = None  # seconds from each stamped token's writing upstream to its arrival here
+    arrived: list[float] | None = None  # when each of `lags` arrived (perf_counter), one for one
 
     @property
     def ok(self) -> bool:
@@ -75,7 +76,9 @@ class Connection(asyncio.Protocol):
         if self.closed or self.transport is None:
             raise ConnectionError("connection is closed")
         loop = asyncio.get_running_loop()
-        self.result = Result(start=time.perf_counter(), lags=[] if self.stamps else None)
+        self.result = Result(
+            start=time.perf_counter(), lags=[] if self.stamps else None, arrived=[] if self.stamps else None
+        )
         self.state = _HEAD
         self.done = loop.create_future()
         self.first_token = loop.create_future()
@@ -140,9 +143,11 @@ class Connection(asyncio.Protocol):
                 if self.first_token is not None and not self.first_token.done():
                     self.first_token.set_result(None)
             result.tokens += count
-            if result.lags is not None:
+            if result.lags is not None and result.arrived is not None:
                 now = time.monotonic_ns()
-                result.lags += [(now - int(sent)) / 1e9 for sent in STAMP.findall(data)]
+                lags = [(now - int(sent)) / 1e9 for sent in STAMP.findall(data)]
+                result.lags += lags
+                result.arrived += [time.perf_counter()] * len(lags)
         # find, not `in`: on bytes, `in` first tries its operand as an integer and pays for an exception each time.
         if data.find(b"data: [DONE]") >= 0 or data.find(b'"message_stop"') >= 0:
             result.finished = True

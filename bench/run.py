@@ -11,15 +11,17 @@ upstream with a dummy key), then measures each figure twice — straight to the 
 - then c=16 again against a proxy with `--workers 2`, and against `bench/forwarder.py` (a bare forwarder under the
   same uvicorn: the ceiling any proxy served there can reach).
 
-- a realistic streaming load: `--paced` streams (1,000) at once, each paced by the stand-in at `--paced-rate` text
-  deltas a second (20) for `--paced-seconds` (10), direct and through the proxy. Each delta carries the
+- a realistic streaming load: `--paced` streams (1,000) open together, started evenly over `--paced-ramp` seconds (1:
+  a thousand new streams a second; 0 opens them at once, 100 at a time), each paced by the stand-in at `--paced-rate`
+  text deltas a second (20) for `--paced-seconds` (10), direct and through the proxy. Each delta carries the
   CLOCK_MONOTONIC time the stand-in wrote it; the client takes each token's latency on arrival (one clock, one
-  machine, so no skew). The added inter-token delay is the proxy's latency percentile minus the direct one: the
-  direct run has the same pacing, event-loop and client costs, so the difference is what the proxy adds to every
-  token, free of the pacing jitter a comparison of client-observed gaps would mix in. CPU per relayed event is the
-  proxy process tree's own CPU time (psutil) over the paced run divided by the deltas relayed; RSS per open stream
-  is the tree's RSS sampled while every stream is open minus the RSS just before they opened, over the count.
-  The load generator's own CPU (this process) is reported, so one can see it was not the bottleneck;
+  machine, so no skew). The added inter-token delay is the proxy's latency percentile minus the direct one: the direct
+  run has the same pacing, event-loop and client costs, so the difference is what the proxy adds to every token, free
+  of the pacing jitter a comparison of client-observed gaps would mix in. The "all open" p99 counts only the tokens
+  that arrived while every stream was streaming (no stream starting or ending). CPU per relayed event is the proxy
+  process tree's own CPU time (psutil) over the paced run divided by the deltas relayed; RSS per open stream is the
+  tree's RSS sampled while every stream is open minus the RSS just before they opened, over the count. The load
+  generator's own CPU (this process) is reported, so one can see it was not the bottleneck;
 - CPU per non-streamed request at c=1 and c=16 from the proxy process tree's own CPU time over the load;
 - afterwards, a proxy behind a local forward proxy (`bench/httpproxy.py`, through `HTTP_PROXY`/`HTTPS_PROXY`), at
   c=1 and c=16 with its CPU per request.
@@ -35,6 +37,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import os
 import platform
 import resource
@@ -469,6 +472,7 @@ class Paced:
     rss_open: int = 0
     peak: int = 0  # the most streams open at once (from a stream's request to its end)
     ttft_p99: float = 0.0  # time to a stream's first token, while the others stream
+    all_open_p99: float = 0.0  # the lag p99 of the tokens that arrived while every stream was streaming
 
 
 def peak_open(results: list[Result]) -> int:
@@ -481,27 +485,36 @@ def peak_open(results: list[Result]) -> int:
     return peak
 
 
-async def run_paced(target: Target, count: int, expected: int, pid: int | None, seconds: float) -> Paced:
-    """`count` paced streams at once; each token's latency from the stand-in's stamp to its arrival here. RSS is
-    sampled once every stream has its first token (all of them open), or after `seconds` / 2 at the latest."""
+async def run_paced(
+    target: Target, count: int, expected: int, pid: int | None, seconds: float, ramp: float = 0.0
+) -> Paced:
+    """`count` paced streams, started evenly over `ramp` seconds (0: at once, in batches of 100); each token's
+    latency from the stand-in's stamp to its arrival here. RSS is sampled once every stream has its first token (all
+    of them open), or after `seconds` / 2 at the latest."""
     raw = post(HOST, target.port, target.path, target.paced_body, target.headers)
     await asyncio.sleep(0.3)
     rss_before = tree_rss(pid) if pid else 0
     cpu0, own0, t0 = (tree_cpu(pid) if pid else 0.0), time.process_time(), time.perf_counter()
     conns: list[Connection] = []
     tasks: list[asyncio.Future[Result]] = []
+
+    async def start(due: float) -> None:
+        await asyncio.sleep(due - time.perf_counter())
+        conn = await Connection.open(HOST, target.port, stamps=True)
+        conns.append(conn)
+        tasks.append(asyncio.ensure_future(conn.request(raw)))
+
     try:
-        for batch in range(0, count, 100):  # in batches: a burst of connects can overflow the listen backlog
-            opened = await asyncio.gather(
-                *(Connection.open(HOST, target.port, stamps=True) for _ in range(min(100, count - batch)))
-            )
-            conns += opened
-            tasks += [asyncio.ensure_future(c.request(raw)) for c in opened]
+        if ramp > 0:
+            await asyncio.gather(*(start(t0 + ramp * i / count) for i in range(count)))
+        else:
+            for batch in range(0, count, 100):  # in batches: a burst of connects can overflow the listen backlog
+                await asyncio.gather(*(start(0.0) for _ in range(min(100, count - batch))))
         await asyncio.sleep(0)  # every request started (and made its first-token future)
         firsts = [asyncio.ensure_future(_first_or_end(c.first_token, t)) for c, t in zip(conns, tasks, strict=True)]
-        await asyncio.wait(firsts, timeout=max(0.2, seconds / 2 - (time.perf_counter() - t0)))
+        await asyncio.wait(firsts, timeout=max(0.2, ramp + seconds / 2 - (time.perf_counter() - t0)))
         rss_open = tree_rss(pid) if pid else 0
-        outcomes = await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), seconds + 120)
+        outcomes = await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), ramp + seconds + 120)
     finally:
         for conn in conns:
             conn.close()
@@ -517,8 +530,17 @@ async def run_paced(target: Target, count: int, expected: int, pid: int | None, 
             errors += 1
     return Paced(
         percentile(lags, 50), percentile(lags, 99), count, errors, events, cpu, own, elapsed, rss_before, rss_open,
-        peak_open(results), percentile([r.ttft for r in results], 99),
+        peak_open(results), percentile([r.ttft for r in results], 99), percentile(all_open_lags(results), 99),
     )  # fmt: skip
+
+
+def all_open_lags(results: list[Result]) -> list[float]:
+    """The lags of the tokens that arrived while every stream was streaming: after the last stream's first token and
+    before the first stream's end (none when there was no such moment)."""
+    if not results or any(r.first is None for r in results):
+        return []
+    begin, end = max(r.first or 0.0 for r in results), min(r.end for r in results)
+    return [lag for r in results for lag, at in zip(r.lags or [], r.arrived or [], strict=True) if begin < at < end]
 
 
 # ---- the run -------------------------------------------------------------------------------------------------------
@@ -671,12 +693,18 @@ async def measure(
 
     if args.paced > 0:
         expected = max(1, round(args.paced_rate * args.paced_seconds))
-        pd = await run_paced(direct, args.paced, expected, None, args.paced_seconds)
-        pp = await run_paced(proxy, args.paced, expected, pid, args.paced_seconds)
+        pd = await run_paced(direct, args.paced, expected, None, args.paced_seconds, args.paced_ramp)
+        pp = await run_paced(proxy, args.paced, expected, pid, args.paced_seconds, args.paced_ramp)
         report.paced = pd
         n = f"{args.paced:,} paced streams"
         report.rows.append(added_row(f"{n}: added inter-token p50", pd.lag_p50, pp.lag_p50, None))
         report.rows.append(added_row(f"{n}: added inter-token p99", pd.lag_p99, pp.lag_p99, 5.0))
+        if math.isnan(pd.all_open_p99) or math.isnan(pp.all_open_p99):
+            report.rows.append(Row(f"{n}: added inter-token p99, all open", "—", "—", "never all open at once"))
+        else:
+            report.rows.append(
+                added_row(f"{n}: added inter-token p99, all open", pd.all_open_p99, pp.all_open_p99, None)
+            )
         report.rows.append(added_row(f"{n}: first token p99", pd.ttft_p99, pp.ttft_p99, None))
         report.rows.append(Row(
             f"{n}: open at once (peak)", f"{pd.peak:,}", f"{pp.peak:,}", "", f"{args.paced:,}",
@@ -699,10 +727,12 @@ async def measure(
             f"{n}: load generator CPU", f"{pd.own_cpu / pd.elapsed:.0%} of a core",
             f"{pp.own_cpu / pp.elapsed:.0%} of a core", "", "",
         ))  # fmt: skip
+        started = f"started evenly over {args.paced_ramp:g} s" if args.paced_ramp > 0 else "started at once"
         report.notes.append(
-            f"Paced streams: {args.paced:,} at once, {args.paced_rate:g} deltas/s for {args.paced_seconds:g} s each; "
-            "latency is per token, from the stand-in's stamp to its arrival at the client; the proxy's CPU over "
-            f"that run was {pp.cpu / pp.elapsed:.0%} of a core."
+            f"Paced streams: {args.paced:,}, {started}, {args.paced_rate:g} deltas/s for {args.paced_seconds:g} s "
+            'each; latency is per token, from the stand-in\'s stamp to its arrival at the client ("all open": only '
+            "the tokens that arrived while every stream was streaming, between the last one's first token and the "
+            f"first one's end); the proxy's CPU over that run was {pp.cpu / pp.elapsed:.0%} of a core."
         )
 
     await asyncio.sleep(0.2)
@@ -786,7 +816,7 @@ async def measure_second(
         expected = max(1, round(args.paced_rate * args.paced_seconds))
         paced_target = Target("second", second.port, "/v1/chat/completions", openai_body,
                               paced_body=openai_body(True, PACED_MODEL))  # fmt: skip
-        pp = await run_paced(paced_target, args.paced, expected, pid, args.paced_seconds)
+        pp = await run_paced(paced_target, args.paced, expected, pid, args.paced_seconds, args.paced_ramp)
         n = f"{args.paced:,} paced streams, {second.label}"
         limit = 5.0 if second.held_to_targets else None
         report.rows.append(added_row(f"{n}: added inter-token p99", pd.lag_p99, pp.lag_p99, limit))
@@ -897,6 +927,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--paced", type=int, default=1000, help="paced streams open at once (default 1000; 0 skips)")
     parser.add_argument("--paced-rate", type=float, default=20.0, help="text deltas a second per paced stream")
     parser.add_argument("--paced-seconds", type=float, default=10.0, help="how long each paced stream lasts")
+    parser.add_argument(
+        "--paced-ramp",
+        type=float,
+        default=1.0,
+        help="seconds over which the paced streams start, evenly (default 1; 0 starts them at once, 100 at a time)",
+    )
     parser.add_argument("--no-transports", action="store_true", help="skip the behind-an-HTTP-proxy rows")
     parser.add_argument("--load-generator", choices=("auto", "wrk", "python"), default="auto")
     parser.add_argument("--results", type=Path, default=HERE / "results", help="where tables are stored")

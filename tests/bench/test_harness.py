@@ -8,6 +8,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from bench.client import Result
+from bench.run import all_open_lags
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -30,6 +32,7 @@ FIGURES = [
     "stream c=16: streams/s",
     "20 paced streams: added inter-token p50",
     "20 paced streams: added inter-token p99",
+    "20 paced streams: added inter-token p99, all open",
     "20 paced streams: first token p99",
     "20 paced streams: open at once (peak)",
     "20 paced streams: proxy CPU per relayed event",
@@ -60,6 +63,7 @@ def test_harness_prints_and_stores_the_whole_table(generator: str, workers: str,
     out = subprocess.run(
         [sys.executable, "-m", "bench.run", "--duration", duration, "--warmup", "0", "--streams", "8",
          "--hold", "40", "--paced", "20", "--paced-seconds", "0.5", "--no-transports",
+         "--paced-ramp", "0.1" if generator == "auto" else "0",
          "--load-generator", generator, "--workers", workers, "--results", str(tmp_path),
          *(["--no-ceiling"] if workers == "2" else [])],
         cwd=ROOT, capture_output=True, text=True, timeout=90,
@@ -105,3 +109,17 @@ def test_harness_prints_and_stores_the_whole_table(generator: str, workers: str,
     assert len(stored) == 2 and "latest.md" in stored
     assert (tmp_path / "latest.md").read_text() == table
     assert all((tmp_path / name).read_text() == table for name in stored)
+
+
+def _stream(start: float, first: float, end: float, arrivals: list[float]) -> Result:
+    return Result(start=start, first=first, end=end, lags=[at / 100 for at in arrivals], arrived=arrivals)
+
+
+def test_the_all_open_lags_are_those_of_tokens_between_the_last_first_token_and_the_first_end() -> None:
+    # Stream a is first in and first out; b's first token comes at 2; a ends at 8: the window is (2, 8).
+    a = _stream(0.0, 1.0, 8.0, [1.0, 3.0, 7.0, 8.0])
+    b = _stream(1.5, 2.0, 9.0, [2.0, 5.0, 9.0])
+    assert sorted(all_open_lags([a, b])) == [0.03, 0.05, 0.07]
+    # Streams that never overlapped, or one without a first token, leave no such tokens.
+    assert all_open_lags([_stream(0.0, 1.0, 2.0, [1.0, 1.5]), _stream(3.0, 4.0, 5.0, [4.0, 4.5])]) == []
+    assert all_open_lags([a, Result(start=0.0, end=1.0, lags=[], arrived=[])]) == []
