@@ -46,7 +46,7 @@ from claude_proxy.convert.tables import tokens
 from claude_proxy.convert.wire import ChatRequest, _Open
 from claude_proxy.errors import InvalidRequest
 
-STATELESS = "this proxy keeps no stored responses: send the whole conversation in `input` instead"
+UNSTORED = "this proxy keeps no stored responses: send the whole conversation in `input` instead"
 # Finds the output item an item_reference names, in its input form: None when it is not kept.
 Lookup = Callable[[str], Mapping[str, Any] | None]
 _MESSAGE_PARAM = re.compile(r"^messages\[(\d+)\](?:\.tool_calls\[(\d+)\](?:\.function)?)?")
@@ -106,11 +106,11 @@ class ResponsesTranslation:
 
 def _refuse_stateful(req: ResponsesRequest) -> None:
     if req.previous_response_id:
-        raise InvalidRequest(f"previous_response_id is not supported: {STATELESS}", param="previous_response_id")
+        raise InvalidRequest(f"previous_response_id is not supported: {UNSTORED}", param="previous_response_id")
     if req.conversation is not None:
-        raise InvalidRequest(f"conversation is not supported: {STATELESS}", param="conversation")
+        raise InvalidRequest(f"conversation is not supported: {UNSTORED}", param="conversation")
     if req.background:
-        raise InvalidRequest(f"background responses are not supported: {STATELESS}", param="background")
+        raise InvalidRequest(f"background responses are not supported: {UNSTORED}", param="background")
     if req.prompt is not None:
         raise InvalidRequest(
             "stored prompt templates are not supported: send `instructions` and `input`", param="prompt"
