@@ -412,16 +412,26 @@ def deployment(name: str, namespace: str, spec: ProxySpec, checksum: str, seed_d
 
 
 def service(name: str, namespace: str, spec: ProxySpec) -> Obj:
+    """The proxies' Service. With more than one replica, a client's connections stay on one pod (ClientIP
+    affinity, for the hour the proxy keeps Responses output items): each pod keeps only the items it answered, so
+    the `item_reference` inputs of a client with `store` on resolve only on the pod that answered it."""
+    service_spec: Obj = {
+        "type": spec.service_type,
+        "selector": selector(name, "proxy"),
+        "ports": [{"name": "http", "port": spec.service_port, "targetPort": "http", "protocol": "TCP"}],
+    }
+    if spec.replicas > 1:
+        service_spec["sessionAffinity"] = "ClientIP"
+        service_spec["sessionAffinityConfig"] = {"clientIP": {"timeoutSeconds": AFFINITY_SECONDS}}
     return {
         "apiVersion": "v1",
         "kind": "Service",
         "metadata": _meta(name, namespace, name, "proxy"),
-        "spec": {
-            "type": spec.service_type,
-            "selector": selector(name, "proxy"),
-            "ports": [{"name": "http", "port": spec.service_port, "targetPort": "http", "protocol": "TCP"}],
-        },
+        "spec": service_spec,
     }
+
+
+AFFINITY_SECONDS = 3600  # PROXY_RESPONSES_STORE_TTL's default: how long a pod keeps the items it answered
 
 
 OPERATOR_POD_LABELS = {"app.kubernetes.io/name": "claude-proxy-operator"}

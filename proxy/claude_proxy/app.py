@@ -43,6 +43,7 @@ from claude_proxy.openapi import Api, Handler, openapi_document
 from claude_proxy.passthrough import count_tokens, messages
 from claude_proxy.probes import health, metrics, readyz
 from claude_proxy.responses_route import responses
+from claude_proxy.responses_store import ItemStore
 from claude_proxy.retry import RetryPolicy
 from claude_proxy.startup import startup_lines
 from claude_proxy.upstream import Upstream
@@ -87,11 +88,13 @@ def create_app(
     )
     drain = Drain(settings.shutdown_grace)
     login = LoginState(clock=clock)
+    items = ItemStore(settings.responses_store_bytes, settings.responses_store_ttl)
     metrics.credential = lambda: _credential_or_none(resolver)
     metrics.inflight = lambda: float(limiter.active)
     metrics.queued = lambda: float(limiter.queued)
     metrics.draining = lambda: drain.draining
     metrics.login = login.gauge
+    metrics.stored = lambda: (len(items), items.bytes)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Edge]]:
@@ -122,6 +125,7 @@ def create_app(
                     metrics=metrics,
                     login=login,
                     models=ModelCache(settings.models_cache_seconds),
+                    items=items,
                     inbound=tuple(key.encode() for key in settings.inbound_keys),
                     clock=clock,
                 )

@@ -43,6 +43,7 @@ DEFAULT_FIXED_SAMPLING = r"^claude-opus-4-([7-9]|\d\d)|^claude-[a-z]+-([5-9]|\d\
 
 # Anthropic refuses request bodies over 32 MB; a body the proxy accepts must be one it can still forward.
 DEFAULT_MAX_BODY_BYTES = 32_000_000
+MB = 1024 * 1024
 
 
 def default_credentials_path(env: Mapping[str, str]) -> Path:
@@ -191,6 +192,8 @@ class Environment(BaseSettings):
     body_timeout: Timeout = _env("PROXY_BODY_TIMEOUT", default=30.0)
     keepalive_timeout: Timeout = _env("PROXY_KEEPALIVE_TIMEOUT", default=5.0)
     shutdown_grace: Seconds = _env("PROXY_SHUTDOWN_GRACE", default=25.0)
+    responses_store_mb: Annotated[int, Field(ge=0, le=65536)] = _env("PROXY_RESPONSES_STORE_MB", default=16)
+    responses_store_ttl: Annotated[float, Field(ge=1)] = _env("PROXY_RESPONSES_STORE_TTL", default=3600.0)
 
     @classmethod
     def settings_customise_sources(
@@ -278,6 +281,9 @@ class Settings:
     body_timeout: float = 30.0
     keepalive_timeout: float = 5.0
     shutdown_grace: float = 25.0
+    # The Responses output items kept so item references resolve (0 bytes: none kept, references refused).
+    responses_store_bytes: int = 16 * MB
+    responses_store_ttl: float = 3600.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -324,4 +330,6 @@ class Settings:
             body_timeout=read.body_timeout,
             keepalive_timeout=read.keepalive_timeout,
             shutdown_grace=read.shutdown_grace,
+            responses_store_bytes=read.responses_store_mb * MB,
+            responses_store_ttl=read.responses_store_ttl,
         )

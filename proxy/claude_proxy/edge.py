@@ -33,6 +33,7 @@ from claude_proxy.limits import ClientGone, Drain, Limiter, read_body
 from claude_proxy.login import LoginState
 from claude_proxy.metrics import Metrics
 from claude_proxy.relay import StreamRelay, error_line
+from claude_proxy.responses_store import ItemStore
 from claude_proxy.upstream import Upstream
 
 log = logging.getLogger("claude_proxy")
@@ -63,6 +64,7 @@ class Edge:
     metrics: Metrics
     login: LoginState
     models: ModelCache
+    items: ItemStore  # the Responses output items kept so item references resolve
     inbound: tuple[bytes, ...]  # PROXY_API_KEYS, encoded; empty: no key asked for
     clock: Callable[[], float]
 

@@ -36,7 +36,8 @@ TTFT_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 10.0, 20.0, 30.0, 60.0)
 
 
 class _StateCollector(Collector):
-    """Gauges read at scrape time: token expiry, concurrency slots, drain state, event loop tasks."""
+    """Gauges read at scrape time: token expiry, concurrency slots, drain state, kept Responses items, event loop
+    tasks."""
 
     def __init__(self, metrics: Metrics) -> None:
         self.metrics = metrics
@@ -60,6 +61,13 @@ class _StateCollector(Collector):
             value=m.login(),
         )
         yield GaugeMetricFamily("proxy_draining", "1 while shutting down (readyz is 503)", value=float(m.draining()))
+        items, size = m.stored()
+        yield GaugeMetricFamily(
+            "proxy_responses_store_items", "Responses output items kept for item references", value=items
+        )
+        yield GaugeMetricFamily(
+            "proxy_responses_store_bytes", "Estimated memory the kept Responses output items take", value=size
+        )
         try:
             tasks = len(asyncio.all_tasks())
         except RuntimeError:  # scraped outside the event loop (tests)
@@ -77,6 +85,7 @@ class Metrics:
         self.inflight: Callable[[], float] = lambda: 0.0
         self.queued: Callable[[], float] = lambda: 0.0
         self.draining: Callable[[], bool] = lambda: False
+        self.stored: Callable[[], tuple[int, int]] = lambda: (0, 0)  # Responses output items kept, and their bytes
         # The latest upstream headers that carried rate-limit state, parsed only when scraped.
         self._ratelimit_headers: Mapping[str, str] | None = None
         self._ratelimit_seen = 0.0

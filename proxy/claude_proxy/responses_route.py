@@ -5,11 +5,18 @@ upstream calls (`Upstream.create_message`, `StreamRelay` over `Upstream.open_str
 mapping), in the same `Turn` (concurrency limit, usage), under the same disconnect watch and shutdown drain, and
 recorded on the same access line and metrics. Only the shapes differ: a Response object, or the Responses event
 stream.
+
+Unless the request says `store: false`, the Response's output items go into the edge's `ItemStore` before the
+client can see them (the whole answer before it is sent; a stream's items with its `response.completed` or
+`response.incomplete` event, before that is sent), so a reference the client sends next already resolves. A stream
+cut by an error keeps nothing. The store being off (`PROXY_RESPONSES_STORE_MB=0`) costs nothing here.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from typing import Any
 
 import orjson
 from starlette.types import Receive, Scope, Send
@@ -28,22 +35,26 @@ from claude_proxy.edge import (
     until_disconnect,
 )
 from claude_proxy.relay import StreamRelay
+from claude_proxy.responses_store import ItemStore
 
 
 async def responses(scope: Scope, receive: Receive, send: Send) -> None:
-    """Responses: OpenAI's Responses API, stateless (send the whole conversation in `input`), answered by Claude."""
+    """Responses: OpenAI's Responses API, answered by Claude. Send the whole conversation in `input`; references to
+    the output items of earlier answers of this process resolve while it keeps them."""
     edge, info = edge_of(scope), info_of(scope)
     payload, betas = await read_json_object(scope, receive, edge)
     request = parse(ResponsesRequest, payload)
-    translated = to_anthropic_request(request, edge.options)
+    items = edge.items if edge.items.enabled else None
+    translated = to_anthropic_request(request, edge.options, items.get if items is not None else None)
     info.model, info.stream = translated.translation.model, bool(request.stream)
     created = int(edge.clock())
     started = time.perf_counter()
+    keep = items if request.store is not False else None
     async with Turn(edge, receive, info) as turn:
         if request.stream:
-            await stream(scope, receive, send, edge, turn, translated, betas, created, started)
+            await stream(scope, receive, send, edge, turn, translated, betas, created, started, keep)
         else:
-            await complete(receive, send, edge, turn, translated, betas, created)
+            await complete(receive, send, edge, turn, translated, betas, created, keep)
 
 
 async def complete(
@@ -54,8 +65,9 @@ async def complete(
     translated: ResponsesTranslation,
     betas: str | None,
     created: int,
+    keep: ItemStore | None = None,
 ) -> None:
-    """One Messages request, answered as one Response object."""
+    """One Messages request, answered as one Response object (its output items kept in `keep`, if given)."""
     translation, upstream = translated.translation, edge.upstream
     message, headers = await until_disconnect(
         receive, lambda: upstream.create_message(translation.body, betas), edge.drain
@@ -66,6 +78,8 @@ async def complete(
     body = to_response(
         message, model=translation.model, created_at=created, echo=translated.echo, json_tool=translation.json_tool
     )
+    if keep is not None:
+        keep.keep(body["output"])
     await send_json(send, body, headers={"x-upstream-request-id": request_id} if request_id else None)
 
 
@@ -79,8 +93,10 @@ async def stream(
     betas: str | None,
     created: int,
     started: float,
+    keep: ItemStore | None = None,
 ) -> None:
-    """Anthropic's event stream relayed as the Responses event stream (`response.created` … `response.completed`)."""
+    """Anthropic's event stream relayed as the Responses event stream (`response.created` … `response.completed`);
+    with `keep`, the finished Response's output items are kept there before its last event is sent."""
     translation = translated.translation
     relay = StreamRelay(
         edge.upstream,
@@ -90,8 +106,22 @@ async def stream(
             model=translation.model, created_at=created, echo=translated.echo, json_tool=translation.json_tool
         ),
         idle_timeout=edge.settings.stream_idle_timeout,
-        encode=encode_events,
+        encode=encode_events if keep is None else _keeping(keep),
         done=b"",
         failure=lambda translator, error: encode_events(translator.fail(error)),
     )
     await relay_stream(scope, receive, send, edge, turn, relay, started)
+
+
+_FINAL = frozenset({"response.completed", "response.incomplete"})
+
+
+def _keeping(store: ItemStore) -> Callable[[list[dict[str, Any]]], bytes]:
+    """`encode_events` that first keeps the output of the finished Response (its event ends the last batch)."""
+
+    def encode(events: list[dict[str, Any]]) -> bytes:
+        if events and events[-1]["type"] in _FINAL:
+            store.keep(events[-1]["response"]["output"])
+        return encode_events(events)
+
+    return encode

@@ -67,8 +67,10 @@ const cases = {
   responses_tools: () => toolLoop(openai(model)),
   responses_stream_tools: () => streamedToolLoop(openai(model)),
   // A step with text before its tool call: with `store` on (the default) the provider sends that text back as an
-  // `item_reference`, which a stateless proxy refuses; with `store: false` it sends the text itself.
+  // `item_reference` to the item id the proxy gave it (the proxy keeps its output items to resolve it); with
+  // `store: false` it sends the text itself.
   responses_tools_preamble: () => toolLoop(openai(model)),
+  responses_stream_tools_preamble: () => streamedToolLoop(openai(model)),
   responses_tools_preamble_unstored: () => toolLoop(openai(model), { providerOptions: { openai: { store: false } } }),
   chat_tools_capped: () => toolLoop(openai.chat(model)),
   responses_stream_tools_capped: () => streamedToolLoop(openai(model)),

@@ -242,6 +242,12 @@ def test_service_endpoint_and_network_policy() -> None:
     assert svc["spec"]["type"] == "LoadBalancer"
     assert svc["spec"]["ports"] == [{"name": "http", "port": 8443, "targetPort": "http", "protocol": "TCP"}]
     assert svc["spec"]["selector"] == builders.deployment("p", NS, spec, CHECKSUM)["spec"]["selector"]["matchLabels"]
+    # Three replicas: a client stays on the pod that keeps the Responses items it was answered with.
+    assert svc["spec"]["sessionAffinity"] == "ClientIP"
+    assert svc["spec"]["sessionAffinityConfig"] == {"clientIP": {"timeoutSeconds": 3600}}
+    for replicas in (0, 1):
+        single = builders.service("p", NS, _spec({**RICH_OAUTH, "replicas": replicas}))["spec"]
+        assert "sessionAffinity" not in single and "sessionAffinityConfig" not in single
     assert builders.endpoint("p", NS, 8443) == "http://p.rockbot.svc.cluster.local:8443/v1"
     assert builders.endpoint("p", NS, 80, "corp.internal") == "http://p.rockbot.svc.corp.internal/v1"
 

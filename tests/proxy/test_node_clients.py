@@ -162,30 +162,42 @@ def test_vercel_ai_sdk_tool_loop(fake: FakeAnthropic, proxy: ProxyFactory) -> No
 
 
 def test_vercel_ai_sdk_tool_loop_with_text_first(fake: FakeAnthropic, proxy: ProxyFactory) -> None:
-    """A step whose answer is text and then a tool call, through the Responses API: by default the SDK refers to the
-    text by its item id, which the proxy (keeping no state) answers with a 400 naming the workaround; with
-    `store: false` the loop completes and Anthropic gets the text and the tool call back in one assistant turn."""
+    """A step whose answer is text and then a tool call, through the Responses API. By default (`store` on) the SDK
+    sends the text back as an `item_reference` to the id the proxy gave it, which the proxy resolves from the output
+    items it keeps (`generateText`, and `streamText`, whose items are kept from the stream); with `store: false` it
+    sends the text itself. Either way the loop completes and Anthropic gets the text and the tool call back in one
+    assistant turn."""
     url = proxy()
-    fake.script(
-        message(text("Let me look that up."), tool_use("toolu_a", "lookup", {"order_id": 4}), stop_reason="tool_use"),
-        message(text("Let me look that up."), tool_use("toolu_b", "lookup", {"order_id": 5}), stop_reason="tool_use"),
-        message(text("Order 5 has shipped.")),
-    )
-    results = run_vercel(url, "responses_tools_preamble", "responses_tools_preamble_unstored")
-    refused = results["responses_tools_preamble"]["error"]
-    assert "item references are not supported" in refused and "turn `store` off" in refused
-    expected = {"text": "Order 5 has shipped.", "steps": 2, "calls": [5], "finish": "stop"}
-    assert results["responses_tools_preamble_unstored"] == {
-        "case": "responses_tools_preamble_unstored",
-        "parsed": expected,
-    }
-    # The refused second step never reached Anthropic: three requests, the last two from the unstored loop.
-    _, unstored_first, unstored_second = fake.messages_requests
-    assert len(unstored_first.body["messages"]) == 1 and "stream" not in unstored_second.body
-    assert [b["type"] for b in unstored_second.body["messages"][1]["content"]] == ["text", "tool_use"]
-    assert unstored_second.body["messages"][1]["content"][0]["text"] == "Let me look that up."
-    result = unstored_second.body["messages"][2]["content"][0]
-    assert result["type"] == "tool_result" and result["tool_use_id"] == "toolu_b" and "shipped-15" in result["content"]
+    cases = ("responses_tools_preamble", "responses_stream_tools_preamble", "responses_tools_preamble_unstored")
+    for i, _ in enumerate(cases):
+        fake.script(
+            message(
+                text("Let me look that up."),
+                tool_use(f"toolu_{i}", "lookup", {"order_id": 4 + i}),
+                stop_reason="tool_use",
+                id=f"msg_preamble{i}",
+            ),
+            message(text(f"Order {4 + i} has shipped."), id=f"msg_final{i}"),
+        )
+    results = run_vercel(url, *cases)
+    for i, case in enumerate(cases):
+        said = "Let me look that up." if "stream" in case else ""  # a text stream runs on across the steps
+        expected = {"text": f"{said}Order {4 + i} has shipped.", "steps": 2, "calls": [4 + i], "finish": "stop"}
+        assert results[case] == {"case": case, "parsed": expected}
+    requests = fake.messages_requests
+    assert len(requests) == 2 * len(cases)
+    for i, case in enumerate(cases):
+        first, second = requests[2 * i], requests[2 * i + 1]
+        assert len(first.body["messages"]) == 1
+        assert ("stream" in first.body) == ("stream" in case) == ("stream" in second.body)
+        turns = second.body["messages"]
+        assert [t["role"] for t in turns] == ["user", "assistant", "user"]
+        said, call = turns[1]["content"]
+        assert (said["type"], said["text"]) == ("text", "Let me look that up.")
+        assert (call["type"], call["id"], call["input"]) == ("tool_use", f"toolu_{i}", {"order_id": 4 + i})
+        result = turns[2]["content"][0]
+        assert result["type"] == "tool_result" and result["tool_use_id"] == f"toolu_{i}"
+        assert f"shipped-{(4 + i) * 3}" in json.dumps(result["content"])
 
 
 def test_vercel_ai_sdk_tool_loop_stops_at_step_count(fake: FakeAnthropic, proxy: ProxyFactory) -> None:

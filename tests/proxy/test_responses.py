@@ -200,6 +200,48 @@ def test_bad_tools_are_named_by_their_responses_field(payload: dict[str, Any], p
     assert refusal({"input": "hi", **payload}).param == param
 
 
+def test_item_references_become_the_kept_items_in_their_place() -> None:
+    """A reference is replaced by the item the lookup finds, where it stood: the kept text and a function_call
+    sent in full join one assistant turn, and a kept reasoning item stands for nothing."""
+    kept = {
+        "rs_m_0": {"type": "reasoning", "summary": []},
+        "msg_m_1": to_response(message(text("Let me look.")), model=MODEL, created_at=CREATED, echo={})["output"][0],
+    }
+    request = {
+        "input": [
+            {"role": "user", "content": "Where is order 4?"},
+            {"type": "item_reference", "id": "rs_m_0"},
+            {"type": "item_reference", "id": "msg_m_1"},
+            {"type": "function_call", "call_id": "toolu_1", "name": "lookup", "arguments": '{"order_id": 4}'},
+            {"type": "function_call_output", "call_id": "toolu_1", "output": "shipped"},
+        ]
+    }
+    body = to_anthropic_request(ResponsesRequest.model_validate({"model": MODEL, **request}), OPTIONS, kept.get)
+    turns = body.translation.body["messages"]
+    assert [t["role"] for t in turns] == ["user", "assistant", "user"]
+    assert [(b["type"], b.get("text") or b.get("name")) for b in turns[1]["content"]] == [
+        ("text", "Let me look."),
+        ("tool_use", "lookup"),
+    ]
+    assert turns[2]["content"][0]["tool_use_id"] == "toolu_1"
+
+
+@pytest.mark.parametrize(
+    ("reference", "param", "words"),
+    [
+        ({"type": "item_reference", "id": "msg_gone_0"}, "input[1].id", "'msg_gone_0' is not (or no longer) held"),
+        ({"type": "item_reference"}, "input[1].id", "need an id"),
+    ],
+)
+def test_an_item_reference_the_lookup_does_not_know_is_named(reference: dict[str, Any], param: str, words: str) -> None:
+    request = ResponsesRequest.model_validate({"model": MODEL, "input": [{"role": "user", "content": "hi"}, reference]})
+    with pytest.raises(InvalidRequest) as info:
+        to_anthropic_request(request, OPTIONS, {}.get)
+    assert info.value.param == param and words in info.value.message
+    if "id" in reference:
+        assert "send the full item" in info.value.message and "`store: false`" in info.value.message
+
+
 @pytest.mark.parametrize(
     ("items", "param"),
     [

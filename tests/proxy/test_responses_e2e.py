@@ -263,3 +263,121 @@ def wait_for(predicate: Any, timeout: float = 5.0) -> bool:
             return True
         time.sleep(0.02)
     return bool(predicate())
+
+
+# ---- item references: the proxy's own output items, kept in memory --------------------------------------------------
+
+
+def reference(item_id: str) -> dict[str, str]:
+    return {"type": "item_reference", "id": item_id}
+
+
+def refused(api: openai.OpenAI, items: list[Any], **extra: Any) -> openai.BadRequestError:
+    with pytest.raises(openai.BadRequestError) as info:
+        api.responses.create(model=MODEL, input=items, tools=[WEATHER], **extra)
+    return info.value
+
+
+def test_item_references_to_an_answer_resolve_to_its_output(fake: FakeAnthropic, proxy: ProxyFactory) -> None:
+    """The next step sends the first answer's text and tool call back as references (as a client with `store` on
+    does): Anthropic gets them back as one assistant turn, text then tool_use, before the tool's result."""
+    fake.script(
+        message(text("Checking."), tool_use("toolu_r1", "weather", {"city": "Oslo"}), stop_reason="tool_use",
+                id="msg_refs01"),
+        message(text("Rainy in Oslo.")),
+    )  # fmt: skip
+    url = proxy()
+    api = client(url)
+    question = {"role": "user", "content": "Weather in Oslo?"}
+    first = api.responses.create(model=MODEL, input=[question], tools=[WEATHER])
+    said, call = first.output
+    assert (said.type, call.type) == ("message", "function_call")
+    samples = metric_samples(url)
+    assert samples["proxy_responses_store_items"] == 2 and samples["proxy_responses_store_bytes"] > 0
+    output = {"type": "function_call_output", "call_id": call.call_id, "output": '{"sky": "rain"}'}
+    second = api.responses.create(
+        model=MODEL, input=[question, reference(said.id), reference(call.id), output], tools=[WEATHER]
+    )
+    assert second.output_text == "Rainy in Oslo."
+    turns = fake.messages_requests[-1].body["messages"]
+    assert [t["role"] for t in turns] == ["user", "assistant", "user"]
+    assert [b["type"] for b in turns[1]["content"]] == ["text", "tool_use"]
+    assert turns[1]["content"][0]["text"] == "Checking."
+    assert {k: turns[1]["content"][1][k] for k in ("id", "name", "input")} == {
+        "id": "toolu_r1",
+        "name": "weather",
+        "input": {"city": "Oslo"},
+    }
+    assert turns[2]["content"][0]["tool_use_id"] == "toolu_r1"
+
+
+def test_item_references_to_a_streamed_answer_resolve(fake: FakeAnthropic, proxy: ProxyFactory) -> None:
+    """A streamed answer's items are kept once it completed: a reference to its reasoning stands for nothing (as
+    reasoning input always does), its text and tool call come back as the assistant turn."""
+    fake.script(
+        message(thinking("Rome, then."), text("One moment."), tool_use("toolu_s1", "weather", {"city": "Rome"}),
+                stop_reason="tool_use", id="msg_refs02"),
+        message(text("Sunny in Rome.")),
+    )  # fmt: skip
+    api = client(proxy())
+    question = {"role": "user", "content": "Weather in Rome?"}
+    with api.responses.stream(model=MODEL, input=[question], tools=[WEATHER]) as stream:
+        final = stream.get_final_response()
+    thought, said, call = final.output
+    assert [i.type for i in final.output] == ["reasoning", "message", "function_call"]
+    output = {"type": "function_call_output", "call_id": call.call_id, "output": "sunny"}
+    items = [question, reference(thought.id), reference(said.id), reference(call.id), output]
+    assert api.responses.create(model=MODEL, input=items, tools=[WEATHER]).output_text == "Sunny in Rome."
+    turns = fake.messages_requests[-1].body["messages"]
+    assert [t["role"] for t in turns] == ["user", "assistant", "user"]
+    assert [(b["type"], b.get("text") or b.get("id")) for b in turns[1]["content"]] == [
+        ("text", "One moment."),
+        ("tool_use", "toolu_s1"),
+    ]
+
+
+def test_an_unknown_item_reference_is_a_400_naming_it(fake: FakeAnthropic, proxy: ProxyFactory) -> None:
+    error = refused(client(proxy()), [{"role": "user", "content": "hi"}, reference("msg_elsewhere_0")])
+    assert error.status_code == 400 and error.param == "input[1].id"
+    assert "'msg_elsewhere_0' is not (or no longer) held by this proxy" in error.message
+    assert "send the full item" in error.message and "`store: false`" in error.message
+    assert fake.messages_requests == []
+
+
+def test_store_false_keeps_nothing(fake: FakeAnthropic, proxy: ProxyFactory) -> None:
+    fake.script(message(text("Not kept."), id="msg_refs03"), message(text("Not kept either."), id="msg_refs04"))
+    url = proxy()
+    api = client(url)
+    first = api.responses.create(model=MODEL, input="hi", store=False)
+    with api.responses.stream(model=MODEL, input="hi", store=False) as stream:
+        streamed = stream.get_final_response()
+    assert metric_samples(url)["proxy_responses_store_items"] == 0
+    for item in (first.output[0], streamed.output[0]):
+        error = refused(api, [{"role": "user", "content": "hi"}, reference(item.id)])
+        assert error.param == "input[1].id" and "no longer) held" in error.message
+    assert len(fake.messages_requests) == 2
+
+
+def test_a_stream_cut_by_an_error_keeps_nothing(fake: FakeAnthropic, proxy: ProxyFactory) -> None:
+    """A stream cut after its first item was done (the connection reset before message_stop) ends in
+    response.failed, and even that finished item is not kept."""
+    events = list(render_sse(message(text("Done part."), text("more"), id="msg_refs06")))
+    fake.script({**message(text("x")), "_events": [*events[:8], RESET]})
+    api = client(proxy(PROXY_MAX_RETRIES="0"))
+    with api.responses.stream(model=MODEL, input="hi") as stream:
+        got = list(stream)
+    assert got[-1].type == "response.failed"
+    (said,) = [e.item for e in got if e.type == "response.output_item.done"]
+    assert said.type == "message" and said.content[0].text == "Done part."  # type: ignore[union-attr]
+    assert refused(api, [{"role": "user", "content": "hi"}, reference(said.id)]).param == "input[1].id"
+
+
+def test_with_the_store_off_references_are_refused_as_before(fake: FakeAnthropic, proxy: ProxyFactory) -> None:
+    fake.script(message(text("Said once."), id="msg_refs05"))
+    url = proxy(PROXY_RESPONSES_STORE_MB="0")
+    api = client(url)
+    first = api.responses.create(model=MODEL, input="hi")
+    error = refused(api, [{"role": "user", "content": "hi"}, reference(first.output[0].id)])
+    assert error.param == "input[1].type" and "PROXY_RESPONSES_STORE_MB=0" in error.message
+    assert "turn `store` off" in error.message
+    assert metric_samples(url)["proxy_responses_store_items"] == 0

@@ -49,6 +49,11 @@ BAD = [
     ({"PROXY_MODELS_CACHE_SECONDS": "-1"}, "PROXY_MODELS_CACHE_SECONDS", "at least 0"),
     ({"PROXY_PROMPT_CACHE": "maybe"}, "PROXY_PROMPT_CACHE", "true or false"),
     ({"PROXY_MODEL_ALIASES": "gpt-4o"}, "PROXY_MODEL_ALIASES", "alias=model"),
+    ({"PROXY_RESPONSES_STORE_MB": "-1"}, "PROXY_RESPONSES_STORE_MB", "at least 0"),
+    ({"PROXY_RESPONSES_STORE_MB": "1.5"}, "PROXY_RESPONSES_STORE_MB", "whole number"),
+    ({"PROXY_RESPONSES_STORE_MB": "99999"}, "PROXY_RESPONSES_STORE_MB", "at most 65536"),
+    ({"PROXY_RESPONSES_STORE_TTL": "0"}, "PROXY_RESPONSES_STORE_TTL", "at least 1"),
+    ({"PROXY_RESPONSES_STORE_TTL": "inf"}, "PROXY_RESPONSES_STORE_TTL", "finite number"),
 ]
 
 
@@ -176,6 +181,7 @@ def test_no_variables_give_the_embedded_defaults() -> None:
     assert settings == Settings(credentials_path=settings.credentials_path)
     assert (settings.host, settings.port, settings.base_url) == ("0.0.0.0", 8080, DEFAULT_BASE_URL)
     assert settings.log_level == "info" and settings.api_key is None and settings.empty_credentials == ()
+    assert (settings.responses_store_bytes, settings.responses_store_ttl) == (16 * 1024 * 1024, 3600.0)
 
 
 def test_blank_values_mean_the_default_and_values_are_normalised() -> None:
@@ -191,6 +197,8 @@ def test_blank_values_mean_the_default_and_values_are_normalised() -> None:
             "PROXY_API_KEYS": "one, two,",
             "PROXY_MAX_QUEUE": "0",
             "PROXY_SHUTDOWN_GRACE": "0",
+            "PROXY_RESPONSES_STORE_MB": "0",
+            "PROXY_RESPONSES_STORE_TTL": "",
         }
     )
     assert settings.port == 8080
@@ -200,6 +208,8 @@ def test_blank_values_mean_the_default_and_values_are_normalised() -> None:
     assert settings.models == Settings().models
     assert settings.inbound_keys == ("one", "two")
     assert (settings.max_queue, settings.shutdown_grace) == (0, 0.0)
+    assert (settings.responses_store_bytes, settings.responses_store_ttl) == (0, 3600.0)
+    assert Settings.from_env({"PROXY_RESPONSES_STORE_MB": "2"}).responses_store_bytes == 2 * 1024 * 1024
 
 
 def test_anthropic_base_url_wins_over_the_older_name() -> None:

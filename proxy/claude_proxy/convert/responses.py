@@ -13,12 +13,17 @@ Mapping notes (Responses field -> chat field):
 - function_call items -> the assistant's tool_calls (consecutive calls join one assistant turn, `call_id` is the
   tool call id); function_call_output items -> tool messages; reasoning items are ignored (their text cannot be
   sent back to Anthropic without its signature).
+- item_reference items -> the output item they name, in their place, found through the `lookup` the caller passes
+  (the route's in-memory store of the proxy's own output items): a message becomes an assistant message, a
+  function_call a tool call, a reasoning item nothing. An id the lookup does not know -> 400 (`input[i].id`) saying
+  to send the full item or set `store: false`; no lookup (the store is off) -> 400 as for any unsupported item.
 - function tools (flat: name, description, parameters, strict) -> chat tools; any other tool type -> 400.
 - tool_choice auto|none|required|{type: function, name} -> the same choice; parallel_tool_calls as it is.
 - text.format json_schema|json_object|text -> response_format; reasoning.effort -> reasoning_effort;
   max_output_tokens -> max_completion_tokens; temperature, top_p; user/safety_identifier -> user.
-- state: stateless. `store` is ignored; `previous_response_id`, `conversation`, `background` and item references
-  need stored responses and are refused with a 400 that says to send the full input.
+- state: no stored responses. `previous_response_id`, `conversation` and `background` need them and are refused
+  with a 400 that says to send the full input; only output items are kept (by the route, when `store` is not
+  false), so that item references resolve.
 
 Anthropic -> Response: thinking -> a `reasoning` item with one summary_text; each non-empty text block -> a
 `message` item with one output_text; tool_use -> a `function_call` item (call_id = tool_use id). stop_reason
@@ -29,7 +34,7 @@ max_tokens/model_context_window_exceeded -> status incomplete (max_output_tokens
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -41,7 +46,9 @@ from claude_proxy.convert.tables import tokens
 from claude_proxy.convert.wire import ChatRequest, _Open
 from claude_proxy.errors import InvalidRequest
 
-STATELESS = "this proxy keeps no stored responses: send the whole conversation in `input` instead"
+UNSTORED = "this proxy keeps no stored responses: send the whole conversation in `input` instead"
+# Finds the output item an item_reference names, in its input form: None when it is not kept.
+Lookup = Callable[[str], Mapping[str, Any] | None]
 _MESSAGE_PARAM = re.compile(r"^messages\[(\d+)\](?:\.tool_calls\[(\d+)\](?:\.function)?)?")
 _TOOL_PARAM = re.compile(r"^tools\[(\d+)\]\.function")
 # Chat fields -> the Responses fields they came from (for the `param` of errors the chat translation raises).
@@ -99,11 +106,11 @@ class ResponsesTranslation:
 
 def _refuse_stateful(req: ResponsesRequest) -> None:
     if req.previous_response_id:
-        raise InvalidRequest(f"previous_response_id is not supported: {STATELESS}", param="previous_response_id")
+        raise InvalidRequest(f"previous_response_id is not supported: {UNSTORED}", param="previous_response_id")
     if req.conversation is not None:
-        raise InvalidRequest(f"conversation is not supported: {STATELESS}", param="conversation")
+        raise InvalidRequest(f"conversation is not supported: {UNSTORED}", param="conversation")
     if req.background:
-        raise InvalidRequest(f"background responses are not supported: {STATELESS}", param="background")
+        raise InvalidRequest(f"background responses are not supported: {UNSTORED}", param="background")
     if req.prompt is not None:
         raise InvalidRequest(
             "stored prompt templates are not supported: send `instructions` and `input`", param="prompt"
@@ -219,7 +226,30 @@ class _Builder:
         return origin + chat_param[match.end() :]
 
 
-def _items(req: ResponsesRequest, builder: _Builder) -> None:
+def _referenced(item: Mapping[str, Any], param: str, lookup: Lookup | None) -> Mapping[str, Any]:
+    """The output item an `item_reference` names, as the proxy keeps it; a 400 when it is not kept here."""
+    if lookup is None:
+        raise InvalidRequest(
+            "item references are not supported: this proxy keeps no output items (PROXY_RESPONSES_STORE_MB=0): send "
+            "the full item instead (clients send references to earlier output when they store responses: turn "
+            "`store` off)",
+            param=f"{param}.type",
+        )
+    ref = item.get("id")
+    if not isinstance(ref, str) or not ref:
+        raise InvalidRequest("item_reference items need an id", param=f"{param}.id")
+    found = lookup(ref)
+    if found is None:
+        raise InvalidRequest(
+            f"item {ref!r} is not (or no longer) held by this proxy: it keeps the output items it answered for a "
+            "while, in memory, in one process; send the full item instead of a reference, or set `store: false` so "
+            "the client sends it",
+            param=f"{param}.id",
+        )
+    return found
+
+
+def _items(req: ResponsesRequest, builder: _Builder, lookup: Lookup | None) -> None:
     if req.instructions and req.instructions.strip():
         builder.add({"role": "system", "content": req.instructions}, "instructions")
     if isinstance(req.input, str):
@@ -230,6 +260,9 @@ def _items(req: ResponsesRequest, builder: _Builder) -> None:
         if not isinstance(item, Mapping):
             raise InvalidRequest("input items must be objects", param=param)
         kind = item.get("type", "message" if "role" in item else None)
+        if kind == "item_reference":  # the kept output item it names, in its place
+            item = _referenced(item, param, lookup)
+            kind = item.get("type")
         if kind == "message":
             builder.message(item, param)
         elif kind == "function_call":
@@ -238,12 +271,6 @@ def _items(req: ResponsesRequest, builder: _Builder) -> None:
             builder.output(item, param)
         elif kind == "reasoning":
             continue
-        elif kind == "item_reference":
-            raise InvalidRequest(
-                f"item references are not supported: {STATELESS} (clients send references to earlier output when "
-                "they store responses: turn `store` off)",
-                param=f"{param}.type",
-            )
         else:
             raise InvalidRequest(f"unsupported input item type {kind!r}", param=f"{param}.type")
 
@@ -306,11 +333,12 @@ def _effort(reasoning: Mapping[str, Any] | None) -> str | None:
     return str(effort)
 
 
-def to_chat(req: ResponsesRequest) -> tuple[ChatRequest, _Builder]:
-    """The chat-completions request a Responses request means, and where its messages came from."""
+def to_chat(req: ResponsesRequest, lookup: Lookup | None = None) -> tuple[ChatRequest, _Builder]:
+    """The chat-completions request a Responses request means, and where its messages came from. `lookup` finds
+    the output items that `item_reference` inputs name (None: references are refused)."""
     _refuse_stateful(req)
     builder = _Builder()
-    _items(req, builder)
+    _items(req, builder, lookup)
     if not builder.messages:
         raise InvalidRequest("input must contain at least one message", param="input")
     chat: dict[str, Any] = {
@@ -360,9 +388,9 @@ def _echo(req: ResponsesRequest) -> dict[str, Any]:
     }
 
 
-def to_anthropic_request(req: ResponsesRequest, options: Options) -> ResponsesTranslation:
-    """Translate a validated Responses request into an Anthropic Messages request."""
-    chat, builder = to_chat(req)
+def to_anthropic_request(req: ResponsesRequest, options: Options, lookup: Lookup | None = None) -> ResponsesTranslation:
+    """Translate a validated Responses request into an Anthropic Messages request (`lookup`: as for `to_chat`)."""
+    chat, builder = to_chat(req, lookup)
     try:
         translation = to_anthropic(chat, options)
     except InvalidRequest as exc:
