@@ -26,6 +26,7 @@ from claude_proxy.convert.responses_stream import ResponsesStreamTranslator, enc
 from claude_proxy.edge import (
     Edge,
     Turn,
+    bearer,
     edge_of,
     info_of,
     parse,
@@ -45,11 +46,14 @@ async def responses(scope: Scope, receive: Receive, send: Send) -> None:
     payload, betas = await read_json_object(scope, receive, edge)
     request = parse(ResponsesRequest, payload)
     items = edge.items if edge.items.enabled else None
-    translated = to_anthropic_request(request, edge.options, items.get if items is not None else None)
+    owner = _owner(scope, edge) if items is not None else b""
+    translated = to_anthropic_request(
+        request, edge.options, None if items is None else (lambda ref: items.get(ref, owner))
+    )
     info.model, info.stream = translated.translation.model, bool(request.stream)
     created = int(edge.clock())
     started = time.perf_counter()
-    keep = items if request.store is not False else None
+    keep = (items, owner) if items is not None and request.store is not False else None
     async with Turn(edge, receive, info) as turn:
         if request.stream:
             await stream(scope, receive, send, edge, turn, translated, betas, created, started, keep)
@@ -65,9 +69,10 @@ async def complete(
     translated: ResponsesTranslation,
     betas: str | None,
     created: int,
-    keep: ItemStore | None = None,
+    keep: tuple[ItemStore, bytes] | None = None,
 ) -> None:
-    """One Messages request, answered as one Response object (its output items kept in `keep`, if given)."""
+    """One Messages request, answered as one Response object (its output items kept in `keep`, a store and the
+    owner tag, if given)."""
     translation, upstream = translated.translation, edge.upstream
     message, headers = await until_disconnect(
         receive, lambda: upstream.create_message(translation.body, betas), edge.drain
@@ -79,7 +84,8 @@ async def complete(
         message, model=translation.model, created_at=created, echo=translated.echo, json_tool=translation.json_tool
     )
     if keep is not None:
-        keep.keep(body["output"])
+        store, owner = keep
+        store.keep(body["output"], owner)
     await send_json(send, body, headers={"x-upstream-request-id": request_id} if request_id else None)
 
 
@@ -93,7 +99,7 @@ async def stream(
     betas: str | None,
     created: int,
     started: float,
-    keep: ItemStore | None = None,
+    keep: tuple[ItemStore, bytes] | None = None,
 ) -> None:
     """Anthropic's event stream relayed as the Responses event stream (`response.created` … `response.completed`);
     with `keep`, the finished Response's output items are kept there before its last event is sent."""
@@ -106,7 +112,7 @@ async def stream(
             model=translation.model, created_at=created, echo=translated.echo, json_tool=translation.json_tool
         ),
         idle_timeout=edge.settings.stream_idle_timeout,
-        encode=encode_events if keep is None else _keeping(keep),
+        encode=encode_events if keep is None else _keeping(*keep),
         done=b"",
         failure=lambda translator, error: encode_events(translator.fail(error)),
     )
@@ -116,12 +122,23 @@ async def stream(
 _FINAL = frozenset({"response.completed", "response.incomplete"})
 
 
-def _keeping(store: ItemStore) -> Callable[[list[dict[str, Any]]], bytes]:
+def _owner(scope: Scope, edge: Edge) -> bytes:
+    """Whose items a request may keep and reference: with inbound keys, the owner tag of the key it presented (already
+    checked by then); without, everyone's."""
+    if not edge.inbound:
+        return b""
+    for name, value in scope["headers"]:
+        if name == b"authorization":
+            return edge.items.owner(bearer(value) or b"")
+    return edge.items.owner(b"")
+
+
+def _keeping(store: ItemStore, owner: bytes) -> Callable[[list[dict[str, Any]]], bytes]:
     """`encode_events` that first keeps the output of the finished Response (its event ends the last batch)."""
 
     def encode(events: list[dict[str, Any]]) -> bytes:
         if events and events[-1]["type"] in _FINAL:
-            store.keep(events[-1]["response"]["output"])
+            store.keep(events[-1]["response"]["output"], owner)
         return encode_events(events)
 
     return encode

@@ -11,11 +11,17 @@ Bounds: `max_bytes` (an estimate of the memory the kept strings take, plus a fix
 seconds; the least recently stored item goes first when either is exceeded. `max_bytes` 0 turns the store off
 (`enabled` false: nothing is kept and a reference is refused as before). Memory only, per process: with several
 processes or replicas a reference resolves only where its response was answered. Never written to disk or logged.
+
+Items belong to whoever asked for them: with inbound keys (PROXY_API_KEYS), each item is kept under an owner tag, a
+keyed digest of the key its request presented (never the key itself; the digest's key is random per process), and a
+reference resolves only for a request presenting the same key. Without inbound keys every caller is one owner.
 Used from the event loop only (no locking).
 """
 
 from __future__ import annotations
 
+import hashlib
+import os
 import sys
 import time
 from collections import OrderedDict
@@ -51,14 +57,16 @@ def _entry(item: Mapping[str, Any]) -> tuple[Mapping[str, Any], int] | None:
 class ItemStore:
     """Output items by id, bounded by estimated bytes and by age; least recently stored evicted first."""
 
-    __slots__ = ("_items", "bytes", "clock", "max_bytes", "ttl")
+    __slots__ = ("_items", "_salt", "bytes", "clock", "max_bytes", "ttl")
 
     def __init__(self, max_bytes: int, ttl: float, clock: Callable[[], float] = time.monotonic) -> None:
         self.max_bytes = max_bytes
         self.ttl = ttl
         self.clock = clock
         self.bytes = 0
-        self._items: OrderedDict[str, tuple[float, int, Mapping[str, Any]]] = OrderedDict()  # id -> (at, size, item)
+        self._salt = os.urandom(16)
+        # (owner, id) -> (at, size, item)
+        self._items: OrderedDict[tuple[bytes, str], tuple[float, int, Mapping[str, Any]]] = OrderedDict()
 
     @property
     def enabled(self) -> bool:
@@ -67,8 +75,13 @@ class ItemStore:
     def __len__(self) -> int:
         return len(self._items)
 
-    def keep(self, output: Iterable[Mapping[str, Any]]) -> None:
-        """Keep a Response's output items under their ids (an id kept again is replaced, and counts as newest)."""
+    def owner(self, key: bytes) -> bytes:
+        """The owner tag of the inbound key a request presented (b"" when no keys are asked for)."""
+        return hashlib.blake2b(key, key=self._salt, digest_size=16).digest()
+
+    def keep(self, output: Iterable[Mapping[str, Any]], owner: bytes = b"") -> None:
+        """Keep a Response's output items under their ids, for `owner` (an id kept again is replaced, and counts as
+        newest)."""
         if not self.enabled:
             return
         now = self.clock()
@@ -83,16 +96,17 @@ class ItemStore:
             kept, size = entry
             if size > self.max_bytes:  # could never fit: keeping it would only empty the store
                 continue
-            old = items.pop(item_id, None)
+            old = items.pop((owner, item_id), None)
             if old is not None:
                 self.bytes -= old[1]
-            items[item_id] = (now, size, kept)
+            items[owner, item_id] = (now, size, kept)
             self.bytes += size
         self._evict(now)
 
-    def get(self, item_id: str) -> Mapping[str, Any] | None:
-        """The input item a kept output item stands for; None when it is unknown or has expired."""
-        entry = self._items.get(item_id)
+    def get(self, item_id: str, owner: bytes = b"") -> Mapping[str, Any] | None:
+        """The input item a kept output item of `owner` stands for; None when it is unknown, another owner's, or
+        has expired."""
+        entry = self._items.get((owner, item_id))
         if entry is None:
             return None
         now = self.clock()

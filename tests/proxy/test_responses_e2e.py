@@ -336,6 +336,22 @@ def test_item_references_to_a_streamed_answer_resolve(fake: FakeAnthropic, proxy
     ]
 
 
+def test_an_item_resolves_only_for_the_inbound_key_that_asked_for_it(fake: FakeAnthropic, proxy: ProxyFactory) -> None:
+    """With PROXY_API_KEYS, one key's output items are not another key's to reference: the same id is unknown to it."""
+    fake.script(message(text("For the first key."), id="msg_owned1"), message(text("Again.")))
+    url = proxy(PROXY_API_KEYS="inbound-a,inbound-b")
+    first, second = (
+        openai.OpenAI(base_url=f"{url}/v1", api_key=key, max_retries=0, timeout=20)
+        for key in ("inbound-a", "inbound-b")
+    )
+    said = first.responses.create(model=MODEL, input="hi").output[0]
+    question = {"role": "user", "content": "and?"}
+    error = refused(second, [question, reference(said.id)])
+    assert error.body["param"] == "input[1].id" and "not (or no longer) held" in error.body["message"]
+    assert first.responses.create(model=MODEL, input=[question, reference(said.id)]).output_text == "Again."
+    assert fake.messages_requests[-1].body["messages"][1]["content"][0]["text"] == "For the first key."
+
+
 def test_an_unknown_item_reference_is_a_400_naming_it(fake: FakeAnthropic, proxy: ProxyFactory) -> None:
     error = refused(client(proxy()), [{"role": "user", "content": "hi"}, reference("msg_elsewhere_0")])
     assert error.status_code == 400 and error.param == "input[1].id"

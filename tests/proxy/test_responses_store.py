@@ -91,3 +91,15 @@ def test_size_zero_is_off_and_keeps_nothing() -> None:
     store.keep(texts(2))
     assert len(store) == 0 and store.bytes == 0 and store.get("msg_x_0") is None
     assert ItemStore(1, 3600).enabled
+
+
+def test_an_owner_resolves_only_its_own_items() -> None:
+    store = ItemStore(1 << 20, 60, clock=Clock())
+    alice, bob = store.owner(b"key-alice"), store.owner(b"key-bob")
+    assert alice != bob and alice == store.owner(b"key-alice") and b"key-alice" not in alice
+    said = message_item("msg_o_0", "for Alice")
+    store.keep([said], alice)
+    assert store.get("msg_o_0", alice) is said
+    assert store.get("msg_o_0", bob) is None and store.get("msg_o_0") is None
+    # Another process (another store) gives the same key another tag: nothing about the key is fixed in the tag.
+    assert ItemStore(1 << 20, 60).owner(b"key-alice") != alice
