@@ -94,7 +94,7 @@ def create_app(
     metrics.queued = lambda: float(limiter.queued)
     metrics.draining = lambda: drain.draining
     metrics.login = login.gauge
-    metrics.stored = lambda: (len(items), items.bytes)
+    metrics.stored = items.usage
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Edge]]:

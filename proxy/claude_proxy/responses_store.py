@@ -75,6 +75,11 @@ class ItemStore:
     def __len__(self) -> int:
         return len(self._items)
 
+    def usage(self) -> tuple[int, int]:
+        """How many items are kept and their estimated bytes, the expired ones dropped first (for the gauges)."""
+        self._evict(self.clock())
+        return len(self._items), self.bytes
+
     def owner(self, key: bytes) -> bytes:
         """The owner tag of the inbound key a request presented (b"" when no keys are asked for)."""
         return hashlib.blake2b(key, key=self._salt, digest_size=16).digest()

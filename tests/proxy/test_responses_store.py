@@ -83,6 +83,10 @@ def test_items_expire_after_the_ttl() -> None:
     clock.now += 30
     store.keep([])  # expired items go when anything is stored, not only when read
     assert len(store) == 0 and store.bytes == 0
+    # ... and when the gauges are read: they never count an expired item.
+    store.keep([first])
+    clock.now += 60
+    assert len(store) == 1 and store.usage() == (0, 0)
 
 
 def test_size_zero_is_off_and_keeps_nothing() -> None:
