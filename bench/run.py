@@ -21,7 +21,9 @@ upstream with a dummy key), then measures each figure twice — straight to the 
   that arrived while every stream was streaming (no stream starting or ending). CPU per relayed event is the proxy
   process tree's own CPU time (psutil) over the paced run divided by the deltas relayed; RSS per open stream is the
   tree's RSS sampled while every stream is open minus the RSS just before they opened, over the count. The load
-  generator's own CPU (this process) is reported, so one can see it was not the bottleneck;
+  generator's own CPU (this process) is reported, so one can see it was not the bottleneck. Smaller counts
+  (`--paced-steps`: 250, 500, 750) run first, their streams started at the same rate, each with its added p99; the
+  largest count held within the target says how many such streams one proxy process carries on the machine;
 - CPU per non-streamed request at c=1 and c=16 from the proxy process tree's own CPU time over the load;
 - afterwards, a proxy behind a local forward proxy (`bench/httpproxy.py`, through `HTTP_PROXY`/`HTTPS_PROXY`), at
   c=1 and c=16 with its CPU per request.
@@ -63,6 +65,7 @@ HERE = Path(__file__).resolve().parent
 HOST = "127.0.0.1"
 HELD_MODEL = "bench-hold"
 PACED_MODEL = "bench-paced"
+PACED_P99_MS = 5.0  # the added inter-token p99 target of the paced streams
 
 _SYSTEM = "You are a concise assistant. Answer in plain prose. " * 6
 _QUESTION = "Summarise the trade-offs between optimistic and pessimistic locking in a relational database. " * 5
@@ -534,6 +537,11 @@ async def run_paced(
     )  # fmt: skip
 
 
+def _within(direct: Paced, proxy: Paced) -> bool:
+    """The paced run through the proxy held the added inter-token p99 target, with no error on either side."""
+    return (proxy.lag_p99 - direct.lag_p99) * 1000 <= PACED_P99_MS and not (direct.errors or proxy.errors)
+
+
 def all_open_lags(results: list[Result]) -> list[float]:
     """The lags of the tokens that arrived while every stream was streaming: after the last stream's first token and
     before the first stream's end (none when there was no such moment)."""
@@ -693,12 +701,27 @@ async def measure(
 
     if args.paced > 0:
         expected = max(1, round(args.paced_rate * args.paced_seconds))
+        # The smaller steps first, at the same rate of new streams (the ramp scaled to the count): how far one
+        # proxy process goes within the added-p99 target, before the full count.
+        within: list[int] = []
+        cores: list[str] = []
+        for count in (step for step in args.paced_steps if step < args.paced):
+            ramp = args.paced_ramp * count / args.paced
+            sd_ = await run_paced(direct, count, expected, None, args.paced_seconds, ramp)
+            sp_ = await run_paced(proxy, count, expected, pid, args.paced_seconds, ramp)
+            report.rows.append(added_row(f"{count:,} paced streams: added inter-token p99", sd_.lag_p99, sp_.lag_p99,
+                                         None))  # fmt: skip
+            cores.append(f"{count:,}: {sp_.cpu / sp_.elapsed:.0%}")
+            if _within(sd_, sp_):
+                within.append(count)
         pd = await run_paced(direct, args.paced, expected, None, args.paced_seconds, args.paced_ramp)
         pp = await run_paced(proxy, args.paced, expected, pid, args.paced_seconds, args.paced_ramp)
         report.paced = pd
+        if _within(pd, pp):
+            within.append(args.paced)
         n = f"{args.paced:,} paced streams"
         report.rows.append(added_row(f"{n}: added inter-token p50", pd.lag_p50, pp.lag_p50, None))
-        report.rows.append(added_row(f"{n}: added inter-token p99", pd.lag_p99, pp.lag_p99, 5.0))
+        report.rows.append(added_row(f"{n}: added inter-token p99", pd.lag_p99, pp.lag_p99, PACED_P99_MS))
         if math.isnan(pd.all_open_p99) or math.isnan(pp.all_open_p99):
             report.rows.append(Row(f"{n}: added inter-token p99, all open", "—", "—", "never all open at once"))
         else:
@@ -727,6 +750,17 @@ async def measure(
             f"{n}: load generator CPU", f"{pd.own_cpu / pd.elapsed:.0%} of a core",
             f"{pp.own_cpu / pp.elapsed:.0%} of a core", "", "",
         ))  # fmt: skip
+        measured = [step for step in args.paced_steps if step < args.paced] + [args.paced]
+        report.rows.append(Row(
+            f"paced streams held within +{PACED_P99_MS:g} ms added p99, no error: the largest count", "—",
+            f"{max(within):,}" if within else "none", "of " + ", ".join(f"{step:,}" for step in measured),
+        ))  # fmt: skip
+        if cores:
+            cores.append(f"{args.paced:,}: {pp.cpu / pp.elapsed:.0%}")
+            report.notes.append(
+                "The smaller paced steps start their streams at the same rate as the full count; the proxy's CPU "
+                f"over each run, as a share of one core: {', '.join(cores)}."
+            )
         started = f"started evenly over {args.paced_ramp:g} s" if args.paced_ramp > 0 else "started at once"
         report.notes.append(
             f"Paced streams: {args.paced:,}, {started}, {args.paced_rate:g} deltas/s for {args.paced_seconds:g} s "
@@ -818,7 +852,7 @@ async def measure_second(
                               paced_body=openai_body(True, PACED_MODEL))  # fmt: skip
         pp = await run_paced(paced_target, args.paced, expected, pid, args.paced_seconds, args.paced_ramp)
         n = f"{args.paced:,} paced streams, {second.label}"
-        limit = 5.0 if second.held_to_targets else None
+        limit = PACED_P99_MS if second.held_to_targets else None
         report.rows.append(added_row(f"{n}: added inter-token p99", pd.lag_p99, pp.lag_p99, limit))
         report.rows.append(added_row(f"{n}: first token p99", pd.ttft_p99, pp.ttft_p99, None))
         report.rows.append(Row(f"{n}: CPU per relayed event", "—", us(pp.cpu / max(1, pp.events)),
@@ -905,6 +939,16 @@ def second_servers(
     return found
 
 
+def _counts(text: str) -> tuple[int, ...]:
+    try:
+        counts = tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a comma-separated list of counts: {text!r}") from None
+    if any(count < 1 for count in counts):
+        raise argparse.ArgumentTypeError(f"counts must be at least 1: {text!r}")
+    return tuple(sorted(set(counts)))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.run", description="benchmark: direct vs through the proxy")
     parser.add_argument(
@@ -932,6 +976,13 @@ def main(argv: list[str] | None = None) -> int:
         type=float,
         default=1.0,
         help="seconds over which the paced streams start, evenly (default 1; 0 starts them at once, 100 at a time)",
+    )
+    parser.add_argument(
+        "--paced-steps",
+        type=_counts,
+        default=(250, 500, 750),
+        help="smaller paced counts measured first, comma-separated (default 250,500,750; '' skips them; counts not "
+        "below --paced are left out)",
     )
     parser.add_argument("--no-transports", action="store_true", help="skip the behind-an-HTTP-proxy rows")
     parser.add_argument("--load-generator", choices=("auto", "wrk", "python"), default="auto")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import re
 import subprocess
 import sys
@@ -9,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from bench.client import Result
-from bench.run import all_open_lags
+from bench.run import _counts, all_open_lags
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -39,6 +40,7 @@ FIGURES = [
     "20 paced streams: RSS per open stream",
     "20 paced streams: errors",
     "20 paced streams: load generator CPU",
+    "paced streams held within +5 ms added p99, no error: the largest count",
     "RSS after warm-up",
     "RSS after the run",
     "RSS with 40 streams open",
@@ -64,6 +66,7 @@ def test_harness_prints_and_stores_the_whole_table(generator: str, workers: str,
         [sys.executable, "-m", "bench.run", "--duration", duration, "--warmup", "0", "--streams", "8",
          "--hold", "40", "--paced", "20", "--paced-seconds", "0.5", "--no-transports",
          "--paced-ramp", "0.1" if generator == "auto" else "0",
+         "--paced-steps", "10,40" if generator == "auto" else "",
          "--load-generator", generator, "--workers", workers, "--results", str(tmp_path),
          *(["--no-ceiling"] if workers == "2" else [])],
         cwd=ROOT, capture_output=True, text=True, timeout=90,
@@ -80,7 +83,10 @@ def test_harness_prints_and_stores_the_whole_table(generator: str, workers: str,
     scaled = ["c=16, --workers 2: requests/s", "c=16, --workers 2: p99 latency", *paced("--workers 2")]
     # And the bare forwarder under uvicorn (relaying streams untranslated), unless --no-ceiling.
     ceiling = ["c=16, bare forwarder under uvicorn: requests/s", *paced("bare forwarder under uvicorn")]
-    assert list(rows) == FIGURES + (scaled + ceiling if workers == "1" else [])
+    # A smaller paced step (10) runs before the 20, at the same rate of new streams; 40 is not below 20: left out.
+    steps = ["10 paced streams: added inter-token p99"] if generator == "auto" else []
+    paced_at = FIGURES.index("20 paced streams: added inter-token p50")
+    assert list(rows) == FIGURES[:paced_at] + steps + FIGURES[paced_at:] + (scaled + ceiling if workers == "1" else [])
     if workers == "1":
         for label in ("--workers 2", "bare forwarder under uvicorn"):
             assert rows[f"20 paced streams, {label}: errors"][:2] == ["0", "0"]
@@ -88,9 +94,13 @@ def test_harness_prints_and_stores_the_whole_table(generator: str, workers: str,
     assert rows["20 paced streams: errors"][:2] == ["0", "0"]
     assert rows["20 paced streams: open at once (peak)"][:2] == ["20", "20"]
     assert rows["20 paced streams: proxy CPU per relayed event"][2] == "200 events"
+    largest = rows["paced streams held within +5 ms added p99, no error: the largest count"]
+    assert largest[2] == ("of 10, 20" if generator == "auto" else "of 20")
+    assert largest[1] in ({"none", "10", "20"} if generator == "auto" else {"none", "20"})
+    assert ("proxy's CPU over each run, as a share of one core: 10: " in table) == (generator == "auto")
     number = re.compile(r"^[\d,]+(\.\d+)?( ms| MB| us| KB)?$")
     for figure, (direct, proxy, *_rest) in rows.items():
-        if figure.endswith("load generator CPU"):
+        if figure.endswith("load generator CPU") or figure.startswith("paced streams held"):
             continue
         assert number.match(proxy), (figure, proxy)
         assert (
@@ -123,3 +133,11 @@ def test_the_all_open_lags_are_those_of_tokens_between_the_last_first_token_and_
     # Streams that never overlapped, or one without a first token, leave no such tokens.
     assert all_open_lags([_stream(0.0, 1.0, 2.0, [1.0, 1.5]), _stream(3.0, 4.0, 5.0, [4.0, 4.5])]) == []
     assert all_open_lags([a, Result(start=0.0, end=1.0, lags=[], arrived=[])]) == []
+
+
+def test_paced_steps_are_parsed_sorted_and_unique_and_bad_ones_refused() -> None:
+    assert _counts("750, 250,500,250") == (250, 500, 750)
+    assert _counts("") == ()
+    for bad in ("250,x", "0", "-5"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            _counts(bad)
