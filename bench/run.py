@@ -22,8 +22,8 @@ upstream with a dummy key), then measures each figure twice — straight to the 
   process tree's own CPU time (psutil) over the paced run divided by the deltas relayed; RSS per open stream is the
   tree's RSS sampled while every stream is open minus the RSS just before they opened, over the count. The load
   generator's own CPU (this process) is reported, so one can see it was not the bottleneck. Smaller counts
-  (`--paced-steps`: 250, 500, 750) run first, their streams started at the same rate, each with its added p99; the
-  largest count held within the target says how many such streams one proxy process carries on the machine;
+  (`--paced-steps`: 250, 500, 750) run afterwards, their streams started at the same rate, each with its added p99;
+  the largest count held within the target says how many such streams one proxy process carries on the machine;
 - CPU per non-streamed request at c=1 and c=16 from the proxy process tree's own CPU time over the load;
 - afterwards, a proxy behind a local forward proxy (`bench/httpproxy.py`, through `HTTP_PROXY`/`HTTPS_PROXY`), at
   c=1 and c=16 with its CPU per request.
@@ -701,19 +701,7 @@ async def measure(
 
     if args.paced > 0:
         expected = max(1, round(args.paced_rate * args.paced_seconds))
-        # The smaller steps first, at the same rate of new streams (the ramp scaled to the count): how far one
-        # proxy process goes within the added-p99 target, before the full count.
         within: list[int] = []
-        cores: list[str] = []
-        for count in (step for step in args.paced_steps if step < args.paced):
-            ramp = args.paced_ramp * count / args.paced
-            sd_ = await run_paced(direct, count, expected, None, args.paced_seconds, ramp)
-            sp_ = await run_paced(proxy, count, expected, pid, args.paced_seconds, ramp)
-            report.rows.append(added_row(f"{count:,} paced streams: added inter-token p99", sd_.lag_p99, sp_.lag_p99,
-                                         None))  # fmt: skip
-            cores.append(f"{count:,}: {sp_.cpu / sp_.elapsed:.0%}")
-            if _within(sd_, sp_):
-                within.append(count)
         pd = await run_paced(direct, args.paced, expected, None, args.paced_seconds, args.paced_ramp)
         pp = await run_paced(proxy, args.paced, expected, pid, args.paced_seconds, args.paced_ramp)
         report.paced = pd
@@ -750,16 +738,30 @@ async def measure(
             f"{n}: load generator CPU", f"{pd.own_cpu / pd.elapsed:.0%} of a core",
             f"{pp.own_cpu / pp.elapsed:.0%} of a core", "", "",
         ))  # fmt: skip
+        # Then smaller counts, at the same rate of new streams (the ramp scaled to the count): how far one proxy
+        # process goes within the added-p99 target. After the full count, so that its RSS per stream is taken on a
+        # process that had not yet grown (the steps may reuse the upstream connections it pooled).
+        cores: list[str] = []
+        for count in (step for step in args.paced_steps if step < args.paced):
+            ramp = args.paced_ramp * count / args.paced
+            sd_ = await run_paced(direct, count, expected, None, args.paced_seconds, ramp)
+            sp_ = await run_paced(proxy, count, expected, pid, args.paced_seconds, ramp)
+            report.rows.append(added_row(f"{count:,} paced streams: added inter-token p99", sd_.lag_p99, sp_.lag_p99,
+                                         None))  # fmt: skip
+            cores.append(f"{count:,}: {sp_.cpu / sp_.elapsed:.0%}")
+            if _within(sd_, sp_):
+                within.append(count)
         measured = [step for step in args.paced_steps if step < args.paced] + [args.paced]
         report.rows.append(Row(
             f"paced streams held within +{PACED_P99_MS:g} ms added p99, no error: the largest count", "—",
             f"{max(within):,}" if within else "none", "of " + ", ".join(f"{step:,}" for step in measured),
         ))  # fmt: skip
         if cores:
-            cores.append(f"{args.paced:,}: {pp.cpu / pp.elapsed:.0%}")
+            cores.insert(0, f"{args.paced:,}: {pp.cpu / pp.elapsed:.0%}")
             report.notes.append(
-                "The smaller paced steps start their streams at the same rate as the full count; the proxy's CPU "
-                f"over each run, as a share of one core: {', '.join(cores)}."
+                "The smaller paced counts ran after the full one (whose pooled upstream connections they may reuse), "
+                "their streams started at the same rate; the proxy's CPU over each run, as a share of one core: "
+                f"{', '.join(cores)}."
             )
         started = f"started evenly over {args.paced_ramp:g} s" if args.paced_ramp > 0 else "started at once"
         report.notes.append(
