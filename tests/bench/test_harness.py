@@ -42,7 +42,8 @@ FIGURES = [
     "20 paced streams: load generator CPU",
     "paced streams held within +5 ms added p99, no error: the largest count",
     "RSS after warm-up",
-    "RSS after the run",
+    "RSS after the request and stream loads",
+    "RSS after the paced streams closed",
     "RSS with 40 streams open",
     "RSS after the 40 streams closed",
 ]
