@@ -994,8 +994,8 @@ def main(argv: list[str] | None = None) -> int:
         "--paced-steps",
         type=_counts,
         default=(250, 500, 750),
-        help="smaller paced counts measured first, comma-separated (default 250,500,750; '' skips them; counts not "
-        "below --paced are left out)",
+        help="smaller paced counts measured after the full one, comma-separated (default 250,500,750; '' skips them; "
+        "counts not below --paced are left out)",
     )
     parser.add_argument("--no-transports", action="store_true", help="skip the behind-an-HTTP-proxy rows")
     parser.add_argument("--load-generator", choices=("auto", "wrk", "python"), default="auto")

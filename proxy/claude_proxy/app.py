@@ -160,7 +160,7 @@ class ProxyApp(Starlette):
         try:
             await super().__call__(scope, receive, send)
         finally:
-            del scope[SERVER_SEND]
+            scope.pop(SERVER_SEND, None)
 
 
 @functools.cache
