@@ -127,10 +127,8 @@ def _owner(scope: Scope, edge: Edge) -> bytes:
     checked by then); without, everyone's."""
     if not edge.inbound:
         return b""
-    for name, value in scope["headers"]:
-        if name == b"authorization":
-            return edge.items.owner(bearer(value) or b"")
-    return edge.items.owner(b"")
+    authorization = next((value for name, value in scope["headers"] if name == b"authorization"), None)
+    return edge.items.owner(bearer(authorization) or b"")
 
 
 def _keeping(store: ItemStore, owner: bytes) -> Callable[[list[dict[str, Any]]], bytes]:
