@@ -13,9 +13,9 @@ import httpx
 import pytest
 import uvicorn
 
-from claude_proxy.app import create_app
 from claude_proxy.config import Settings
-from claude_proxy.server import build_server
+from claude_proxy.server.app import create_app
+from claude_proxy.server.serving import build_server
 from tests.fakes.anthropic import FakeAnthropic
 
 API_KEY = "sk-ant-api03-test-key"

@@ -15,13 +15,15 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, BeforeValidator, Field, ValidationError
 from pydantic_core import ErrorDetails
 from pydantic_settings import BaseSettings, EnvSettingsSource, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 
-from claude_proxy.convert.request import ThinkingBudgets
+from claude_proxy.convert.request import Options, ThinkingBudgets
+from claude_proxy.credentials.resolver import RECHECK_SECONDS, CredentialResolver
+from claude_proxy.redact import display_url
 
 DEFAULT_BASE_URL = "https://api.anthropic.com"
 
@@ -63,14 +65,6 @@ class ConfigError(ValueError):
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
 # The upstream credential variables, in priority order: one set to an empty value is ignored, and said so.
 CREDENTIAL_VARIABLES = ("ANTHROPIC_API_KEY", "CLAUDE_ACCESS_TOKEN", "CLAUDE_CODE_OAUTH_TOKEN")
-
-
-def display_url(url: str) -> str:
-    """`url` without any user name or password in it: the form that may be logged or shown."""
-    parts = urlsplit(url)
-    if "@" not in parts.netloc:
-        return url
-    return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
 
 
 def _base_url(value: str) -> str:
@@ -332,4 +326,27 @@ class Settings:
             shutdown_grace=read.shutdown_grace,
             responses_store_bytes=read.responses_store_mb * MB,
             responses_store_ttl=read.responses_store_ttl,
+        )
+
+    def conversion_options(self) -> Options:
+        """What the conversion layer needs of these settings."""
+        return Options(
+            default_max_tokens=self.default_max_tokens,
+            default_model=self.default_model,
+            aliases=dict(self.model_aliases),
+            adaptive_thinking=re.compile(self.adaptive_thinking_models),
+            fixed_sampling=re.compile(self.fixed_sampling_models),
+            budgets=self.thinking_budgets,
+            prompt_cache=self.prompt_cache,
+        )
+
+    def credential_resolver(self, path: Path | None = None) -> CredentialResolver:
+        """The resolver these settings describe (`path` instead of theirs, for `check --credentials`)."""
+        return CredentialResolver(
+            self.api_key,
+            self.access_token,
+            self.credentials_path if path is None else path,
+            token_variable=self.access_token_variable,
+            empty=self.empty_credentials,
+            recheck=RECHECK_SECONDS,
         )

@@ -17,9 +17,9 @@ import pytest
 from e2e.fake.upstream import SEED_ACCESS_TOKEN, Upstream, seed_credentials
 from openai import OpenAI
 
-from claude_proxy.app import create_app
 from claude_proxy.config import Settings
 from claude_proxy.credentials.resolver import RECHECK_SECONDS
+from claude_proxy.server.app import create_app
 from tests.conftest import serve
 
 pytestmark = pytest.mark.slow

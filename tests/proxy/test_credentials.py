@@ -116,5 +116,5 @@ def test_the_file_is_looked_at_at_most_once_per_recheck_interval(tmp_path: Path)
 
 def test_the_proxy_rechecks_the_file_once_a_second(tmp_path: Path) -> None:
     settings = Settings.from_env({"CLAUDE_CREDENTIALS_PATH": str(tmp_path / "c.json"), "HOME": str(tmp_path)})
-    assert CredentialResolver.from_settings(settings).recheck == 1.0
+    assert settings.credential_resolver().recheck == 1.0
     assert CredentialResolver(None, None, tmp_path / "c.json").recheck == 0.0  # the CLI's own reads: always fresh

@@ -14,8 +14,8 @@ import httpx
 import openai
 import pytest
 
-from claude_proxy.app import create_app
 from claude_proxy.config import Settings
+from claude_proxy.server.app import create_app
 from tests.conftest import API_KEY, OAUTH_TOKEN, ProxyFactory, serve
 from tests.fakes.anthropic import FakeAnthropic
 from tests.proxy.serve_support import serve_process

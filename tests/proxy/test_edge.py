@@ -15,11 +15,11 @@ import openai
 import pytest
 from starlette.testclient import TestClient
 
-from claude_proxy.app import create_app
 from claude_proxy.config import Settings
-from claude_proxy.edge import SERVER_SEND, SSEResponse, until_disconnect
-from claude_proxy.limits import ClientGone
-from claude_proxy.logs import ACCESS_LOGGER
+from claude_proxy.server.app import create_app
+from claude_proxy.server.limits import ClientGone
+from claude_proxy.server.logs import ACCESS_LOGGER
+from claude_proxy.server.streaming import SERVER_SEND, SSEResponse, until_disconnect
 from tests.conftest import API_KEY, ProxyFactory
 from tests.fakes.anthropic import FakeAnthropic, message, text
 

@@ -6,7 +6,7 @@ import re
 
 import httpx
 
-from claude_proxy.errors import upstream_error
+from claude_proxy.convert.errors import upstream_error
 
 
 def body(etype: str, message: str) -> dict[str, object]:

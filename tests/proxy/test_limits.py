@@ -13,7 +13,7 @@ from urllib.parse import urlparse
 import httpx
 import pytest
 
-from claude_proxy.limits import Limiter, Overloaded
+from claude_proxy.server.limits import Limiter, Overloaded
 from tests.conftest import ProxyFactory
 from tests.fakes.anthropic import FakeAnthropic, message, render_sse, text
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from claude_proxy.logs import (
+from claude_proxy.server.logs import (
     ACCESS_LOGGER,
     JSONFormatter,
     LoopBatchingHandler,

@@ -15,10 +15,10 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 
-from claude_proxy.app import create_app
 from claude_proxy.config import Settings
-from claude_proxy.logs import ACCESS_LOGGER, JSONFormatter, PlainFormatter
-from claude_proxy.metrics import MAX_MODELS
+from claude_proxy.server.app import create_app
+from claude_proxy.server.logs import ACCESS_LOGGER, JSONFormatter, PlainFormatter
+from claude_proxy.server.metrics import MAX_MODELS
 from tests.conftest import API_KEY, ProxyFactory, metric_samples, serve
 from tests.fakes.anthropic import ErrorReply, FakeAnthropic, message, text, tool_use
 from tests.proxy.lifecycle_support import now_ms, write_credentials

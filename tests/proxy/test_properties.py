@@ -20,12 +20,12 @@ from pydantic import ValidationError
 from claude_proxy.config import Settings
 from claude_proxy.convert.request import Options, to_anthropic
 from claude_proxy.convert.wire import ChatRequest
-from claude_proxy.edge import validation_error as _validation_error
 from claude_proxy.errors import InvalidRequest
+from claude_proxy.server.body import validation_error as _validation_error
 from tests.fakes.anthropic import Reject, validate_messages_request
 
-OPTIONS = Options.from_settings(Settings(default_model=None))
-OPTIONS_WITH_DEFAULT = Options.from_settings(Settings(default_model="claude-sonnet-4-6"))
+OPTIONS = Settings(default_model=None).conversion_options()
+OPTIONS_WITH_DEFAULT = Settings(default_model="claude-sonnet-4-6").conversion_options()
 PNG = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6kgAAAABJRU5ErkJggg=="
 
 

@@ -11,7 +11,7 @@ import anthropic
 import openai
 import pytest
 
-from claude_proxy import ratelimits
+from claude_proxy.upstream import ratelimits
 from tests.conftest import API_KEY, OAUTH_TOKEN, ProxyFactory, metric_samples
 from tests.fakes.anthropic import ErrorReply, FakeAnthropic, ratelimit_headers
 from tests.proxy.lifecycle_support import assert_no_secrets, cli_env, run_cli

@@ -12,8 +12,8 @@ import orjson
 import pytest
 
 from claude_proxy.convert.chat_stream import StreamTranslator
-from claude_proxy.relay import StreamRelay
 from claude_proxy.retry import RetryBudget
+from claude_proxy.upstream.relay import StreamRelay
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "sse"
 

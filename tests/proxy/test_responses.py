@@ -20,7 +20,7 @@ from claude_proxy.convert.request import Options
 from claude_proxy.convert.responses import ResponsesRequest, to_anthropic_request, to_response
 from claude_proxy.convert.responses_stream import ResponsesStreamTranslator, encode_events
 from claude_proxy.errors import InvalidRequest, UpstreamError
-from claude_proxy.sse import SSEDecoder
+from claude_proxy.upstream.sse import SSEDecoder
 from tests.fakes.anthropic import message, render_sse, text, thinking, tool_use
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "sse"

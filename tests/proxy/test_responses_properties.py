@@ -13,13 +13,12 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from claude_proxy.config import Settings
-from claude_proxy.convert.request import Options
 from claude_proxy.convert.responses import ResponsesRequest, to_anthropic_request
-from claude_proxy.edge import validation_error as _validation_error
 from claude_proxy.errors import InvalidRequest
+from claude_proxy.server.body import validation_error as _validation_error
 from tests.fakes.anthropic import Reject, validate_messages_request
 
-OPTIONS = Options.from_settings(Settings(default_model=None))
+OPTIONS = Settings(default_model=None).conversion_options()
 PNG = (
     "data:image/png;base64,"
     "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6kgAAAABJRU5ErkJggg=="

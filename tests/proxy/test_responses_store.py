@@ -8,7 +8,7 @@ import sys
 from typing import Any
 
 from claude_proxy.convert.responses import call_item, message_item, reasoning_item
-from claude_proxy.responses_store import ITEM_OVERHEAD, ItemStore
+from claude_proxy.server.responses_store import ITEM_OVERHEAD, ItemStore
 
 
 class Clock:

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from claude_proxy.sse import DONE, ServerSentEvent, SSEDecoder, encode_data
+from claude_proxy.upstream.sse import DONE, ServerSentEvent, SSEDecoder, encode_data
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "sse"
 

@@ -21,7 +21,7 @@ from openai.types.chat import ChatCompletionChunk
 from claude_proxy.convert.chat_stream import StreamTranslator
 from claude_proxy.convert.response import to_openai
 from claude_proxy.errors import UpstreamError
-from claude_proxy.sse import SSEDecoder
+from claude_proxy.upstream.sse import SSEDecoder
 from tests.fakes.anthropic import message, render_sse, text, thinking, tool_use
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "sse"

@@ -6,15 +6,16 @@ from typing import Any
 
 import pytest
 
-from claude_proxy.access import RequestInfo
 from claude_proxy.convert.chat_stream import StreamTranslator
+from claude_proxy.convert.errors import upstream_error
 from claude_proxy.convert.response import map_usage, to_openai
 from claude_proxy.convert.responses import map_usage as responses_usage
 from claude_proxy.convert.responses_stream import ResponsesStreamTranslator
 from claude_proxy.convert.tables import ERROR_TYPES, FINISH_REASONS, USAGE_KEYS
-from claude_proxy.errors import UpstreamError, upstream_error
-from claude_proxy.metrics import Metrics
-from claude_proxy.passthrough import anthropic_envelope
+from claude_proxy.errors import UpstreamError
+from claude_proxy.server.access import RequestInfo
+from claude_proxy.server.metrics import Metrics
+from claude_proxy.server.routes.messages import anthropic_envelope
 
 MODEL = "claude-sonnet-4-6"
 

@@ -13,7 +13,7 @@ import openai
 import pytest
 import trustme
 
-from claude_proxy.client import Client, ConnectError, Timeouts
+from claude_proxy.upstream.client import Client, ConnectError, Timeouts
 from tests.conftest import ProxyFactory
 from tests.fakes.anthropic import FakeAnthropic, message, text
 

@@ -22,8 +22,8 @@ from claude_proxy.convert.tables import finish_reason as map_finish_reason
 from claude_proxy.convert.wire import ChatRequest
 from claude_proxy.errors import InvalidRequest
 
-OPTS = Options.from_settings(Settings.from_env({}))
-NO_CACHE = Options.from_settings(Settings.from_env({"PROXY_PROMPT_CACHE": "off"}))
+OPTS = Settings.from_env({}).conversion_options()
+NO_CACHE = Settings.from_env({"PROXY_PROMPT_CACHE": "off"}).conversion_options()
 
 
 def translate(options: Options = NO_CACHE, **request: Any) -> dict[str, Any]:
@@ -312,7 +312,7 @@ def test_fixed_sampling_models_get_no_sampling_parameters() -> None:
 
 
 def test_default_max_tokens_is_configurable() -> None:
-    opts = Options.from_settings(Settings.from_env({"PROXY_DEFAULT_MAX_TOKENS": "1234"}))
+    opts = Settings.from_env({"PROXY_DEFAULT_MAX_TOKENS": "1234"}).conversion_options()
     assert translate(opts, messages=[user("q")])["max_tokens"] == 1234
 
 

@@ -13,11 +13,11 @@ import httpx
 import openai
 import pytest
 
-from claude_proxy.access import RequestInfo
-from claude_proxy.app import create_app
 from claude_proxy.config import Settings
-from claude_proxy.edge import Turn
-from claude_proxy.limits import Limiter
+from claude_proxy.server.access import RequestInfo
+from claude_proxy.server.app import create_app
+from claude_proxy.server.limits import Limiter
+from claude_proxy.server.state import Turn
 from tests.conftest import API_KEY, ProxyFactory, metric_samples, serve
 from tests.fakes.anthropic import ErrorReply, FakeAnthropic, message, render_sse, text
 

@@ -33,9 +33,10 @@ from typing import Any
 
 import orjson
 
+from claude_proxy.convert.errors import upstream_error
 from claude_proxy.convert.response import completion_id, map_usage, tool_arguments
 from claude_proxy.convert.tables import error_status, finish_reason, merge_usage
-from claude_proxy.errors import UpstreamError, upstream_error
+from claude_proxy.errors import UpstreamError
 
 _TEXT, _THINKING, _TOOL, _JSON = "text", "thinking", "tool", "json"
 # A text delta as Anthropic writes it: {"type":"content_block_delta","index":N,"delta":{"type":"text_delta","text":…}}

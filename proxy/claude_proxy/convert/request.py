@@ -28,7 +28,7 @@ import re
 from base64 import b64decode
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 
@@ -65,9 +65,6 @@ STRICT_OPTIONAL_MAX = 24
 STRICT_UNIONS_MAX = 16
 START_PLACEHOLDER = "(continued)"
 
-if TYPE_CHECKING:
-    from claude_proxy.config import Settings
-
 
 @dataclass(frozen=True)
 class ThinkingBudgets:
@@ -92,18 +89,6 @@ class Options:
     budgets: ThinkingBudgets = field(default_factory=ThinkingBudgets)
     prompt_cache: bool = True
     no_structured_outputs: re.Pattern[str] = re.compile(NO_STRUCTURED_OUTPUTS)
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> Options:
-        return cls(
-            default_max_tokens=settings.default_max_tokens,
-            default_model=settings.default_model,
-            aliases=dict(settings.model_aliases),
-            adaptive_thinking=re.compile(settings.adaptive_thinking_models),
-            fixed_sampling=re.compile(settings.fixed_sampling_models),
-            budgets=settings.thinking_budgets,
-            prompt_cache=settings.prompt_cache,
-        )
 
 
 @dataclass(frozen=True)

@@ -35,6 +35,7 @@ from typing import Any
 
 import orjson
 
+from claude_proxy.convert.errors import upstream_error
 from claude_proxy.convert.response import tool_arguments
 from claude_proxy.convert.responses import (
     call_item,
@@ -48,7 +49,7 @@ from claude_proxy.convert.responses import (
     status_of,
 )
 from claude_proxy.convert.tables import error_status, merge_usage
-from claude_proxy.errors import ProxyError, UpstreamError, upstream_error
+from claude_proxy.errors import ProxyError, UpstreamError
 
 # Events that announce output without carrying any: held back with the lifecycle events until real output comes.
 _ANNOUNCE = frozenset(

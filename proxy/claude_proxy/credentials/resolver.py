@@ -20,10 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from claude_proxy.config import Settings
+from typing import Any
 
 # How long the proxy trusts its last look at the credentials file.
 RECHECK_SECONDS = 1.0
@@ -156,18 +153,6 @@ class CredentialResolver:
         self._lock = threading.Lock()
         self._cache_key: tuple[int, int, int] | None = None
         self._cached: Credential | None = None
-
-    @classmethod
-    def from_settings(cls, settings: Settings, path: Path | None = None) -> CredentialResolver:
-        """The resolver the settings describe (`path` instead of theirs, for `check --credentials`)."""
-        return cls(
-            settings.api_key,
-            settings.access_token,
-            settings.credentials_path if path is None else path,
-            token_variable=settings.access_token_variable,
-            empty=settings.empty_credentials,
-            recheck=RECHECK_SECONDS,
-        )
 
     @property
     def uses_file(self) -> bool:

@@ -20,11 +20,11 @@ import anyio
 import orjson
 from starlette.types import Message
 
-from claude_proxy.client import ReadTimeout, Response, TransportError
 from claude_proxy.errors import ProxyError, UpstreamError
 from claude_proxy.retry import RETRYABLE_STATUS, RetryBudget
-from claude_proxy.sse import DONE, SSEDecoder, encode_data
-from claude_proxy.upstream import Upstream, retries_spent
+from claude_proxy.upstream.api import Upstream, retries_spent
+from claude_proxy.upstream.client import ReadTimeout, Response, TransportError
+from claude_proxy.upstream.sse import DONE, SSEDecoder, encode_data
 
 log = logging.getLogger("claude_proxy.relay")
 _SLICE = 4096  # bytes decoded at a time while looking for the next single event

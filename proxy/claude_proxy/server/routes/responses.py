@@ -23,20 +23,12 @@ from starlette.types import Receive, Scope, Send
 
 from claude_proxy.convert.responses import ResponsesRequest, ResponsesTranslation, to_anthropic_request, to_response
 from claude_proxy.convert.responses_stream import ResponsesStreamTranslator, encode_events
-from claude_proxy.edge import (
-    Edge,
-    Turn,
-    bearer,
-    edge_of,
-    info_of,
-    parse,
-    read_json_object,
-    relay_stream,
-    send_json,
-    until_disconnect,
-)
-from claude_proxy.relay import StreamRelay
-from claude_proxy.responses_store import ItemStore
+from claude_proxy.server.body import parse, read_json_object
+from claude_proxy.server.render import send_json
+from claude_proxy.server.responses_store import ItemStore
+from claude_proxy.server.state import Edge, Turn, bearer, edge_of, info_of, relay_stream
+from claude_proxy.server.streaming import until_disconnect
+from claude_proxy.upstream.relay import StreamRelay
 
 
 async def responses(scope: Scope, receive: Receive, send: Send) -> None:

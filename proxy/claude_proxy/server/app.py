@@ -24,29 +24,30 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from claude_proxy.access import AccessMiddleware
-from claude_proxy.chat_route import chat_completions
-from claude_proxy.client import Client, Timeouts
 from claude_proxy.config import Settings
 from claude_proxy.convert.anthropic import CountTokensRequest, MessagesRequest
-from claude_proxy.convert.request import Options
 from claude_proxy.convert.responses import ResponsesRequest
 from claude_proxy.convert.wire import ChatRequest
 from claude_proxy.credentials.resolver import Credential, CredentialResolver
-from claude_proxy.edge import SERVER_SEND, Edge, ModelCache, error_response, json_response, note_error
 from claude_proxy.errors import ProxyError
-from claude_proxy.limits import Drain, Limiter
-from claude_proxy.login import LoginState
-from claude_proxy.metrics import Metrics
-from claude_proxy.models_route import list_models, retrieve_model
-from claude_proxy.openapi import Api, Handler, openapi_document
-from claude_proxy.passthrough import count_tokens, messages
-from claude_proxy.probes import health, metrics, readyz
-from claude_proxy.responses_route import responses
-from claude_proxy.responses_store import ItemStore
 from claude_proxy.retry import RetryPolicy
-from claude_proxy.startup import startup_lines
-from claude_proxy.upstream import Upstream
+from claude_proxy.server.access import AccessMiddleware
+from claude_proxy.server.limits import Drain, Limiter
+from claude_proxy.server.metrics import Metrics
+from claude_proxy.server.openapi import Api, Handler, openapi_document
+from claude_proxy.server.render import error_response, json_response, note_error
+from claude_proxy.server.responses_store import ItemStore
+from claude_proxy.server.routes.chat import chat_completions
+from claude_proxy.server.routes.messages import count_tokens, messages
+from claude_proxy.server.routes.models import list_models, retrieve_model
+from claude_proxy.server.routes.probes import health, metrics, readyz
+from claude_proxy.server.routes.responses import responses
+from claude_proxy.server.startup import startup_lines
+from claude_proxy.server.state import Edge, ModelCache
+from claude_proxy.server.streaming import SERVER_SEND
+from claude_proxy.upstream.api import Upstream
+from claude_proxy.upstream.client import Client, Timeouts
+from claude_proxy.upstream.login import LoginState
 
 log = logging.getLogger("claude_proxy")
 # Upstream connections beyond PROXY_MAX_CONCURRENCY, for model listings (which the limiter does not count).
@@ -78,7 +79,7 @@ def create_app(
     What lives outside the event loop is made here (the server reads `app.state.drain` for its SIGTERM drain); the
     `Edge`, with the upstream client, is made when the lifespan starts and reaches each request through its scope."""
     settings = settings or Settings.from_env()
-    resolver = CredentialResolver.from_settings(settings)
+    resolver = settings.credential_resolver()
     metrics = Metrics(clock=clock)
     limiter = Limiter(
         settings.max_concurrency,
@@ -117,7 +118,7 @@ def create_app(
             yield {
                 "edge": Edge(
                     settings=settings,
-                    options=Options.from_settings(settings),
+                    options=settings.conversion_options(),
                     upstream=upstream,
                     resolver=resolver,
                     limiter=limiter,

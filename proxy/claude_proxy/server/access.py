@@ -19,8 +19,8 @@ import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from claude_proxy.convert.tables import tokens
-from claude_proxy.logs import ACCESS_LOGGER, direct_access_handler
-from claude_proxy.metrics import Metrics
+from claude_proxy.server.logs import ACCESS_LOGGER, direct_access_handler
+from claude_proxy.server.metrics import Metrics
 
 log = logging.getLogger("claude_proxy")
 access_log = logging.getLogger(ACCESS_LOGGER)

@@ -31,8 +31,8 @@ from uvicorn.config import HTTP_PROTOCOLS
 from uvicorn.importer import import_from_string
 
 from claude_proxy.config import Settings
-from claude_proxy.limits import Drain, RequestTimeout
-from claude_proxy.logs import flush_batched, logging_config
+from claude_proxy.server.limits import Drain, RequestTimeout
+from claude_proxy.server.logs import flush_batched, logging_config
 
 log = logging.getLogger("claude_proxy.server")
 

@@ -8,8 +8,9 @@ from typing import Any
 
 from starlette.types import Receive, Scope, Send
 
-from claude_proxy.edge import edge_of, send_json
-from claude_proxy.metrics import CONTENT_TYPE
+from claude_proxy.server.metrics import CONTENT_TYPE
+from claude_proxy.server.render import send_json
+from claude_proxy.server.state import edge_of
 
 
 async def health(scope: Scope, receive: Receive, send: Send) -> None:

@@ -24,27 +24,19 @@ import orjson
 from starlette.types import Receive, Scope, Send
 from yarl import URL
 
-from claude_proxy.access import RequestInfo
-from claude_proxy.client import Response, TransportError
 from claude_proxy.convert.tables import ANTHROPIC_TYPES, ERROR_TYPES
-from claude_proxy.edge import (
-    Edge,
-    SSEResponse,
-    Turn,
-    bearer,
-    edge_of,
-    info_of,
-    note_error,
-    stream_ended,
-    until_disconnect,
-)
 from claude_proxy.errors import ProxyError, UpstreamError
-from claude_proxy.limits import read_body
-from claude_proxy.ratelimits import PREFIX as RATELIMIT_PREFIX
 from claude_proxy.retry import RETRYABLE_STATUS, RetryBudget
-from claude_proxy.sse import SSEDecoder
-from claude_proxy.upstream import ANTHROPIC_VERSION as DEFAULT_VERSION
-from claude_proxy.upstream import Upstream
+from claude_proxy.server.access import RequestInfo
+from claude_proxy.server.limits import read_body
+from claude_proxy.server.render import note_error
+from claude_proxy.server.state import Edge, Turn, bearer, edge_of, info_of, stream_ended
+from claude_proxy.server.streaming import SSEResponse, until_disconnect
+from claude_proxy.upstream.api import ANTHROPIC_VERSION as DEFAULT_VERSION
+from claude_proxy.upstream.api import Upstream
+from claude_proxy.upstream.client import Response, TransportError
+from claude_proxy.upstream.ratelimits import PREFIX as RATELIMIT_PREFIX
+from claude_proxy.upstream.sse import SSEDecoder
 
 # Response headers relayed to the client besides the rate-limit ones; the rest (connection, server, cookies, …) stay.
 RELAYED = frozenset({"content-type", "request-id", "retry-after", "retry-after-ms", "x-should-retry"})

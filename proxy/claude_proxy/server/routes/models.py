@@ -13,8 +13,9 @@ from typing import Any
 from starlette.types import Receive, Scope, Send
 
 from claude_proxy.convert.request import resolve_model
-from claude_proxy.edge import Edge, edge_of, send_json
 from claude_proxy.errors import ProxyError
+from claude_proxy.server.render import send_json
+from claude_proxy.server.state import Edge, edge_of
 
 log = logging.getLogger("claude_proxy")
 

@@ -21,8 +21,7 @@ import aiohttp
 import orjson
 from yarl import URL
 
-from claude_proxy.client import Client, Response, TransportError
-from claude_proxy.config import display_url
+from claude_proxy.convert.errors import upstream_error
 from claude_proxy.credentials.resolver import Credential, CredentialKind, CredentialResolver, CredentialsError
 from claude_proxy.errors import (
     CredentialsUnavailable,
@@ -30,10 +29,11 @@ from claude_proxy.errors import (
     UpstreamError,
     UpstreamTimeout,
     UpstreamUnavailable,
-    upstream_error,
 )
-from claude_proxy.login import LoginState, refuses_login
+from claude_proxy.redact import display_url
 from claude_proxy.retry import RetryBudget, RetryPolicy, retry_after, should_retry
+from claude_proxy.upstream.client import Client, Response, TransportError
+from claude_proxy.upstream.login import LoginState, refuses_login
 
 log = logging.getLogger("claude_proxy.upstream")
 

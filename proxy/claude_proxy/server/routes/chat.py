@@ -17,18 +17,11 @@ from claude_proxy.convert.chat_stream import StreamTranslator
 from claude_proxy.convert.request import Translation, to_anthropic
 from claude_proxy.convert.response import to_openai
 from claude_proxy.convert.wire import ChatRequest
-from claude_proxy.edge import (
-    Edge,
-    Turn,
-    edge_of,
-    info_of,
-    parse,
-    read_json_object,
-    relay_stream,
-    send_json,
-    until_disconnect,
-)
-from claude_proxy.relay import StreamRelay
+from claude_proxy.server.body import parse, read_json_object
+from claude_proxy.server.render import send_json
+from claude_proxy.server.state import Edge, Turn, edge_of, info_of, relay_stream
+from claude_proxy.server.streaming import until_disconnect
+from claude_proxy.upstream.relay import StreamRelay
 
 
 async def chat_completions(scope: Scope, receive: Receive, send: Send) -> None:

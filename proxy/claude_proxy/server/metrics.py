@@ -19,9 +19,9 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, disable_cre
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from claude_proxy import ratelimits
 from claude_proxy.convert.tables import USAGE_FIELDS, count
 from claude_proxy.credentials.resolver import Credential
+from claude_proxy.upstream import ratelimits
 
 disable_created_metrics()  # the `_created` twin of every series only doubles the scrape
 

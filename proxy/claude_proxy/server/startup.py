@@ -7,8 +7,9 @@ import logging
 import time
 from datetime import UTC, datetime
 
-from claude_proxy.config import Settings, display_url
+from claude_proxy.config import Settings
 from claude_proxy.credentials.resolver import CredentialKind, CredentialResolver, CredentialsError
+from claude_proxy.redact import display_url
 
 _KINDS = {
     CredentialKind.API_KEY: "a Console API key",

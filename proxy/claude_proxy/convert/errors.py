@@ -1,0 +1,81 @@
+"""An Anthropic error answer as the proxy's `UpstreamError`: status, type and request id kept, Anthropic's wording
+made OpenAI's where clients act on it (context overflow: RockBot trims and retries on `maximum context length`)."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from claude_proxy.convert.tables import openai_error_type
+from claude_proxy.errors import UpstreamError
+from claude_proxy.retry import retry_after as retry_hint
+
+_TOO_LONG = re.compile(r"prompt is too long:\s*(\d+)\s*tokens\s*>\s*(\d+)\s*maximum", re.IGNORECASE)
+
+
+def upstream_error(status: int, body: Any, headers: Any) -> UpstreamError:
+    """Build the error for an Anthropic error response (`body` is the parsed JSON or raw text/bytes)."""
+    request_id = headers.get("request-id") if headers is not None else None
+    retry_after = None
+    if headers is not None:
+        # relayed as the upstream sent it; a hint in milliseconds only becomes whole seconds (at least 1)
+        retry_after = headers.get("retry-after")
+        if retry_after is None and (seconds := retry_hint(headers)) is not None:
+            retry_after = str(max(1, round(seconds)))
+    upstream_type = None
+    message = None
+    if isinstance(body, dict):
+        err = body.get("error")
+        if isinstance(err, dict):
+            upstream_type = err.get("type") if isinstance(err.get("type"), str) else None
+            message = err.get("message") if isinstance(err.get("message"), str) else None
+        request_id = request_id or (body.get("request_id") if isinstance(body.get("request_id"), str) else None)
+    if not message:
+        content_type = (headers.get("content-type") or "") if headers is not None else ""
+        if body is None and content_type and "json" not in content_type:
+            message = (
+                f"Anthropic API answered HTTP {status} with a {content_type.split(';')[0].strip()} page instead of "
+                "an error object (from a proxy or gateway in between?)"
+            )
+        else:
+            message = f"Anthropic API answered HTTP {status} without an error message"
+    etype = openai_error_type(upstream_type, status)
+    param = code = None
+    upstream_message = message
+    match = _TOO_LONG.search(message) if status == 400 else None
+    if match:
+        used, limit = match.group(1), match.group(2)
+        message = (
+            f"This model's maximum context length is {limit} tokens. However, your messages resulted in {used} "
+            "tokens. Please reduce the length of the messages."
+        )
+        etype, param, code = "invalid_request_error", "messages", "context_length_exceeded"
+    elif status == 401:
+        # The client's own key never goes upstream: this refusal is of the proxy's credential, which only its
+        # operator can fix. Said plainly, or the client would go looking for a fault in its own key.
+        message = (
+            "Anthropic refused the proxy's own upstream credential (the one the proxy is configured with, not the "
+            f"API key of this request; `claude-proxy check` shows which is in use): {message}"
+        )
+        code = upstream_type
+    elif status == 404 and upstream_type == "not_found_error" and message.startswith("model:"):
+        message = (
+            f"{message} (Anthropic does not know this model: GET /v1/models lists the models the proxy offers, and "
+            "PROXY_MODEL_ALIASES maps other names onto them, e.g. gpt-4o=claude-sonnet-4-6)"
+        )
+        param, code = "model", "model_not_found"
+    elif upstream_type:
+        code = upstream_type
+    if request_id:
+        message = f"{message} (Anthropic request-id: {request_id})"
+    return UpstreamError(
+        message,
+        status=status,
+        type=etype,
+        upstream_type=upstream_type,
+        request_id=request_id,
+        retry_after=retry_after,
+        param=param,
+        code=code,
+        upstream_message=upstream_message,
+    )

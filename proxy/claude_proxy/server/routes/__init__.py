@@ -1,0 +1,1 @@
+"""One module per public route group: chat completions, Responses, Anthropic's messages, models, probes."""

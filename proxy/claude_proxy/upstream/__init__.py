@@ -1,0 +1,1 @@
+"""The one path to Anthropic: the HTTP client, SSE decoding, the API caller, login state, rate limits, the relay."""
