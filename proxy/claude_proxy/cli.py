@@ -214,9 +214,8 @@ main environment variables:
                              model for requests naming none; alias=model,... pairs
   LOG_LEVEL, LOG_FORMAT      critical|error|warning|info|debug|trace (info); json|plain (json)
 
-Every variable, its default and its range: README.md, section "Configuration" (in the
-project's source; also the package's long description). `claude-proxy check` shows which
-credential serve would use."""
+Every variable, its default and its range: docs/configuration.md (in the project's
+source). `claude-proxy check` shows which credential serve would use."""
 
 
 def _port(text: str) -> int:

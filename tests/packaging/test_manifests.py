@@ -153,7 +153,8 @@ def test_kustomization_names_the_images_the_chart_renders() -> None:
 # --- one model id ----------------------------------------------------------------------------------------------------
 
 MODEL_ID = re.compile(r"\bclaude-(?:opus|sonnet|haiku)-[0-9][0-9a-z.-]*[0-9a-z]")
-DOCUMENTED = ["README.md", "operator/README.md", "charts/claude-code-proxy/values.yaml",
+DOCUMENTED = ["README.md", *(f"docs/{p.name}" for p in sorted((helm.ROOT / "docs").glob("*.md"))),
+              "operator/README.md", "charts/claude-code-proxy/values.yaml",
               "charts/claude-code-proxy/templates/NOTES.txt", *(f"manifests/examples/{p.name}" for p in
               sorted((helm.ROOT / "manifests" / "examples").glob("*.yaml")))]  # fmt: skip
 
@@ -177,10 +178,11 @@ def test_docs_examples_and_notes_name_one_default_model_the_proxy_lists() -> Non
     assert len(chosen) >= 5 and set(chosen) == {default}, chosen
 
 
-def test_readme_recipes_name_what_the_operator_builds() -> None:
+def test_documented_recipes_name_what_the_operator_builds() -> None:
     """The uninstall, refresh-now and scraping recipes name the labels, annotation and CRD the code uses."""
-    readme = (helm.ROOT / "README.md").read_text()
-    [selector] = re.findall(r"kubectl delete pvc -A -l (\S+)", readme)
+    kubernetes = (helm.ROOT / "docs" / "kubernetes.md").read_text()
+    operations = (helm.ROOT / "docs" / "operations.md").read_text()
+    [selector] = re.findall(r"kubectl delete pvc -A -l (\S+)", kubernetes)
     spec = parse_spec({"auth": {"oauth": {"seedSecretRef": {"name": "c"}}}}, default_image="img")
     labels = builders.credentials_pvc("p", "rockbot", spec)["metadata"]["labels"]
     wanted = dict(term.split("=", 1) for term in selector.split(","))
@@ -188,7 +190,7 @@ def test_readme_recipes_name_what_the_operator_builds() -> None:
     for other in builders.seed_job("p", "rockbot", spec, "0" * 16), builders.deployment("p", "rockbot", spec, "0"):
         assert not wanted.items() <= other["metadata"]["labels"].items()  # only the volume
     crd = crdtools.crd()["metadata"]["name"]
-    assert f"kubectl delete crd {crd}" in readme
-    assert f"annotate claudeproxy claude-proxy-oauth --overwrite {builders.REFRESH_NOW_ANNOTATION}=" in readme
+    assert f"kubectl delete crd {crd}" in kubernetes
+    assert f"annotate claudeproxy claude-proxy-oauth --overwrite {builders.REFRESH_NOW_ANNOTATION}=" in kubernetes
     for key, value in builders.SCRAPE_ANNOTATIONS.items():
-        assert f"`{key}: " in readme and value in readme
+        assert f"`{key}: " in operations and value in operations

@@ -1,6 +1,6 @@
 """The CLI leaves nobody guessing: `--version`, a `serve --help` that lists the main variables and points at the
-README, a `check` that names the right source and says what is wrong or due, and a `refresh` that says how to log in
-when there is no file yet."""
+settings table, a `check` that names the right source and says what is wrong or due, and a `refresh` that says how to
+log in when there is no file yet."""
 
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ def test_version(tmp_path: Path) -> None:
     assert result.stdout.strip() == f"claude-proxy {importlib.metadata.version('claude-code-proxy')}"
 
 
-def test_serve_help_lists_the_main_variables_and_points_at_the_readme(tmp_path: Path) -> None:
+def test_serve_help_lists_the_main_variables_and_points_at_the_settings_table(tmp_path: Path) -> None:
     result = run_cli("serve", "--help", env=cli_env(tmp_path))
     assert result.returncode == 0
     text = result.stdout
@@ -38,9 +38,9 @@ def test_serve_help_lists_the_main_variables_and_points_at_the_readme(tmp_path: 
         assert name in text
     for name in ("PORT", "PROXY_API_KEYS", "PROXY_MODEL_ALIASES", "LOG_LEVEL"):
         assert name in text
-    assert 'README.md, section "Configuration"' in text and "claude-proxy check" in text
-    # every variable the help names is one the README's settings table documents
-    table = (ROOT / "README.md").read_text().split("## Configuration", 1)[1].split("\n## ", 1)[0]
+    assert "docs/configuration.md" in text and "claude-proxy check" in text
+    # every variable the help names is one the settings table of docs/configuration.md documents
+    table = (ROOT / "docs" / "configuration.md").read_text().split("# Configuration", 1)[1].split("\n## ", 1)[0]
     named = set(re.findall(r"\b(?:ANTHROPIC|CLAUDE|PROXY|LOG)_[A-Z_]+\b|\b(?:HOST|PORT)\b", text))
     assert named and all(name in table for name in named), named - {n for n in named if n in table}
 
