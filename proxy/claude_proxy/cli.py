@@ -21,8 +21,6 @@ if TYPE_CHECKING:  # the lifecycle modules are imported by the commands that nee
 
 
 def _serve(args: argparse.Namespace) -> int:
-    import dataclasses
-
     try:  # before anything else is imported: a bad setting ends `serve` at once, with one line
         settings = Settings.from_env()
     except ConfigError as exc:
@@ -32,7 +30,7 @@ def _serve(args: argparse.Namespace) -> int:
     from claude_proxy.server.serving import build_server, listening_socket, run_workers
 
     if args.graceful_timeout is not None:
-        settings = dataclasses.replace(settings, shutdown_grace=args.graceful_timeout)
+        settings = settings.model_copy(update={"shutdown_grace": args.graceful_timeout})
     host = args.host or settings.host
     port = args.port or settings.port
     workers = 1 if args.workers is None else args.workers

@@ -1,9 +1,10 @@
 """Settings, read once from the environment, checked, and kept as an immutable value.
 
-`Environment` (pydantic-settings) declares every variable of README's settings table with its range; a bad value is
-a `ConfigError` whose one line names the variable and says why, so `serve` can stop before it listens. Everything
-else receives a `Settings` (or the parts it needs); nothing below the app and the CLI reads the
-environment itself, so tests build settings from plain dicts.
+`Settings` (pydantic-settings) declares every variable of the settings table in docs/configuration.md, each with its
+default and its range, once. `Settings.from_env` reads them; a bad value is a `ConfigError` whose one line names the
+variable and says why, so `serve` can stop before it listens. `Settings(port=9000, ...)` takes fields by name and
+reads no environment at all, so tests build settings from plain values or plain dicts. Nothing below the app and the
+CLI reads the environment itself.
 """
 
 from __future__ import annotations
@@ -12,14 +13,14 @@ import os
 import re
 from collections.abc import Mapping
 from contextvars import ContextVar
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import AfterValidator, BeforeValidator, Field, ValidationError
+from pydantic import AfterValidator, AliasChoices, BeforeValidator, Field, ValidationError, model_validator
+from pydantic.fields import FieldInfo
 from pydantic_core import ErrorDetails
-from pydantic_settings import BaseSettings, EnvSettingsSource, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from claude_proxy.convert.request import Options, ThinkingBudgets
 from claude_proxy.credentials.resolver import RECHECK_SECONDS, CredentialResolver
@@ -42,10 +43,10 @@ DEFAULT_ADAPTIVE_THINKING = r"^claude-(opus|sonnet)-4-([6-9]|\d\d)|^claude-[a-z]
 # Models that refuse non-default temperature/top_p/top_k (adaptive-thinking-only families).
 DEFAULT_FIXED_SAMPLING = r"^claude-opus-4-([7-9]|\d\d)|^claude-[a-z]+-([5-9]|\d\d)"
 
-
-# Anthropic refuses request bodies over 32 MB; a body the proxy accepts must be one it can still forward.
-DEFAULT_MAX_BODY_BYTES = 32_000_000
 MB = 1024 * 1024
+
+# The upstream credential variables, in priority order: one set to an empty value is ignored, and said so.
+CREDENTIAL_VARIABLES = ("ANTHROPIC_API_KEY", "CLAUDE_ACCESS_TOKEN", "CLAUDE_CODE_OAUTH_TOKEN")
 
 
 def default_credentials_path(env: Mapping[str, str]) -> Path:
@@ -60,11 +61,6 @@ def default_credentials_path(env: Mapping[str, str]) -> Path:
 
 class ConfigError(ValueError):
     """A setting has a value that cannot be used; the message names the variable and says why, on one line."""
-
-
-LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
-# The upstream credential variables, in priority order: one set to an empty value is ignored, and said so.
-CREDENTIAL_VARIABLES = ("ANTHROPIC_API_KEY", "CLAUDE_ACCESS_TOKEN", "CLAUDE_CODE_OAUTH_TOKEN")
 
 
 def _base_url(value: str) -> str:
@@ -115,79 +111,119 @@ def _lower(value: Any) -> Any:
     return value.lower() if isinstance(value, str) else value
 
 
-Items = Annotated[tuple[str, ...], NoDecode, BeforeValidator(_items)]
-Aliases = Annotated[dict[str, str], NoDecode, BeforeValidator(_aliases)]
+def _models(value: tuple[str, ...]) -> tuple[str, ...]:
+    return value or DEFAULT_MODELS  # `PROXY_MODELS=,` names no model: the fallback list still answers
+
+
+Items = Annotated[tuple[str, ...], BeforeValidator(_items)]
+Models = Annotated[tuple[str, ...], BeforeValidator(_items), AfterValidator(_models)]
+Aliases = Annotated[dict[str, str], BeforeValidator(_aliases)]
 Regex = Annotated[str, AfterValidator(_regex)]
 BaseURL = Annotated[str, AfterValidator(_base_url)]
 Port = Annotated[int, Field(ge=1, le=65535)]
 Seconds = Annotated[float, Field(ge=0)]  # zero allowed: "no wait", "no cache"
 Timeout = Annotated[float, Field(ge=0.1)]
-Budget = Annotated[int, Field(ge=1024)]
+Budget = Annotated[int, Field(ge=1024)]  # Anthropic's smallest thinking budget
 LogLevel = Annotated[Literal["critical", "error", "warning", "info", "debug", "trace"], BeforeValidator(_lower)]
 LogFormat = Annotated[Literal["json", "plain"], BeforeValidator(_lower)]
 
-_ENVIRONMENT: ContextVar[Mapping[str, str] | None] = ContextVar("environment", default=None)
+# The variables `Settings.from_env` is reading; None (plain construction): no environment is read at all.
+_READING: ContextVar[Mapping[str, str] | None] = ContextVar("settings_variables", default=None)
 
 
-class _Variables(EnvSettingsSource):
-    """The environment source over one mapping (os.environ unless `Environment.read` is given another). A variable
-    set to blanks counts as unset, as it always has: `PORT=` means the default port."""
+def variables_of(field: FieldInfo) -> tuple[str, ...]:
+    """The variables a field is read from, in priority order (none for a field derived from others)."""
+    alias = field.validation_alias
+    if isinstance(alias, AliasChoices):
+        return tuple(choice for choice in alias.choices if isinstance(choice, str))
+    return (alias,) if isinstance(alias, str) else ()
+
+
+class _Variables(PydanticBaseSettingsSource):
+    """The fields' variables in one mapping, each value under the name it was set as, so that an error names the
+    variable the user set (`ANTHROPIC_API_BASE`, not the first name of the field). A variable set to blanks counts as
+    unset: `PORT=` means the default port."""
 
     def __init__(self, settings_cls: type[BaseSettings], variables: Mapping[str, str]) -> None:
+        super().__init__(settings_cls)
         self.variables = variables
-        super().__init__(settings_cls, case_sensitive=True)
 
-    def _load_env_vars(self) -> Mapping[str, str | None]:
-        return {name: value.strip() for name, value in self.variables.items() if value.strip()}
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        raise NotImplementedError  # abstract in the base class; `__call__` reads every field at once
+
+    def __call__(self) -> dict[str, Any]:
+        values: dict[str, Any] = {}
+        for field in self.settings_cls.model_fields.values():
+            for name in variables_of(field):
+                value = self.variables.get(name, "").strip()
+                if value:
+                    values[name] = value
+                    break
+        return values
 
 
-def _env(name: str, default: Any = None) -> Any:
-    return Field(default=default, validation_alias=name)
+def _env(variables: str | tuple[str, ...], default: Any = None, secret: bool = False) -> Any:
+    """A field read from `variables` (the first one set wins); a secret stays out of repr()."""
+    alias = variables if isinstance(variables, str) else AliasChoices(*variables)
+    return Field(default=default, validation_alias=alias, repr=not secret)
 
 
-class Environment(BaseSettings):
-    """Every variable of README's settings table, parsed and range-checked (pydantic-settings). `Settings.from_env`
-    turns the result into the `Settings` the rest of the proxy receives."""
+class Settings(BaseSettings):
+    """Every setting of the proxy, its variable, default and range; built by `from_env` in the app and the CLI."""
 
-    model_config = SettingsConfigDict(case_sensitive=True, extra="ignore", allow_inf_nan=False, frozen=True)
+    model_config = SettingsConfigDict(
+        case_sensitive=True,
+        extra="forbid",
+        allow_inf_nan=False,
+        frozen=True,
+        validate_by_name=True,
+        validate_by_alias=True,
+    )
 
-    host: str = _env("HOST", default="0.0.0.0")
-    port: Port = _env("PORT", default=8080)
-    base_url: BaseURL | None = _env("ANTHROPIC_BASE_URL")
-    api_base: BaseURL | None = _env("ANTHROPIC_API_BASE")  # the older name, used when the first is unset
-    api_key: str | None = _env("ANTHROPIC_API_KEY")
-    access_token: str | None = _env("CLAUDE_ACCESS_TOKEN")
-    oauth_token: str | None = _env("CLAUDE_CODE_OAUTH_TOKEN")
-    inbound_keys: Items = _env("PROXY_API_KEYS", default=())
-    default_max_tokens: Annotated[int, Field(ge=1)] = _env("PROXY_DEFAULT_MAX_TOKENS", default=8192)
+    host: str = _env("HOST", "0.0.0.0")
+    port: Port = _env("PORT", 8080)
+    # ANTHROPIC_API_BASE is the older name, read when ANTHROPIC_BASE_URL is unset.
+    base_url: BaseURL = _env(("ANTHROPIC_BASE_URL", "ANTHROPIC_API_BASE"), DEFAULT_BASE_URL)
+    # Credentials, in priority order.
+    api_key: str | None = _env("ANTHROPIC_API_KEY", secret=True)
+    access_token: str | None = _env(("CLAUDE_ACCESS_TOKEN", "CLAUDE_CODE_OAUTH_TOKEN"), secret=True)
+    access_token_variable: str = "CLAUDE_ACCESS_TOKEN"  # the variable `access_token` came from
+    empty_credentials: tuple[str, ...] = ()  # credential variables set to an empty value (so ignored)
+    # `from_env` finds the file from CLAUDE_CREDENTIALS_PATH, CLAUDE_CONFIG_DIR or HOME; None: no file at all.
+    credentials_path: Path | None = None
+    inbound_keys: Items = _env("PROXY_API_KEYS", (), secret=True)
+    default_max_tokens: Annotated[int, Field(ge=1)] = _env("PROXY_DEFAULT_MAX_TOKENS", 8192)
     default_model: str | None = _env("PROXY_DEFAULT_MODEL")
-    prompt_cache: bool = _env("PROXY_PROMPT_CACHE", default=True)
-    model_aliases: Aliases = _env("PROXY_MODEL_ALIASES", default={})
-    models: Items = _env("PROXY_MODELS", default=DEFAULT_MODELS)
-    models_cache_seconds: Seconds = _env("PROXY_MODELS_CACHE_SECONDS", default=300.0)
-    adaptive_thinking_models: Regex = _env("PROXY_ADAPTIVE_THINKING_MODELS", default=DEFAULT_ADAPTIVE_THINKING)
-    fixed_sampling_models: Regex = _env("PROXY_FIXED_SAMPLING_MODELS", default=DEFAULT_FIXED_SAMPLING)
-    budget_minimal: Budget = _env("PROXY_THINKING_BUDGET_MINIMAL", default=ThinkingBudgets.minimal)
-    budget_low: Budget = _env("PROXY_THINKING_BUDGET_LOW", default=ThinkingBudgets.low)
-    budget_medium: Budget = _env("PROXY_THINKING_BUDGET_MEDIUM", default=ThinkingBudgets.medium)
-    budget_high: Budget = _env("PROXY_THINKING_BUDGET_HIGH", default=ThinkingBudgets.high)
-    connect_timeout: Timeout = _env("PROXY_CONNECT_TIMEOUT", default=10.0)
-    read_timeout: Timeout = _env("PROXY_READ_TIMEOUT", default=600.0)
-    stream_idle_timeout: Timeout = _env("PROXY_STREAM_IDLE_TIMEOUT", default=120.0)
-    max_retries: Annotated[int, Field(ge=0)] = _env("PROXY_MAX_RETRIES", default=2)
-    retry_max_wait: Seconds = _env("PROXY_RETRY_MAX_WAIT", default=30.0)
-    log_level: LogLevel = _env("LOG_LEVEL", default="info")
-    log_format: LogFormat = _env("LOG_FORMAT", default="json")
-    max_body_bytes: Annotated[int, Field(ge=1024)] = _env("PROXY_MAX_BODY_BYTES", default=DEFAULT_MAX_BODY_BYTES)
-    max_concurrency: Annotated[int, Field(ge=1)] = _env("PROXY_MAX_CONCURRENCY", default=64)
-    max_queue: Annotated[int, Field(ge=0)] = _env("PROXY_MAX_QUEUE", default=256)
-    queue_timeout: Seconds = _env("PROXY_QUEUE_TIMEOUT", default=30.0)
-    header_timeout: Timeout = _env("PROXY_HEADER_TIMEOUT", default=10.0)
-    body_timeout: Timeout = _env("PROXY_BODY_TIMEOUT", default=30.0)
-    keepalive_timeout: Timeout = _env("PROXY_KEEPALIVE_TIMEOUT", default=5.0)
-    shutdown_grace: Seconds = _env("PROXY_SHUTDOWN_GRACE", default=25.0)
-    responses_store_mb: Annotated[int, Field(ge=0, le=65536)] = _env("PROXY_RESPONSES_STORE_MB", default=16)
-    responses_store_ttl: Annotated[float, Field(ge=1)] = _env("PROXY_RESPONSES_STORE_TTL", default=3600.0)
+    prompt_cache: bool = _env("PROXY_PROMPT_CACHE", True)
+    model_aliases: Aliases = _env("PROXY_MODEL_ALIASES", {})
+    models: Models = _env("PROXY_MODELS", DEFAULT_MODELS)
+    models_cache_seconds: Seconds = _env("PROXY_MODELS_CACHE_SECONDS", 300.0)
+    adaptive_thinking_models: Regex = _env("PROXY_ADAPTIVE_THINKING_MODELS", DEFAULT_ADAPTIVE_THINKING)
+    fixed_sampling_models: Regex = _env("PROXY_FIXED_SAMPLING_MODELS", DEFAULT_FIXED_SAMPLING)
+    budget_minimal: Budget = _env("PROXY_THINKING_BUDGET_MINIMAL", 1024)
+    budget_low: Budget = _env("PROXY_THINKING_BUDGET_LOW", 2048)
+    budget_medium: Budget = _env("PROXY_THINKING_BUDGET_MEDIUM", 8192)
+    budget_high: Budget = _env("PROXY_THINKING_BUDGET_HIGH", 24576)
+    connect_timeout: Timeout = _env("PROXY_CONNECT_TIMEOUT", 10.0)
+    read_timeout: Timeout = _env("PROXY_READ_TIMEOUT", 600.0)
+    stream_idle_timeout: Timeout = _env("PROXY_STREAM_IDLE_TIMEOUT", 120.0)
+    max_retries: Annotated[int, Field(ge=0)] = _env("PROXY_MAX_RETRIES", 2)
+    retry_max_wait: Seconds = _env("PROXY_RETRY_MAX_WAIT", 30.0)
+    log_level: LogLevel = _env("LOG_LEVEL", "info")
+    log_format: LogFormat = _env("LOG_FORMAT", "json")
+    # Limits and timeouts towards clients (docs/operations.md). Anthropic refuses request bodies over 32 MB: a body
+    # the proxy accepts must be one it can still forward.
+    max_body_bytes: Annotated[int, Field(ge=1024)] = _env("PROXY_MAX_BODY_BYTES", 32_000_000)
+    max_concurrency: Annotated[int, Field(ge=1)] = _env("PROXY_MAX_CONCURRENCY", 64)
+    max_queue: Annotated[int, Field(ge=0)] = _env("PROXY_MAX_QUEUE", 256)
+    queue_timeout: Seconds = _env("PROXY_QUEUE_TIMEOUT", 30.0)
+    header_timeout: Timeout = _env("PROXY_HEADER_TIMEOUT", 10.0)
+    body_timeout: Timeout = _env("PROXY_BODY_TIMEOUT", 30.0)
+    keepalive_timeout: Timeout = _env("PROXY_KEEPALIVE_TIMEOUT", 5.0)
+    shutdown_grace: Seconds = _env("PROXY_SHUTDOWN_GRACE", 25.0)
+    # The Responses output items kept so item references resolve (0: none kept, references refused).
+    responses_store_mb: Annotated[int, Field(ge=0, le=65536)] = _env("PROXY_RESPONSES_STORE_MB", 16)
+    responses_store_ttl: Annotated[float, Field(ge=1)] = _env("PROXY_RESPONSES_STORE_TTL", 3600.0)
 
     @classmethod
     def settings_customise_sources(
@@ -198,18 +234,68 @@ class Environment(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return (_Variables(settings_cls, _ENVIRONMENT.get() or os.environ),)
+        variables = _READING.get()
+        return (init_settings,) if variables is None else (init_settings, _Variables(settings_cls, variables))
+
+    @model_validator(mode="before")
+    @classmethod
+    def _derive(cls, data: Any) -> Any:
+        """What the variables say beyond each field's own value: which variable the access token came from, the
+        credential variables set empty, and where the credentials file is."""
+        if not isinstance(data, dict):
+            return data
+        derived: dict[str, Any] = {}
+        if "CLAUDE_CODE_OAUTH_TOKEN" in data:  # the older token variable is read only when the first is unset
+            derived["access_token_variable"] = "CLAUDE_CODE_OAUTH_TOKEN"
+        variables = _READING.get()
+        if variables is not None:
+            empty = (name for name in CREDENTIAL_VARIABLES if name in variables and not variables[name].strip())
+            derived["empty_credentials"] = tuple(empty)
+            derived["credentials_path"] = default_credentials_path(variables)
+        return {**data, **derived}
 
     @classmethod
-    def read(cls, variables: Mapping[str, str]) -> Environment:
-        """The settings in `variables`; raises ConfigError naming every variable that is wrong, on one line."""
-        token = _ENVIRONMENT.set(variables)
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """The settings in `env` (default: the process environment), each checked once here; raises ConfigError
+        with one line naming every variable that is wrong and why."""
+        token = _READING.set(os.environ if env is None else env)
         try:
             return cls()
         except ValidationError as exc:
             raise ConfigError("; ".join(_problem(error) for error in exc.errors())) from None
         finally:
-            _ENVIRONMENT.reset(token)
+            _READING.reset(token)
+
+    @property
+    def thinking_budgets(self) -> ThinkingBudgets:
+        return ThinkingBudgets(self.budget_minimal, self.budget_low, self.budget_medium, self.budget_high)
+
+    @property
+    def responses_store_bytes(self) -> int:
+        return self.responses_store_mb * MB
+
+    def conversion_options(self) -> Options:
+        """What the conversion layer needs of these settings."""
+        return Options(
+            default_max_tokens=self.default_max_tokens,
+            default_model=self.default_model,
+            aliases=dict(self.model_aliases),
+            adaptive_thinking=re.compile(self.adaptive_thinking_models),
+            fixed_sampling=re.compile(self.fixed_sampling_models),
+            budgets=self.thinking_budgets,
+            prompt_cache=self.prompt_cache,
+        )
+
+    def credential_resolver(self, path: Path | None = None) -> CredentialResolver:
+        """The resolver these settings describe (`path` instead of theirs, for `check --credentials`)."""
+        return CredentialResolver(
+            self.api_key,
+            self.access_token,
+            self.credentials_path if path is None else path,
+            token_variable=self.access_token_variable,
+            empty=self.empty_credentials,
+            recheck=RECHECK_SECONDS,
+        )
 
 
 def _problem(error: ErrorDetails) -> str:
@@ -236,117 +322,3 @@ def _problem(error: ErrorDetails) -> str:
     if name in ("ANTHROPIC_BASE_URL", "ANTHROPIC_API_BASE"):
         shown = display_url(shown)
     return f"{name} {reason} (got {shown!r})"
-
-
-@dataclass(frozen=True)
-class Settings:
-    host: str = "0.0.0.0"
-    port: int = 8080
-    base_url: str = DEFAULT_BASE_URL
-    # Credentials, in priority order. Secrets are kept out of repr().
-    api_key: str | None = field(default=None, repr=False)
-    access_token: str | None = field(default=None, repr=False)
-    access_token_variable: str = "CLAUDE_ACCESS_TOKEN"  # the variable `access_token` came from
-    empty_credentials: tuple[str, ...] = ()  # credential variables set to an empty value (so ignored)
-    credentials_path: Path = field(default_factory=lambda: default_credentials_path(os.environ))
-    inbound_keys: tuple[str, ...] = field(default=(), repr=False)
-    default_max_tokens: int = 8192
-    default_model: str | None = None
-    prompt_cache: bool = True
-    model_aliases: Mapping[str, str] = field(default_factory=dict)
-    models: tuple[str, ...] = DEFAULT_MODELS
-    models_cache_seconds: float = 300.0
-    adaptive_thinking_models: str = DEFAULT_ADAPTIVE_THINKING
-    fixed_sampling_models: str = DEFAULT_FIXED_SAMPLING
-    thinking_budgets: ThinkingBudgets = field(default_factory=ThinkingBudgets)
-    connect_timeout: float = 10.0
-    read_timeout: float = 600.0
-    stream_idle_timeout: float = 120.0
-    max_retries: int = 2
-    retry_max_wait: float = 30.0
-    log_level: str = "info"
-    log_format: str = "json"
-    # Limits and timeouts towards clients (README, "Operations").
-    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
-    max_concurrency: int = 64
-    max_queue: int = 256
-    queue_timeout: float = 30.0
-    header_timeout: float = 10.0
-    body_timeout: float = 30.0
-    keepalive_timeout: float = 5.0
-    shutdown_grace: float = 25.0
-    # The Responses output items kept so item references resolve (0 bytes: none kept, references refused).
-    responses_store_bytes: int = 16 * MB
-    responses_store_ttl: float = 3600.0
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
-        """The settings in `env` (default: the process environment), each checked once here; raises ConfigError
-        with one line naming every variable that is wrong and why."""
-        env = os.environ if env is None else env
-        read = Environment.read(env)
-        access_token, token_variable = read.access_token, "CLAUDE_ACCESS_TOKEN"
-        if not access_token and read.oauth_token:
-            access_token, token_variable = read.oauth_token, "CLAUDE_CODE_OAUTH_TOKEN"
-        return cls(
-            host=read.host,
-            port=read.port,
-            base_url=read.base_url or read.api_base or DEFAULT_BASE_URL,
-            api_key=read.api_key,
-            access_token=access_token,
-            access_token_variable=token_variable,
-            empty_credentials=tuple(name for name in CREDENTIAL_VARIABLES if name in env and not env[name].strip()),
-            credentials_path=default_credentials_path(env),
-            inbound_keys=read.inbound_keys,
-            default_max_tokens=read.default_max_tokens,
-            default_model=read.default_model,
-            prompt_cache=read.prompt_cache,
-            model_aliases=read.model_aliases,
-            models=read.models or DEFAULT_MODELS,
-            models_cache_seconds=read.models_cache_seconds,
-            adaptive_thinking_models=read.adaptive_thinking_models,
-            fixed_sampling_models=read.fixed_sampling_models,
-            thinking_budgets=ThinkingBudgets(
-                read.budget_minimal, read.budget_low, read.budget_medium, read.budget_high
-            ),
-            connect_timeout=read.connect_timeout,
-            read_timeout=read.read_timeout,
-            stream_idle_timeout=read.stream_idle_timeout,
-            max_retries=read.max_retries,
-            retry_max_wait=read.retry_max_wait,
-            log_level=read.log_level,
-            log_format=read.log_format,
-            max_body_bytes=read.max_body_bytes,
-            max_concurrency=read.max_concurrency,
-            max_queue=read.max_queue,
-            queue_timeout=read.queue_timeout,
-            header_timeout=read.header_timeout,
-            body_timeout=read.body_timeout,
-            keepalive_timeout=read.keepalive_timeout,
-            shutdown_grace=read.shutdown_grace,
-            responses_store_bytes=read.responses_store_mb * MB,
-            responses_store_ttl=read.responses_store_ttl,
-        )
-
-    def conversion_options(self) -> Options:
-        """What the conversion layer needs of these settings."""
-        return Options(
-            default_max_tokens=self.default_max_tokens,
-            default_model=self.default_model,
-            aliases=dict(self.model_aliases),
-            adaptive_thinking=re.compile(self.adaptive_thinking_models),
-            fixed_sampling=re.compile(self.fixed_sampling_models),
-            budgets=self.thinking_budgets,
-            prompt_cache=self.prompt_cache,
-        )
-
-    def credential_resolver(self, path: Path | None = None) -> CredentialResolver:
-        """The resolver these settings describe (`path` instead of theirs, for `check --credentials`)."""
-        return CredentialResolver(
-            self.api_key,
-            self.access_token,
-            self.credentials_path if path is None else path,
-            token_variable=self.access_token_variable,
-            empty=self.empty_credentials,
-            recheck=RECHECK_SECONDS,
-        )

@@ -94,6 +94,14 @@ def test_environment_credential_is_one_object(tmp_path: Path) -> None:
     assert CredentialResolver(None, None, tmp_path / "none.json").uses_file
 
 
+def test_settings_built_by_field_name_have_no_credentials_file() -> None:
+    resolver = Settings().credential_resolver()
+    assert resolver.path is None
+    with pytest.raises(MissingCredentials, match=r"^no credentials; configure one of"):
+        resolver.resolve()
+    assert Settings(api_key="sk-ant-api03-k").credential_resolver().resolve().kind is CredentialKind.API_KEY
+
+
 def test_the_file_is_looked_at_at_most_once_per_recheck_interval(tmp_path: Path) -> None:
     path = tmp_path / "c.json"
     write(path, "sk-ant-oat01-one")

@@ -5,7 +5,6 @@ SDK's own pydantic model, and streams are reassembled with the SDK's own stream 
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +15,7 @@ from openai.lib.streaming.responses._responses import ResponseStreamState
 from openai.types.responses import Response, ResponseStreamEvent
 from pydantic import TypeAdapter
 
+from claude_proxy.config import Settings
 from claude_proxy.convert.request import Options
 from claude_proxy.convert.responses import ResponsesRequest, to_anthropic_request, to_response
 from claude_proxy.convert.responses_stream import ResponsesStreamTranslator, encode_events
@@ -27,7 +27,10 @@ FIXTURES = Path(__file__).parent.parent / "fixtures" / "sse"
 CREATED = 1_760_000_000
 MODEL = "claude-sonnet-4-6"
 EVENT = TypeAdapter(ResponseStreamEvent)
-OPTIONS = Options(adaptive_thinking=re.compile(r"^claude-(opus|sonnet)-4-6"))
+# Adaptive thinking on the 4.6 models only, and no model with fixed sampling.
+OPTIONS = Settings(
+    adaptive_thinking_models=r"^claude-(opus|sonnet)-4-6", fixed_sampling_models=r"(?!)"
+).conversion_options()
 PNG = (
     "data:image/png;base64,"
     "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg=="

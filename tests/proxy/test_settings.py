@@ -9,9 +9,11 @@ import sys
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from claude_proxy.cli import main
 from claude_proxy.config import DEFAULT_BASE_URL, ConfigError, Settings
+from claude_proxy.convert.request import ThinkingBudgets
 from tests.proxy.serve_support import free_port, proxy_env
 
 # (environment, the variable the line must name, words the line must contain)
@@ -227,6 +229,46 @@ def test_the_access_token_variable_and_empty_credentials_are_recorded() -> None:
     both = Settings.from_env({"CLAUDE_ACCESS_TOKEN": "a", "CLAUDE_CODE_OAUTH_TOKEN": "b"})
     assert (both.access_token, both.access_token_variable) == ("a", "CLAUDE_ACCESS_TOKEN")
     assert Settings.from_env({"CLAUDE_ACCESS_TOKEN": "  "}).empty_credentials == ("CLAUDE_ACCESS_TOKEN",)
+
+
+def test_settings_built_by_field_name_read_no_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PORT", "9999")
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-api03-from-env")
+    monkeypatch.setenv("CLAUDE_CREDENTIALS_PATH", "/elsewhere/c.json")
+    settings = Settings(host="127.0.0.1")
+    assert (settings.host, settings.port) == ("127.0.0.1", 8080)
+    assert settings.api_key is None and settings.credentials_path is None
+    assert settings.empty_credentials == () and settings.access_token_variable == "CLAUDE_ACCESS_TOKEN"
+    from_env = Settings.from_env()  # the process environment, read only here
+    assert (from_env.port, from_env.credentials_path) == (9999, Path("/elsewhere/c.json"))
+
+
+def test_settings_are_frozen_and_keep_secrets_out_of_repr() -> None:
+    settings = Settings.from_env(
+        {
+            "ANTHROPIC_API_KEY": "sk-ant-api03-secret1",
+            "CLAUDE_ACCESS_TOKEN": "sk-ant-oat01-secret2",
+            "PROXY_API_KEYS": "inbound-secret3",
+        }
+    )
+    assert (settings.api_key, settings.access_token, settings.inbound_keys) == (
+        "sk-ant-api03-secret1",
+        "sk-ant-oat01-secret2",
+        ("inbound-secret3",),
+    )
+    shown = f"{settings!r} {settings!s}"
+    assert "secret" not in shown and "port=8080" in shown
+    with pytest.raises(ValidationError):
+        settings.port = 9000  # type: ignore[misc]
+
+
+def test_derived_settings_follow_their_variables() -> None:
+    settings = Settings.from_env({"PROXY_THINKING_BUDGET_LOW": "4096", "PROXY_THINKING_BUDGET_HIGH": "30000"})
+    assert settings.thinking_budgets == ThinkingBudgets(minimal=1024, low=4096, medium=8192, high=30000)
+    assert settings.conversion_options().budgets == settings.thinking_budgets
+    assert Settings(responses_store_mb=3).responses_store_bytes == 3 * 1024 * 1024
+    assert Settings.from_env({"CLAUDE_CONFIG_DIR": "/cfg"}).credentials_path == Path("/cfg/.credentials.json")
+    assert Settings.from_env({"HOME": "/home/u"}).credentials_path == Path("/home/u/.claude/.credentials.json")
 
 
 @pytest.mark.slow

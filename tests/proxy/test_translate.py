@@ -418,13 +418,13 @@ def test_translation_never_mutates_its_input() -> None:
     ],
 )
 def test_model_names(name: str, expected: str) -> None:
-    opts = Options(aliases={"smart": "claude-opus-4-6"}, default_model="claude-sonnet-4-6")
+    opts = Settings(model_aliases={"smart": "claude-opus-4-6"}, default_model="claude-sonnet-4-6").conversion_options()
     assert resolve_model(name, opts) == expected
 
 
 def test_missing_model_without_default_is_400() -> None:
     with pytest.raises(InvalidRequest) as info:
-        resolve_model(" ", Options())
+        resolve_model(" ", Settings(default_model=None).conversion_options())
     assert info.value.param == "model"
 
 

@@ -27,7 +27,7 @@ import binascii
 import re
 from base64 import b64decode
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -68,12 +68,13 @@ START_PLACEHOLDER = "(continued)"
 
 @dataclass(frozen=True)
 class ThinkingBudgets:
-    """Token budgets for `reasoning_effort` on models that take `thinking: {type: enabled}`."""
+    """Token budgets for `reasoning_effort` on models that take `thinking: {type: enabled}` (their defaults are the
+    settings')."""
 
-    minimal: int = 1024
-    low: int = 2048
-    medium: int = 8192
-    high: int = 24576
+    minimal: int
+    low: int
+    medium: int
+    high: int
 
 
 _EFFORT = {"minimal": "low", "low": "low", "medium": "medium", "high": "high", "xhigh": "high"}
@@ -81,13 +82,15 @@ _EFFORT = {"minimal": "low", "low": "low", "medium": "medium", "high": "high", "
 
 @dataclass(frozen=True)
 class Options:
-    default_max_tokens: int = 8192
-    default_model: str | None = None
-    aliases: Mapping[str, str] = field(default_factory=dict)
-    adaptive_thinking: re.Pattern[str] = re.compile(r"(?!)")
-    fixed_sampling: re.Pattern[str] = re.compile(r"(?!)")
-    budgets: ThinkingBudgets = field(default_factory=ThinkingBudgets)
-    prompt_cache: bool = True
+    """What the caller configures, built from the settings (`Settings.conversion_options`), which hold the defaults."""
+
+    default_max_tokens: int
+    default_model: str | None
+    aliases: Mapping[str, str]
+    adaptive_thinking: re.Pattern[str]
+    fixed_sampling: re.Pattern[str]
+    budgets: ThinkingBudgets
+    prompt_cache: bool
     no_structured_outputs: re.Pattern[str] = re.compile(NO_STRUCTURED_OUTPUTS)
 
 

@@ -469,7 +469,7 @@ def check(
     """Resolve exactly as the proxy does and describe the result (never the secret). A file token that expires
     within `due_within` seconds (`refresh`'s default `--before`) is valid, with a warning that it is due."""
     notes = tuple(f"{name} is set but empty, so it is ignored" for name in resolver.empty)
-    path = str(resolver.path)
+    path = "no credentials file" if resolver.path is None else str(resolver.path)
     try:
         credential: Credential = resolver.resolve()
     except MalformedCredentials as exc:
@@ -484,7 +484,7 @@ def check(
         return CheckReport(2, "malformed", path, None, None, None, None, None, str(exc), notes)
 
     has_refresh: bool | None = None
-    if credential.kind is CredentialKind.OAUTH_FILE:
+    if credential.kind is CredentialKind.OAUTH_FILE and resolver.path is not None:
         has_refresh = _file_has_refresh_token(resolver.path)
     now = clock()
     expires_ms = int(credential.expires_at * 1000) if credential.expires_at is not None else None

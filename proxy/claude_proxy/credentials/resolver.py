@@ -124,14 +124,15 @@ class CredentialResolver:
     """Resolves the credential for each upstream call.
 
     Env-provided credentials are fixed; the file is stat()ed at most once per `recheck` seconds (0: on every call)
-    and parsed again only when it changed. Thread-safe (the CLI and the app may share it).
+    and parsed again only when it changed; a `path` of None means there is no file to look at. Thread-safe (the CLI
+    and the app may share it).
     """
 
     def __init__(
         self,
         api_key: str | None,
         access_token: str | None,
-        path: Path,
+        path: Path | None,
         *,
         token_variable: str = "CLAUDE_ACCESS_TOKEN",
         empty: tuple[str, ...] = (),
@@ -174,6 +175,8 @@ class CredentialResolver:
             self._fresh_until = 0.0
 
     def _from_file(self) -> Credential:
+        if self.path is None:
+            raise MissingCredentials(f"no credentials{self._hint()}")
         try:
             st = os.stat(self.path)
         except FileNotFoundError:
