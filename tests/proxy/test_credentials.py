@@ -16,14 +16,15 @@ from claude_proxy.credentials.resolver import (
     MissingCredentials,
     parse_credentials,
 )
-from claude_proxy.credentials.store import write_atomic
+from claude_proxy.credentials.store import AtomicWriter
 
 
 def write(path: Path, token: str, expires: int | None = 4102444800000, **extra: object) -> None:
     oauth: dict[str, object] = {"accessToken": token, "refreshToken": "sk-ant-ort01-r"}
     if expires is not None:
         oauth["expiresAt"] = expires
-    write_atomic(path, json.dumps({"claudeAiOauth": oauth, **extra}).encode())
+    with AtomicWriter(path) as writer:  # as `refresh` and `seed` write it
+        writer.commit(json.dumps({"claudeAiOauth": oauth, **extra}).encode())
 
 
 def test_priority_api_key_then_access_token_then_file(tmp_path: Path) -> None:
@@ -87,11 +88,12 @@ def test_expiry(tmp_path: Path) -> None:
     assert not CredentialResolver(None, None, path).resolve().expired()
 
 
-def test_environment_credential_is_one_object(tmp_path: Path) -> None:
+def test_environment_credential_is_one_object_and_no_file_is_looked_at(tmp_path: Path) -> None:
     resolver = CredentialResolver("sk-ant-api03-k", None, tmp_path / "none.json")
     assert resolver.resolve() is resolver.resolve()
-    assert not resolver.uses_file
-    assert CredentialResolver(None, None, tmp_path / "none.json").uses_file
+    assert CredentialResolver(None, "sk-ant-oat01-t", tmp_path / "none.json").resolve().source == "CLAUDE_ACCESS_TOKEN"
+    with pytest.raises(MissingCredentials, match="does not exist"):  # only without one is the file asked for
+        CredentialResolver(None, None, tmp_path / "none.json").resolve()
 
 
 def test_settings_built_by_field_name_have_no_credentials_file() -> None:

@@ -155,10 +155,6 @@ class CredentialResolver:
         self._cache_key: tuple[int, int, int] | None = None
         self._cached: Credential | None = None
 
-    @property
-    def uses_file(self) -> bool:
-        return self._fixed is None
-
     def resolve(self) -> Credential:
         if self._fixed is not None:
             return self._fixed

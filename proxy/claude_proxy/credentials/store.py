@@ -183,12 +183,3 @@ def _fsync_directory(directory: Path) -> None:
         pass
     finally:
         os.close(dir_fd)
-
-
-def write_atomic(path: Path, data: bytes, mode: int = 0o600) -> None:
-    """Replace `path` with `data` so that readers see the old or the new file, never a partial one.
-
-    Temp file in the same directory (same filesystem), fsync, chmod, rename, then fsync the directory.
-    """
-    with AtomicWriter(path, mode) as writer:
-        writer.commit(data)
