@@ -17,7 +17,7 @@ from typing import Any
 
 import kopf
 
-from claude_proxy_operator import builders, events, login, status
+from claude_proxy_operator import builders, events, proxy_login, status
 from claude_proxy_operator.apply import quantity, unchanged, with_digest
 from claude_proxy_operator.config import Config
 from claude_proxy_operator.kube import (
@@ -188,8 +188,10 @@ class _Pass:
         available = int(((deployment or {}).get("status") or {}).get("availableReplicas") or 0)
         if available <= 0 or spec.replicas == 0:
             return {"login_probed": False}
-        url = login.url_for(self.config.login_url, self.name, self.ns, self.config.cluster_domain, spec.service_port)
-        return {"login_probed": True, "login": await login.probe(url, self.config.login_timeout)}
+        url = proxy_login.url_for(
+            self.config.login_url, self.name, self.ns, self.config.cluster_domain, spec.service_port
+        )
+        return {"login_probed": True, "login": await proxy_login.probe(url, self.config.login_timeout)}
 
     def _deployment(
         self, spec: ProxySpec, digests: list[str], seed: Mapping[str, Any] | None, seeded: bool, live: Obj | None
