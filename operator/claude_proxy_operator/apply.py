@@ -14,8 +14,6 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-Obj = dict[str, Any]
-
 APPLIED_DIGEST = "claudeproxy.dev/applied-digest"
 
 _QUANTITY = re.compile(r"^([0-9]+(?:\.[0-9]+)?)(Ki|Mi|Gi|Ti|Pi|k|M|G|T|P)?$")
@@ -31,7 +29,7 @@ def digest(desired: Mapping[str, Any]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
-def with_digest(desired: Mapping[str, Any]) -> Obj:
+def with_digest(desired: Mapping[str, Any]) -> dict[str, Any]:
     """`desired` with the annotation recording its digest: the body to apply."""
     body = copy.deepcopy(dict(desired))
     body.setdefault("metadata", {}).setdefault("annotations", {})[APPLIED_DIGEST] = digest(desired)

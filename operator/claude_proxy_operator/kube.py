@@ -20,6 +20,8 @@ from lightkube.core import resource as lk
 from lightkube.generic_resource import GenericNamespacedResource, GenericNamespacedStatus
 from lightkube.types import CascadeType, PatchType
 
+from claude_proxy_operator.spec import GROUP, KIND, PLURAL, VERSION
+
 Obj = dict[str, Any]
 FIELD_MANAGER = "claude-proxy-operator"
 # lightkube raises ApiError for an answer that is a Kubernetes Status, httpx's error for any other failed answer.
@@ -44,15 +46,6 @@ class Resource:
     @property
     def api_version(self) -> str:
         return f"{self.group}/{self.version}" if self.group else self.version
-
-    def url(self, namespace: str, name: str | None = None, subresource: str | None = None) -> str:
-        root = f"/apis/{self.group}/{self.version}" if self.group else f"/api/{self.version}"
-        url = f"{root}/namespaces/{namespace}/{self.plural}"
-        if name is not None:
-            url += f"/{name}"
-        if subresource is not None:
-            url += f"/{subresource}"
-        return url
 
     @cached_property
     def model(self) -> Any:
@@ -86,7 +79,7 @@ DEPLOYMENTS = Resource("apps", "v1", "deployments", "Deployment")
 JOBS = Resource("batch", "v1", "jobs", "Job")
 CRONJOBS = Resource("batch", "v1", "cronjobs", "CronJob")
 NETWORK_POLICIES = Resource("networking.k8s.io", "v1", "networkpolicies", "NetworkPolicy")
-CLAUDE_PROXIES = Resource("claudeproxy.dev", "v1alpha1", "claudeproxies", "ClaudeProxy")
+CLAUDE_PROXIES = Resource(GROUP, VERSION, PLURAL, KIND)
 
 
 class Kube:

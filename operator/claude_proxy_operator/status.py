@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-CONDITION_TYPES = ("CredentialsReady", "Seeded", "TokenFresh", "Available", "LoginValid", "Ready")
 RESULTS = frozenset({"refreshed", "copied", "skipped", "failed"})
 # Refresh failures that retrying cannot mend: a person has to log in again or fix the Secret.
 USER_ACTION_REASONS = frozenset({"invalid_grant", "malformed", "missing"})
@@ -142,7 +141,7 @@ class Observed:
     replicas: int = 1
     deployment: Mapping[str, Any] | None = None
     credential_secret: str | None = None  # the Secret a new login goes into (the seed Secret in oauth mode)
-    login: Mapping[str, Any] | None = None  # login.parse() of the proxy's /readyz; None: no answer
+    login: Mapping[str, Any] | None = None  # proxy_login.parse() of the proxy's /readyz; None: no answer
     login_probed: bool = False  # whether /readyz was read (only while a replica is available)
 
 

@@ -298,6 +298,17 @@ class Cluster(kmock.KubernetesEmulator):
         return result
 
 
+def resource_path(res: Resource, namespace: str, name: str | None = None, subresource: str | None = None) -> str:
+    """The API path of a namespaced collection, or of one object (and one of its subresources) in it."""
+    root = f"/apis/{res.group}/{res.version}" if res.group else f"/api/{res.version}"
+    path = f"{root}/namespaces/{namespace}/{res.plural}"
+    if name is not None:
+        path += f"/{name}"
+    if subresource is not None:
+        path += f"/{subresource}"
+    return path
+
+
 class Api:
     """The test's own client: it plays the user (kubectl) and the controllers a real cluster would run."""
 
@@ -314,22 +325,22 @@ class Api:
             return await resp.json()
 
     async def get(self, res: Resource, ns: str, name: str) -> dict[str, Any] | None:
-        found: dict[str, Any] | None = await self._call("GET", res.url(ns, name), ok_missing=True)
+        found: dict[str, Any] | None = await self._call("GET", resource_path(res, ns, name), ok_missing=True)
         return found
 
     async def list(self, res: Resource, ns: str) -> list[dict[str, Any]]:
-        return list((await self._call("GET", res.url(ns)))["items"])
+        return list((await self._call("GET", resource_path(res, ns)))["items"])
 
     async def create(self, res: Resource, ns: str, body: dict[str, Any]) -> dict[str, Any]:
         body = {"apiVersion": res.api_version, "kind": res.kind, **body}
-        created: dict[str, Any] = await self._call("POST", res.url(ns), body)
+        created: dict[str, Any] = await self._call("POST", resource_path(res, ns), body)
         return created
 
     async def patch(self, res: Resource, ns: str, name: str, patch: dict[str, Any], sub: str | None = None) -> Any:
-        return await self._call("PATCH", res.url(ns, name, sub), patch)
+        return await self._call("PATCH", resource_path(res, ns, name, sub), patch)
 
     async def delete(self, res: Resource, ns: str, name: str) -> Any:
-        return await self._call("DELETE", res.url(ns, name))
+        return await self._call("DELETE", resource_path(res, ns, name))
 
 
 def secret_data(values: dict[str, str]) -> dict[str, str]:

@@ -13,7 +13,7 @@ import pytest
 from lightkube import KubeConfig
 
 from claude_proxy_operator.kube import FIELD_MANAGER, SERVICE_ACCOUNTS, Kube
-from tests.operator.cluster import APPLY_PATCH, Api, Cluster
+from tests.operator.cluster import APPLY_PATCH, Api, Cluster, resource_path
 
 NS = "apply"
 
@@ -41,7 +41,7 @@ def _account(labels: dict[str, str], **extra: Any) -> dict[str, Any]:
 async def _apply_as(cluster: tuple[Cluster, str], manager: str, body: dict[str, Any], force: bool) -> int:
     params = {"fieldManager": manager, **({"force": "true"} if force else {})}
     async with aiohttp.ClientSession() as session:
-        url = cluster[1].rstrip("/") + SERVICE_ACCOUNTS.url(NS, "sa")
+        url = cluster[1].rstrip("/") + resource_path(SERVICE_ACCOUNTS, NS, "sa")
         headers = {"Content-Type": APPLY_PATCH}
         async with session.patch(url, params=params, data=json.dumps(body), headers=headers) as resp:
             return resp.status
@@ -78,7 +78,7 @@ async def test_another_appliers_fields_conflict_unless_forced_and_are_kept(
 
 async def test_apply_needs_a_field_manager(cluster: tuple[Cluster, str]) -> None:
     async with aiohttp.ClientSession() as session:
-        url = cluster[1].rstrip("/") + SERVICE_ACCOUNTS.url(NS, "sa")
+        url = cluster[1].rstrip("/") + resource_path(SERVICE_ACCOUNTS, NS, "sa")
         body = json.dumps(_account({}))
         async with session.patch(url, data=body, headers={"Content-Type": APPLY_PATCH}) as resp:
             assert resp.status == 400
