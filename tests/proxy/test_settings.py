@@ -4,6 +4,7 @@ exit 2, before anything listens; good values (and no values at all) give the doc
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -12,7 +13,7 @@ import pytest
 from pydantic import ValidationError
 
 from claude_proxy.cli import main
-from claude_proxy.config import DEFAULT_BASE_URL, ConfigError, Settings
+from claude_proxy.config import DEFAULT_BASE_URL, ConfigError, Settings, variables_of
 from claude_proxy.convert.request import ThinkingBudgets
 from tests.proxy.serve_support import free_port, proxy_env
 
@@ -269,6 +270,56 @@ def test_derived_settings_follow_their_variables() -> None:
     assert Settings(responses_store_mb=3).responses_store_bytes == 3 * 1024 * 1024
     assert Settings.from_env({"CLAUDE_CONFIG_DIR": "/cfg"}).credentials_path == Path("/cfg/.credentials.json")
     assert Settings.from_env({"HOME": "/home/u"}).credentials_path == Path("/home/u/.claude/.credentials.json")
+
+
+SETTINGS_TABLE = Path(__file__).resolve().parents[2] / "docs" / "configuration.md"
+# Rows of the table that are no field's variable: `from_env` finds the credentials file with them.
+NOT_FIELDS = {"CLAUDE_CREDENTIALS_PATH", "CLAUDE_CONFIG_DIR"}
+
+
+def _documented_defaults() -> dict[str, str]:
+    """Variable -> the Default cell of its row in the settings table, backticks and escaped pipes undone."""
+    rows: dict[str, str] = {}
+    for line in SETTINGS_TABLE.read_text(encoding="utf-8").splitlines():
+        cells = [cell.strip().replace("\\|", "|") for cell in re.split(r"(?<!\\)\|", line)[1:-1]]
+        if len(cells) == 3 and (name := re.fullmatch(r"`([A-Z_]+)`", cells[0])):
+            rows[name.group(1)] = cells[1][1:-1] if cells[1][:1] == cells[1][-1:] == "`" else cells[1]
+    return rows
+
+
+def _as_documented(default: object) -> str:
+    if default is None or default == () or default == {}:
+        return "—"
+    if isinstance(default, bool):
+        return str(default).lower()
+    if isinstance(default, float) and default.is_integer():
+        return str(int(default))
+    if isinstance(default, tuple):
+        return ", ".join(default)
+    return str(default)
+
+
+def _read_by_settings() -> dict[str, str]:
+    """Every variable a field of Settings reads -> the field's default as the table shows it. A field's later names
+    (read only when the first is unset) have no default of their own."""
+    read: dict[str, str] = {}
+    for field in Settings.model_fields.values():
+        for index, variable in enumerate(variables_of(field)):
+            read[variable] = _as_documented(field.default) if index == 0 else "—"
+    return read
+
+
+def test_the_settings_table_has_every_variable_with_the_default_the_class_has() -> None:
+    documented, read = _documented_defaults(), _read_by_settings()
+    assert len(read) > 30  # the class's variables were found
+    assert {variable: documented.get(variable) for variable in read} == read
+    assert set(documented) - set(read) == NOT_FIELDS
+
+
+def test_the_documented_variables_that_are_no_field_are_read_by_from_env() -> None:
+    home = Settings.from_env({"HOME": "/home/u"}).credentials_path
+    for variable in NOT_FIELDS:
+        assert Settings.from_env({"HOME": "/home/u", variable: "/elsewhere"}).credentials_path != home, variable
 
 
 @pytest.mark.slow
