@@ -64,8 +64,13 @@ def serving_app(settings: Settings | None = None) -> Starlette:
     return app
 
 
+def _default(name: str) -> Any:
+    """A setting's default as `Settings` holds it, for the help texts (which repeat no default of their own)."""
+    return Settings.model_fields[name].default
+
+
 def _setup_logging(level: str | None) -> None:
-    name = (level or os.environ.get("LOG_LEVEL") or "info").upper()
+    name = (level or os.environ.get("LOG_LEVEL") or _default("log_level")).upper()
     logging.basicConfig(
         level=getattr(logging, name, logging.INFO), stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s"
     )
@@ -198,19 +203,20 @@ def _positive(kind: type[float] | type[int]) -> Callable[[str], float | int]:
     return parse
 
 
-SERVE_EPILOG = """\
+SERVE_EPILOG = f"""\
 main environment variables:
   ANTHROPIC_API_KEY          Console API key (the first credential tried)
   CLAUDE_ACCESS_TOKEN, CLAUDE_CODE_OAUTH_TOKEN
                              an OAuth access token (e.g. from `claude setup-token`)
   CLAUDE_CREDENTIALS_PATH    Claude Code credentials file (default $CLAUDE_CONFIG_DIR/.credentials.json,
                              else ~/.claude/.credentials.json, written by `claude auth login`)
-  ANTHROPIC_BASE_URL         upstream (default https://api.anthropic.com; without /v1)
-  HOST, PORT                 listen address (default 0.0.0.0, 8080)
+  ANTHROPIC_BASE_URL         upstream (default {_default("base_url")}; without /v1)
+  HOST, PORT                 listen address (default {_default("host")}, {_default("port")})
   PROXY_API_KEYS             comma-separated keys clients must send (unset: no key asked)
   PROXY_DEFAULT_MODEL, PROXY_MODEL_ALIASES
                              model for requests naming none; alias=model,... pairs
-  LOG_LEVEL, LOG_FORMAT      critical|error|warning|info|debug|trace (info); json|plain (json)
+  LOG_LEVEL, LOG_FORMAT      critical|error|warning|info|debug|trace ({_default("log_level")});
+                             json|plain ({_default("log_format")})
 
 Every variable, its default and its range: docs/configuration.md (in the project's
 source). `claude-proxy check` shows which credential serve would use."""
@@ -240,13 +246,14 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=SERVE_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    serve.add_argument("--host", default=None, help="listen address (env HOST, default 0.0.0.0)")
-    serve.add_argument("--port", type=_port, default=None, help="listen port (env PORT, default 8080)")
+    serve.add_argument("--host", default=None, help=f"listen address (env HOST, default {_default('host')})")
+    serve.add_argument("--port", type=_port, default=None, help=f"listen port (env PORT, default {_default('port')})")
     serve.add_argument(
         "--graceful-timeout",
         type=float,
         default=None,
-        help="seconds in-flight requests get on SIGTERM (env PROXY_SHUTDOWN_GRACE, default 25)",
+        help="seconds in-flight requests get on SIGTERM "
+        f"(env PROXY_SHUTDOWN_GRACE, default {_default('shutdown_grace'):g})",
     )
     serve.add_argument(
         "--workers",
@@ -260,7 +267,8 @@ def build_parser() -> argparse.ArgumentParser:
     from claude_proxy.credentials.oauth import DEFAULT_CLIENT_ID, DEFAULT_TOKEN_URL
 
     log_level = argparse.ArgumentParser(add_help=False)
-    log_level.add_argument("--log-level", default=None, help="debug|info|warning|error (env LOG_LEVEL, default info)")
+    level_help = f"debug|info|warning|error (env LOG_LEVEL, default {_default('log_level')})"
+    log_level.add_argument("--log-level", default=None, help=level_help)
 
     refresh = sub.add_parser(
         "refresh",

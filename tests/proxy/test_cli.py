@@ -9,6 +9,7 @@ import json
 import re
 from pathlib import Path
 
+from claude_proxy.config import Settings
 from tests.proxy.lifecycle_support import (
     HOUR_MS,
     assert_no_secrets,
@@ -39,6 +40,9 @@ def test_serve_help_lists_the_main_variables_and_points_at_the_settings_table(tm
     for name in ("PORT", "PROXY_API_KEYS", "PROXY_MODEL_ALIASES", "LOG_LEVEL"):
         assert name in text
     assert "docs/configuration.md" in text and "claude-proxy check" in text
+    defaults = Settings()  # the help gives the defaults the settings have
+    assert f"listen address (default {defaults.host}, {defaults.port})" in text
+    assert f"(env PROXY_SHUTDOWN_GRACE, default {defaults.shutdown_grace:g})" in " ".join(text.split())
     # every variable the help names is one the settings table of docs/configuration.md documents
     table = (ROOT / "docs" / "configuration.md").read_text().split("# Configuration", 1)[1].split("\n## ", 1)[0]
     named = set(re.findall(r"\b(?:ANTHROPIC|CLAUDE|PROXY|LOG)_[A-Z_]+\b|\b(?:HOST|PORT)\b", text))
