@@ -150,7 +150,9 @@ def create_app(
         lifespan=lifespan,
     )
     for router in (*ROUTERS, DOCUMENT):
-        app.include_router(router)
+        # The routers' routes on the app's own router: `include_router` would serve each through an inclusion context
+        # matched anew on every request, for prefixes and dependencies these routers do not use.
+        app.router.routes.extend(router.routes)
     app.state.drain = drain
     return app
 

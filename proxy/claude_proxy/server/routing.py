@@ -20,6 +20,7 @@ from fastapi.routing import APIRoute
 from pydantic import TypeAdapter
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
 
 from claude_proxy.errors import ProxyError
 from claude_proxy.server.body import DocumentedBody
@@ -45,6 +46,15 @@ class ProxyRoute(APIRoute):
 
     def __init__(self, path: str, endpoint: Callable[..., Any], **kwargs: Any) -> None:
         super().__init__(path, endpoint, **kwargs)
+        handler = self.get_route_handler()
+
+        async def serve(scope: Scope, receive: Receive, send: Send) -> None:
+            response = await handler(Request(scope, receive, send))
+            await response(scope, receive, send)
+
+        # In place of FastAPI's wrapper, whose exit stacks serve only `yield` dependencies (which `_plan` refuses);
+        # an exception goes up to the app's exception middleware, which answers it as the wrapper would.
+        self.app = serve
         body = next((call for call in _calls(self.dependant) if isinstance(call, DocumentedBody)), None)
         if body is not None:
             self.body_model = body.model
