@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import openai
 import pytest
-from starlette.applications import Starlette
+from fastapi import FastAPI
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -190,11 +190,11 @@ def test_unhandled_exception_is_a_500_envelope_with_a_request_id(
     assert any("unhandled RuntimeError" in r.getMessage() for r in caplog.records)
 
 
-def add_failing_route(app: Starlette) -> None:
+def add_failing_route(app: FastAPI) -> None:
     async def boom(request: Request) -> Response:
         raise RuntimeError("a bug")
 
-    app.add_route("/boom", boom)
+    app.add_api_route("/boom", boom)
 
 
 def test_readyz_turns_unready_at_once_when_draining(fake: FakeAnthropic, tmp_path: Path) -> None:

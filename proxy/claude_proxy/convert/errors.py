@@ -1,9 +1,11 @@
 """An Anthropic error answer as the proxy's `UpstreamError`: status, type and request id kept, Anthropic's wording
-made OpenAI's where clients act on it (context overflow: RockBot trims and retries on `maximum context length`)."""
+made OpenAI's where clients act on it (context overflow: RockBot trims and retries on `maximum context length`).
+And a request that failed validation as the field it names, the OpenAI way (`first_problem`)."""
 
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from claude_proxy.convert.tables import openai_error_type
@@ -79,3 +81,20 @@ def upstream_error(status: int, body: Any, headers: Any) -> UpstreamError:
         code=code,
         upstream_message=upstream_message,
     )
+
+
+def first_problem(errors: Sequence[Mapping[str, Any]]) -> tuple[str, str]:
+    """The first of pydantic's validation errors (a `ValidationError`'s or a framework's `errors()`) as its message
+    and the field it names the OpenAI way (`messages[0].content`; empty for the whole body)."""
+    first = errors[0] if errors else {"loc": (), "msg": "invalid request"}
+    param = ""
+    for part in first.get("loc", ()):
+        if part == "body":
+            continue
+        if isinstance(part, int):
+            param += f"[{part}]"
+        elif isinstance(part, str) and part.endswith("]"):
+            continue  # pydantic's union tags such as 'function-after[...]'
+        else:
+            param += f".{part}" if param else str(part)
+    return str(first.get("msg", "invalid request")), param

@@ -40,6 +40,7 @@ from typing import Annotated, Any
 
 from pydantic import Field, ValidationError
 
+from claude_proxy.convert.errors import first_problem
 from claude_proxy.convert.request import Options, Translation, to_anthropic
 from claude_proxy.convert.response import tool_arguments
 from claude_proxy.convert.tables import tokens
@@ -357,9 +358,8 @@ def to_chat(req: ResponsesRequest, lookup: Lookup | None = None) -> tuple[ChatRe
     try:
         return ChatRequest.model_validate({k: v for k, v in chat.items() if v is not None}), builder
     except ValidationError as exc:
-        first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
-        loc = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in first.get("loc", ()))
-        raise InvalidRequest(str(first.get("msg")), param=builder.param(loc.lstrip(".")) or None) from None
+        message, param = first_problem(exc.errors())
+        raise InvalidRequest(message, param=builder.param(param) or None) from None
 
 
 def _echo(req: ResponsesRequest) -> dict[str, Any]:

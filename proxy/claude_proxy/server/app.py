@@ -1,49 +1,45 @@
-"""The composition root: the routes, the lifespan that makes the `Edge` they share, and the one error handler.
+"""The composition root: the FastAPI app, the lifespan that makes the `AppState` the routes share, the routers, and
+the error handlers.
 
-Every route is a plain ASGI handler (`chat_route`, `responses_route`, `passthrough`, `models_route`, `probes`) under
-one plain Starlette app; the access edge (`AccessMiddleware`) sees every request first. OpenAI error envelopes are
-rendered here only: a `ProxyError` a handler raises before its answer began, and the router's own 404 and 405.
-`/openapi.json` is generated from the same route table and request models the handlers validate with (`openapi`).
+Each route module has its `APIRouter` (of `ProxyRoute`s, which run their dependencies from a plan made once); the
+access edge (`AccessMiddleware`) sees every request first. OpenAI error envelopes are rendered here only: a
+`ProxyError` a dependency or an endpoint raised before its answer began (in the route's own envelope: Anthropic's
+on its routes), FastAPI's validation error, and the router's own 404 and 405. `/openapi.json` is FastAPI's,
+generated from the routes; the request models come from their body dependencies.
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
-from starlette.applications import Starlette
+from fastapi import APIRouter, FastAPI
+from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
+from claude_proxy import __version__
 from claude_proxy.config import Settings
-from claude_proxy.convert.anthropic import CountTokensRequest, MessagesRequest
-from claude_proxy.convert.responses import ResponsesRequest
-from claude_proxy.convert.wire import ChatRequest
 from claude_proxy.credentials.resolver import Credential, CredentialResolver
 from claude_proxy.errors import ProxyError
 from claude_proxy.retry import RetryPolicy
 from claude_proxy.server.access import AccessMiddleware
+from claude_proxy.server.body import validation_error
 from claude_proxy.server.limits import Drain, Limiter
 from claude_proxy.server.metrics import Metrics
-from claude_proxy.server.openapi import Api, Handler, openapi_document
 from claude_proxy.server.render import error_response, json_response, note_error
 from claude_proxy.server.responses_store import ItemStore
-from claude_proxy.server.routes.chat import chat_completions
-from claude_proxy.server.routes.messages import count_tokens, messages
-from claude_proxy.server.routes.models import list_models, retrieve_model
-from claude_proxy.server.routes.probes import health, metrics, readyz
-from claude_proxy.server.routes.responses import responses
+from claude_proxy.server.routes import chat, messages, models, probes, responses
+from claude_proxy.server.routing import ProxyRoute, body_schemas
 from claude_proxy.server.startup import startup_lines
-from claude_proxy.server.state import Edge, ModelCache
+from claude_proxy.server.state import AppState, ModelCache
 from claude_proxy.server.streaming import SERVER_SEND
 from claude_proxy.upstream.api import Upstream
 from claude_proxy.upstream.client import Client, Timeouts
@@ -53,19 +49,22 @@ log = logging.getLogger("claude_proxy")
 # Upstream connections beyond PROXY_MAX_CONCURRENCY, for model listings (which the limiter does not count).
 SPARE_CONNECTIONS = 8
 
-# The public API. The OpenAI routes are served under /v1 and without it (clients configured with either base URL);
-# Anthropic's own paths under /v1 only.
-API = (
-    Api("POST", "/v1/chat/completions", chat_completions, body=ChatRequest, bare=True),
-    Api("POST", "/v1/responses", responses, body=ResponsesRequest, bare=True),
-    Api("POST", "/v1/messages", messages, body=MessagesRequest),
-    Api("POST", "/v1/messages/count_tokens", count_tokens, body=CountTokensRequest),
-    Api("GET", "/v1/models", list_models, bare=True),
-    Api("GET", "/v1/models/{model:path}", retrieve_model, bare=True),
-    Api("GET", "/health", health),
-    Api("GET", "/readyz", readyz),
-    Api("GET", "/metrics", metrics, public=False),
-)
+# The OpenAI routes are served under /v1 and without it (clients configured with either base URL); Anthropic's own
+# paths under /v1 only.
+ROUTERS: tuple[APIRouter, ...] = (chat.router, responses.router, messages.router, models.router, probes.router)
+DOCUMENT = APIRouter(route_class=ProxyRoute)
+
+
+@DOCUMENT.get("/openapi.json", include_in_schema=False)
+async def document(request: Request) -> Response:
+    """The OpenAPI document of the public routes: FastAPI's (built on first request, the models' schemas take a
+    moment)."""
+    app: ProxyApp = request.app
+    return json_response(app.openapi())
+
+
+# The app's own telemetry is its Prometheus metrics and access log; FastAPI's OpenTelemetry hooks stay off.
+NO_TELEMETRY: Any = {"tracing": False, "metrics": False, "logs": False}
 
 
 def create_app(
@@ -73,11 +72,12 @@ def create_app(
     *,
     clock: Callable[[], float] = time.time,
     sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
-) -> Starlette:
+) -> ProxyApp:
     """The app. `sleep` is how the upstream layer waits between retries (tests pass one that does not wait).
 
     What lives outside the event loop is made here (the server reads `app.state.drain` for its SIGTERM drain); the
-    `Edge`, with the upstream client, is made when the lifespan starts and reaches each request through its scope."""
+    `AppState`, with the upstream client, is made when the lifespan starts and reaches each request through the
+    lifespan state (`state.app_state(request)`)."""
     settings = settings or Settings.from_env()
     resolver = settings.credential_resolver()
     metrics = Metrics(clock=clock)
@@ -98,7 +98,7 @@ def create_app(
     metrics.stored = items.usage
 
     @asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Edge]]:
+    async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, AppState]]:
         for level, line in startup_lines(settings, resolver, clock()):
             log.log(level, line)
         if not settings.inbound_keys:
@@ -116,7 +116,7 @@ def create_app(
                 client, resolver, timeouts=timeouts, retry=retry, sleep=sleep, observer=metrics, login=login
             )
             yield {
-                "edge": Edge(
+                "app": AppState(
                     settings=settings,
                     options=settings.conversion_options(),
                     upstream=upstream,
@@ -134,24 +134,34 @@ def create_app(
         finally:
             await client.close()
 
-    routes = [Route(api.path, Handler(api.handler), methods=[api.method]) for api in API]
-    routes += [Route(api.path[3:], Handler(api.handler), methods=[api.method]) for api in API if api.bare]
-    routes.append(Route("/openapi.json", openapi, methods=["GET"]))
     app = ProxyApp(
-        routes=routes,
+        title="claude-code-proxy",
+        version=__version__,
+        openapi_url=None,  # served by `document` below, a route like the others (FastAPI's own has no route label)
+        docs_url=None,
+        redoc_url=None,
+        telemetry=NO_TELEMETRY,
         middleware=[Middleware(AccessMiddleware, metrics=metrics)],
-        exception_handlers={ProxyError: _proxy_error, HTTPException: _http_error},
+        exception_handlers={
+            ProxyError: _proxy_error,
+            RequestValidationError: _validation_error,
+            HTTPException: _http_error,
+        },
         lifespan=lifespan,
     )
+    for router in (*ROUTERS, DOCUMENT):
+        # The routers' routes on the app's own router: `include_router` would serve each through an inclusion context
+        # matched anew on every request, for prefixes and dependencies these routers do not use.
+        app.router.routes.extend(router.routes)
     app.state.drain = drain
     return app
 
 
-class ProxyApp(Starlette):
-    """Starlette, with the server's own `send` in each request's scope (`SERVER_SEND`): a stream's body goes
-    straight to it, past the middleware, which only ever look at the response's head. The key is taken out again
-    when the request ends: the server's `send` is bound to the object that holds the scope, and a reference cycle
-    per request would leave every request's objects to the garbage collector, in pauses of milliseconds."""
+class ProxyApp(FastAPI):
+    """FastAPI, with the server's own `send` in each request's scope (`SERVER_SEND`): a stream's body goes straight
+    to it, past the middleware, which only ever look at the response's head. The key is taken out again when the
+    request ends: the server's `send` is bound to the object that holds the scope, and a reference cycle per
+    request would leave every request's objects to the garbage collector, in pauses of milliseconds."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -163,22 +173,32 @@ class ProxyApp(Starlette):
         finally:
             scope.pop(SERVER_SEND, None)
 
-
-@functools.cache
-def _document() -> dict[str, Any]:
-    return openapi_document([api for api in API if api.public])
-
-
-async def openapi(request: Request) -> Response:
-    """The OpenAPI document of the public routes (built on first request: the models' schemas take a moment)."""
-    return json_response(_document())
+    def openapi(self) -> dict[str, Any]:
+        """FastAPI's document, with the schemas of the request bodies its routes' body dependencies name."""
+        if self.openapi_schema is None:
+            document = super().openapi()
+            models = {
+                route.body_model: None
+                for router in ROUTERS
+                for route in router.routes
+                if isinstance(route, ProxyRoute) and route.body_model is not None and route.include_in_schema
+            }
+            document.setdefault("components", {}).setdefault("schemas", {}).update(body_schemas(models))
+        return self.openapi_schema  # type: ignore[return-value]
 
 
 async def _proxy_error(request: Request, exc: Exception) -> Response:
-    """A `ProxyError` a handler raised before its answer began, as OpenAI's envelope."""
+    """A `ProxyError` raised before the answer began, in the envelope of the route it was raised on."""
     assert isinstance(exc, ProxyError)
     note_error(exc, request.scope.get("state", {}).get("info"), request.method, request.url.path)
-    return error_response(exc)
+    route = request.scope.get("route")
+    return route.error_response(exc) if isinstance(route, ProxyRoute) else error_response(exc)
+
+
+async def _validation_error(request: Request, exc: Exception) -> Response:
+    """FastAPI's own validation error (a parameter it validated), as OpenAI's 400 naming the parameter."""
+    assert isinstance(exc, RequestValidationError)
+    return await _proxy_error(request, validation_error(exc))
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
@@ -195,9 +215,20 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     )
 
 
-ENDPOINTS = ", ".join(f"{api.method} {api.path.replace(':path', '')}" for api in API) + (
-    " (the /v1 routes also without the /v1)"
-)
+def _endpoints() -> str:
+    """What an unknown URL's 404 names: every route, the twins without /v1 said once at the end."""
+    routes = [route for router in ROUTERS for route in router.routes if isinstance(route, ProxyRoute)]
+    paths = {route.path for route in routes}
+    listed = [route for route in routes if f"/v1{route.path}" not in paths]
+    return (
+        ", ".join(
+            f"{method} {route.path.replace(':path', '')}" for route in listed for method in sorted(route.methods or ())
+        )
+        + " (the /v1 routes also without the /v1)"
+    )
+
+
+ENDPOINTS = _endpoints()
 
 
 def _credential_or_none(resolver: CredentialResolver) -> Credential | None:

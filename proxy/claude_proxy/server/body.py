@@ -1,41 +1,68 @@
-"""The request body: read within its limits, parsed as one JSON object, validated against a request model."""
+"""The request body as a FastAPI dependency: read within its limits, parsed with orjson as one JSON object, validated
+against the route's request model, a 400 in OpenAI's shape naming the first bad field otherwise.
+
+FastAPI's own body parameter would read the body whole, with no size limit or read timeout, parse it with the
+standard json module and answer a framework's 422 list, so the routes take their body from these dependencies
+instead; `ProxyRoute` documents a body dependency's `model` as the route's request body.
+"""
 
 from __future__ import annotations
 
-from typing import Any, TypeVar
+from collections.abc import Sequence
+from typing import Annotated, Any, Generic, Protocol, TypeVar
 
 import orjson
+from fastapi import Depends
 from pydantic import BaseModel, ValidationError
-from starlette.types import Receive, Scope
+from starlette.requests import Request
 
+from claude_proxy.convert.errors import first_problem
 from claude_proxy.errors import InvalidRequest
+from claude_proxy.server.inbound import RequestHeaders, request_headers
 from claude_proxy.server.limits import read_body
-from claude_proxy.server.state import Edge
+from claude_proxy.server.state import app_state
 
 M = TypeVar("M", bound=BaseModel)
 
 
-async def read_json_object(scope: Scope, receive: Receive, edge: Edge) -> tuple[dict[str, Any], str | None]:
-    """The inbound key checked, then the body read within its limits and parsed as a JSON object; returns it and the
-    client's first `anthropic-beta` header."""
-    authorization = length = betas = None
-    for name, value in scope["headers"]:
-        if name == b"authorization":
-            authorization = value
-        elif name == b"content-length":
-            length = value.decode("latin-1")
-        elif name == b"anthropic-beta" and betas is None:
-            betas = value.decode("latin-1")
-    edge.check_bearer(authorization)
-    settings = edge.settings
-    raw = await read_body(receive, length, settings.max_body_bytes, settings.body_timeout)
+class DocumentedBody:
+    """A body dependency: `model` (a pydantic model or a TypedDict) is what the OpenAPI document says the body is."""
+
+    model: type
+
+
+class JsonBody(DocumentedBody, Generic[M]):
+    """The body validated as `model`."""
+
+    def __init__(self, model: type[M]) -> None:
+        self.model = model
+
+    async def __call__(self, request: Request, headers: Annotated[RequestHeaders, Depends(request_headers)]) -> M:
+        return parse(self.model, await read_json_object(request, headers))
+
+
+class RawBody(DocumentedBody):
+    """The body's bytes, read within the limits and left as they came (a passthrough forwards them unchanged)."""
+
+    def __init__(self, model: type) -> None:
+        self.model = model
+
+    async def __call__(self, request: Request, headers: Annotated[RequestHeaders, Depends(request_headers)]) -> bytes:
+        settings = app_state(request).settings
+        return await read_body(request.receive, headers.content_length, settings.max_body_bytes, settings.body_timeout)
+
+
+async def read_json_object(request: Request, headers: RequestHeaders) -> dict[str, Any]:
+    """The body read within its limits and parsed as a JSON object."""
+    settings = app_state(request).settings
+    raw = await read_body(request.receive, headers.content_length, settings.max_body_bytes, settings.body_timeout)
     try:
         payload = orjson.loads(raw)
     except orjson.JSONDecodeError:
         raise InvalidRequest("request body is not valid JSON", code="invalid_json") from None
     if not isinstance(payload, dict):
         raise InvalidRequest("request body must be a JSON object")
-    return payload, betas
+    return payload
 
 
 def parse(model: type[M], payload: dict[str, Any]) -> M:
@@ -46,19 +73,12 @@ def parse(model: type[M], payload: dict[str, Any]) -> M:
         raise validation_error(exc) from None
 
 
-def validation_error(exc: ValidationError) -> InvalidRequest:
-    """The first validation problem as a 400, naming the field the OpenAI way (`messages[0].content`)."""
-    errors = exc.errors()
-    first = errors[0] if errors else {"loc": (), "msg": "invalid request"}
-    param = ""
-    for part in first.get("loc", ()):
-        if part == "body":
-            continue
-        if isinstance(part, int):
-            param += f"[{part}]"
-        elif isinstance(part, str) and part.endswith("]"):
-            continue  # pydantic's union tags such as 'function-after[...]'
-        else:
-            param += f".{part}" if param else str(part)
-    message = str(first.get("msg", "invalid request"))
+class _Invalid(Protocol):
+    def errors(self) -> Sequence[Any]: ...
+
+
+def validation_error(exc: _Invalid) -> InvalidRequest:
+    """The first validation problem (of pydantic's `ValidationError`, or FastAPI's `RequestValidationError`) as a
+    400, naming the field the OpenAI way (`messages[0].content`)."""
+    message, param = first_problem(exc.errors())
     return InvalidRequest(f"{message}: {param}" if param else message, param=param or None)

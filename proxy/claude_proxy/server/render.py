@@ -4,11 +4,12 @@ access line."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
 from starlette.responses import Response
-from starlette.types import Send
+from starlette.types import Receive, Scope, Send
 
 from claude_proxy.errors import ProxyError, UpstreamError
 from claude_proxy.server.access import RequestInfo
@@ -24,14 +25,15 @@ def error_response(exc: ProxyError) -> Response:
     return json_response(exc.envelope(), exc.status, exc.headers)
 
 
-async def send_json(send: Send, payload: Any, status: int = 200, headers: dict[str, str] | None = None) -> None:
-    """A JSON response straight onto the ASGI channel: what `json_response` does, without a Response object."""
-    body = orjson.dumps(payload)
-    head = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
-    if headers:
-        head += [(name.encode("latin-1"), value.encode("latin-1")) for name, value in headers.items()]
-    await send({"type": "http.response.start", "status": status, "headers": head})
-    await send({"type": "http.response.body", "body": body})
+class SelfWritten(Response):
+    """A response its route writes itself onto the ASGI channel: `write(scope, receive, send)`."""
+
+    def __init__(self, write: Callable[[Scope, Receive, Send], Awaitable[None]]) -> None:
+        self.write = write
+        self.background = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.write(scope, receive, send)
 
 
 def note_error(exc: ProxyError, info: RequestInfo | None, method: str, path: str) -> None:

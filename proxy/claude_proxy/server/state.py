@@ -1,8 +1,9 @@
-"""What the routes share: the app's state (`Edge`), the inbound key check, and one request's turn at the upstream.
+"""What the routes share: the app's state (`AppState`), the inbound key check, and one request's concurrency slot.
 
-`Edge` is made in the app's lifespan (it holds the upstream client, which lives on the event loop) and reaches each
-request through the ASGI scope (`edge_of(scope)`). A route takes its turn at the upstream with `Turn`: the one place
-that takes a concurrency slot and, however the request ends, releases it and records the usage it saw, each once.
+`AppState` is made in the app's lifespan (it holds the upstream client, which lives on the event loop) and reaches
+each request through the lifespan state (`app_state(request)`). A route holds a concurrency slot at the upstream with
+`UpstreamSlot`: the one place that takes it and, however the request ends, releases it and records the usage it
+saw, each once.
 """
 
 from __future__ import annotations
@@ -14,14 +15,15 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
-from starlette.types import Receive, Scope, Send
+from starlette.requests import Request
+from starlette.types import Receive
 
 from claude_proxy.config import Settings
 from claude_proxy.convert.request import Options
 from claude_proxy.credentials.resolver import CredentialResolver
 from claude_proxy.errors import ProxyError, Unauthorized
 from claude_proxy.server.access import RequestInfo
-from claude_proxy.server.limits import Drain, Limiter
+from claude_proxy.server.limits import Drain, Limiter, Slot
 from claude_proxy.server.metrics import Metrics
 from claude_proxy.server.responses_store import ItemStore
 from claude_proxy.server.streaming import SSEResponse, until_disconnect
@@ -40,8 +42,8 @@ class ModelCache:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class Edge:
-    """What the routes share, for one app: made in its lifespan, found in each request's scope."""
+class AppState:
+    """What the routes share, for one app: made in its lifespan, found in each request's state."""
 
     settings: Settings
     options: Options
@@ -66,11 +68,6 @@ class Edge:
         if not ok:
             raise Unauthorized(f"Incorrect or missing API key: {hint}", code="invalid_api_key")
 
-    def check_bearer(self, authorization: bytes | None) -> None:
-        """The OpenAI routes' key check: `Authorization: Bearer <key>`."""
-        if self.inbound:
-            self.check_key(bearer(authorization), "send Authorization: Bearer <one of PROXY_API_KEYS>")
-
 
 def bearer(authorization: bytes | None) -> bytes | None:
     """The token of an `Authorization: Bearer <token>` header value."""
@@ -80,81 +77,101 @@ def bearer(authorization: bytes | None) -> bytes | None:
     return token.strip() if scheme.lower() == b"bearer" else None
 
 
-def edge_of(scope: Scope) -> Edge:
-    edge: Edge = scope["state"]["edge"]
-    return edge
+def app_state(request: Request) -> AppState:
+    """The app's state, from the lifespan state Starlette copies into each request's scope."""
+    state: AppState = request.scope["state"]["app"]
+    return state
 
 
-def info_of(scope: Scope) -> RequestInfo:
-    info: RequestInfo = scope["state"]["info"]
+def request_info(request: Request) -> RequestInfo:
+    """What the access line will say of this request (put in its state by `AccessMiddleware`)."""
+    info: RequestInfo = request.scope["state"]["info"]
     return info
 
 
-class Turn:
-    """One request's turn at the upstream, as `async with Turn(edge, receive, info) as turn:`.
+class UpstreamSlot:
+    """One request's concurrency slot at the upstream, as `async with UpstreamSlot(state, receive, info) as slot:`.
 
-    Entering takes a concurrency slot, waiting in the bounded queue when all are busy (the wait ends early, with an
-    error, when the client leaves or the shutdown grace runs out). Leaving, however the block ends (an answer, an
-    upstream error, the client gone mid-stream, the deadline), releases the slot and records `turn.usage` (Anthropic's
-    usage object, or the live one a stream translator fills) on the access line and in the metrics. A route sets
-    `usage` and nothing else: the slot and the counts are this class's alone."""
+    Entering takes a slot, waiting in the bounded queue when all are busy (the wait ends early, with an error, when
+    the client leaves or the shutdown grace runs out). `release()` gives it back and records `slot.usage` (Anthropic's
+    usage object, or the live one a stream translator fills) on the access line and in the metrics; the first call
+    does, any later one nothing. Leaving the block releases, however it ends (an answer, an upstream error, the
+    client gone, the deadline), unless `hold_for_stream()` was called: then the stream's response releases it when
+    the stream ends. A route sets `usage` and nothing else: the slot and the counts are this class's alone."""
 
-    __slots__ = ("_slot", "edge", "info", "receive", "usage")
+    __slots__ = ("_slot", "info", "receive", "state", "streaming", "usage")
 
-    def __init__(self, edge: Edge, receive: Receive, info: RequestInfo) -> None:
-        self.edge = edge
+    def __init__(self, state: AppState, receive: Receive, info: RequestInfo) -> None:
+        self.state = state
         self.receive = receive
         self.info = info
         self.usage: Mapping[str, Any] | None = None
+        self.streaming = False
+        self._slot: Slot | None = None
 
-    async def __aenter__(self) -> Turn:
-        limiter = self.edge.limiter
+    async def __aenter__(self) -> UpstreamSlot:
+        limiter = self.state.limiter
         slot = limiter.try_acquire()
         if slot is None:  # only a wait needs watching for the client leaving or the shutdown deadline
-            slot = await until_disconnect(self.receive, limiter.acquire, self.edge.drain)
+            slot = await until_disconnect(self.receive, limiter.acquire, self.state.drain)
         self._slot = slot
         return self
 
     async def __aexit__(
         self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        self._slot.release()
+        if not self.streaming or exc is not None:
+            self.release()
+
+    def hold_for_stream(self) -> None:
+        """The block is about to return a stream's response, which calls `release()` when the stream ends."""
+        self.streaming = True
+
+    def release(self) -> None:
+        slot, self._slot = self._slot, None
+        if slot is None:
+            return
+        slot.release()
         usage = self.usage
         if usage and isinstance(usage, Mapping):
             self.info.add_usage(usage)
-            self.edge.metrics.usage(self.info.model, usage)
+            self.state.metrics.usage(self.info.model, usage)
 
 
-def stream_ended(edge: Edge, info: RequestInfo, outcome: str, error: ProxyError | None, finished: bool) -> None:
+def stream_ended(state: AppState, info: RequestInfo, outcome: str, error: ProxyError | None, finished: bool) -> None:
     """What the end of a relayed stream leaves on the access line and in the metrics: the error line it ended with,
     the shutdown that cut it, or the client that left before the end."""
     if error is not None:  # the stream ended with an error line (the client may leave after it)
-        edge.metrics.stream_errors.labels(error.type).inc()
+        state.metrics.stream_errors.labels(error.type).inc()
         info.error = error.code or error.type
     elif outcome == "shutdown":
-        edge.metrics.stream_errors.labels("shutting_down").inc()
+        state.metrics.stream_errors.labels("shutting_down").inc()
         info.error = "shutting_down"
     elif outcome == "client_gone" and not finished:
-        edge.metrics.disconnects.inc()
+        state.metrics.disconnects.inc()
         info.error = "client_disconnected"
 
 
 async def relay_stream(
-    scope: Scope, receive: Receive, send: Send, edge: Edge, turn: Turn, relay: StreamRelay, started: float
-) -> None:
-    """Open the relay (retries happen here, before anything is sent), then stream it to the client."""
-    await until_disconnect(receive, relay.start, edge.drain)
-    edge.metrics.ttft.observe(time.perf_counter() - started)
-    info: RequestInfo = turn.info
+    request: Request, state: AppState, slot: UpstreamSlot, relay: StreamRelay, started: float
+) -> SSEResponse:
+    """Open the relay (retries happen here, before anything is sent), then the response that streams it to the client
+    and, when the stream ends, releases `slot`."""
+    await until_disconnect(request.receive, relay.start, state.drain)
+    state.metrics.ttft.observe(time.perf_counter() - started)
+    info: RequestInfo = slot.info
     if relay.response is not None:
         info.upstream_request_id = relay.response.headers.get("request-id")
     if relay.translator is not None:
-        turn.usage = relay.translator.usage  # the translator's own counts, filled as the stream goes
+        slot.usage = relay.translator.usage  # the translator's own counts, filled as the stream goes
 
     def on_close(outcome: str) -> None:
-        stream_ended(edge, info, outcome, relay.error, relay.finished)
+        stream_ended(state, info, outcome, relay.error, relay.finished)
+        slot.release()
 
-    def cut(error: ProxyError) -> bytes:  # the shutdown deadline: the stream's own ending for an error
+    def error_ending(error: ProxyError) -> bytes:  # the shutdown deadline: the stream's own ending for an error
         return relay.failure(relay.translator, error)
 
-    await SSEResponse(relay, drain=edge.drain, on_close=on_close, cut=cut)(scope, receive, send)
+    response = SSEResponse(relay, drain=state.drain, on_close=on_close, error_ending=error_ending)
+    slot.hold_for_stream()
+    return response

@@ -96,9 +96,9 @@ async def until_disconnect(
 SERVER_SEND = "claude_proxy.server_send"  # scope key: the ASGI server's own `send`, below every middleware
 
 
-class Pump(Protocol):
-    """A stream body that sends its own ASGI body messages (`more_body` true), and closes what it reads from in
-    `aclose` (called once the response is over, whether or not `pump` ran)."""
+class BodyWriter(Protocol):
+    """A stream body that sends its own ASGI body messages (`more_body` true) in `pump`, and closes what it reads
+    from in `aclose` (called once the response is over, whether or not `pump` ran)."""
 
     async def pump(self, send: Send) -> None: ...
 
@@ -113,35 +113,35 @@ async def _no_body() -> AsyncIterator[bytes]:
 class SSEResponse(StreamingResponse):
     """A streaming response that notices a client disconnect at once, even while the upstream is silent, always
     closes its source (which closes the upstream stream, even when the client left before the body began), and
-    ends the stream with `cut(error)` when the shutdown grace period runs out (chat completions' error line by
-    default; the Responses API's `response.failed`, Anthropic's `error` event). `on_close(outcome)` runs once at
-    the end: "done" (the body ran out), "client_gone" or "shutdown"."""
+    ends the stream with `error_ending(error)` when the shutdown grace period runs out (chat completions' error line
+    by default; the Responses API's `response.failed`, Anthropic's `error` event). `on_close(outcome)` runs once
+    at the end, however the response ends: "done" (the body ran out), "client_gone" or "shutdown"."""
 
     def __init__(
         self,
-        content: AsyncIterator[bytes] | Pump,
+        content: AsyncIterator[bytes] | BodyWriter,
         *,
         drain: Drain | None = None,
         on_close: Callable[[str], None] | None = None,
-        cut: Callable[[ProxyError], bytes] = error_line,
+        error_ending: Callable[[ProxyError], bytes] = error_line,
     ) -> None:
-        """`content` is the body's pieces, or a `Pump` that sends them itself."""
+        """`content` is the body's pieces, or a `BodyWriter` that sends them itself."""
         self.source = content
         self.pump: Callable[[Send], Awaitable[None]] | None = getattr(content, "pump", None)  # not isinstance: slow
         super().__init__(_no_body() if self.pump else content, media_type="text/event-stream", headers=SSE_HEADERS)  # type: ignore[arg-type]
         self.drain = drain
         self.on_close = on_close
-        self.cut = cut
+        self.error_ending = error_ending
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         # Plain asyncio tasks, not a task group: a stream's end then costs a few task switches (anyio's cancel scope
         # formats the cancelling task's repr each time, about a tenth of a millisecond per stream).
         outcome = "done"
-        loop = asyncio.get_running_loop()
-        pump = loop.create_task(self._pump(send, scope.get(SERVER_SEND)))  # each event resumes only its frames
-        gone = loop.create_task(_disconnected(receive))
-        expired = self.drain.expired if self.drain is not None else None
         try:
+            loop = asyncio.get_running_loop()
+            pump = loop.create_task(self._pump(send, scope.get(SERVER_SEND)))  # each event resumes only its frames
+            gone = loop.create_task(_disconnected(receive))
+            expired = self.drain.expired if self.drain is not None else None
             try:
                 waits: set[asyncio.Future[Any]] = {pump, gone} if expired is None else {pump, gone, expired}
                 await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
@@ -158,16 +158,19 @@ class SSEResponse(StreamingResponse):
             elif expired is not None and expired.done():
                 outcome = "shutdown"
             if outcome == "shutdown" and self.drain is not None:
+                ending = self.error_ending(self.drain.error())
                 with contextlib.suppress(OSError):
-                    await send({"type": "http.response.body", "body": self.cut(self.drain.error()), "more_body": True})
+                    await send({"type": "http.response.body", "body": ending, "more_body": True})
                     await send({"type": "http.response.body", "body": b"", "more_body": False})
         finally:
-            aclose = getattr(self.source, "aclose", None)
-            if aclose is not None:
-                with anyio.CancelScope(shield=True):
-                    await aclose()
-            if self.on_close is not None:
-                self.on_close(outcome)
+            try:
+                aclose = getattr(self.source, "aclose", None)
+                if aclose is not None:
+                    with anyio.CancelScope(shield=True):
+                        await aclose()
+            finally:
+                if self.on_close is not None:
+                    self.on_close(outcome)
 
     async def _pump(self, send: Send, body_send: Send | None) -> None:
         with contextlib.suppress(OSError):  # the client went away while we were writing

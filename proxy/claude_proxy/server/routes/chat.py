@@ -1,81 +1,99 @@
-"""POST /v1/chat/completions: the body checked and translated, then one upstream turn, answered whole or streamed.
+"""POST /v1/chat/completions: the body checked and translated, then one upstream exchange, answered whole or streamed.
 
-The hot path, served as a plain ASGI handler (no Request or Response objects on the way in). `complete` sends one
-Messages request and answers the translated completion; `stream` relays Anthropic's event stream as
-`chat.completion.chunk` lines (`StreamRelay`). Both run inside a `Turn`, which holds the concurrency slot and records
-the usage; errors raised before the answer began become OpenAI's envelope in the app's one error handler.
+`complete` sends one Messages request and answers the translated completion; `stream` relays Anthropic's event
+stream as `chat.completion.chunk` lines (`StreamRelay`). Both hold an `UpstreamSlot`, which holds the concurrency
+slot (a stream's until it ends) and records the usage; errors raised before the answer began become OpenAI's
+envelope in the app's one error handler.
 """
 
 from __future__ import annotations
 
 import time
+from typing import Annotated
 
 import orjson
-from starlette.types import Receive, Scope, Send
+from fastapi import APIRouter, Depends
+from starlette.requests import Request
+from starlette.responses import Response
 
 from claude_proxy.convert.chat_stream import StreamTranslator
 from claude_proxy.convert.request import Translation, to_anthropic
 from claude_proxy.convert.response import to_openai
 from claude_proxy.convert.wire import ChatRequest
-from claude_proxy.server.body import parse, read_json_object
-from claude_proxy.server.render import send_json
-from claude_proxy.server.state import Edge, Turn, edge_of, info_of, relay_stream
+from claude_proxy.server.body import JsonBody
+from claude_proxy.server.inbound import RequestHeaders, openai_key, request_headers
+from claude_proxy.server.render import json_response
+from claude_proxy.server.routing import STREAMABLE, ProxyRoute
+from claude_proxy.server.state import AppState, UpstreamSlot, app_state, relay_stream, request_info
 from claude_proxy.server.streaming import until_disconnect
 from claude_proxy.upstream.relay import StreamRelay
 
+router = APIRouter(route_class=ProxyRoute, dependencies=[Depends(openai_key)])
 
-async def chat_completions(scope: Scope, receive: Receive, send: Send) -> None:
-    """Chat Completions: OpenAI's chat completion, answered by Claude."""
-    edge, info = edge_of(scope), info_of(scope)
-    payload, betas = await read_json_object(scope, receive, edge)
-    chat = parse(ChatRequest, payload)
-    translation = to_anthropic(chat, edge.options)
+
+@router.post(
+    "/v1/chat/completions",
+    summary="Chat Completions",
+    description="OpenAI's chat completion, answered by Claude.",
+    responses=STREAMABLE,
+)
+@router.post("/chat/completions", include_in_schema=False)
+async def chat_completions(
+    request: Request,
+    headers: Annotated[RequestHeaders, Depends(request_headers)],
+    chat: Annotated[ChatRequest, Depends(JsonBody(ChatRequest))],
+) -> Response:
+    state, info = app_state(request), request_info(request)
+    translation = to_anthropic(chat, state.options)
     info.model, info.stream = translation.model, bool(chat.stream)
-    created = int(edge.clock())
+    created = int(state.clock())
     started = time.perf_counter()
-    async with Turn(edge, receive, info) as turn:
+    betas = headers.first_beta
+    async with UpstreamSlot(state, request.receive, info) as slot:
         if chat.stream:
             include_usage = bool(chat.stream_options and chat.stream_options.include_usage)
-            await stream(scope, receive, send, edge, turn, translation, betas, created, started, include_usage)
-        else:
-            await complete(receive, send, edge, turn, translation, betas, created)
+            return await stream(request, state, slot, translation, betas, created, started, include_usage)
+        return await complete(request, state, slot, translation, betas, created)
 
 
 async def complete(
-    receive: Receive, send: Send, edge: Edge, turn: Turn, translation: Translation, betas: str | None, created: int
-) -> None:
+    request: Request,
+    state: AppState,
+    slot: UpstreamSlot,
+    translation: Translation,
+    betas: str | None,
+    created: int,
+) -> Response:
     """One Messages request, answered as one `chat.completion`."""
-    upstream = edge.upstream
+    upstream = state.upstream
     message, headers = await until_disconnect(
-        receive, lambda: upstream.create_message(translation.body, betas), edge.drain
+        request.receive, lambda: upstream.create_message(translation.body, betas), state.drain
     )
     request_id = headers.get("request-id")
-    turn.info.upstream_request_id = request_id
-    turn.usage = message.get("usage")
+    slot.info.upstream_request_id = request_id
+    slot.usage = message.get("usage")
     body = to_openai(message, model=translation.model, created=created, json_tool=translation.json_tool)
-    await send_json(send, body, headers={"x-upstream-request-id": request_id} if request_id else None)
+    return json_response(body, headers={"x-upstream-request-id": request_id} if request_id else None)
 
 
 async def stream(
-    scope: Scope,
-    receive: Receive,
-    send: Send,
-    edge: Edge,
-    turn: Turn,
+    request: Request,
+    state: AppState,
+    slot: UpstreamSlot,
     translation: Translation,
     betas: str | None,
     created: int,
     started: float,
     include_usage: bool,
-) -> None:
+) -> Response:
     """Anthropic's event stream relayed as `chat.completion.chunk` server-sent events."""
     relay = StreamRelay(
-        edge.upstream,
+        state.upstream,
         orjson.dumps({**translation.body, "stream": True}),
         betas,
         lambda: StreamTranslator(
             model=translation.model, created=created, include_usage=include_usage, json_tool=translation.json_tool
         ),
-        idle_timeout=edge.settings.stream_idle_timeout,
+        idle_timeout=state.settings.stream_idle_timeout,
     )
-    await relay_stream(scope, receive, send, edge, turn, relay, started)
+    return await relay_stream(request, state, slot, relay, started)

@@ -17,20 +17,27 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator, Mapping
-from typing import Any
+from functools import partial
+from typing import Annotated, Any
 
 import anyio
 import orjson
+from fastapi import APIRouter, Depends
+from starlette.requests import Request
+from starlette.responses import Response as Answer
 from starlette.types import Receive, Scope, Send
 from yarl import URL
 
+from claude_proxy.convert.anthropic import CountTokensRequest, MessagesRequest
 from claude_proxy.convert.tables import ANTHROPIC_TYPES, ERROR_TYPES
 from claude_proxy.errors import ProxyError, UpstreamError
 from claude_proxy.retry import RETRYABLE_STATUS, RetryBudget
 from claude_proxy.server.access import RequestInfo
-from claude_proxy.server.limits import read_body
-from claude_proxy.server.render import note_error
-from claude_proxy.server.state import Edge, Turn, bearer, edge_of, info_of, stream_ended
+from claude_proxy.server.body import RawBody
+from claude_proxy.server.inbound import RequestHeaders, anthropic_key, request_headers
+from claude_proxy.server.render import SelfWritten, json_response, note_error
+from claude_proxy.server.routing import STREAMABLE, ProxyRoute
+from claude_proxy.server.state import AppState, UpstreamSlot, app_state, request_info, stream_ended
 from claude_proxy.server.streaming import SSEResponse, until_disconnect
 from claude_proxy.upstream.api import ANTHROPIC_VERSION as DEFAULT_VERSION
 from claude_proxy.upstream.api import Upstream
@@ -103,28 +110,56 @@ class _Usage:
         return events
 
 
-def _check_key(edge: Edge, api_key: bytes | None, authorization: bytes | None) -> None:
-    """The inbound key, as Anthropic's clients send it (`x-api-key`), or as a bearer token."""
-    if edge.inbound:
-        presented = api_key.strip() if api_key else bearer(authorization)
-        edge.check_key(presented, "send x-api-key: <one of PROXY_API_KEYS> (or Authorization: Bearer)")
+class AnthropicRoute(ProxyRoute):
+    """These routes' errors raised before the answer began, in Anthropic's envelope (their clients read that shape)."""
+
+    def error_response(self, exc: ProxyError) -> Answer:
+        return json_response(anthropic_envelope(exc), exc.status, exc.headers)
 
 
-async def messages(scope: Scope, receive: Receive, send: Send) -> None:
-    """Messages: Anthropic's Messages API, passed through with the proxy's credential."""
-    await _answering(scope, receive, send, count_tokens=False)
+router = APIRouter(route_class=AnthropicRoute, dependencies=[Depends(anthropic_key)])
 
 
-async def count_tokens(scope: Scope, receive: Receive, send: Send) -> None:
-    """Count tokens: Anthropic's token counting, passed through with the proxy's credential."""
-    await _answering(scope, receive, send, count_tokens=True)
+@router.post(
+    "/v1/messages",
+    summary="Messages",
+    description="Anthropic's Messages API, passed through with the proxy's credential.",
+    responses=STREAMABLE,
+)
+async def messages(
+    request: Request,
+    headers: Annotated[RequestHeaders, Depends(request_headers)],
+    raw: Annotated[bytes, Depends(RawBody(MessagesRequest))],
+) -> Answer:
+    return SelfWritten(partial(_answering, app_state(request), request_info(request), headers, raw, False))
 
 
-async def _answering(scope: Scope, receive: Receive, send: Send, count_tokens: bool) -> None:
+@router.post(
+    "/v1/messages/count_tokens",
+    summary="Count tokens",
+    description="Anthropic's token counting, passed through with the proxy's credential.",
+)
+async def count_tokens(
+    request: Request,
+    headers: Annotated[RequestHeaders, Depends(request_headers)],
+    raw: Annotated[bytes, Depends(RawBody(CountTokensRequest))],
+) -> Answer:
+    return SelfWritten(partial(_answering, app_state(request), request_info(request), headers, raw, True))
+
+
+async def _answering(
+    edge: AppState,
+    info: RequestInfo,
+    headers: RequestHeaders,
+    raw: bytes,
+    count_tokens: bool,
+    scope: Scope,
+    receive: Receive,
+    send: Send,
+) -> None:
     """The passthrough, its own errors answered in Anthropic's envelope (these routes' clients read that shape)."""
-    info = info_of(scope)
     try:
-        await _passthrough(scope, receive, send, edge_of(scope), info, count_tokens)
+        await _passthrough(scope, receive, send, edge, info, count_tokens, raw, headers)
     except ProxyError as exc:
         if info.status:  # the response had begun: nothing more can be said to this client
             raise
@@ -137,24 +172,15 @@ async def _answering(scope: Scope, receive: Receive, send: Send, count_tokens: b
 
 
 async def _passthrough(
-    scope: Scope, receive: Receive, send: Send, edge: Edge, info: RequestInfo, count_tokens: bool
+    scope: Scope,
+    receive: Receive,
+    send: Send,
+    edge: AppState,
+    info: RequestInfo,
+    count_tokens: bool,
+    raw: bytes,
+    headers: RequestHeaders,
 ) -> None:
-    api_key = authorization = length = version = None
-    betas: list[str] = []
-    for name, value in scope["headers"]:
-        if name == b"x-api-key":
-            api_key = value
-        elif name == b"authorization":
-            authorization = value
-        elif name == b"content-length":
-            length = value.decode("latin-1")
-        elif name == b"anthropic-version":
-            version = value.decode("latin-1").strip()
-        elif name == b"anthropic-beta":
-            betas.append(value.decode("latin-1"))
-    _check_key(edge, api_key, authorization)
-    settings = edge.settings
-    raw = await read_body(receive, length, settings.max_body_bytes, settings.body_timeout)
     try:
         payload = orjson.loads(raw)
     except orjson.JSONDecodeError:
@@ -165,11 +191,11 @@ async def _passthrough(
     info.stream = stream
     upstream = edge.upstream
     url = upstream.count_tokens_url if count_tokens else upstream.messages_url
-    client_betas = ",".join(betas) or None
-    version = version or DEFAULT_VERSION
+    client_betas = ",".join(headers.betas) or None
+    version = headers.anthropic_version or DEFAULT_VERSION
     budget = RetryBudget()
     started = time.perf_counter()
-    async with Turn(edge, receive, info) as turn:
+    async with UpstreamSlot(edge, receive, info) as turn:
         if stream:
             response, chunks, first, usage = await until_disconnect(
                 receive, lambda: _open_stream(upstream, raw, client_betas, url, version, budget), edge.drain
@@ -259,7 +285,7 @@ async def _relay(
     scope: Scope,
     receive: Receive,
     send: Send,
-    edge: Edge,
+    edge: AppState,
     info: RequestInfo,
     response: Response,
     chunks: AsyncIterator[bytes],
@@ -293,7 +319,7 @@ async def _relay(
     def on_close(outcome: str) -> None:
         stream_ended(edge, info, outcome, broken[0], state["finished"])
 
-    sse = SSEResponse(body(), drain=edge.drain, on_close=on_close, cut=error_event)
+    sse = SSEResponse(body(), drain=edge.drain, on_close=on_close, error_ending=error_event)
     sse.raw_headers += [(k, v) for k, v in relayed_headers(response.headers) if k != b"content-type"]
     await sse(scope, receive, send)
 

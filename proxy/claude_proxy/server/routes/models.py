@@ -10,27 +10,42 @@ import logging
 from datetime import datetime
 from typing import Any
 
-from starlette.types import Receive, Scope, Send
+from fastapi import APIRouter, Depends
+from starlette.requests import Request
+from starlette.responses import Response
 
 from claude_proxy.convert.request import resolve_model
 from claude_proxy.errors import ProxyError
-from claude_proxy.server.render import send_json
-from claude_proxy.server.state import Edge, edge_of
+from claude_proxy.server.inbound import openai_key
+from claude_proxy.server.render import json_response
+from claude_proxy.server.routing import ProxyRoute
+from claude_proxy.server.state import AppState, app_state
 
 log = logging.getLogger("claude_proxy")
 
+router = APIRouter(route_class=ProxyRoute, dependencies=[Depends(openai_key)])
+# The model's id as a documented path parameter; declared in the signature, FastAPI would validate it per request.
+_MODEL_PARAMETER = {"name": "model", "in": "path", "required": True, "schema": {"type": "string"}}
 
-async def list_models(scope: Scope, receive: Receive, send: Send) -> None:
-    """List Models: the models this proxy offers, in OpenAI's list shape."""
-    await send_json(send, {"object": "list", "data": await _model_list(scope)})
+
+@router.get("/v1/models", summary="List Models", description="The models this proxy offers, in OpenAI's list shape.")
+@router.get("/models", include_in_schema=False)
+async def list_models(request: Request) -> Response:
+    return json_response({"object": "list", "data": await _model_list(app_state(request))})
 
 
-async def retrieve_model(scope: Scope, receive: Receive, send: Send) -> None:
-    """Retrieve Model: one entry of the list, found by its id or by the name it resolves to."""
-    model: str = scope["path_params"]["model"]
-    edge = edge_of(scope)
-    data = await _model_list(scope)
-    wanted = {model, resolve_model(model, edge.options)} if model.strip() else {model}
+@router.get(
+    "/v1/models/{model:path}",
+    summary="Retrieve Model",
+    description="One entry of the list, found by its id or by the name it resolves to.",
+    openapi_extra={"parameters": [_MODEL_PARAMETER]},
+)
+@router.get("/models/{model:path}", include_in_schema=False)
+async def retrieve_model(request: Request) -> Response:
+    model: str = request.path_params["model"]
+    state = app_state(request)
+    data = await _model_list(state)
+    wanted = {model, resolve_model(model, state.options)} if model.strip() else {model}
     entry = next((m for m in data if m["id"] in wanted), None)
     if entry is None:
         raise ProxyError(
@@ -40,18 +55,15 @@ async def retrieve_model(scope: Scope, receive: Receive, send: Send) -> None:
             param="model",
             code="model_not_found",
         )
-    await send_json(send, entry)
+    return json_response(entry)
 
 
-async def _model_list(scope: Scope) -> list[dict[str, Any]]:
-    edge: Edge = edge_of(scope)
-    authorization = next((value for name, value in scope["headers"] if name == b"authorization"), None)
-    edge.check_bearer(authorization)
-    models, settings = edge.models, edge.settings
-    now = edge.clock()
+async def _model_list(state: AppState) -> list[dict[str, Any]]:
+    models, settings = state.models, state.settings
+    now = state.clock()
     if now >= models.expires:
         try:
-            found = await edge.upstream.list_models()
+            found = await state.upstream.list_models()
             data = [
                 {"id": m["id"], "object": "model", "created": _epoch(m.get("created_at")), "owned_by": "anthropic"}
                 for m in found

@@ -6,43 +6,43 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from starlette.types import Receive, Scope, Send
+from fastapi import APIRouter
+from starlette.requests import Request
+from starlette.responses import Response
 
 from claude_proxy.server.metrics import CONTENT_TYPE
-from claude_proxy.server.render import send_json
-from claude_proxy.server.state import edge_of
+from claude_proxy.server.render import json_response
+from claude_proxy.server.routing import ProxyRoute
+from claude_proxy.server.state import app_state
+
+router = APIRouter(route_class=ProxyRoute)
 
 
-async def health(scope: Scope, receive: Receive, send: Send) -> None:
-    """Health: the process is up."""
-    await send_json(send, {"status": "ok"})
+@router.get("/health", summary="Health", description="The process is up.")
+async def health(request: Request) -> Response:
+    return json_response({"status": "ok"})
 
 
-async def readyz(scope: Scope, receive: Receive, send: Send) -> None:
-    """Readiness: whether the proxy can serve (503 with the reason when not)."""
-    edge = edge_of(scope)
-    if edge.drain.draining:
-        await send_json(send, {"status": "unready", "reason": "the proxy is shutting down"}, 503)
-        return
+@router.get("/readyz", summary="Readiness", description="Whether the proxy can serve (503 with the reason when not).")
+async def readyz(request: Request) -> Response:
+    state = app_state(request)
+    if state.drain.draining:
+        return json_response({"status": "unready", "reason": "the proxy is shutting down"}, 503)
     try:
-        credential = edge.resolver.resolve()
+        credential = state.resolver.resolve()
     except Exception as exc:  # any failure to resolve means not ready; the reason carries no secret
-        await send_json(send, {"status": "unready", "reason": str(exc)}, 503)
-        return
+        return json_response({"status": "unready", "reason": str(exc)}, 503)
     # A refused login keeps the pod ready (restarting it mends nothing); the operator reads `login` into status.
-    info: dict[str, Any] = {"status": "ready", "credential": credential.kind.value, "login": edge.login.as_json()}
+    info: dict[str, Any] = {"status": "ready", "credential": credential.kind.value, "login": state.login.as_json()}
     if credential.expires_at is not None:
         info["expiresAt"] = datetime.fromtimestamp(credential.expires_at, UTC).isoformat().replace("+00:00", "Z")
-        if credential.expired(edge.clock()):
+        if credential.expired(state.clock()):
             info["status"], info["reason"] = "unready", "the OAuth access token has expired"
-            await send_json(send, info, 503)
-            return
-    await send_json(send, info)
+            return json_response(info, 503)
+    return json_response(info)
 
 
-async def metrics(scope: Scope, receive: Receive, send: Send) -> None:
+@router.get("/metrics", include_in_schema=False)
+async def metrics(request: Request) -> Response:
     """Metrics: the Prometheus text format."""
-    body = edge_of(scope).metrics.render()
-    head = [(b"content-type", CONTENT_TYPE.encode("latin-1")), (b"content-length", b"%d" % len(body))]
-    await send({"type": "http.response.start", "status": 200, "headers": head})
-    await send({"type": "http.response.body", "body": body})
+    return Response(app_state(request).metrics.render(), media_type=CONTENT_TYPE)

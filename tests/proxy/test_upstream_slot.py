@@ -1,4 +1,4 @@
-"""The upstream turn: the concurrency slot is taken once and given back once, however the request ends, and the
+"""The upstream slot: the concurrency slot is taken once and given back once, however the request ends, and the
 usage it saw is recorded once. Real app under uvicorn, the fake Anthropic, the openai SDK where a client fits."""
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from claude_proxy.config import Settings
 from claude_proxy.server.access import RequestInfo
 from claude_proxy.server.app import create_app
 from claude_proxy.server.limits import Limiter
-from claude_proxy.server.state import Turn
+from claude_proxy.server.state import UpstreamSlot
 from tests.conftest import API_KEY, ProxyFactory, metric_samples, serve
 from tests.fakes.anthropic import ErrorReply, FakeAnthropic, message, render_sse, text
 
@@ -117,8 +117,8 @@ def test_the_shutdown_deadline_gives_the_slot_back(fake: FakeAnthropic, tmp_path
         assert metric_samples(url)['proxy_stream_errors_total{type="shutting_down"}'] == 1
 
 
-async def test_a_turn_frees_its_slot_once_and_records_usage_once_whatever_ends_it() -> None:
-    """The same, in one process: a Turn around work that answers, raises, or is cancelled."""
+async def test_an_upstream_slot_is_freed_once_and_records_usage_once_whatever_ends_it() -> None:
+    """The same, in one process: an UpstreamSlot around work that answers, raises, or is cancelled."""
     limiter = Limiter(1, 0, 1.0)
 
     class Recorder:
@@ -129,14 +129,14 @@ async def test_a_turn_frees_its_slot_once_and_records_usage_once_whatever_ends_i
             self.seen.append(usage)
 
     metrics = Recorder()
-    edge: Any = type("EdgeStub", (), {"limiter": limiter, "drain": None, "metrics": metrics})()
+    state: Any = type("AppStateStub", (), {"limiter": limiter, "drain": None, "metrics": metrics})()
 
     async def receive() -> dict[str, Any]:
         await asyncio.sleep(3600)
         return {"type": "http.disconnect"}
 
-    async def work(turn: Turn, ending: str) -> None:
-        turn.usage = {"input_tokens": 2, "output_tokens": 1}
+    async def work(slot: UpstreamSlot, ending: str) -> None:
+        slot.usage = {"input_tokens": 2, "output_tokens": 1}
         if ending == "raise":
             raise RuntimeError("upstream failed")
         if ending == "cancel":
@@ -144,12 +144,12 @@ async def test_a_turn_frees_its_slot_once_and_records_usage_once_whatever_ends_i
 
     for ending in ("answer", "raise", "cancel"):
         info = RequestInfo("req_x")
-        turn = Turn(edge, receive, info)
+        slot = UpstreamSlot(state, receive, info)
 
-        async def run(turn: Turn = turn, ending: str = ending) -> None:
-            async with turn:
+        async def run(slot: UpstreamSlot = slot, ending: str = ending) -> None:
+            async with slot:
                 assert limiter.active == 1
-                await work(turn, ending)
+                await work(slot, ending)
 
         task = asyncio.ensure_future(run())
         await asyncio.sleep(0.01)
