@@ -8,7 +8,6 @@ import copy
 import json
 import random
 from collections.abc import Iterable, Iterator
-from pathlib import Path
 from typing import Any
 
 import orjson
@@ -22,9 +21,10 @@ from claude_proxy.convert.chat_stream import StreamTranslator
 from claude_proxy.convert.response import to_openai
 from claude_proxy.errors import UpstreamError
 from claude_proxy.upstream.sse import SSEDecoder
+from tests import paths
 from tests.fakes.anthropic import message, render_sse, text, thinking, tool_use
 
-FIXTURES = Path(__file__).parent.parent / "fixtures" / "sse"
+FIXTURES = paths.FIXTURES / "sse"
 CREATED = 1_760_000_000
 MODEL = "requested-model"
 
