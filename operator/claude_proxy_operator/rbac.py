@@ -1,6 +1,6 @@
 """Exactly the API access the operator uses, for rendering its ClusterRole (or Role) and for testing it.
 
-`tests/operator/test_reconciler.py` checks every request the running operator makes against these rules, and that
+`tests/operator/test_reconcile.py` checks every request the running operator makes against these rules, and that
 each rule is used. Children are written by server-side apply: `patch`, plus `create` for the apply that creates one
 (the API server authorizes that as a create too). The one rule no request exercises is
 `claudeproxies/finalizers: update`: the API server demands it of whoever sets `blockOwnerDeletion` in an

@@ -32,10 +32,7 @@ import yaml
 from claude_proxy_operator.kube import Resource
 
 T = TypeVar("T")
-# What the operator's requests needed, as RBAC (apiGroup, resource, verb), over the tests that ran it.
-EXERCISED: set[tuple[str, str, str]] = set()
 TEST_CLIENT = "claude-proxy-tests"  # the User-Agent of the tests' own client; every other request is the operator's
-OPERATOR_TESTS_RUN: set[str] = set()
 _versions = itertools.count(1)
 
 RESOURCES: dict[str, kmock.ResourceInfo] = {

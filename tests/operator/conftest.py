@@ -20,8 +20,6 @@ from claude_proxy_operator.config import Config
 from claude_proxy_operator.handlers import build_registry, configure
 from claude_proxy_operator.kube import Kube
 from tests.operator.cluster import (
-    EXERCISED,
-    OPERATOR_TESTS_RUN,
     RESOURCES,
     TEST_CLIENT,
     Api,
@@ -90,7 +88,7 @@ async def api(cluster: tuple[Cluster, str]) -> AsyncIterator[Api]:
 
 async def _quiesce(emulator: Cluster) -> None:
     """Let kopf finish handling the last spec change before stopping it, so a test's end never cuts a pass short and
-    the RBAC check below sees every request the pass needed."""
+    the RBAC checks below see every request the pass needed."""
 
     def settled() -> bool:
         for (resource, _ns, _name), obj in list(emulator.objects.items()):
@@ -157,5 +155,6 @@ async def operator(
     assert not failure, failure
     made = operator_permissions(emulator)
     assert made - rbac.permissions() == set(), "the operator made requests its RBAC rules do not allow"
-    EXERCISED.update(made)
-    OPERATOR_TESTS_RUN.add(request.node.name)
+    marker = request.node.get_closest_marker("uses_rbac")
+    if marker is not None:
+        assert set(marker.args[0]) - made == set(), "RBAC rules this test is marked as using went unused"

@@ -7,7 +7,6 @@ leaves behind."""
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import json
 from pathlib import Path
 from typing import Any
@@ -32,7 +31,7 @@ from claude_proxy_operator.kube import (
     Resource,
 )
 from tests.operator import crdtools
-from tests.operator.cluster import EXERCISED, OPERATOR_TESTS_RUN, Api, Cluster, eventually, secret_data
+from tests.operator.cluster import Api, Cluster, eventually, secret_data
 from tests.operator.conftest import RESYNC_SECONDS, Readyz
 
 NS = "rockbot"
@@ -41,6 +40,28 @@ K8S = kubernetes_validate.latest_version()
 EVENTS = Resource("", "v1", "events", "Event")
 CHILD_KINDS = {"serviceaccounts", "services", "deployments", "persistentvolumeclaims", "jobs", "cronjobs",
                "networkpolicies"}  # fmt: skip
+# Each RBAC rule is used by a test marked `uses_rbac` (the operator fixture checks the mark against the requests the
+# test made), so a rule nothing needs any more fails a test run alone, in any order.
+
+
+def _rules(group: str, resources: str, verbs: str) -> set[tuple[str, str, str]]:
+    return {(group, resource, verb) for resource in resources.split() for verb in verbs.split()}
+
+
+NETWORK_POLICY_WRITES = _rules("networking.k8s.io", "networkpolicies", "create delete patch")
+OAUTH_THEN_API_KEY = (
+    _rules("claudeproxy.dev", "claudeproxies", "get list patch watch")
+    | _rules("claudeproxy.dev", "claudeproxies/status", "patch")
+    | _rules("", "secrets", "get")
+    | _rules("", "pods", "list")
+    | _rules("", "events", "create")
+    | _rules("", "serviceaccounts services", "create get patch")
+    | _rules("", "persistentvolumeclaims", "create delete get patch")
+    | _rules("apps", "deployments", "create get list patch watch")
+    | _rules("batch", "jobs", "create delete get list patch watch")
+    | _rules("batch", "cronjobs", "create delete get patch")
+    | _rules("networking.k8s.io", "networkpolicies", "get")
+)
 
 
 def _proxy(name: str, spec: dict[str, Any]) -> dict[str, Any]:
@@ -179,6 +200,7 @@ async def test_api_key_mode_creates_children_reports_status_and_converges(api: A
     assert len([e for e in await api.list(EVENTS, NS) if e["reason"] == "Ready"]) == 1
 
 
+@pytest.mark.uses_rbac(NETWORK_POLICY_WRITES)
 async def test_spec_update_patches_children_and_removes_what_was_turned_off(api: Api, operator: Cluster) -> None:
     await api.create(SECRETS, NS, {"metadata": {"name": "key"}, "data": secret_data({"api-key": "test-key-1"})})
     await api.create(CLAUDE_PROXIES, NS, _proxy("p", {"auth": {"apiKey": {"secretRef": {"name": "key"}}}}))
@@ -508,6 +530,7 @@ async def test_failed_seed_is_reported_and_not_retried_until_the_secret_changes(
     await _event(api, "Warning", "SeedFailed")
 
 
+@pytest.mark.uses_rbac(OAUTH_THEN_API_KEY)
 async def test_switching_auth_mode_removes_what_the_old_mode_needed(api: Api, operator: Cluster) -> None:
     await api.create(
         SECRETS, NS, {"metadata": {"name": "creds"}, "data": secret_data({".credentials.json": CREDENTIALS})}
@@ -713,24 +736,16 @@ async def test_a_refused_login_shows_in_status_within_a_resync_and_clears(
     await _login_story(api, operator, readyz, events=False)
 
 
-# The resync loop finds these transitions; its Events are posted only once the reconciler posts Events through its
-# own client (kopf.event() needs kopf's per-object context, which the resync loop lacks).
-@pytest.mark.xfail(
-    importlib.util.find_spec("claude_proxy_operator.events") is None,
-    reason="Events from resync passes need the reconciler's own Event client",
-    strict=False,
-)
 async def test_a_refused_login_posts_one_event_per_transition(api: Api, operator: Cluster, readyz: Readyz) -> None:
     await _login_story(api, operator, readyz, events=True)
 
 
-def test_zz_every_rbac_rule_is_used(request: pytest.FixtureRequest) -> None:
-    """Runs last: the rules grant nothing the operator did not need in the tests above."""
-    operator_tests = [
-        item.name
-        for item in request.session.items
-        if isinstance(item, pytest.Function) and item.module is request.module and "operator" in item.fixturenames
-    ]
-    if set(operator_tests) - OPERATOR_TESTS_RUN:
-        pytest.skip("needs every end-to-end test of this module in the same run")
-    assert rbac.permissions() - EXERCISED == rbac.UNEXERCISED
+def test_every_rbac_rule_is_used_by_a_test_marked_so() -> None:
+    """The rules grant nothing the operator does not need: the `uses_rbac` marks cover them all."""
+    marked: set[tuple[str, str, str]] = set()
+    for name, test in list(globals().items()):
+        for mark in getattr(test, "pytestmark", ()) if name.startswith("test_") else ():
+            if mark.name == "uses_rbac":
+                marked |= set(mark.args[0])
+    assert marked - rbac.permissions() == set()
+    assert rbac.permissions() - marked == rbac.UNEXERCISED

@@ -14,8 +14,9 @@ import pytest
 from claude_proxy.convert.chat_stream import StreamTranslator
 from claude_proxy.retry import RetryBudget
 from claude_proxy.upstream.relay import StreamRelay
+from tests import paths
 
-FIXTURES = Path(__file__).parent.parent / "fixtures" / "sse"
+FIXTURES = paths.FIXTURES / "sse"
 
 
 class Pieces:

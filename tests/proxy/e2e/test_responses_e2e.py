@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import logging
 import time
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -14,10 +13,11 @@ import openai
 import pytest
 from pydantic import BaseModel, Field
 
+from tests import paths
 from tests.conftest import ProxyFactory, metric_samples
 from tests.fakes.anthropic import RESET, ErrorReply, FakeAnthropic, message, render_sse, text, thinking, tool_use
 
-FIXTURES = Path(__file__).parent.parent / "fixtures" / "sse"
+FIXTURES = paths.FIXTURES / "sse"
 MODEL = "claude-sonnet-4-6"
 WEATHER = {
     "type": "function",

@@ -12,17 +12,17 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.conftest import ProxyFactory
 from tests.fakes.anthropic import FakeAnthropic, Recorded, message, text, tool_use
+from tests.paths import TESTS
 
 pytestmark = pytest.mark.slow
 
-CLIENTS = Path(__file__).parent.parent / "clients"
+CLIENTS = TESTS / "clients"
 VENVS = CLIENTS.parent.parent / ".venv-clients"
 ORDER = {"customer": "Ada", "items": [{"sku": "AB-12", "quantity": 2}], "express": True}
 WEATHER = "sunny, 21 C in Paris"

@@ -5,7 +5,6 @@ SDK's own pydantic model, and streams are reassembled with the SDK's own stream 
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 import orjson
@@ -21,9 +20,10 @@ from claude_proxy.convert.responses import ResponsesRequest, to_anthropic_reques
 from claude_proxy.convert.responses_stream import ResponsesStreamTranslator, encode_events
 from claude_proxy.errors import InvalidRequest, UpstreamError
 from claude_proxy.upstream.sse import SSEDecoder
+from tests import paths
 from tests.fakes.anthropic import message, render_sse, text, thinking, tool_use
 
-FIXTURES = Path(__file__).parent.parent / "fixtures" / "sse"
+FIXTURES = paths.FIXTURES / "sse"
 CREATED = 1_760_000_000
 MODEL = "claude-sonnet-4-6"
 EVENT = TypeAdapter(ResponseStreamEvent)

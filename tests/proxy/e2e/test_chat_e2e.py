@@ -12,6 +12,7 @@ import pytest
 
 from tests.conftest import API_KEY, OAUTH_TOKEN, ProxyFactory
 from tests.fakes.anthropic import ErrorReply, FakeAnthropic, message, text, thinking, tool_use
+from tests.proxy.http_support import client, socket_closed_port
 
 TOOLS = [
     {
@@ -23,10 +24,6 @@ TOOLS = [
         },
     }
 ]
-
-
-def client(url: str, key: str = "unused") -> openai.OpenAI:
-    return openai.OpenAI(base_url=f"{url}/v1", api_key=key, max_retries=0, timeout=20)
 
 
 def test_plain_text_roundtrip(fake: FakeAnthropic, proxy: ProxyFactory) -> None:
@@ -367,19 +364,3 @@ def test_readyz_reports_missing_and_expired_credentials(proxy: ProxyFactory, tmp
     assert response.status_code == 503 and "expired" in response.json()["reason"]
     assert "sk-ant" not in response.text
     assert httpx.get(f"{url}/health").json() == {"status": "ok"}
-
-
-class socket_closed_port:
-    """A port on 127.0.0.1 with nothing listening."""
-
-    def __enter__(self) -> int:
-        import socket
-
-        s = socket.socket()
-        s.bind(("127.0.0.1", 0))
-        self.port = s.getsockname()[1]
-        s.close()
-        return self.port
-
-    def __exit__(self, *exc: object) -> None:
-        pass

@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import time
 from typing import Any
-from urllib.parse import urlparse
 
 import httpx
 import pytest
@@ -16,39 +14,9 @@ import pytest
 from claude_proxy.server.limits import Limiter, Overloaded
 from tests.conftest import ProxyFactory
 from tests.fakes.anthropic import FakeAnthropic, message, render_sse, text
+from tests.proxy.http_support import connect, read_response
 
 ASK = {"model": "claude-sonnet-4-6", "messages": [{"role": "user", "content": "Hello"}]}
-
-
-def connect(url: str) -> socket.socket:
-    parts = urlparse(url)
-    sock = socket.create_connection((parts.hostname, parts.port), timeout=5)
-    return sock
-
-
-def read_response(sock: socket.socket, timeout: float = 5.0) -> tuple[int, dict[str, str], bytes]:
-    """Read one HTTP/1.1 response with a content-length (or until close)."""
-    sock.settimeout(timeout)
-    data = b""
-    while b"\r\n\r\n" not in data:
-        piece = sock.recv(65536)
-        if not piece:
-            break
-        data += piece
-    head, _, body = data.partition(b"\r\n\r\n")
-    lines = head.decode("latin-1").split("\r\n")
-    status = int(lines[0].split()[1])
-    headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
-    length = int(headers.get("content-length", "-1"))
-    while length < 0 or len(body) < length:
-        try:
-            piece = sock.recv(65536)
-        except (ConnectionResetError, TimeoutError):
-            break
-        if not piece:
-            break
-        body += piece
-    return status, headers, body
 
 
 def head(path: str, length: int | None = None, chunked: bool = False) -> bytes:

@@ -9,7 +9,6 @@ import copy
 import datetime
 import json
 from enum import StrEnum
-from pathlib import Path
 from typing import Any, Literal
 
 import jsonschema
@@ -21,9 +20,10 @@ from openai.lib._pydantic import to_strict_json_schema
 from pydantic import BaseModel, Field, HttpUrl, RootModel
 
 from claude_proxy.convert.schema import Complexity, UnsupportedSchema, complexity, simple_pattern, strict_schema
+from tests import paths
 from tests.fakes.anthropic import Reject, check_strict_schema
 
-FIXTURES = Path(__file__).parent.parent / "fixtures" / "schemas"
+FIXTURES = paths.FIXTURES / "schemas"
 
 
 class Address(BaseModel):

@@ -18,9 +18,8 @@ from claude_proxy.config import Settings
 from claude_proxy.server.app import create_app
 from tests.conftest import API_KEY, OAUTH_TOKEN, ProxyFactory, serve
 from tests.fakes.anthropic import FakeAnthropic
+from tests.proxy.http_support import client, connect, read_response, socket_closed_port
 from tests.proxy.serve_support import serve_process
-from tests.proxy.test_chat_e2e import client, socket_closed_port
-from tests.proxy.test_limits import connect, read_response
 
 MESSAGES = [{"role": "user", "content": "x"}]
 ENVELOPE_KEYS = {"message", "type", "param", "code"}

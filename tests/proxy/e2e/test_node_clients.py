@@ -11,15 +11,15 @@ import json
 import os
 import shutil
 import subprocess
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.conftest import ProxyFactory
 from tests.fakes.anthropic import FakeAnthropic, message, text, tool_use
+from tests.paths import TESTS
 
-NODE_DIR = Path(__file__).parent.parent / "node"
+NODE_DIR = TESTS / "node"
 ANSWER = {"customer": "Ada", "items": [{"sku": "AB-12", "quantity": 2}], "discount": None, "express": True}
 
 

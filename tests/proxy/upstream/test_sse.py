@@ -12,8 +12,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from claude_proxy.upstream.sse import DONE, ServerSentEvent, SSEDecoder, encode_data
+from tests import paths
 
-FIXTURES = Path(__file__).parent.parent / "fixtures" / "sse"
+FIXTURES = paths.FIXTURES / "sse"
 
 
 def decode(chunks: Iterable[bytes]) -> list[ServerSentEvent]:
