@@ -1,9 +1,9 @@
 """Exactly the API access the operator uses, for rendering its ClusterRole (or Role) and for testing it.
 
-`tests/operator/test_reconcile.py` checks every request the running operator makes against these rules, and that
-each rule is used. Children are written by server-side apply: `patch`, plus `create` for the apply that creates one
-(the API server authorizes that as a create too). The one rule no request exercises is
-`claudeproxies/finalizers: update`: the API server demands it of whoever sets `blockOwnerDeletion` in an
+The operator tests check every request the running operator makes against these rules (`tests/operator/conftest.py`),
+and that each rule is used (`tests/operator/test_rbac.py`). Children are written by server-side apply: `patch`, plus
+`create` for the apply that creates one (the API server authorizes that as a create too). The one rule no request
+exercises is `claudeproxies/finalizers: update`: the API server demands it of whoever sets `blockOwnerDeletion` in an
 ownerReference (kopf.adopt does).
 """
 

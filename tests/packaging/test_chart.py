@@ -1,46 +1,24 @@
-"""The Helm chart: lint, what it renders for default values and each auth mode (valid for the Kubernetes API, the
-ClaudeProxy valid for the CRD), RBAC equal to what the operator calls, hardening, and the values it refuses."""
+"""The Helm chart: lint, versions, what it renders for default values (the operator: RBAC equal to what it calls,
+hardening, settings from values), and the values its schema refuses. The instance, the ServiceMonitor and NOTES.txt
+have files of their own."""
 
 from __future__ import annotations
 
-import re
-import subprocess
 import tomllib
-from typing import Any
 from urllib.parse import urlparse
 
-import kubernetes_validate
 import pytest
 import yaml
 
-from claude_proxy_operator import builders
 from claude_proxy_operator import config as operator_config
 from claude_proxy_operator.main import build_parser
 from claude_proxy_operator.rbac import RULES
-from claude_proxy_operator.spec import parse_spec
 from tests.operator import crdtools
 from tests.packaging import helm
-from tests.packaging.helm import NAMESPACE, RELEASE, of_kind, one, template
+from tests.packaging.chart_support import MODES, instance, operator_container, validate_k8s
+from tests.packaging.helm import NAMESPACE, of_kind, one, template
 
-K8S = kubernetes_validate.latest_version()
 VERSION = tomllib.loads((helm.ROOT / "pyproject.toml").read_text())["project"]["version"]
-MODES = ("apiKey", "accessToken", "oauth")
-
-
-def instance(mode: str, **more: str) -> dict[str, str]:
-    return {"instance.enabled": "true", "instance.auth.mode": mode, **more}
-
-
-def validate_k8s(objects: list[dict[str, Any]]) -> None:
-    for obj in objects:
-        if obj["kind"] != "ClaudeProxy":
-            kubernetes_validate.validate(obj, K8S, strict=True)
-
-
-def operator_container(objects: list[dict[str, Any]]) -> dict[str, Any]:
-    deployment = one(objects, "Deployment")
-    [container] = deployment["spec"]["template"]["spec"]["containers"]
-    return container
 
 
 # --- lint and versions ------------------------------------------------------------------------------------------------
@@ -172,190 +150,6 @@ def test_images_and_operator_settings_come_from_values() -> None:
     assert build_parser().parse_args(container["args"]).verbose
 
 
-# --- the instance -------------------------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("mode", MODES)
-def test_instance_per_auth_mode_is_valid(mode: str) -> None:
-    objects = template(instance(mode))
-    validate_k8s(objects)
-    proxy = one(objects, "ClaudeProxy")
-    assert proxy["metadata"]["namespace"] == NAMESPACE
-    assert crdtools.validate(proxy) == []
-    assert list(proxy["spec"]["auth"]) == [mode]
-    spec = parse_spec(proxy["spec"], default_image="img")  # the operator takes it as it is
-    assert spec.auth_mode == mode and spec.image == "img"
-    refs = {
-        "apiKey": ("anthropic-api-key", "api-key"),
-        "accessToken": ("claude-access-token", "token"),
-        "oauth": ("claude-credentials", ".credentials.json"),
-    }
-    seed = spec.oauth.seed if spec.oauth else None
-    by_mode = {"apiKey": spec.api_key, "accessToken": spec.access_token, "oauth": seed}
-    ref = by_mode[mode]
-    assert ref is not None and (ref.name, ref.key) == refs[mode]
-
-
-def test_instance_disabled_by_default() -> None:
-    assert of_kind(template(), "ClaudeProxy") == []
-
-
-FULL = {
-    "instance.name": "rockbot-llm",
-    "instance.auth.oauth.tokenURL": "http://oauth.test.svc:8081/v1/oauth/token",
-    "instance.auth.oauth.storage.size": "128Mi",
-    "instance.auth.oauth.storage.storageClassName": "fast",
-    "instance.auth.oauth.storage.accessMode": "ReadWriteMany",
-    "instance.auth.oauth.storage.retainOnDelete": "false",
-    "instance.auth.oauth.refresh.schedule": "*/10 * * * *",
-    "instance.auth.oauth.refresh.before": "90",
-    "instance.auth.oauth.refresh.suspend": "true",
-    "instance.clientAuth.secretName": "llm-client-keys",
-    "instance.model.default": "claude-sonnet-4-6",
-    "instance.model.aliases.gpt-4o": "claude-sonnet-4-6",
-    "instance.model.defaultMaxTokens": "4096",
-    "instance.image": "registry.example/proxy:9",
-    "instance.replicas": "2",
-    "instance.logLevel": "debug",
-    "instance.upstreamBaseURL": "http://fake-anthropic.test.svc:8080",
-    "instance.service.port": "8080",
-    "instance.networkPolicy.enabled": "true",
-    "instance.networkPolicy.allowFrom[0].podSelector.matchLabels.app": "rockbot",
-    "instance.resources.requests.cpu": "100m",
-    "instance.nodeSelector.pool": "llm",
-    "instance.tolerations[0].key": "dedicated",
-    "instance.tolerations[0].operator": "Exists",
-}
-
-
-def test_every_instance_value_reaches_the_spec() -> None:
-    objects = template(instance("oauth", **FULL))
-    validate_k8s(objects)
-    proxy = one(objects, "ClaudeProxy")
-    assert crdtools.validate(proxy) == []
-    spec = parse_spec(proxy["spec"], default_image="unused")
-    assert proxy["metadata"]["name"] == "rockbot-llm"
-    assert spec.oauth is not None
-    assert spec.oauth.token_url == FULL["instance.auth.oauth.tokenURL"]
-    storage = proxy["spec"]["auth"]["oauth"]["storage"]
-    assert storage == {
-        "size": "128Mi",
-        "storageClassName": "fast",
-        "accessModes": ["ReadWriteMany"],
-        "retainOnDelete": False,
-    }
-    assert proxy["spec"]["auth"]["oauth"]["refresh"] == {"schedule": "*/10 * * * *", "before": 90, "suspend": True}
-    assert spec.client_keys is not None and (spec.client_keys.name, spec.client_keys.key) == ("llm-client-keys", "keys")
-    assert (spec.default_model, dict(spec.model_aliases), spec.default_max_tokens) == (
-        "claude-sonnet-4-6",
-        {"gpt-4o": "claude-sonnet-4-6"},
-        4096,
-    )
-    assert (spec.image, spec.replicas, spec.log_level) == ("registry.example/proxy:9", 2, "debug")
-    assert spec.base_url == "http://fake-anthropic.test.svc:8080"
-    assert (spec.service_type, spec.service_port) == ("ClusterIP", 8080)
-    assert spec.network_policy and list(spec.allow_from) == [{"podSelector": {"matchLabels": {"app": "rockbot"}}}]
-    assert dict(spec.resources) == {"requests": {"cpu": "100m"}}
-    assert dict(spec.node_selector) == {"pool": "llm"}
-    assert list(spec.tolerations) == [{"key": "dedicated", "operator": "Exists"}]
-
-
-def test_image_pull_secrets_reach_the_operator_and_every_proxy_pod() -> None:
-    shared = {"operator.imagePullSecrets[0].name": "registry-example"}
-    objects = template(instance("oauth", **shared))
-    validate_k8s(objects)
-    pod = one(objects, "Deployment")["spec"]["template"]["spec"]
-    assert pod["imagePullSecrets"] == [{"name": "registry-example"}]
-    proxy = one(objects, "ClaudeProxy")
-    assert crdtools.validate(proxy) == []
-    assert proxy["spec"]["imagePullSecrets"] == [{"name": "registry-example"}]  # one registry: the operator's
-    spec = parse_spec(proxy["spec"], default_image="img")
-    pods = [
-        builders.deployment("p", NAMESPACE, spec, "0")["spec"]["template"]["spec"],
-        builders.seed_job("p", NAMESPACE, spec, "0" * 16)["spec"]["template"]["spec"],
-        builders.refresh_cronjob("p", NAMESPACE, spec)["spec"]["jobTemplate"]["spec"]["template"]["spec"],
-    ]
-    assert [p["imagePullSecrets"] for p in pods] == [[{"name": "registry-example"}]] * 3
-
-    own = template(instance("apiKey", **shared, **{"instance.imagePullSecrets[0].name": "proxy-registry"}))
-    assert one(own, "ClaudeProxy")["spec"]["imagePullSecrets"] == [{"name": "proxy-registry"}]
-    assert one(own, "Deployment")["spec"]["template"]["spec"]["imagePullSecrets"] == [{"name": "registry-example"}]
-    for objects in (template(), template(instance("apiKey"))):
-        assert all("imagePullSecrets" not in o.get("spec", {}) for o in of_kind(objects, "ClaudeProxy"))
-        assert "imagePullSecrets" not in one(objects, "Deployment")["spec"]["template"]["spec"]
-
-
-def test_instance_outside_watched_namespaces_is_refused() -> None:
-    error = helm.failure(instance("apiKey", **{"operator.watchNamespaces": "{other}"}))
-    assert "not in operator.watchNamespaces" in error
-    objects = template(instance("apiKey", **{"operator.watchNamespaces": "{team}"}))
-    assert one(objects, "ClaudeProxy")["metadata"]["namespace"] == "team"
-
-
-# --- Prometheus -------------------------------------------------------------------------------------------------------
-
-# The fields of monitoring.coreos.com/v1 ServiceMonitor this chart sets (a subset of what its CRD defines).
-SERVICE_MONITOR_SPEC = {"selector", "namespaceSelector", "endpoints", "targetLabels"}
-SERVICE_MONITOR_ENDPOINT = {"port", "path", "scheme", "interval", "scrapeTimeout"}
-DURATION = re.compile(r"^(0|(([0-9]+)y)?(([0-9]+)w)?(([0-9]+)d)?(([0-9]+)h)?(([0-9]+)m)?(([0-9]+)s)?(([0-9]+)ms)?)$")
-
-
-def _service_monitor(values: dict[str, str]) -> dict[str, Any]:
-    monitor = one(template(values), "ServiceMonitor")
-    assert (monitor["apiVersion"], monitor["kind"]) == ("monitoring.coreos.com/v1", "ServiceMonitor")
-    assert set(monitor) == {"apiVersion", "kind", "metadata", "spec"}
-    assert set(monitor["spec"]) <= SERVICE_MONITOR_SPEC
-    # Its metadata, and its selector's labels, as the API server would check them (on a kind it knows).
-    for labels in (monitor["metadata"].get("labels") or {}, monitor["spec"]["selector"]["matchLabels"]):
-        holder = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {**monitor["metadata"], "labels": labels}}
-        kubernetes_validate.validate(holder, K8S, strict=True)
-    for endpoint in monitor["spec"]["endpoints"]:
-        assert set(endpoint) <= SERVICE_MONITOR_ENDPOINT
-        assert DURATION.match(endpoint["interval"]), endpoint
-        assert DURATION.match(endpoint.get("scrapeTimeout", "10s")), endpoint
-    return monitor
-
-
-def test_service_monitor_is_off_by_default() -> None:
-    for values in ({}, instance("apiKey")):
-        assert of_kind(template(values), "ServiceMonitor") == []
-
-
-def test_service_monitor_scrapes_every_proxy_service_the_operator_builds() -> None:
-    monitor = _service_monitor({"serviceMonitor.enabled": "true", "serviceMonitor.labels.release": "kps"})
-    assert monitor["metadata"]["namespace"] == NAMESPACE
-    assert monitor["metadata"]["labels"]["release"] == "kps"
-    assert monitor["spec"]["namespaceSelector"] == {"any": True}
-    # It picks the Service of any ClaudeProxy, on the port that serves /metrics.
-    spec = parse_spec({"auth": {"apiKey": {"secretRef": {"name": "k"}}}}, default_image="img")
-    wanted = monitor["spec"]["selector"]["matchLabels"]
-    for name in ("p", "another"):
-        svc = builders.service(name, "rockbot", spec)
-        assert wanted.items() <= svc["metadata"]["labels"].items()
-        [endpoint] = monitor["spec"]["endpoints"]
-        assert endpoint["port"] in {port["name"] for port in svc["spec"]["ports"]}
-    deployment = builders.deployment("p", "rockbot", spec, "0")
-    [container] = deployment["spec"]["template"]["spec"]["containers"]
-    assert endpoint["path"] == builders.METRICS_PATH
-    assert [p["containerPort"] for p in container["ports"] if p["name"] == "http"] == [builders.PROXY_PORT]
-    assert endpoint["interval"] == "30s" and "scrapeTimeout" not in endpoint
-    assert monitor["spec"]["targetLabels"] == [builders.INSTANCE_LABEL]
-
-
-def test_service_monitor_follows_watched_namespaces_and_timing_values() -> None:
-    monitor = _service_monitor(
-        {
-            "serviceMonitor.enabled": "true",
-            "operator.watchNamespaces": "{rockbot,team}",
-            "serviceMonitor.interval": "1m",
-            "serviceMonitor.scrapeTimeout": "15s",
-        }
-    )
-    assert monitor["spec"]["namespaceSelector"] == {"matchNames": ["rockbot", "team"]}
-    [endpoint] = monitor["spec"]["endpoints"]
-    assert (endpoint["interval"], endpoint["scrapeTimeout"]) == ("1m", "15s")
-
-
 # --- values the schema refuses ---------------------------------------------------------------------------------------
 
 
@@ -404,60 +198,3 @@ def test_instance_name_limit_matches_the_crd() -> None:
     assert crdtools.validate(proxy) == []
     proxy["metadata"]["name"] = "a" * 41
     assert crdtools.validate(proxy) != []
-
-
-# --- NOTES.txt -------------------------------------------------------------------------------------------------------
-
-
-def notes(values: dict[str, str]) -> str:
-    result = helm.run(
-        "install", RELEASE, str(helm.CHART), "--dry-run=client", "--namespace", NAMESPACE, *helm.set_args(values)
-    )
-    assert result.returncode == 0, result.stderr
-    return result.stdout.split("NOTES:", 1)[1]
-
-
-@pytest.mark.parametrize(("port", "endpoint"), [("80", "http://p.team.svc.cluster.local/v1"),
-                                                ("8080", "http://p.team.svc.cluster.local:8080/v1")])  # fmt: skip
-def test_notes_give_rockbot_the_endpoint(port: str, endpoint: str) -> None:
-    text = notes(instance("apiKey", **{"instance.name": "p", "instance.service.port": port}))
-    assert re.search(rf'endpoint: "{re.escape(endpoint)}"', text), text
-    assert "kubectl -n team create secret generic anthropic-api-key" in text
-    # The endpoint NOTES gives is the one the operator reports in status.
-    from claude_proxy_operator.builders import endpoint as status_endpoint
-
-    assert status_endpoint("p", "team", int(port)) == endpoint
-
-
-def test_notes_tell_how_to_seed_a_login() -> None:
-    text = notes(instance("oauth"))
-    assert "claude auth login" in text
-    assert "--from-file=.credentials.json=" in text and "create secret generic claude-credentials" in text
-    assert "claude-proxy-refresh" in text
-    annotate = f"kubectl -n team annotate claudeproxy claude-proxy --overwrite {builders.REFRESH_NOW_ANNOTATION}="
-    assert annotate in text
-
-
-def test_notes_without_instance_show_how_to_create_one() -> None:
-    text = notes({})
-    assert "kind: ClaudeProxy" in text and "status.endpoint" in text
-
-
-@pytest.mark.parametrize("key", ["keys", "client.keys"])
-def test_notes_read_back_the_client_key_and_send_it_as_bearer(key: str) -> None:
-    values = instance("apiKey", **{"instance.clientAuth.secretName": "ck", "instance.clientAuth.key": key})
-    text = notes(values)
-    [read_back] = [line.strip() for line in text.splitlines() if line.strip().startswith("kubectl -n team get secret")]
-    # The same command against the Secret NOTES says to create, built offline by kubectl itself.
-    create = f"{helm.kubectl_binary()} create secret generic ck --from-literal={key}=first-key,second-key"
-    command = read_back.replace("kubectl -n team get secret ck", f"{create} --dry-run=client", 1)
-    result = subprocess.run(["bash", "-c", command], capture_output=True, text=True, timeout=60)
-    assert (result.returncode, result.stdout.strip()) == (0, "first-key"), result.stderr
-    assert f'KEY="$({read_back})"' in text
-    assert 'curl http://localhost:8080/v1/chat/completions -H "Authorization: Bearer $KEY"' in text
-
-
-def test_notes_without_client_keys_still_send_a_bearer_header() -> None:
-    text = notes(instance("apiKey"))
-    assert "KEY=unused" in text and '-H "Authorization: Bearer $KEY"' in text
-    assert "get secret" not in text

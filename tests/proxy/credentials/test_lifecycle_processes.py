@@ -8,7 +8,6 @@ import stat
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -29,19 +28,6 @@ from tests.proxy.lifecycle_support import (
 )
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-def fake() -> Iterator[FakeOAuthServer]:
-    with FakeOAuthServer() as server:
-        yield server
-
-
-@pytest.fixture
-def creds(tmp_path: Path) -> Path:
-    directory = tmp_path / "volume"
-    directory.mkdir()
-    return directory / ".credentials.json"
 
 
 def finish(proc: subprocess.Popen[str], timeout: float = 20) -> tuple[int, str, str]:

@@ -1,4 +1,5 @@
-"""Metrics, the access log and the request id, and what they must never show: through the real app and server."""
+"""Metrics, and what metrics, logs and probes must never show: through the real app and server. The access log and
+the request id are tested in test_access.py."""
 
 from __future__ import annotations
 
@@ -11,39 +12,17 @@ from typing import Any
 import httpx
 import openai
 import pytest
-from fastapi import FastAPI
-from starlette.requests import Request
-from starlette.responses import Response
 
-from claude_proxy.config import Settings
-from claude_proxy.server.app import create_app
-from claude_proxy.server.logs import ACCESS_LOGGER, JSONFormatter, PlainFormatter
+from claude_proxy.server.logs import JSONFormatter, PlainFormatter
 from claude_proxy.server.metrics import MAX_MODELS
-from tests.conftest import API_KEY, ProxyFactory, metric_samples, serve
-from tests.fakes.anthropic import ErrorReply, FakeAnthropic, message, text, tool_use
+from tests.conftest import ProxyFactory, metric_samples
+from tests.fakes.anthropic import ErrorReply, FakeAnthropic, message, text
 from tests.proxy.lifecycle_support import now_ms, write_credentials
-
-MODEL = "claude-sonnet-4-6"
-USAGE = {"input_tokens": 11, "output_tokens": 5, "cache_read_input_tokens": 100, "cache_creation_input_tokens": 40}
+from tests.proxy.server.access_support import MODEL, USAGE, eventually
 
 
 def client(url: str, key: str = "unused") -> openai.OpenAI:
     return openai.OpenAI(base_url=f"{url}/v1", api_key=key, max_retries=0, timeout=20)
-
-
-def eventually(check: Any, timeout: float = 2.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            return check()
-        except AssertionError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.02)
-
-
-def access_records(caplog: pytest.LogCaptureFixture) -> list[dict[str, Any]]:
-    return [r.access for r in caplog.records if r.name == ACCESS_LOGGER]  # type: ignore[attr-defined]
 
 
 def test_metrics_count_requests_tokens_latency_and_expiry(
@@ -113,101 +92,6 @@ def test_client_disconnects_are_counted(fake: FakeAnthropic, proxy: ProxyFactory
 
 def _assert_equal(a: Any, b: Any) -> None:
     assert a == b
-
-
-def test_access_log_one_line_per_request_with_ids_and_tokens(
-    fake: FakeAnthropic, proxy: ProxyFactory, caplog: pytest.LogCaptureFixture
-) -> None:
-    caplog.set_level(logging.INFO, logger="claude_proxy")
-    url = proxy()
-    fake.script(message(text("hi"), usage=USAGE), message(tool_use("toolu_1", "f", {}), usage=USAGE))
-    plain = httpx.post(
-        f"{url}/v1/chat/completions", json={"model": MODEL, "messages": [{"role": "user", "content": "x"}]}
-    )
-    tools = [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]
-    body = {"model": MODEL, "messages": [{"role": "user", "content": "x"}], "stream": True, "tools": tools}
-    with httpx.stream("POST", f"{url}/v1/chat/completions", json=body) as streamed:
-        streamed.read()
-    health = httpx.get(f"{url}/health")
-
-    def check() -> list[dict[str, Any]]:
-        lines = [a for a in access_records(caplog) if a["path"] != "/metrics"]
-        assert len(lines) == 3
-        return lines
-
-    first, second, third = eventually(check)
-    assert first["request_id"] == plain.headers["x-request-id"] and first["request_id"].startswith("req_")
-    assert second["request_id"] == streamed.headers["x-request-id"] != first["request_id"]
-    assert third["request_id"] == health.headers["x-request-id"]
-    assert first["upstream_request_id"] == plain.headers["x-upstream-request-id"]
-    assert first["upstream_request_id"].startswith("req_fake")
-    assert second["upstream_request_id"].startswith("req_fake") and second["stream"] is True
-    for line in (first, second):
-        assert (line["status"], line["model"], line["input_tokens"], line["output_tokens"]) == (200, MODEL, 11, 5)
-        assert (line["cache_read_tokens"], line["cache_write_tokens"], line["error"]) == (100, 40, None)
-    assert third["route"] == "/health" and third["model"] is None
-    # both formats render every field on one line
-    record = next(r for r in caplog.records if r.name == ACCESS_LOGGER)
-    rendered = json.loads(JSONFormatter().format(record))
-    assert rendered["request_id"] == first["request_id"] and rendered["level"] == "info"
-    line = PlainFormatter().format(record)
-    assert "\n" not in line and first["request_id"] in line and "POST /v1/chat/completions 200" in line
-
-
-def test_errors_are_logged_with_their_type(
-    fake: FakeAnthropic, proxy: ProxyFactory, caplog: pytest.LogCaptureFixture
-) -> None:
-    caplog.set_level(logging.INFO, logger="claude_proxy")
-    url = proxy(PROXY_MAX_RETRIES="0")
-    fake.script(ErrorReply(529, "overloaded_error", "Overloaded"))
-    response = httpx.post(
-        f"{url}/v1/chat/completions", json={"model": MODEL, "messages": [{"role": "user", "content": "x"}]}
-    )
-    assert response.status_code == 529
-    line = eventually(lambda: access_records(caplog)[-1])
-    assert line["status"] == 529 and line["error"] == "overloaded_error"
-    assert line["upstream_request_id"] == response.headers["x-upstream-request-id"]
-
-
-def test_unhandled_exception_is_a_500_envelope_with_a_request_id(
-    fake: FakeAnthropic, caplog: pytest.LogCaptureFixture, tmp_path: Path
-) -> None:
-    app = create_app(
-        Settings.from_env({"ANTHROPIC_BASE_URL": fake.url, "ANTHROPIC_API_KEY": API_KEY, "HOME": str(tmp_path)})
-    )
-    add_failing_route(app)
-    with serve(app) as url:
-        response = httpx.get(f"{url}/boom")
-        assert response.status_code == 500
-        assert response.json()["error"] == {
-            "message": "internal error in the proxy",
-            "type": "server_error",
-            "param": None,
-            "code": None,
-        }
-        assert response.headers["x-request-id"].startswith("req_")
-        assert metric_samples(url)['proxy_requests_total{model="",route="/boom",status="500"}'] == 1
-    assert any("unhandled RuntimeError" in r.getMessage() for r in caplog.records)
-
-
-def add_failing_route(app: FastAPI) -> None:
-    async def boom(request: Request) -> Response:
-        raise RuntimeError("a bug")
-
-    app.add_api_route("/boom", boom)
-
-
-def test_readyz_turns_unready_at_once_when_draining(fake: FakeAnthropic, tmp_path: Path) -> None:
-    app = create_app(
-        Settings.from_env({"ANTHROPIC_BASE_URL": fake.url, "ANTHROPIC_API_KEY": API_KEY, "HOME": str(tmp_path)})
-    )
-    with serve(app) as url:
-        assert httpx.get(f"{url}/readyz").status_code == 200
-        app.state.drain.begin()
-        ready = httpx.get(f"{url}/readyz")
-        assert ready.status_code == 503 and ready.json()["reason"] == "the proxy is shutting down"
-        assert httpx.get(f"{url}/health").status_code == 200  # still alive: in-flight work continues
-        assert metric_samples(url)["proxy_draining"] == 1
 
 
 # ---- security ------------------------------------------------------------------------------------------------------
