@@ -43,8 +43,6 @@ def translate(
         for piece in pieces:
             for event in decoder.feed(piece):
                 chunks.extend(translator.feed(orjson.loads(event.data)))
-        for event in decoder.flush():
-            chunks.extend(translator.feed(orjson.loads(event.data)))
         chunks.extend(translator.finish())
     except UpstreamError as exc:
         return chunks, exc
@@ -696,7 +694,7 @@ def test_inputs_are_never_mutated() -> None:
 
 def _events_of(stream: bytes) -> list[str]:
     decoder = SSEDecoder()
-    return [e.data for e in decoder.feed(stream) + decoder.flush()]
+    return [e.data for e in decoder.feed(stream)]
 
 
 # ---- errors ----------------------------------------------------------------------------------------------------------
