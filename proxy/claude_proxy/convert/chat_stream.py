@@ -15,7 +15,7 @@ Mapping (Anthropic event -> chunk delta), after the shapes OpenAI itself streams
 - message_delta -> stop_reason and usage are remembered; message_stop -> `{}` with the mapped `finish_reason`,
   then, with include_usage, one chunk with `choices: []` and `usage`.
 - error event -> `UpstreamError` with the HTTP status of the error type; a stream that ends without message_stop
-  is an error too (502), never a short success.
+  is an error too (`UnusableAnswer`, 502), never a short success.
 - ping, signature_delta, citations_delta, content_block_stop of text/thinking blocks, and any unknown event, delta
   or block type produce nothing.
 
@@ -34,9 +34,9 @@ from typing import Any
 import orjson
 
 from claude_proxy.convert.errors import upstream_error
-from claude_proxy.convert.response import completion_id, map_usage, tool_arguments
-from claude_proxy.convert.tables import error_status, finish_reason, merge_usage
-from claude_proxy.errors import UpstreamError
+from claude_proxy.convert.response import completion_id, tool_arguments
+from claude_proxy.convert.tables import chat_usage, error_status, finish_reason, merge_usage
+from claude_proxy.errors import UnusableAnswer
 
 _TEXT, _THINKING, _TOOL, _JSON = "text", "thinking", "tool", "json"
 # A text delta as Anthropic writes it: {"type":"content_block_delta","index":N,"delta":{"type":"text_delta","text":…}}
@@ -283,20 +283,15 @@ class StreamTranslator:
                 "model": self._model,
                 "system_fingerprint": None,
                 "choices": [],
-                "usage": map_usage(self._usage),
+                "usage": chat_usage(self._usage),
             }
         ]
 
     def finish(self) -> list[dict[str, Any]]:
-        """The upstream stream ended: the chunks still owed, or UpstreamError when it ended before message_stop.
+        """The upstream stream ended: the chunks still owed, or UnusableAnswer when it ended before message_stop.
 
         The finish and usage chunks already go out with message_stop, so after a complete stream this is empty.
         """
         if not self._done:
-            raise UpstreamError(
-                "Anthropic API stream ended before the message was complete",
-                status=502,
-                type="upstream_error",
-                code="incomplete_stream",
-            )
+            raise UnusableAnswer("Anthropic API stream ended before the message was complete", code="incomplete_stream")
         return self._usage_chunk()

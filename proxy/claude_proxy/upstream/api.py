@@ -26,6 +26,7 @@ from claude_proxy.credentials.resolver import Credential, CredentialKind, Creden
 from claude_proxy.errors import (
     CredentialsUnavailable,
     ProxyError,
+    UnusableAnswer,
     UpstreamError,
     UpstreamTimeout,
     UpstreamUnavailable,
@@ -287,11 +288,9 @@ class Upstream:
         try:
             message = orjson.loads(response.content or b"")
         except orjson.JSONDecodeError:
-            raise UpstreamError(
-                "Anthropic API returned a response that is not JSON", status=502, type="upstream_error"
-            ) from None
+            raise UnusableAnswer("Anthropic API returned a response that is not JSON") from None
         if not isinstance(message, dict) or not isinstance(message.get("content"), list):
-            raise UpstreamError("Anthropic API returned an unexpected response", status=502, type="upstream_error")
+            raise UnusableAnswer("Anthropic API returned an unexpected response")
         return message, response.headers
 
     async def open_stream(

@@ -20,7 +20,7 @@ import anyio
 import orjson
 from starlette.types import Message
 
-from claude_proxy.errors import ProxyError, UpstreamError
+from claude_proxy.errors import ProxyError, UnusableAnswer, UpstreamError
 from claude_proxy.retry import RETRYABLE_STATUS, RetryBudget
 from claude_proxy.upstream.api import Upstream, retries_spent
 from claude_proxy.upstream.client import ReadTimeout, Response, TransportError
@@ -68,9 +68,7 @@ def _stream_failure(exc: BaseException, idle_timeout: float | None) -> ProxyErro
             f"Anthropic stream stalled: no data{wait}", status=504, type="timeout_error", upstream_type="timeout"
         )
     if isinstance(exc, TransportError):
-        return UpstreamError(
-            f"connection to Anthropic lost mid-stream ({type(exc).__name__})", status=502, type="upstream_error"
-        )
+        return UnusableAnswer(f"connection to Anthropic lost mid-stream ({type(exc).__name__})")
     raise exc
 
 
@@ -82,9 +80,9 @@ def _parse(data: bytes) -> dict[str, Any]:
         try:
             value = orjson.loads(data.decode("utf-8", "replace"))
         except orjson.JSONDecodeError:
-            raise UpstreamError("Anthropic sent a malformed stream event", status=502, type="upstream_error") from None
+            raise UnusableAnswer("Anthropic sent a malformed stream event") from None
     if not isinstance(value, dict):
-        raise UpstreamError("Anthropic sent a malformed stream event", status=502, type="upstream_error")
+        raise UnusableAnswer("Anthropic sent a malformed stream event")
     return value
 
 
@@ -176,11 +174,9 @@ class StreamRelay:
             try:
                 content_type = response.headers.get("content-type", "")
                 if not content_type.startswith("text/event-stream"):
-                    raise UpstreamError(
+                    raise UnusableAnswer(
                         f"Anthropic API answered {response.status_code} with {content_type.split(';')[0] or 'no'} "
                         "content instead of an event stream (a proxy or gateway in between?)",
-                        status=502,
-                        type="upstream_error",
                         code="not_an_event_stream",
                     )
                 while len(chunks) < 2:

@@ -25,7 +25,7 @@ from starlette.types import Receive, Scope, Send
 from yarl import URL
 
 from claude_proxy.convert.tables import ANTHROPIC_TYPES, ERROR_TYPES
-from claude_proxy.errors import ProxyError, UpstreamError
+from claude_proxy.errors import ProxyError, UnusableAnswer, UpstreamError
 from claude_proxy.retry import RETRYABLE_STATUS, RetryBudget
 from claude_proxy.server.access import RequestInfo
 from claude_proxy.server.limits import read_body
@@ -237,11 +237,8 @@ async def _open_stream(
             await _close(response)
             if await _backoff(upstream, budget, f"stream failed early ({type(exc).__name__})"):
                 continue
-            raise UpstreamError(
-                f"connection to Anthropic lost before the stream began ({type(exc).__name__})",
-                status=502,
-                type="upstream_error",
-                upstream_type="api_error",
+            raise UnusableAnswer(
+                f"connection to Anthropic lost before the stream began ({type(exc).__name__})"
             ) from None
         except BaseException:
             await _close(response)
@@ -278,12 +275,7 @@ async def _relay(
                     usage.feed(chunk)
                     yield chunk
             except TransportError as exc:
-                error = broken[0] = UpstreamError(
-                    f"connection to Anthropic lost mid-stream ({type(exc).__name__})",
-                    status=502,
-                    type="upstream_error",
-                    upstream_type="api_error",
-                )
+                error = broken[0] = UnusableAnswer(f"connection to Anthropic lost mid-stream ({type(exc).__name__})")
                 yield error_event(error)
                 return
             state["finished"] = True
