@@ -5,6 +5,7 @@ handed to the relay in exactly the given pieces, which a socket could not promis
 from __future__ import annotations
 
 import random
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -12,8 +13,7 @@ import orjson
 import pytest
 
 from claude_proxy.convert.chat_stream import StreamTranslator
-from claude_proxy.retry import RetryBudget
-from claude_proxy.upstream.relay import StreamRelay
+from claude_proxy.upstream.relay import Shape, StreamRelay
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "sse"
 
@@ -36,12 +36,15 @@ class Pieces:
 
 
 class OneStream:
-    """The upstream layer's side the relay uses, answering one stream."""
+    """The upstream layer's side the relay uses, answering one stream (read by the relay's hook, not retried)."""
 
     def __init__(self, response: Pieces) -> None:
         self.response = response
 
-    async def open_stream(self, body: bytes, client_betas: str | None, budget: RetryBudget) -> Pieces:
+    async def send_with_retries(
+        self, body: bytes, client_betas: str | None, *, opened: Callable[[Pieces], Awaitable[None]], **_: Any
+    ) -> Pieces:
+        await opened(self.response)
         return self.response
 
 
@@ -52,7 +55,7 @@ async def relay_output(pieces: list[bytes], tmp_path: Path) -> list[bytes]:
         OneStream(response),  # type: ignore[arg-type]
         b"{}",
         None,
-        lambda: StreamTranslator(model="m", created=1, include_usage=True),
+        Shape(lambda: StreamTranslator(model="m", created=1, include_usage=True)),
     )
     await relay.start()
     writes: list[bytes] = []

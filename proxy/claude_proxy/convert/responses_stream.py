@@ -90,6 +90,8 @@ class _Item:
 
 
 class ResponsesStreamTranslator:
+    fast_path = None  # every event goes through `feed`: a delta's event carries ids and a sequence number
+
     def __init__(self, *, model: str, created_at: int, echo: Mapping[str, Any], json_tool: str | None = None) -> None:
         self._model = model
         self._created_at = created_at

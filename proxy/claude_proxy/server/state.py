@@ -140,21 +140,37 @@ def stream_ended(edge: Edge, info: RequestInfo, outcome: str, error: ProxyError 
 
 
 async def relay_stream(
-    scope: Scope, receive: Receive, send: Send, edge: Edge, turn: Turn, relay: StreamRelay, started: float
+    scope: Scope,
+    receive: Receive,
+    send: Send,
+    edge: Edge,
+    turn: Turn,
+    relay: StreamRelay,
+    started: float,
+    headers: Callable[[Mapping[str, str]], list[tuple[bytes, bytes]]] | None = None,
 ) -> None:
-    """Open the relay (retries happen here, before anything is sent), then stream it to the client."""
+    """Open the relay (retries happen here, before anything is sent), then stream it to the client, with `headers`
+    made from the upstream's, if given. A passthrough relay that opened onto Anthropic's own error answer
+    (`relay.refused`) sends nothing: that answer is the caller's to relay."""
     await until_disconnect(receive, relay.start, edge.drain)
-    edge.metrics.ttft.observe(time.perf_counter() - started)
     info: RequestInfo = turn.info
-    if relay.response is not None:
-        info.upstream_request_id = relay.response.headers.get("request-id")
-    if relay.translator is not None:
-        turn.usage = relay.translator.usage  # the translator's own counts, filled as the stream goes
+    response, translator = relay.response, relay.translator
+    assert response is not None
+    info.upstream_request_id = response.headers.get("request-id")
+    if relay.refused:
+        return
+    edge.metrics.ttft.observe(time.perf_counter() - started)
+    assert translator is not None
+    turn.usage = translator.usage  # the translator's own counts, filled as the stream goes
+    fail = relay.shape.fail
 
     def on_close(outcome: str) -> None:
         stream_ended(edge, info, outcome, relay.error, relay.finished)
 
     def cut(error: ProxyError) -> bytes:  # the shutdown deadline: the stream's own ending for an error
-        return relay.failure(relay.translator, error)
+        return fail(translator, error)
 
-    await SSEResponse(relay, drain=edge.drain, on_close=on_close, cut=cut)(scope, receive, send)
+    sse = SSEResponse(relay, drain=edge.drain, on_close=on_close, cut=cut)
+    if headers is not None:
+        sse.raw_headers += headers(response.headers)
+    await sse(scope, receive, send)

@@ -21,7 +21,7 @@ from claude_proxy.server.body import parse, read_json_object
 from claude_proxy.server.render import send_json
 from claude_proxy.server.state import Edge, Turn, edge_of, info_of, relay_stream
 from claude_proxy.server.streaming import until_disconnect
-from claude_proxy.upstream.relay import StreamRelay
+from claude_proxy.upstream.relay import Shape, StreamRelay
 
 
 async def chat_completions(scope: Scope, receive: Receive, send: Send) -> None:
@@ -73,8 +73,10 @@ async def stream(
         edge.upstream,
         orjson.dumps({**translation.body, "stream": True}),
         betas,
-        lambda: StreamTranslator(
-            model=translation.model, created=created, include_usage=include_usage, json_tool=translation.json_tool
+        Shape(
+            lambda: StreamTranslator(
+                model=translation.model, created=created, include_usage=include_usage, json_tool=translation.json_tool
+            )
         ),
         idle_timeout=edge.settings.stream_idle_timeout,
     )

@@ -1,9 +1,9 @@
 """POST /v1/responses: OpenAI's Responses API over the same machinery as chat completions.
 
 The request is translated by `convert.responses` (which goes through the chat translation), sent with the same
-upstream calls (`Upstream.create_message`, `StreamRelay` over `Upstream.open_stream`: one retry budget, the same error
-mapping), in the same `Turn` (concurrency limit, usage), under the same disconnect watch and shutdown drain, and
-recorded on the same access line and metrics. Only the shapes differ: a Response object, or the Responses event
+upstream calls (`Upstream.create_message`, `StreamRelay`: one retry loop and budget, the same error mapping), in the
+same `Turn` (concurrency limit, usage), under the same disconnect watch and shutdown drain, and recorded on the same
+access line and metrics. Only the shapes differ: a Response object, or the Responses event
 stream.
 
 Unless the request says `store: false`, the Response's output items go into the edge's `ItemStore` before the
@@ -28,7 +28,7 @@ from claude_proxy.server.render import send_json
 from claude_proxy.server.responses_store import ItemStore
 from claude_proxy.server.state import Edge, Turn, bearer, edge_of, info_of, relay_stream
 from claude_proxy.server.streaming import until_disconnect
-from claude_proxy.upstream.relay import StreamRelay
+from claude_proxy.upstream.relay import Shape, StreamRelay
 
 
 async def responses(scope: Scope, receive: Receive, send: Send) -> None:
@@ -100,13 +100,15 @@ async def stream(
         edge.upstream,
         orjson.dumps({**translation.body, "stream": True}),
         betas,
-        lambda: ResponsesStreamTranslator(
-            model=translation.model, created_at=created, echo=translated.echo, json_tool=translation.json_tool
+        Shape(
+            lambda: ResponsesStreamTranslator(
+                model=translation.model, created_at=created, echo=translated.echo, json_tool=translation.json_tool
+            ),
+            encode=encode_events if keep is None else _keeping(*keep),
+            done=b"",
+            fail=lambda translator, error: encode_events(translator.fail(error)),
         ),
         idle_timeout=edge.settings.stream_idle_timeout,
-        encode=encode_events if keep is None else _keeping(*keep),
-        done=b"",
-        failure=lambda translator, error: encode_events(translator.fail(error)),
     )
     await relay_stream(scope, receive, send, edge, turn, relay, started)
 
