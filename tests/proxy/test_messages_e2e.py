@@ -320,3 +320,14 @@ def test_a_stream_refused_with_an_http_error_is_answered_as_anthropic_answered(
     status, headers, body = raw_stream(url)
     assert status == 400 and json.loads(body)["error"]["message"] == "no such thing"
     assert "x-should-retry" not in headers  # not retried: nothing to add
+
+
+@pytest.mark.parametrize("etype", [b"invalid_request_error", b"some_future_error"])
+def test_a_stream_beginning_with_an_error_of_no_retryable_type_goes_out_at_once(
+    fake: FakeAnthropic, proxy: ProxyFactory, etype: bytes
+) -> None:
+    error = b'event: error\ndata: {"type":"error","error":{"type":"%s","message":"no"}}\n\n' % etype
+    fake.script({"_events": [error]}, message(text("never asked for")))
+    status, _, body = raw_stream(proxy())
+    assert status == 200 and body == error
+    assert len(fake.messages_requests) == 1

@@ -31,7 +31,8 @@ from starlette.types import Message
 from yarl import URL
 
 from claude_proxy.convert.chat_stream import encode_chunks
-from claude_proxy.convert.tables import error_status
+from claude_proxy.convert.errors import upstream_error
+from claude_proxy.convert.tables import ERROR_TYPES
 from claude_proxy.errors import ProxyError, UnusableAnswer, UpstreamError
 from claude_proxy.retry import RETRYABLE_STATUS, RetryBudget
 from claude_proxy.upstream.api import Retry, Upstream
@@ -113,6 +114,16 @@ def _parse(data: bytes) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise UnusableAnswer("Anthropic sent a malformed stream event")
     return value
+
+
+def _retryable_error(event: Mapping[str, Any]) -> int | None:
+    """The HTTP status an `error` event stands for when its type is a retryable one (an unknown type is not)."""
+    if event.get("type") != "error":
+        return None
+    error = event.get("error")
+    etype = error.get("type") if isinstance(error, Mapping) else None
+    kind = ERROR_TYPES.get(etype) if isinstance(etype, str) else None
+    return kind.status if kind is not None and kind.status in RETRYABLE_STATUS else None
 
 
 def _watch(feed: Callable[[Mapping[str, Any]], object], batch: list[bytes]) -> dict[str, Any] | None:
@@ -199,12 +210,10 @@ class StreamRelay:
                     batch = decoder.feed_data(data, b"ping")
                     if batch:
                         first = _watch(translator.feed, batch)
-                        if first is not None and first.get("type") == "error":
-                            status = error_status(first)
-                            if status in RETRYABLE_STATUS:
-                                began = UpstreamError("stream began with an error", status=status, type="api_error")
-                                why = f"stream began with an error (HTTP {status} kind)"
-                                raise Retry(began, why, "stream_error", answer=response)
+                        status = _retryable_error(first) if first is not None else None
+                        if status is not None:
+                            why = f"stream began with an error (HTTP {status} kind)"
+                            raise Retry(upstream_error(status, first, None), why, "stream_error", answer=response)
                         return
             content_type = response.headers.get("content-type", "")
             if not content_type.startswith("text/event-stream"):
