@@ -14,6 +14,7 @@ import pytest
 
 from claude_proxy.convert.chat_stream import StreamTranslator
 from claude_proxy.upstream.relay import Shape, StreamRelay
+from tests.fakes.anthropic import message, render_sse, text
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "sse"
 
@@ -121,3 +122,16 @@ async def test_error_in_the_same_read_as_text_keeps_the_text_then_ends_with_the_
         assert text == "Partial ånswer"
         assert events[-1]["error"]["type"] == "overloaded_error"
         assert "[DONE]" not in events
+
+
+async def test_a_long_read_before_the_first_output_is_relayed_whole_and_in_order(tmp_path: Path) -> None:
+    """A read far longer than the slice decoded before the first output: nothing of it is lost or reordered."""
+    answer = "".join(f"w{i} " for i in range(2000))
+    stream = b"".join(render_sse(message(text(answer))))
+    assert len(stream) > 20 * 4096
+    one_read = await relay_output([stream], tmp_path)
+    assert len(one_read) == 3  # the first output, the rest of the read, [DONE]
+    events = events_of(one_read)
+    assert "".join(e["choices"][0]["delta"].get("content") or "" for e in events[:-1] if e["choices"]) == answer
+    for pieces in cuts(stream, seed=3)[2:]:  # cut at random points (not byte by byte: 80 kB)
+        assert events_of(await relay_output(pieces, tmp_path)) == events

@@ -40,6 +40,7 @@ from claude_proxy.upstream.client import ReadTimeout, Response, TransportError
 from claude_proxy.upstream.sse import DONE, SSEDecoder, encode_data
 
 log = logging.getLogger("claude_proxy.relay")
+_SLICE = 4096  # bytes of a read decoded at a time before the first output
 
 
 def error_line(exc: ProxyError) -> bytes:
@@ -167,6 +168,7 @@ class StreamRelay:
         self._decoder = SSEDecoder()
         self._head: list[bytes] = []  # the output read by start(), sent first
         self._pending: list[bytes] = []  # events start() decoded and did not translate
+        self._rest = b""  # what start() read and did not decode
         self._ended = False  # the upstream stream ended during start()
         self.finished = False  # the stream ran to its normal end
         self.error: ProxyError | None = None  # what ended the stream with the shape's failure
@@ -197,7 +199,7 @@ class StreamRelay:
         translator = self.translator = shape.translator()
         decoder = self._decoder = SSEDecoder()
         head: list[bytes] = []
-        self._head, self._pending, self._ended = head, [], False
+        self._head, self._pending, self._rest, self._ended = head, [], b"", False
         read = response.next_chunk
         try:
             if shape.passthrough:
@@ -223,18 +225,23 @@ class StreamRelay:
                     code="not_an_event_stream",
                 )
             chunks: list[dict[str, Any]] = []
+            data = b""
             while len(chunks) < 2:
-                data = await read()
                 if not data:
-                    chunks += translator.finish()
-                    self._ended = True
-                    break
-                batch = decoder.feed_data(data, b"ping")
+                    data = await read()
+                    if not data:
+                        chunks += translator.finish()
+                        self._ended = True
+                        break
+                # A slice at a time: the first output goes out without decoding all of a long read first.
+                batch = decoder.feed_data(data[:_SLICE], b"ping")
+                data = data[_SLICE:]
                 for at, event in enumerate(batch):
                     chunks += translator.feed(_parse(event))
                     if len(chunks) >= 2:
                         self._pending = batch[at + 1 :]
                         break
+            self._rest = data
             if chunks:
                 head.append(shape.encode(chunks))
         except (ProxyError, TransportError) as exc:
@@ -266,6 +273,8 @@ class StreamRelay:
             if not self._ended:
                 decoder, read = self._decoder, self.response.next_chunk
                 batch, data = self._pending, b""
+                if self._rest:
+                    batch = batch + decoder.feed_data(self._rest, b"ping")
                 while True:
                     if passthrough:
                         if batch:
