@@ -35,7 +35,7 @@ from typing import Any
 import orjson
 
 from claude_proxy.convert.errors import upstream_error
-from claude_proxy.convert.fastpath import ChunkFrame, text_delta
+from claude_proxy.convert.fastpath import chunk_frame, text_delta
 from claude_proxy.convert.response import completion_id, tool_arguments
 from claude_proxy.convert.tables import chat_usage, error_status, finish_reason, merge_usage
 from claude_proxy.errors import UnusableAnswer
@@ -78,7 +78,7 @@ class StreamTranslator:
         self._calls = 0  # tool calls announced so far
         self._held: list[str] = []  # json_object mode: text waiting to learn whether the json tool comes
         self._json_seen = False
-        self._frame: ChunkFrame | None = None  # a content chunk's event, written around its text
+        self._frame: tuple[bytes, bytes] | None = None  # a content chunk's event before and after its text
 
     @property
     def usage(self) -> Mapping[str, Any]:
@@ -128,13 +128,10 @@ class StreamTranslator:
     def _text_delta_line(self, data: bytes) -> bytes | None:
         if not self._started or self._done or self._json_tool is not None:
             return None
-        text = text_delta(data)
-        if text is None:
-            return None
         frame = self._frame
         if frame is None:
-            frame = self._frame = ChunkFrame(self._chunk({"content": ""}), "content")
-        return frame.line(text)
+            frame = self._frame = chunk_frame(self._chunk({"content": ""}), "content")
+        return text_delta(data, frame[0], frame[1])
 
     # ---- events ----------------------------------------------------------------------------------------------------
 

@@ -1,8 +1,8 @@
 """Fast paths: a stream's commonest event turned into its output by copying bytes, not by parsing and encoding.
 
 Most events of a streamed answer are plain text deltas, and a chat chunk for one differs from the next only by its
-text. So the chunk is written once without its text (`ChunkFrame`) and each delta's text is spliced into it as the
-JSON string Anthropic sent, without decoding it into a `str` and encoding it again.
+text. So the chunk's event is written once around its text (`chunk_frame`) and each delta's text is spliced into it
+(`text_delta`) as the JSON string Anthropic sent, without decoding it into a `str` and encoding it again.
 
 What this relies on, each checked on every event (anything else is left to the general path, which parses the
 event, feeds it to the translator and encodes what comes out):
@@ -29,9 +29,9 @@ TEXT_DELTA_TAIL = b"}}"
 _HEAD, _TEXT, _TAIL = len(TEXT_DELTA_HEAD), len(TEXT_DELTA_TEXT), len(TEXT_DELTA_TAIL)
 
 
-def text_delta(data: bytes) -> bytes | None:
-    """The text of `data` (one event's JSON) as a JSON string, written as orjson writes it, when the event is a
-    non-empty plain text delta; None for anything else."""
+def text_delta(data: bytes, head: bytes = b"", tail: bytes = b"") -> bytes | None:
+    """`head + text + tail`, where text is that of `data` (one event's JSON) as a JSON string, written as orjson
+    writes it, when the event is a non-empty plain text delta; None for anything else."""
     if data[:_HEAD] != TEXT_DELTA_HEAD or data[-_TAIL:] != TEXT_DELTA_TAIL:
         return None
     at = data.find(TEXT_DELTA_TEXT, _HEAD)
@@ -47,20 +47,12 @@ def text_delta(data: bytes) -> bytes | None:
     if type(value) is not str or not value:
         return None
     # bytes.find, not `in`: `in` first tries its operand as an integer
-    return text if text.find(b"\\") < 0 else orjson.dumps(value)
+    return head + (text if text.find(b"\\") < 0 else orjson.dumps(value)) + tail
 
 
-class ChunkFrame:
-    """A server-sent event carrying one JSON object with a text field, written around the text: `line(text)` is
-    the event for `text` (a JSON string as `text_delta` gives it)."""
-
-    __slots__ = ("head", "tail")
-
-    def __init__(self, event: dict[str, object], field: str) -> None:
-        """`event` with `field` set to "" (the one place the text goes)."""
-        head, tail = orjson.dumps(event).split(b'"' + field.encode() + b'":""')
-        self.head = b"data: " + head + b'"' + field.encode() + b'":'
-        self.tail = tail + b"\n\n"
-
-    def line(self, text: bytes) -> bytes:
-        return self.head + text + self.tail
+def chunk_frame(event: dict[str, object], field: str) -> tuple[bytes, bytes]:
+    """The server-sent event carrying `event` (whose `field` is "", the one place the text goes) as the bytes before
+    and after the text: `text_delta`'s `head` and `tail`."""
+    key = b'"' + field.encode() + b'":'
+    head, tail = orjson.dumps(event).split(key + b'""')
+    return b"data: " + head + key, tail + b"\n\n"

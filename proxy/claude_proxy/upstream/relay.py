@@ -165,7 +165,7 @@ class StreamRelay:
         self.budget = RetryBudget()  # shared with the upstream layer: 1 + max_retries attempts in all
         self.response: Response | None = None
         self.translator: Translator | None = None
-        self._decoder = SSEDecoder()
+        self._decoder: SSEDecoder | None = None  # one per attempt, made by start()
         self._head: list[bytes] = []  # the output read by start(), sent first
         self._pending: list[bytes] = []  # events start() decoded and did not translate
         self._rest = b""  # what start() read and did not decode
@@ -262,7 +262,7 @@ class StreamRelay:
         the response), one per network read: its events translated together and sent at once (or, passed through,
         the read itself). One coroutine frame per read, nothing stacked on it (each layer of async iteration costs a
         resumption per event)."""
-        assert self.response is not None and self.translator is not None
+        assert self.response is not None and self.translator is not None and self._decoder is not None
         shape, translator = self.shape, self.translator
         feed, encode, passthrough = translator.feed, shape.encode, shape.passthrough
         fast = translator.fast_path
