@@ -82,6 +82,14 @@ class UpstreamError(ProxyError):
         self.retry_after = retry_after
 
 
+class UnusableAnswer(UpstreamError):
+    """Anthropic answered something the proxy cannot use: not JSON, not an event stream, a malformed event, a
+    stream cut short or broken off. Always 502 `upstream_error`; `code` says which, when a client may act on it."""
+
+    def __init__(self, message: str, *, code: str | None = None) -> None:
+        super().__init__(message, status=502, type="upstream_error", code=code)
+
+
 class UpstreamUnavailable(ProxyError):
     """Anthropic could not be reached (connection refused, reset, DNS, TLS)."""
 

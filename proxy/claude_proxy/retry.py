@@ -6,8 +6,8 @@
 - How long to wait: the server's hint when it gives one (`retry_after`: `retry-after-ms`, then `retry-after` in
   seconds or as an HTTP date), else exponential backoff with jitter (`RetryPolicy.backoff`).
 - How much in all: `RetryPolicy.max_retries` retries and `max_wait` seconds of waiting per request, tracked in a
-  `RetryBudget` that every retry of one request draws on, wherever it happens (the streaming relay retries early
-  stream failures from the budget the upstream layer used for the HTTP errors).
+  `RetryBudget` that every retry of one request draws on (towards Anthropic, all in one loop,
+  `Upstream.send_with_retries`: HTTP errors, connection failures and streams failing before their first output).
 
 The policy only computes; callers sleep through a function they are given, so tests never wait on real backoff.
 """

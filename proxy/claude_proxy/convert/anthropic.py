@@ -1,4 +1,5 @@
-"""Anthropic Messages API request shapes, as TypedDicts: what `/v1/messages` takes (and the proxy builds).
+"""Anthropic's Messages API as the `/v1/messages` passthrough sees it: the request shapes, as TypedDicts (what the
+route takes and the proxy builds), and `StreamWatch`, which reads the usage off a stream passing through.
 
 The passthrough forwards bodies unchanged and Anthropic validates them; these types document the shape (in
 `/openapi.json`) and name the fields the translation writes. Unknown fields are allowed, as Anthropic adds them.
@@ -6,6 +7,7 @@ The passthrough forwards bodies unchanged and Anthropic validates them; these ty
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, Literal, NotRequired
 
 from typing_extensions import TypedDict  # pydantic reads TypedDicts from here on Python < 3.12
@@ -49,3 +51,36 @@ class MessagesRequest(CountTokensRequest):
     stop_sequences: NotRequired[list[str]]
     metadata: NotRequired[dict[str, Any]]
     output_config: NotRequired[dict[str, Any]]
+
+
+class StreamWatch:
+    """The relay's translator for a Messages stream passed through: Anthropic's bytes go to the client unchanged, so
+    it writes nothing and never fails a stream; it only keeps the token counts of message_start and message_delta
+    (for the access log and the metrics)."""
+
+    __slots__ = ("_usage",)
+    fast_path = None  # nothing to translate
+
+    def __init__(self) -> None:
+        self._usage: dict[str, Any] = {}
+
+    @property
+    def usage(self) -> Mapping[str, Any]:
+        """The counts seen so far (input side from message_start, output from message_delta)."""
+        return self._usage
+
+    def feed(self, event: Mapping[str, Any]) -> list[dict[str, Any]]:
+        kind = event.get("type")
+        if kind == "message_start":
+            holder = event.get("message")
+        elif kind == "message_delta":
+            holder = event
+        else:
+            return []
+        usage = holder.get("usage") if isinstance(holder, Mapping) else None
+        if isinstance(usage, Mapping):
+            self._usage.update({key: value for key, value in usage.items() if isinstance(value, int)})
+        return []
+
+    def finish(self) -> list[dict[str, Any]]:
+        return []

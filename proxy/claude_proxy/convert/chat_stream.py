@@ -2,7 +2,8 @@
 
 `feed(event)` takes one parsed event (the JSON of an SSE `data` field) and returns the chunks it produces;
 `finish()` is called once the upstream stream has ended. No I/O, no logging, no globals; events are never mutated.
-The reassembled chunks equal what `response.to_openai` makes of the same message, non-streamed.
+The reassembled chunks equal what `response.to_openai` makes of the same message, non-streamed. `encode_chunks`
+writes them as the stream's events; `fast_path` writes a plain text delta's event straight from Anthropic's bytes.
 
 Mapping (Anthropic event -> chunk delta), after the shapes OpenAI itself streams:
 - message_start -> the first chunk, `{"role": "assistant", "content": ""}`; it fixes `id`, `model` and the
@@ -15,7 +16,7 @@ Mapping (Anthropic event -> chunk delta), after the shapes OpenAI itself streams
 - message_delta -> stop_reason and usage are remembered; message_stop -> `{}` with the mapped `finish_reason`,
   then, with include_usage, one chunk with `choices: []` and `usage`.
 - error event -> `UpstreamError` with the HTTP status of the error type; a stream that ends without message_stop
-  is an error too (502), never a short success.
+  is an error too (`UnusableAnswer`, 502), never a short success.
 - ping, signature_delta, citations_delta, content_block_stop of text/thinking blocks, and any unknown event, delta
   or block type produce nothing.
 
@@ -28,20 +29,25 @@ and nothing is delayed. Text after the tool is dropped: the JSON already sent is
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import orjson
 
 from claude_proxy.convert.errors import upstream_error
-from claude_proxy.convert.response import completion_id, map_usage, tool_arguments
-from claude_proxy.convert.tables import error_status, finish_reason, merge_usage
-from claude_proxy.errors import UpstreamError
+from claude_proxy.convert.fastpath import chunk_frame, text_delta
+from claude_proxy.convert.response import completion_id, tool_arguments
+from claude_proxy.convert.tables import chat_usage, error_status, finish_reason, merge_usage
+from claude_proxy.errors import UnusableAnswer
 
 _TEXT, _THINKING, _TOOL, _JSON = "text", "thinking", "tool", "json"
-# A text delta as Anthropic writes it: {"type":"content_block_delta","index":N,"delta":{"type":"text_delta","text":…}}
-_TEXT_DELTA_HEAD = b'{"type":"content_block_delta","index":'
-_TEXT_DELTA_TEXT = b',"delta":{"type":"text_delta","text":'
+
+
+def encode_chunks(chunks: list[dict[str, Any]]) -> bytes:
+    """Chunks as a chat completions stream carries them: one `data:` event each."""
+    if len(chunks) == 1:  # most network reads carry one event, which makes one chunk
+        return b"data: " + orjson.dumps(chunks[0]) + b"\n\n"
+    return b"".join([b"data: " + orjson.dumps(chunk) + b"\n\n" for chunk in chunks])
 
 
 class _Block:
@@ -72,7 +78,7 @@ class StreamTranslator:
         self._calls = 0  # tool calls announced so far
         self._held: list[str] = []  # json_object mode: text waiting to learn whether the json tool comes
         self._json_seen = False
-        self._text_frame: tuple[bytes, bytes] | None = None  # a content chunk's JSON before and after its text
+        self._frame: tuple[bytes, bytes] | None = None  # a content chunk's event before and after its text
 
     @property
     def usage(self) -> Mapping[str, Any]:
@@ -113,32 +119,19 @@ class StreamTranslator:
         if block is not None and block.kind in (_TOOL, _JSON) and not block.streamed:
             self._arguments(out, block, tool_arguments(block.input))
 
-    def text_delta_json(self, data: bytes) -> bytes | None:
-        """The JSON of the chunk for `data` (an event's raw JSON) when it is a text delta of a started plain answer
-        written as Anthropic writes one, spliced: the text's JSON string is copied, not decoded and encoded again.
-        None for anything else, which `feed` then takes. The chunk is the one `feed` makes, as JSON."""
-        if (
-            data[:38] != _TEXT_DELTA_HEAD
-            or data[-2:] != b"}}"
-            or not self._started
-            or self._done
-            or self._json_tool is not None
-        ):
+    @property
+    def fast_path(self) -> Callable[[bytes], bytes | None]:
+        """The fast path (`convert.fastpath`): an event's raw JSON -> the bytes `encode_chunks(feed(event))` would
+        be, when it is a plain text delta of a started plain answer; None for anything else, which `feed` takes."""
+        return self._text_delta_line
+
+    def _text_delta_line(self, data: bytes) -> bytes | None:
+        if not self._started or self._done or self._json_tool is not None:
             return None
-        at = data.find(_TEXT_DELTA_TEXT, 38)
-        if at < 0 or not data[38:at].isdigit():
-            return None
-        text = data[at + 37 : -2]
-        try:
-            value = orjson.loads(text)
-        except orjson.JSONDecodeError:  # not one JSON string: the event has more to it than a text delta
-            return None
-        if type(value) is not str or not value:
-            return None
-        if self._text_frame is None:
-            head, tail = orjson.dumps(self._chunk({"content": ""})).split(b'"content":""')
-            self._text_frame = (head + b'"content":', tail)
-        return self._text_frame[0] + text + self._text_frame[1]
+        frame = self._frame
+        if frame is None:
+            frame = self._frame = chunk_frame(self._chunk({"content": ""}), "content")
+        return text_delta(data, frame[0], frame[1])
 
     # ---- events ----------------------------------------------------------------------------------------------------
 
@@ -283,20 +276,15 @@ class StreamTranslator:
                 "model": self._model,
                 "system_fingerprint": None,
                 "choices": [],
-                "usage": map_usage(self._usage),
+                "usage": chat_usage(self._usage),
             }
         ]
 
     def finish(self) -> list[dict[str, Any]]:
-        """The upstream stream ended: the chunks still owed, or UpstreamError when it ended before message_stop.
+        """The upstream stream ended: the chunks still owed, or UnusableAnswer when it ended before message_stop.
 
         The finish and usage chunks already go out with message_stop, so after a complete stream this is empty.
         """
         if not self._done:
-            raise UpstreamError(
-                "Anthropic API stream ended before the message was complete",
-                status=502,
-                type="upstream_error",
-                code="incomplete_stream",
-            )
+            raise UnusableAnswer("Anthropic API stream ended before the message was complete", code="incomplete_stream")
         return self._usage_chunk()

@@ -11,20 +11,8 @@ from typing import Any
 
 import orjson
 
-from claude_proxy.convert.tables import finish_reason, tokens
-from claude_proxy.convert.wire import ToolCallOut, UsageOut
-
-
-def map_usage(usage: Mapping[str, Any] | None) -> UsageOut:
-    """Anthropic usage -> OpenAI usage; prompt_tokens counts cache reads and writes, cached_tokens the reads."""
-    counts = tokens(usage)
-    cached, prompt, completion = counts.cache_read, counts.prompt, counts.output
-    return {
-        "prompt_tokens": prompt,
-        "completion_tokens": completion,
-        "total_tokens": prompt + completion,
-        "prompt_tokens_details": {"cached_tokens": cached},
-    }
+from claude_proxy.convert.tables import chat_usage, finish_reason
+from claude_proxy.convert.wire import ToolCallOut
 
 
 def tool_arguments(value: Any) -> str:
@@ -82,6 +70,6 @@ def to_openai(message: Mapping[str, Any], *, model: str, created: int, json_tool
         "created": created,
         "model": message.get("model") or model,
         "choices": [{"index": 0, "message": out_message, "logprobs": None, "finish_reason": finish}],
-        "usage": map_usage(message.get("usage")),
+        "usage": chat_usage(message.get("usage")),
         "system_fingerprint": None,
     }

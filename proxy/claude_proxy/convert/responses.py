@@ -43,7 +43,7 @@ from pydantic import Field, ValidationError
 from claude_proxy.convert.errors import first_problem
 from claude_proxy.convert.request import Options, Translation, to_anthropic
 from claude_proxy.convert.response import tool_arguments
-from claude_proxy.convert.tables import tokens
+from claude_proxy.convert.tables import responses_usage
 from claude_proxy.convert.wire import ChatRequest, _Open
 from claude_proxy.errors import InvalidRequest
 
@@ -401,21 +401,6 @@ def to_anthropic_request(req: ResponsesRequest, options: Options, lookup: Lookup
 # ---- response ------------------------------------------------------------------------------------------------------
 
 
-def map_usage(usage: Mapping[str, Any] | None) -> dict[str, Any]:
-    """Anthropic usage -> Responses usage; input_tokens counts cache reads and writes, cached_tokens the reads and
-    cache_write_tokens the writes.
-    Anthropic does not count thinking tokens apart, so reasoning_tokens is 0 (they are within output_tokens)."""
-    counts = tokens(usage)
-    cached, written, prompt, output = counts.cache_read, counts.cache_write, counts.prompt, counts.output
-    return {
-        "input_tokens": prompt,
-        "input_tokens_details": {"cached_tokens": cached, "cache_write_tokens": written},
-        "output_tokens": output,
-        "output_tokens_details": {"reasoning_tokens": 0},
-        "total_tokens": prompt + output,
-    }
-
-
 def response_id(message_id: str | None) -> str:
     base = message_id.removeprefix("msg_") if message_id else "proxy"
     return f"resp_{base}"
@@ -535,5 +520,5 @@ def to_response(
         output=output,
         status=status,
         incomplete_details=details,
-        usage=map_usage(message.get("usage")),
+        usage=responses_usage(message.get("usage")),
     )

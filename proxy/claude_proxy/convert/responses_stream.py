@@ -18,8 +18,8 @@ Event sequence, after the one OpenAI streams (every event carries a `sequence_nu
   `function_call_arguments.done`, `output_item.done`.
 - message_stop -> `response.completed`, or `response.incomplete` when Anthropic stopped for max_tokens or a refusal,
   with the whole Response (output, usage).
-- an `error` event -> `UpstreamError`; a stream that ends without message_stop is one too (502). Once output was
-  sent, `fail` ends the stream with `response.failed` carrying the error.
+- an `error` event -> `UpstreamError`; a stream that ends without message_stop is an `UnusableAnswer` (502). Once
+  output was sent, `fail` ends the stream with `response.failed` carrying the error.
 
 Nothing is released before real output exists (a delta, or the end of the message): until then the events are held,
 so a failure there can still be retried invisibly or answered as a plain HTTP error.
@@ -40,7 +40,6 @@ from claude_proxy.convert.response import tool_arguments
 from claude_proxy.convert.responses import (
     call_item,
     item_id,
-    map_usage,
     message_item,
     output_text,
     reasoning_item,
@@ -48,8 +47,8 @@ from claude_proxy.convert.responses import (
     response_object,
     status_of,
 )
-from claude_proxy.convert.tables import error_status, merge_usage
-from claude_proxy.errors import ProxyError, UpstreamError
+from claude_proxy.convert.tables import error_status, merge_usage, responses_usage
+from claude_proxy.errors import ProxyError, UnusableAnswer
 
 # Events that announce output without carrying any: held back with the lifecycle events until real output comes.
 _ANNOUNCE = frozenset(
@@ -91,6 +90,8 @@ class _Item:
 
 
 class ResponsesStreamTranslator:
+    fast_path = None  # every event goes through `feed`: a delta's event carries ids and a sequence number
+
     def __init__(self, *, model: str, created_at: int, echo: Mapping[str, Any], json_tool: str | None = None) -> None:
         self._model = model
         self._created_at = created_at
@@ -332,19 +333,14 @@ class ResponsesStreamTranslator:
         last = self._output[-1] if self._output else None
         if status == "incomplete" and last is not None and last["type"] in ("message", "function_call"):
             self._output[-1] = {**last, "status": "incomplete"}  # the item the cut ended, as the whole answer says
-        response = self._response(status, incomplete_details=details, usage=map_usage(self._usage))
+        response = self._response(status, incomplete_details=details, usage=responses_usage(self._usage))
         self._event(kind, response=response)
         self._done = True
 
     def finish(self) -> list[dict[str, Any]]:
-        """The upstream stream ended: UpstreamError when it ended before message_stop (never a short success)."""
+        """The upstream stream ended: UnusableAnswer when it ended before message_stop (never a short success)."""
         if not self._done:
-            raise UpstreamError(
-                "Anthropic API stream ended before the message was complete",
-                status=502,
-                type="upstream_error",
-                code="incomplete_stream",
-            )
+            raise UnusableAnswer("Anthropic API stream ended before the message was complete", code="incomplete_stream")
         return self._release()
 
     def fail(self, error: ProxyError) -> list[dict[str, Any]]:
@@ -352,6 +348,7 @@ class ResponsesStreamTranslator:
         self._live = True
         self._start()
         failure = {"code": _error_code(error.status), "message": error.message}
-        self._event("response.failed", response=self._response("failed", error=failure, usage=map_usage(self._usage)))
+        usage = responses_usage(self._usage)
+        self._event("response.failed", response=self._response("failed", error=failure, usage=usage))
         self._done = True
         return self._release()

@@ -1,4 +1,5 @@
-"""The facts both APIs are mapped by, each in one table: finish reasons, error types and usage fields.
+"""The facts both APIs are mapped by, each in one table: finish reasons, error types and usage fields (and the two
+usage shapes made from them: chat completions' and the Responses API's).
 
 Streaming and non-streamed translation, the metrics, the access log and the `/v1/messages` passthrough all read these,
 so a new Anthropic stop reason, error type or usage field is added here once.
@@ -8,6 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any, Literal, NamedTuple
+
+from claude_proxy.convert.wire import UsageOut
 
 FinishReason = Literal["stop", "length", "tool_calls", "content_filter", "function_call"]
 
@@ -121,3 +124,31 @@ def merge_usage(into: dict[str, Any], usage: Any) -> None:
             value = usage.get(key)
             if value is not None:
                 into[key] = value
+
+
+def chat_usage(usage: Mapping[str, Any] | None) -> UsageOut:
+    """Anthropic usage -> chat completions usage; prompt_tokens counts cache reads and writes, cached_tokens the
+    reads."""
+    counts = tokens(usage)
+    cached, prompt, completion = counts.cache_read, counts.prompt, counts.output
+    return {
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+        "prompt_tokens_details": {"cached_tokens": cached},
+    }
+
+
+def responses_usage(usage: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Anthropic usage -> Responses usage; input_tokens counts cache reads and writes, cached_tokens the reads and
+    cache_write_tokens the writes.
+    Anthropic does not count thinking tokens apart, so reasoning_tokens is 0 (they are within output_tokens)."""
+    counts = tokens(usage)
+    cached, written, prompt, output = counts.cache_read, counts.cache_write, counts.prompt, counts.output
+    return {
+        "input_tokens": prompt,
+        "input_tokens_details": {"cached_tokens": cached, "cache_write_tokens": written},
+        "output_tokens": output,
+        "output_tokens_details": {"reasoning_tokens": 0},
+        "total_tokens": prompt + output,
+    }

@@ -153,25 +153,37 @@ def stream_ended(state: AppState, info: RequestInfo, outcome: str, error: ProxyE
 
 
 async def relay_stream(
-    request: Request, state: AppState, slot: UpstreamSlot, relay: StreamRelay, started: float
-) -> SSEResponse:
+    receive: Receive,
+    state: AppState,
+    slot: UpstreamSlot,
+    relay: StreamRelay,
+    started: float,
+    headers: Callable[[Mapping[str, str]], list[tuple[bytes, bytes]]] | None = None,
+) -> SSEResponse | None:
     """Open the relay (retries happen here, before anything is sent), then the response that streams it to the client
-    and, when the stream ends, releases `slot`."""
-    await until_disconnect(request.receive, relay.start, state.drain)
-    state.metrics.ttft.observe(time.perf_counter() - started)
+    (with `headers` made from the upstream's, if given) and, when the stream ends, releases `slot`. A passthrough relay
+    that opened onto Anthropic's own error answer (`relay.refused`) gives None: that answer is the caller's to relay."""
+    await until_disconnect(receive, relay.start, state.drain)
     info: RequestInfo = slot.info
-    if relay.response is not None:
-        info.upstream_request_id = relay.response.headers.get("request-id")
-    if relay.translator is not None:
-        slot.usage = relay.translator.usage  # the translator's own counts, filled as the stream goes
+    upstream, translator = relay.response, relay.translator
+    assert upstream is not None
+    info.upstream_request_id = upstream.headers.get("request-id")
+    if relay.refused:
+        return None
+    state.metrics.ttft.observe(time.perf_counter() - started)
+    assert translator is not None
+    slot.usage = translator.usage  # the translator's own counts, filled as the stream goes
+    fail = relay.shape.fail
 
     def on_close(outcome: str) -> None:
         stream_ended(state, info, outcome, relay.error, relay.finished)
         slot.release()
 
     def error_ending(error: ProxyError) -> bytes:  # the shutdown deadline: the stream's own ending for an error
-        return relay.failure(relay.translator, error)
+        return fail(translator, error)
 
     response = SSEResponse(relay, drain=state.drain, on_close=on_close, error_ending=error_ending)
+    if headers is not None:
+        response.raw_headers += headers(upstream.headers)
     slot.hold_for_stream()
     return response

@@ -6,7 +6,8 @@ changed, and once more after a 401 in case the file was rewritten since.
 
 Retries follow `retry.py`: 429, 529, 500/502/503/504 and connection failures, with jittered exponential backoff that
 honours `retry-after`/`retry-after-ms` and `x-should-retry`, bounded in attempts and in total wait. They happen only
-before anything was sent to the client: the streaming relay calls `open_stream` again only while it has sent nothing.
+before anything was sent to the client, in one loop (`send_with_retries`) that also retries a stream failing before its
+first output (the streaming relay's `opened` hook raises `Retry`), all from one budget.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 import aiohttp
+import anyio
 import orjson
 from yarl import URL
 
@@ -26,6 +28,7 @@ from claude_proxy.credentials.resolver import Credential, CredentialKind, Creden
 from claude_proxy.errors import (
     CredentialsUnavailable,
     ProxyError,
+    UnusableAnswer,
     UpstreamError,
     UpstreamTimeout,
     UpstreamUnavailable,
@@ -92,6 +95,32 @@ def retries_spent(error: ProxyError) -> ProxyError:
 def _retryable_transport(exc: TransportError) -> bool:
     # A read timeout means the upstream is generating slowly or stalled: retrying would start the work again.
     return exc.retry_safe
+
+
+class Retry(Exception):
+    """An attempt's failure that another attempt may not meet, raised inside `Upstream.send_with_retries` (by an
+    attempt, or by the `opened` hook of a stream). When no retry is left the client gets `error`, or `answer` when
+    there is one: Anthropic's own answer, relayed as it is."""
+
+    def __init__(
+        self,
+        error: ProxyError,
+        why: str,
+        reason: str,
+        hint: float | None = None,
+        answer: Response | None = None,
+    ) -> None:
+        super().__init__(why)
+        self.error = error
+        self.why = why  # for the log line
+        self.reason = reason  # the retry metric's label (`retry_reason`, or "connection", "stream_error")
+        self.hint = hint  # the server's retry-after, in seconds
+        self.answer = answer
+
+
+async def _close(response: Response) -> None:
+    with anyio.CancelScope(shield=True):  # the request's own cancellation must not leave the connection open
+        await response.close()
 
 
 class UpstreamObserver(Protocol):
@@ -167,21 +196,6 @@ class Upstream:
         if self.login is not None and refuses_login(error.status, error.upstream_type, messages=messages):
             self.login.refused(kind, error.status, error.upstream_message)
 
-    async def backoff(
-        self, retry: int, hint: float | None, budget: RetryBudget, why: str, reason: str = "other"
-    ) -> bool:
-        """Sleep before a retry if the policy allows it and charge it to `budget`; False to give up."""
-        wait = self.retry.delay(retry, hint, budget.waited)
-        if wait is None:
-            return False
-        self.retries += 1
-        if self.observer is not None:
-            self.observer.retry(reason)
-        log.info("upstream %s; retry %d/%d in %.2fs", why, retry, self.retry.max_retries, wait)
-        await self.sleep(wait)
-        budget.spend(wait)
-        return True
-
     async def _send(
         self,
         body: bytes,
@@ -234,50 +248,89 @@ class Upstream:
         url: URL | None = None,
         version: str | None = None,
         relay_errors: bool = False,
+        opened: Callable[[Response], Awaitable[None]] | None = None,
     ) -> Response:
         """POST /v1/messages (or `url`) until a non-retryable answer; returns a 2xx response (a stream still open).
         With `relay_errors`, the final error answer is returned too, its body read and the response closed, instead
         of raised.
 
-        `budget` carries the retries already spent on this client request (the streaming relay retries early stream
-        failures from the same budget), so one request never makes more than 1 + max_retries attempts."""
+        The one retry loop before the first byte: `opened`, given for a stream, reads an opened 2xx answer up to its
+        first output before it counts as the answer, and raises `Retry` for an early failure worth another attempt;
+        that attempt is charged to the same `budget` as the HTTP and connection failures, so one client request
+        never makes more than 1 + max_retries attempts. The response is closed whenever it is not returned."""
         budget = budget if budget is not None else RetryBudget()
         while True:
+            response: Response | None = None
             try:
-                response = await self._send(body, client_betas, stream=stream, url=url, version=version)
-            except TransportError as exc:
-                error = _transport_error(exc, self.base_url)
-                if _retryable_transport(exc) and await self.backoff(
-                    budget.retries + 1, None, budget, f"transport error {type(exc).__name__}", "connection"
-                ):
-                    continue
-                raise (retries_spent(error) if budget.retries else error) from None
-            if response.status_code < 400:
-                if self.login is not None:
-                    self.login.accepted(self._login_kind)
+                response = await self._attempt(body, client_betas, stream, url, version, relay_errors, budget)
+                if opened is not None and response.status_code < 400:
+                    await opened(response)
                 return response
-            try:
-                content = await response.read()
-            except TransportError as exc:
-                raise _transport_error(exc, self.base_url) from None
-            finally:
-                await response.close()
-            error = upstream_error(response.status_code, _parse_error_body(content), response.headers)
-            self._note_login(error, self._login_kind, messages=True)
-            if should_retry(response.status_code, response.headers):
-                if await self.backoff(
-                    budget.retries + 1,
-                    retry_after(response.headers),
-                    budget,
-                    f"answered HTTP {response.status_code}",
-                    retry_reason(response.status_code),
-                ):
-                    continue
-                if budget.retries and not relay_errors:
-                    raise retries_spent(error)
-            if relay_errors:
-                return response
-            raise error
+            except Retry as retry:
+                wait = self.retry.delay(budget.retries + 1, retry.hint, budget.waited)
+                if wait is None and retry.answer is not None:
+                    return retry.answer
+                if response is not None:
+                    await _close(response)
+                if wait is None:
+                    error = retry.error
+                    break  # raised below, outside this clause: as its context, `retry` (which holds it) would cycle
+                self.retries += 1
+                if self.observer is not None:
+                    self.observer.retry(retry.reason)
+                log.info(
+                    "upstream %s; retry %d/%d in %.2fs", retry.why, budget.retries + 1, self.retry.max_retries, wait
+                )
+                await self.sleep(wait)
+                budget.spend(wait)
+            except BaseException:
+                if response is not None:
+                    await _close(response)
+                raise
+        raise retries_spent(error) if budget.retries else error
+
+    async def _attempt(
+        self,
+        body: bytes,
+        client_betas: str | None,
+        stream: bool,
+        url: URL | None,
+        version: str | None,
+        relay_errors: bool,
+        budget: RetryBudget,
+    ) -> Response:
+        """One attempt of `send_with_retries`: a 2xx answer, the final error answer with `relay_errors`, else the
+        error raised (as `Retry` when another attempt may succeed)."""
+        try:
+            response = await self._send(body, client_betas, stream=stream, url=url, version=version)
+        except TransportError as exc:
+            error = _transport_error(exc, self.base_url)
+            if _retryable_transport(exc):
+                raise Retry(error, f"transport error {type(exc).__name__}", "connection") from None
+            raise (retries_spent(error) if budget.retries else error) from None
+        if response.status_code < 400:
+            if self.login is not None:
+                self.login.accepted(self._login_kind)
+            return response
+        try:
+            content = await response.read()
+        except TransportError as exc:
+            raise _transport_error(exc, self.base_url) from None
+        finally:
+            await response.close()
+        error = upstream_error(response.status_code, _parse_error_body(content), response.headers)
+        self._note_login(error, self._login_kind, messages=True)
+        if should_retry(response.status_code, response.headers):
+            raise Retry(
+                error,
+                f"answered HTTP {response.status_code}",
+                retry_reason(response.status_code),
+                retry_after(response.headers),
+                response if relay_errors else None,
+            )
+        if relay_errors:
+            return response
+        raise error
 
     async def create_message(
         self, body: Mapping[str, Any], client_betas: str | None = None
@@ -287,18 +340,10 @@ class Upstream:
         try:
             message = orjson.loads(response.content or b"")
         except orjson.JSONDecodeError:
-            raise UpstreamError(
-                "Anthropic API returned a response that is not JSON", status=502, type="upstream_error"
-            ) from None
+            raise UnusableAnswer("Anthropic API returned a response that is not JSON") from None
         if not isinstance(message, dict) or not isinstance(message.get("content"), list):
-            raise UpstreamError("Anthropic API returned an unexpected response", status=502, type="upstream_error")
+            raise UnusableAnswer("Anthropic API returned an unexpected response")
         return message, response.headers
-
-    async def open_stream(
-        self, body: bytes, client_betas: str | None = None, budget: RetryBudget | None = None
-    ) -> Response:
-        """POST /v1/messages with stream: true; the caller reads the open response and must close it."""
-        return await self.send_with_retries(body, client_betas, stream=True, budget=budget)
 
     async def list_models(self) -> list[dict[str, Any]]:
         """GET /v1/models, all pages (bounded)."""

@@ -142,14 +142,13 @@ class SSEDecoder:
             elif line[0] != 0x3A:  # not a ":" comment
                 self._field(line)
 
-    def flush(self) -> list[ServerSentEvent]:
+    def flush(self) -> None:
         """The stream ended: every complete event was already returned by `feed`; a partial one is dropped."""
         self._buf = b""
         self._data = []
         self._event = b""
         self._retry = None
         self._skip_lf = False
-        return []
 
     def _field(self, line: bytes) -> None:
         name, colon, value = line.partition(b":")

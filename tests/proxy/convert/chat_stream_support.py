@@ -33,8 +33,6 @@ def translate(
         for piece in pieces:
             for event in decoder.feed(piece):
                 chunks.extend(translator.feed(orjson.loads(event.data)))
-        for event in decoder.flush():
-            chunks.extend(translator.feed(orjson.loads(event.data)))
         chunks.extend(translator.finish())
     except UpstreamError as exc:
         return chunks, exc
@@ -203,4 +201,4 @@ def deltas_of(chunks: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def events_of(stream: bytes) -> list[str]:
     decoder = SSEDecoder()
-    return [e.data for e in decoder.feed(stream) + decoder.flush()]
+    return [e.data for e in decoder.feed(stream)]

@@ -3,14 +3,6 @@
 
 from __future__ import annotations
 
-import json
-from typing import Any
-
-import orjson
-import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
-
 from claude_proxy.convert.chat_stream import StreamTranslator
 from tests.proxy.convert.chat_stream_support import (
     block_start,
@@ -85,52 +77,3 @@ def test_json_mode_other_tools_stay_tool_calls_and_thinking_streams() -> None:
     assert result["reasoning"] == "hmm"
     assert result["tool_calls"] == [{"id": "toolu_o", "name": "other", "arguments": '{"x":1}'}]
     assert result["finish_reason"] == "tool_calls"
-
-
-# ---- the spliced text delta --------------------------------------------------------------------------------------
-
-
-def _started(**kwargs: Any) -> StreamTranslator:
-    t = StreamTranslator(model="claude-x", created=7, include_usage=False, **kwargs)
-    t.feed({"type": "message_start", "message": {"id": "msg_9", "model": "claude-x", "usage": {}}})
-    t.feed({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}})
-    return t
-
-
-@settings(max_examples=300, deadline=None)
-@given(text=st.text(min_size=1, max_size=40), ascii_only=st.booleans(), index=st.integers(0, 12))
-def test_a_spliced_text_delta_is_the_chunk_feed_makes(text: str, ascii_only: bool, index: int) -> None:
-    """Whichever way Anthropic escapes the text (raw UTF-8 or \\u escapes), the spliced chunk reads as the one `feed`
-    makes from the parsed event."""
-    event = {"type": "content_block_delta", "index": index, "delta": {"type": "text_delta", "text": text}}
-    data = json.dumps(event, separators=(",", ":"), ensure_ascii=ascii_only).encode()
-    spliced = _started().text_delta_json(data)
-    assert spliced is not None
-    assert orjson.loads(spliced) == _started().feed(event)[0]
-
-
-@pytest.mark.parametrize(
-    "data",
-    [
-        b'{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":""}}',  # empty: no chunk
-        b'{"type":"content_block_delta","index":0,"delta":{"type":"thinking_delta","thinking":"hm"}}',
-        b'{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"a","extra":1}}',
-        b'{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"a"},"x":{"y":"b"}}',
-        b'{"type":"content_block_delta","index":x,"delta":{"type":"text_delta","text":"a"}}',
-        b'{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":7}}',
-        b'{"type":"content_block_delta", "index":0,"delta":{"type":"text_delta","text":"a"}}',
-        b'{"type":"message_stop"}',
-    ],
-)
-def test_anything_but_a_plain_text_delta_is_left_to_feed(data: bytes) -> None:
-    assert _started().text_delta_json(data) is None
-
-
-def test_no_splice_before_the_answer_began_after_it_ended_or_in_json_object_mode() -> None:
-    data = b'{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"a"}}'
-    assert StreamTranslator(model="m", created=1, include_usage=False).text_delta_json(data) is None
-    assert _started(json_tool="json_answer").text_delta_json(data) is None
-    ended = _started()
-    ended.feed({"type": "message_stop"})
-    assert ended.text_delta_json(data) is None
-    assert _started().text_delta_json(data) is not None

@@ -6,7 +6,8 @@ from typing import Any
 
 import pytest
 
-from claude_proxy.convert.response import map_usage, to_openai
+from claude_proxy.convert.response import to_openai
+from claude_proxy.convert.tables import chat_usage
 from claude_proxy.convert.tables import finish_reason as map_finish_reason
 
 
@@ -29,7 +30,7 @@ def test_finish_reasons_stay_inside_openais_enum(stop: str | None, finish: str) 
 
 
 def test_usage_counts_cache_reads_and_writes_and_tolerates_nulls() -> None:
-    assert map_usage(
+    assert chat_usage(
         {"input_tokens": 3, "cache_creation_input_tokens": 10, "cache_read_input_tokens": 100, "output_tokens": 5}
     ) == {
         "prompt_tokens": 113,
@@ -38,9 +39,9 @@ def test_usage_counts_cache_reads_and_writes_and_tolerates_nulls() -> None:
         "prompt_tokens_details": {"cached_tokens": 100},
     }
     assert (
-        map_usage({"input_tokens": None, "output_tokens": None, "cache_read_input_tokens": None})["total_tokens"] == 0
+        chat_usage({"input_tokens": None, "output_tokens": None, "cache_read_input_tokens": None})["total_tokens"] == 0
     )
-    assert map_usage(None)["prompt_tokens"] == 0
+    assert chat_usage(None)["prompt_tokens"] == 0
 
 
 def anthropic_message(*content: dict[str, Any], stop: str = "end_turn") -> dict[str, Any]:

@@ -36,8 +36,6 @@ def run_stream(
         for piece in pieces:
             for sse in decoder.feed(piece):
                 events += translator.feed(orjson.loads(sse.data))
-        for sse in decoder.flush():
-            events += translator.feed(orjson.loads(sse.data))
         events += translator.finish()
     except UpstreamError as exc:
         return events, exc, translator

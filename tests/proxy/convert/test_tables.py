@@ -8,10 +8,9 @@ import pytest
 
 from claude_proxy.convert.chat_stream import StreamTranslator
 from claude_proxy.convert.errors import upstream_error
-from claude_proxy.convert.response import map_usage, to_openai
-from claude_proxy.convert.responses import map_usage as responses_usage
+from claude_proxy.convert.response import to_openai
 from claude_proxy.convert.responses_stream import ResponsesStreamTranslator
-from claude_proxy.convert.tables import ERROR_TYPES, FINISH_REASONS, USAGE_KEYS
+from claude_proxy.convert.tables import ERROR_TYPES, FINISH_REASONS, USAGE_KEYS, chat_usage, responses_usage
 from claude_proxy.errors import UpstreamError
 from claude_proxy.server.access import RequestInfo
 from claude_proxy.server.metrics import Metrics
@@ -94,7 +93,7 @@ def test_a_stop_reason_finishes_a_stream_as_it_finishes_a_message(stop: str | No
 def test_usage_is_counted_alike_by_both_apis_the_metrics_and_the_access_line() -> None:
     usage = {"input_tokens": 7, "output_tokens": 5, "cache_read_input_tokens": 11, "cache_creation_input_tokens": 13}
     assert set(usage) == set(USAGE_KEYS)
-    chat = map_usage(usage)
+    chat = chat_usage(usage)
     assert (chat["prompt_tokens"], chat["completion_tokens"], chat["total_tokens"]) == (31, 5, 36)
     assert chat["prompt_tokens_details"] == {"cached_tokens": 11}
     responses = responses_usage(usage)

@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from tests.conftest import API_KEY, OAUTH_TOKEN, ProxyFactory, metric_samples
-from tests.fakes.anthropic import ErrorReply, FakeAnthropic, message, text, tool_use
+from tests.fakes.anthropic import RESET, ErrorReply, FakeAnthropic, message, render_sse, text, tool_use
 
 CLIENT_KEY = "client-inbound-key-1"
 TOOLS = [
@@ -246,3 +246,88 @@ def test_proxy_errors_in_anthropic_envelope(fake: FakeAnthropic, proxy: ProxyFac
         )
     assert unreachable.value.status_code == 502
     assert unreachable.value.body["error"]["type"] == "api_error"  # type: ignore[index]
+
+
+# ---- the stream relay, passing through ----------------------------------------------------------------------------
+
+STREAM_BODY = {
+    "model": "claude-sonnet-4-6",
+    "max_tokens": 10,
+    "stream": True,
+    "messages": [{"role": "user", "content": "x"}],
+}
+OVERLOADED = b'event: error\ndata: {"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}\n\n'
+
+
+def raw_stream(url: str) -> tuple[int, dict[str, str], bytes]:
+    with httpx.stream("POST", f"{url}/v1/messages", json=STREAM_BODY, timeout=20) as response:
+        return response.status_code, dict(response.headers), b"".join(response.iter_raw())
+
+
+def test_connection_lost_mid_stream_ends_with_an_error_event(fake: FakeAnthropic, proxy: ProxyFactory) -> None:
+    events = list(render_sse(message(text("partial answer"))))
+    fake.script({**message(text("partial answer")), "_events": [*events[:-3], RESET]})
+    url = proxy()
+    status, _, body = raw_stream(url)
+    assert status == 200
+    assert body.startswith(b"".join(events[:-3]))  # Anthropic's events as they came
+    last = body[len(b"".join(events[:-3])) :]
+    assert last.startswith(b"event: error\ndata: ") and b"message_stop" not in body
+    error = json.loads(last.removeprefix(b"event: error\ndata: "))
+    assert error["type"] == "error" and error["error"]["type"] == "api_error"
+    assert "connection to Anthropic lost mid-stream" in error["error"]["message"]
+    assert len(fake.messages_requests) == 1  # output had begun: never repeated
+    samples = metric_samples(url)
+    assert samples['proxy_stream_errors_total{type="upstream_error"}'] == 1
+
+
+def test_connection_lost_before_the_first_event_is_retried(fake: FakeAnthropic, proxy: ProxyFactory) -> None:
+    fake.script({**message(text("x")), "_events": [RESET]}, message(text("second try")))
+    with client(proxy()).messages.stream(
+        model="claude-sonnet-4-6", max_tokens=10, messages=[{"role": "user", "content": "x"}]
+    ) as s:
+        assert s.get_final_message().content[0].text == "second try"  # type: ignore[union-attr]
+    assert len(fake.messages_requests) == 2
+
+
+def test_out_of_retries_a_stream_beginning_with_an_error_goes_out_as_sent(
+    fake: FakeAnthropic, proxy: ProxyFactory
+) -> None:
+    fake.script({"_events": [OVERLOADED]}, {"_events": [b"event: ping\ndata: {}\n\n", OVERLOADED]})
+    url = proxy(PROXY_MAX_RETRIES="1")
+    status, headers, body = raw_stream(url)
+    assert status == 200 and headers["content-type"].startswith("text/event-stream")
+    assert body == b"event: ping\ndata: {}\n\n" + OVERLOADED  # the last attempt's stream, byte for byte
+    assert len(fake.messages_requests) == 2
+    assert metric_samples(url)['proxy_upstream_retries_total{reason="stream_error"}'] == 1
+
+
+def test_a_stream_refused_with_an_http_error_is_answered_as_anthropic_answered(
+    fake: FakeAnthropic, proxy: ProxyFactory
+) -> None:
+    busy = ErrorReply(529, "overloaded_error", "busy", headers={"retry-after": "0"})
+    fake.script(busy, busy)
+    url = proxy(PROXY_MAX_RETRIES="1")
+    status, headers, body = raw_stream(url)
+    assert status == 529
+    answer = json.loads(body)
+    assert answer["type"] == "error" and answer["error"] == {"type": "overloaded_error", "message": "busy"}
+    assert answer["request_id"] == headers["request-id"] == "req_fake0002"  # the last attempt's answer, as it was
+    assert headers["retry-after"] == "0"
+    assert headers["x-should-retry"] == "false"  # the proxy already retried
+    assert len(fake.messages_requests) == 2
+    fake.script(ErrorReply(400, "invalid_request_error", "no such thing"))
+    status, headers, body = raw_stream(url)
+    assert status == 400 and json.loads(body)["error"]["message"] == "no such thing"
+    assert "x-should-retry" not in headers  # not retried: nothing to add
+
+
+@pytest.mark.parametrize("etype", [b"invalid_request_error", b"some_future_error"])
+def test_a_stream_beginning_with_an_error_of_no_retryable_type_goes_out_at_once(
+    fake: FakeAnthropic, proxy: ProxyFactory, etype: bytes
+) -> None:
+    error = b'event: error\ndata: {"type":"error","error":{"type":"%s","message":"no"}}\n\n' % etype
+    fake.script({"_events": [error]}, message(text("never asked for")))
+    status, _, body = raw_stream(proxy())
+    assert status == 200 and body == error
+    assert len(fake.messages_requests) == 1

@@ -5,6 +5,7 @@ handed to the relay in exactly the given pieces, which a socket could not promis
 from __future__ import annotations
 
 import random
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -12,9 +13,9 @@ import orjson
 import pytest
 
 from claude_proxy.convert.chat_stream import StreamTranslator
-from claude_proxy.retry import RetryBudget
-from claude_proxy.upstream.relay import StreamRelay
+from claude_proxy.upstream.relay import Shape, StreamRelay
 from tests import paths
+from tests.fakes.anthropic import message, render_sse, text
 
 FIXTURES = paths.FIXTURES / "sse"
 
@@ -37,12 +38,15 @@ class Pieces:
 
 
 class OneStream:
-    """The upstream layer's side the relay uses, answering one stream."""
+    """The upstream layer's side the relay uses, answering one stream (read by the relay's hook, not retried)."""
 
     def __init__(self, response: Pieces) -> None:
         self.response = response
 
-    async def open_stream(self, body: bytes, client_betas: str | None, budget: RetryBudget) -> Pieces:
+    async def send_with_retries(
+        self, body: bytes, client_betas: str | None, *, opened: Callable[[Pieces], Awaitable[None]], **_: Any
+    ) -> Pieces:
+        await opened(self.response)
         return self.response
 
 
@@ -53,7 +57,7 @@ async def relay_output(pieces: list[bytes], tmp_path: Path) -> list[bytes]:
         OneStream(response),  # type: ignore[arg-type]
         b"{}",
         None,
-        lambda: StreamTranslator(model="m", created=1, include_usage=True),
+        Shape(lambda: StreamTranslator(model="m", created=1, include_usage=True)),
     )
     await relay.start()
     writes: list[bytes] = []
@@ -119,3 +123,16 @@ async def test_error_in_the_same_read_as_text_keeps_the_text_then_ends_with_the_
         assert text == "Partial ånswer"
         assert events[-1]["error"]["type"] == "overloaded_error"
         assert "[DONE]" not in events
+
+
+async def test_a_long_read_before_the_first_output_is_relayed_whole_and_in_order(tmp_path: Path) -> None:
+    """A read far longer than the slice decoded before the first output: nothing of it is lost or reordered."""
+    answer = "".join(f"w{i} " for i in range(2000))
+    stream = b"".join(render_sse(message(text(answer))))
+    assert len(stream) > 20 * 4096
+    one_read = await relay_output([stream], tmp_path)
+    assert len(one_read) == 3  # the first output, the rest of the read, [DONE]
+    events = events_of(one_read)
+    assert "".join(e["choices"][0]["delta"].get("content") or "" for e in events[:-1] if e["choices"]) == answer
+    for pieces in cuts(stream, seed=3)[2:]:  # cut at random points (not byte by byte: 80 kB)
+        assert events_of(await relay_output(pieces, tmp_path)) == events

@@ -22,7 +22,7 @@ def decode(chunks: Iterable[bytes]) -> list[ServerSentEvent]:
     events: list[ServerSentEvent] = []
     for chunk in chunks:
         events.extend(decoder.feed(chunk))
-    events.extend(decoder.flush())
+    decoder.flush()
     return events
 
 
@@ -152,13 +152,15 @@ def test_invalid_utf8_becomes_replacement_character() -> None:
 def test_flush_drops_an_event_without_its_blank_line() -> None:
     decoder = SSEDecoder()
     assert decoder.feed(b"data: complete\n\ndata: partial\n") == [ev("complete")]
-    assert decoder.flush() == []
+    decoder.flush()
+    assert decoder.feed(b"\n") == []  # the partial event is gone: a blank line now dispatches nothing
 
 
 def test_flush_drops_an_unterminated_line() -> None:
     decoder = SSEDecoder()
     assert decoder.feed(b"data: complete\n\ndata: part") == [ev("complete")]
-    assert decoder.flush() == []
+    decoder.flush()
+    assert decoder.feed(b"ial\n\n") == []  # the unterminated line is gone: what follows starts a new line
 
 
 def test_events_are_returned_as_soon_as_their_blank_line_arrives() -> None:

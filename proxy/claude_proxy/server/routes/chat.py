@@ -26,7 +26,7 @@ from claude_proxy.server.render import json_response
 from claude_proxy.server.routing import STREAMABLE, ProxyRoute
 from claude_proxy.server.state import AppState, UpstreamSlot, app_state, relay_stream, request_info
 from claude_proxy.server.streaming import until_disconnect
-from claude_proxy.upstream.relay import StreamRelay
+from claude_proxy.upstream.relay import Shape, StreamRelay
 
 router = APIRouter(route_class=ProxyRoute, dependencies=[Depends(openai_key)])
 
@@ -91,9 +91,13 @@ async def stream(
         state.upstream,
         orjson.dumps({**translation.body, "stream": True}),
         betas,
-        lambda: StreamTranslator(
-            model=translation.model, created=created, include_usage=include_usage, json_tool=translation.json_tool
+        Shape(
+            lambda: StreamTranslator(
+                model=translation.model, created=created, include_usage=include_usage, json_tool=translation.json_tool
+            )
         ),
         idle_timeout=state.settings.stream_idle_timeout,
     )
-    return await relay_stream(request, state, slot, relay, started)
+    response = await relay_stream(request.receive, state, slot, relay, started)
+    assert response is not None  # only a passthrough relay opens onto an error answer it leaves to its caller
+    return response

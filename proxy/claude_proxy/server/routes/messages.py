@@ -7,20 +7,20 @@ the OAuth bearer with the OAuth beta merged into the client's `anthropic-beta`) 
 of the proxy's own inbound keys), no cookies, no hop-by-hop headers. The answer comes back with its status and body
 unchanged; a stream is relayed chunk by chunk as it arrives.
 
-The same machinery as chat completions: the concurrency limit, the disconnect watch and shutdown drain, retries
-before the first byte (HTTP 429/529/5xx answers inside the upstream layer; a stream whose first event is a retryable
-`error` here), the access line and the metrics. Errors the proxy itself answers use Anthropic's error envelope,
+The same machinery as chat completions: the concurrency limit, the disconnect watch and shutdown drain, the one
+stream relay (passing Anthropic's bytes through, the usage read as they pass), retries before the first byte (HTTP
+429/529/5xx answers, a broken connection, a stream whose first event is a retryable `error`: one loop, one budget),
+the access line and the metrics. Errors the proxy itself answers use Anthropic's error envelope,
 since the clients of these routes read that shape.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Mapping
 from functools import partial
 from typing import Annotated, Any
 
-import anyio
 import orjson
 from fastapi import APIRouter, Depends
 from starlette.requests import Request
@@ -28,28 +28,23 @@ from starlette.responses import Response as Answer
 from starlette.types import Receive, Scope, Send
 from yarl import URL
 
-from claude_proxy.convert.anthropic import CountTokensRequest, MessagesRequest
-from claude_proxy.convert.tables import ANTHROPIC_TYPES, ERROR_TYPES
+from claude_proxy.convert.anthropic import CountTokensRequest, MessagesRequest, StreamWatch
+from claude_proxy.convert.tables import ANTHROPIC_TYPES
 from claude_proxy.errors import ProxyError, UpstreamError
-from claude_proxy.retry import RETRYABLE_STATUS, RetryBudget
+from claude_proxy.retry import RetryBudget
 from claude_proxy.server.access import RequestInfo
 from claude_proxy.server.body import RawBody
 from claude_proxy.server.inbound import RequestHeaders, anthropic_key, request_headers
 from claude_proxy.server.render import SelfWritten, json_response, note_error
 from claude_proxy.server.routing import STREAMABLE, ProxyRoute
-from claude_proxy.server.state import AppState, UpstreamSlot, app_state, request_info, stream_ended
-from claude_proxy.server.streaming import SSEResponse, until_disconnect
+from claude_proxy.server.state import AppState, UpstreamSlot, app_state, relay_stream, request_info
+from claude_proxy.server.streaming import until_disconnect
 from claude_proxy.upstream.api import ANTHROPIC_VERSION as DEFAULT_VERSION
-from claude_proxy.upstream.api import Upstream
-from claude_proxy.upstream.client import Response, TransportError
 from claude_proxy.upstream.ratelimits import PREFIX as RATELIMIT_PREFIX
-from claude_proxy.upstream.sse import SSEDecoder
+from claude_proxy.upstream.relay import Shape, StreamRelay
 
 # Response headers relayed to the client besides the rate-limit ones; the rest (connection, server, cookies, …) stay.
 RELAYED = frozenset({"content-type", "request-id", "retry-after", "retry-after-ms", "x-should-retry"})
-
-# A first stream event of these types is retried as the HTTP status it stands for.
-_STREAM_RETRY = {name: kind.status for name, kind in ERROR_TYPES.items() if kind.status in RETRYABLE_STATUS}
 
 
 def anthropic_envelope(exc: ProxyError) -> dict[str, Any]:
@@ -73,41 +68,6 @@ def relayed_headers(headers: Mapping[str, str]) -> list[tuple[bytes, bytes]]:
         if lower in RELAYED or lower.startswith(RATELIMIT_PREFIX):
             out.append((lower.encode("latin-1"), value.encode("latin-1")))
     return out
-
-
-def _chunks(response: Response) -> AsyncIterator[bytes]:
-    """The response body as it arrives (one iterator per response: it can be read once). Streams are asked for
-    without a content-encoding; one that comes encoded anyway arrives here decoded."""
-    return response.chunks()
-
-
-async def _close(response: Response) -> None:
-    with anyio.CancelScope(shield=True):
-        await response.close()
-
-
-class _Usage:
-    """Token counts picked from the relayed events (message_start and message_delta) for metrics and the log."""
-
-    def __init__(self) -> None:
-        self.decoder = SSEDecoder()
-        self.usage: dict[str, Any] = {}
-
-    def feed(self, chunk: bytes) -> list[Any]:
-        events = self.decoder.feed(chunk)
-        for event in events:
-            if event.event in ("message_start", "message_delta"):
-                try:
-                    data = orjson.loads(event.data)
-                except orjson.JSONDecodeError:
-                    continue
-                if not isinstance(data, dict):
-                    continue
-                holder = data.get("message") if event.event == "message_start" else data
-                usage = holder.get("usage") if isinstance(holder, dict) else None
-                if isinstance(usage, dict):
-                    self.usage.update({k: v for k, v in usage.items() if isinstance(v, int)})
-        return events
 
 
 class AnthropicRoute(ProxyRoute):
@@ -197,16 +157,7 @@ async def _passthrough(
     started = time.perf_counter()
     async with UpstreamSlot(edge, receive, info) as turn:
         if stream:
-            response, chunks, first, usage = await until_disconnect(
-                receive, lambda: _open_stream(upstream, raw, client_betas, url, version, budget), edge.drain
-            )
-            info.upstream_request_id = response.headers.get("request-id")
-            if response.status_code >= 400:
-                await _answer(send, response.status_code, response.headers, response.content or b"", budget)
-                return
-            edge.metrics.ttft.observe(time.perf_counter() - started)
-            turn.usage = usage.usage  # filled as the events pass
-            await _relay(scope, receive, send, edge, info, response, chunks, first, usage)
+            await _stream(scope, receive, send, edge, turn, raw, client_betas, url, version, started)
             return
         reply = await until_disconnect(
             receive,
@@ -237,102 +188,41 @@ async def _answer(send: Send, status: int, headers: Mapping[str, str], content: 
     await send({"type": "http.response.body", "body": content})
 
 
-async def _open_stream(
-    upstream: Upstream, raw: bytes, client_betas: str | None, url: URL, version: str, budget: RetryBudget
-) -> tuple[Response, AsyncIterator[bytes], list[bytes], _Usage]:
-    """Open the stream and read up to its first event; retries while nothing was sent to the client."""
-    while True:
-        response = await upstream.send_with_retries(
-            raw, client_betas, stream=True, budget=budget, url=url, version=version, relay_errors=True
-        )
-        if response.status_code >= 400:
-            return response, _chunks(response), [], _Usage()
-        usage = _Usage()
-        chunks = _chunks(response)
-        first: list[bytes] = []
-        retry_as: int | None = None
-        try:
-            async for chunk in chunks:
-                first.append(chunk)
-                events = [e for e in usage.feed(chunk) if e.event != "ping"]
-                if events:
-                    if events[0].event == "error":
-                        retry_as = _stream_error_status(events[0].data)
-                    break
-        except TransportError as exc:
-            await _close(response)
-            if await _backoff(upstream, budget, f"stream failed early ({type(exc).__name__})"):
-                continue
-            raise UpstreamError(
-                f"connection to Anthropic lost before the stream began ({type(exc).__name__})",
-                status=502,
-                type="upstream_error",
-                upstream_type="api_error",
-            ) from None
-        except BaseException:
-            await _close(response)
-            raise
-        retryable = retry_as in RETRYABLE_STATUS
-        if retryable and upstream.retry.delay(budget.retries + 1, None, budget.waited) is not None:
-            await _close(response)
-            if await _backoff(upstream, budget, f"stream began with an error (HTTP {retry_as} kind)"):
-                continue
-        # Out of retries, a stream that begins with an error goes to the client as Anthropic sent it.
-        return response, chunks, first, usage
-
-
-async def _relay(
+async def _stream(
     scope: Scope,
     receive: Receive,
     send: Send,
     edge: AppState,
-    info: RequestInfo,
-    response: Response,
-    chunks: AsyncIterator[bytes],
-    first: list[bytes],
-    usage: _Usage,
+    turn: UpstreamSlot,
+    raw: bytes,
+    client_betas: str | None,
+    url: URL,
+    version: str,
+    started: float,
 ) -> None:
-    state = {"finished": False}
-    broken: list[UpstreamError | None] = [None]  # what cut the stream, for its end
-
-    async def body() -> AsyncIterator[bytes]:
-        try:
-            for chunk in first:
-                yield chunk
-            try:
-                async for chunk in chunks:
-                    usage.feed(chunk)
-                    yield chunk
-            except TransportError as exc:
-                error = broken[0] = UpstreamError(
-                    f"connection to Anthropic lost mid-stream ({type(exc).__name__})",
-                    status=502,
-                    type="upstream_error",
-                    upstream_type="api_error",
-                )
-                yield error_event(error)
-                return
-            state["finished"] = True
-        finally:
-            await _close(response)
-
-    def on_close(outcome: str) -> None:
-        stream_ended(edge, info, outcome, broken[0], state["finished"])
-
-    sse = SSEResponse(body(), drain=edge.drain, on_close=on_close, error_ending=error_event)
-    sse.raw_headers += [(k, v) for k, v in relayed_headers(response.headers) if k != b"content-type"]
-    await sse(scope, receive, send)
+    """Anthropic's event stream, relayed as it comes (the one stream relay, passing through), or its error answer."""
+    relay = StreamRelay(
+        edge.upstream,
+        raw,
+        client_betas,
+        Shape(StreamWatch, done=b"", fail=_stream_error, passthrough=True),
+        idle_timeout=edge.settings.stream_idle_timeout,
+        url=url,
+        version=version,
+    )
+    stream = await relay_stream(receive, edge, turn, relay, started, headers=_stream_headers)
+    if stream is not None:
+        await stream(scope, receive, send)
+        return
+    assert relay.response is not None  # refused: Anthropic's own error answer, relayed as it came
+    response = relay.response
+    await _answer(send, response.status_code, response.headers, response.content or b"", relay.budget)
 
 
-async def _backoff(upstream: Upstream, budget: RetryBudget, why: str) -> bool:
-    return await upstream.backoff(budget.retries + 1, None, budget, why, "stream_error")
+def _stream_error(watch: StreamWatch, exc: ProxyError) -> bytes:
+    return error_event(exc)
 
 
-def _stream_error_status(data: str) -> int | None:
-    try:
-        value = orjson.loads(data)
-    except orjson.JSONDecodeError:
-        return None
-    error = value.get("error") if isinstance(value, dict) else None
-    etype = error.get("type") if isinstance(error, dict) else None
-    return _STREAM_RETRY.get(etype) if isinstance(etype, str) else None
+def _stream_headers(headers: Mapping[str, str]) -> list[tuple[bytes, bytes]]:
+    """Anthropic's headers for the stream's response (its content type is the stream response's own)."""
+    return [(k, v) for k, v in relayed_headers(headers) if k != b"content-type"]

@@ -1,10 +1,9 @@
 """POST /v1/responses: OpenAI's Responses API over the same machinery as chat completions.
 
 The request is translated by `convert.responses` (which goes through the chat translation), sent with the same
-upstream calls (`Upstream.create_message`, `StreamRelay` over `Upstream.open_stream`: one retry budget, the same error
-mapping), holding the same `UpstreamSlot` (concurrency limit, usage), under the same disconnect watch and shutdown
-drain, and recorded on the same access line and metrics. Only the shapes differ: a Response object, or the Responses
-event stream.
+upstream calls (`Upstream.create_message`, `StreamRelay`: one retry loop and budget, the same error mapping), holding
+the same `UpstreamSlot` (concurrency limit, usage), under the same disconnect watch and shutdown drain, and recorded on
+the same access line and metrics. Only the shapes differ: a Response object, or the Responses event stream.
 
 Unless the request says `store: false`, the Response's output items go into the app's `ItemStore` before the
 client can see them (the whole answer before it is sent; a stream's items with its `response.completed` or
@@ -32,7 +31,7 @@ from claude_proxy.server.responses_store import ItemStore
 from claude_proxy.server.routing import STREAMABLE, ProxyRoute
 from claude_proxy.server.state import AppState, UpstreamSlot, app_state, bearer, relay_stream, request_info
 from claude_proxy.server.streaming import until_disconnect
-from claude_proxy.upstream.relay import StreamRelay
+from claude_proxy.upstream.relay import Shape, StreamRelay
 
 router = APIRouter(route_class=ProxyRoute, dependencies=[Depends(openai_key)])
 
@@ -115,15 +114,19 @@ async def stream(
         state.upstream,
         orjson.dumps({**translation.body, "stream": True}),
         betas,
-        lambda: ResponsesStreamTranslator(
-            model=translation.model, created_at=created, echo=translated.echo, json_tool=translation.json_tool
+        Shape(
+            lambda: ResponsesStreamTranslator(
+                model=translation.model, created_at=created, echo=translated.echo, json_tool=translation.json_tool
+            ),
+            encode=encode_events if store is None else _keeping(store, owner),
+            done=b"",
+            fail=lambda translator, error: encode_events(translator.fail(error)),
         ),
         idle_timeout=state.settings.stream_idle_timeout,
-        encode=encode_events if store is None else _keeping(store, owner),
-        done=b"",
-        failure=lambda translator, error: encode_events(translator.fail(error)),
     )
-    return await relay_stream(request, state, slot, relay, started)
+    response = await relay_stream(request.receive, state, slot, relay, started)
+    assert response is not None  # only a passthrough relay opens onto an error answer it leaves to its caller
+    return response
 
 
 _FINAL = frozenset({"response.completed", "response.incomplete"})
