@@ -11,7 +11,7 @@ from typing import Any
 
 from claude_proxy_operator.spec import ProxySpec, SecretRef
 
-Obj = dict[str, Any]
+Manifest = dict[str, Any]  # a Kubernetes object as the API server reads and writes it
 
 APP = "claude-proxy"
 MANAGER = "claude-proxy-operator"
@@ -87,8 +87,10 @@ def selector(name: str, component: str) -> dict[str, str]:
     return {"app.kubernetes.io/name": APP, INSTANCE_LABEL: name, COMPONENT_LABEL: component}
 
 
-def _meta(name: str, namespace: str, instance: str, component: str, annotations: dict[str, str] | None = None) -> Obj:
-    meta: Obj = {"name": name, "namespace": namespace, "labels": labels(instance, component)}
+def _meta(
+    name: str, namespace: str, instance: str, component: str, annotations: dict[str, str] | None = None
+) -> Manifest:
+    meta: Manifest = {"name": name, "namespace": namespace, "labels": labels(instance, component)}
     if annotations:
         meta["annotations"] = annotations
     return meta
@@ -97,7 +99,7 @@ def _meta(name: str, namespace: str, instance: str, component: str, annotations:
 # --- pod parts -------------------------------------------------------------------------------------------------------
 
 
-def _container_security() -> Obj:
+def _container_security() -> Manifest:
     return {
         "allowPrivilegeEscalation": False,
         "readOnlyRootFilesystem": True,
@@ -109,7 +111,7 @@ def _container_security() -> Obj:
     }
 
 
-def _pod_security() -> Obj:
+def _pod_security() -> Manifest:
     return {
         "runAsNonRoot": True,
         "runAsUser": UID,
@@ -124,7 +126,7 @@ def _mounts_volume(spec: ProxySpec) -> bool:
     return spec.oauth is not None
 
 
-def _affinity(name: str, spec: ProxySpec) -> Obj | None:
+def _affinity(name: str, spec: ProxySpec) -> Manifest | None:
     """The user's affinity, plus (ReadWriteOnce volume) a required term that puts every pod mounting it on one node."""
     affinity = copy.deepcopy(dict(spec.affinity))
     if spec.oauth is not None and spec.oauth.storage.single_node:
@@ -146,8 +148,10 @@ def _pod_labels(name: str, spec: ProxySpec, component: str) -> dict[str, str]:
     return pod_labels
 
 
-def _pod_spec(name: str, spec: ProxySpec, containers: list[Obj], volumes: list[Obj], restart: str) -> Obj:
-    pod: Obj = {
+def _pod_spec(
+    name: str, spec: ProxySpec, containers: list[Manifest], volumes: list[Manifest], restart: str
+) -> Manifest:
+    pod: Manifest = {
         "serviceAccountName": name,
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,
@@ -168,19 +172,19 @@ def _pod_spec(name: str, spec: ProxySpec, containers: list[Obj], volumes: list[O
     return pod
 
 
-def _tmp_volume() -> Obj:
+def _tmp_volume() -> Manifest:
     return {"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}}
 
 
-def _credentials_volume(name: str) -> Obj:
+def _credentials_volume(name: str) -> Manifest:
     return {"name": "credentials", "persistentVolumeClaim": {"claimName": pvc_name(name)}}
 
 
-def _secret_env(var: str, ref: SecretRef) -> Obj:
+def _secret_env(var: str, ref: SecretRef) -> Manifest:
     return {"name": var, "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}}}
 
 
-def _job_container(spec: ProxySpec, args: list[str], mounts: list[Obj], env: list[Obj]) -> Obj:
+def _job_container(spec: ProxySpec, args: list[str], mounts: list[Manifest], env: list[Manifest]) -> Manifest:
     return {
         "name": "claude-proxy",
         "image": spec.image,
@@ -199,7 +203,7 @@ def _job_container(spec: ProxySpec, args: list[str], mounts: list[Obj], env: lis
 # --- children --------------------------------------------------------------------------------------------------------
 
 
-def service_account(name: str, namespace: str) -> Obj:
+def service_account(name: str, namespace: str) -> Manifest:
     return {
         "apiVersion": "v1",
         "kind": "ServiceAccount",
@@ -208,11 +212,11 @@ def service_account(name: str, namespace: str) -> Obj:
     }
 
 
-def credentials_pvc(name: str, namespace: str, spec: ProxySpec) -> Obj:
+def credentials_pvc(name: str, namespace: str, spec: ProxySpec) -> Manifest:
     """The writable volume that holds the login; the seed Job writes it once, the refresh CronJob keeps it fresh."""
     assert spec.oauth is not None
     storage = spec.oauth.storage
-    claim: Obj = {
+    claim: Manifest = {
         "accessModes": list(storage.access_modes),
         "resources": {"requests": {"storage": storage.size}},
         "volumeMode": "Filesystem",
@@ -227,7 +231,7 @@ def credentials_pvc(name: str, namespace: str, spec: ProxySpec) -> Obj:
     }
 
 
-def seed_job(name: str, namespace: str, spec: ProxySpec, digest: str) -> Obj:
+def seed_job(name: str, namespace: str, spec: ProxySpec, digest: str) -> Manifest:
     """`claude-proxy seed`: copy the Secret's credentials into the volume unless the volume holds newer ones."""
     assert spec.oauth is not None
     seed = spec.oauth.seed
@@ -265,7 +269,7 @@ def seed_job(name: str, namespace: str, spec: ProxySpec, digest: str) -> Obj:
     }
 
 
-def refresh_cronjob(name: str, namespace: str, spec: ProxySpec) -> Obj:
+def refresh_cronjob(name: str, namespace: str, spec: ProxySpec) -> Manifest:
     """`claude-proxy refresh` on a schedule: the only refresher, never two at once (refresh tokens rotate)."""
     assert spec.oauth is not None
     oauth = spec.oauth
@@ -306,7 +310,7 @@ def refresh_cronjob(name: str, namespace: str, spec: ProxySpec) -> Obj:
     }
 
 
-def refresh_now_job(name: str, namespace: str, spec: ProxySpec, digest: str) -> Obj:
+def refresh_now_job(name: str, namespace: str, spec: ProxySpec, digest: str) -> Manifest:
     """One run of the refresh CronJob's template with `--force`: a refresh now, whether or not the token is due.
     `digest` names the `refresh-now` request it answers; the pods carry the refresh labels, so the outcome is read
     into status like a scheduled run's."""
@@ -323,8 +327,8 @@ def refresh_now_job(name: str, namespace: str, spec: ProxySpec, digest: str) -> 
     }
 
 
-def proxy_env(spec: ProxySpec) -> list[Obj]:
-    env: list[Obj] = [
+def proxy_env(spec: ProxySpec) -> list[Manifest]:
+    env: list[Manifest] = [
         {"name": "HOST", "value": "0.0.0.0"},
         {"name": "PORT", "value": str(PROXY_PORT)},
         {"name": "LOG_LEVEL", "value": spec.log_level},
@@ -349,15 +353,15 @@ def proxy_env(spec: ProxySpec) -> list[Obj]:
     return env
 
 
-def deployment(name: str, namespace: str, spec: ProxySpec, checksum: str, seed_digest: str | None = None) -> Obj:
+def deployment(name: str, namespace: str, spec: ProxySpec, checksum: str, seed_digest: str | None = None) -> Manifest:
     """The proxy pods. `checksum` digests the content of the Secrets they read and `seed_digest` names the seed the
     volume holds (oauth), so a change of either rolls them out."""
-    mounts: list[Obj] = [{"name": "tmp", "mountPath": TMP_DIR}]
-    volumes: list[Obj] = [_tmp_volume()]
+    mounts: list[Manifest] = [{"name": "tmp", "mountPath": TMP_DIR}]
+    volumes: list[Manifest] = [_tmp_volume()]
     if spec.oauth is not None:
         mounts.append({"name": "credentials", "mountPath": CREDENTIALS_DIR})
         volumes.append(_credentials_volume(name))
-    container: Obj = {
+    container: Manifest = {
         "name": "proxy",
         "image": spec.image,
         "imagePullPolicy": spec.image_pull_policy,
@@ -411,11 +415,11 @@ def deployment(name: str, namespace: str, spec: ProxySpec, checksum: str, seed_d
     }
 
 
-def service(name: str, namespace: str, spec: ProxySpec) -> Obj:
+def service(name: str, namespace: str, spec: ProxySpec) -> Manifest:
     """The proxies' Service. With more than one replica, a client's connections stay on one pod (ClientIP
     affinity, for the hour the proxy keeps Responses output items): each pod keeps only the items it answered, so
     the `item_reference` inputs of a client with `store` on resolve only on the pod that answered it."""
-    service_spec: Obj = {
+    service_spec: Manifest = {
         "type": spec.service_type,
         "selector": selector(name, "proxy"),
         "ports": [{"name": "http", "port": spec.service_port, "targetPort": "http", "protocol": "TCP"}],
@@ -437,7 +441,7 @@ AFFINITY_SECONDS = 3600  # PROXY_RESPONSES_STORE_TTL's default: how long a pod k
 OPERATOR_POD_LABELS = {"app.kubernetes.io/name": "claude-proxy-operator"}
 
 
-def network_policy(name: str, namespace: str, spec: ProxySpec, operator_namespace: str = "") -> Obj:
+def network_policy(name: str, namespace: str, spec: ProxySpec, operator_namespace: str = "") -> Manifest:
     """Ingress to the proxy port only from the listed peers (by default: pods of the same namespace), and from the
     operator's pods (in `operator_namespace`, when known), which read each proxy's /readyz for `LoginValid`."""
     peers = [copy.deepcopy(dict(peer)) for peer in spec.allow_from] or [{"podSelector": {}}]

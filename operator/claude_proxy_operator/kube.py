@@ -22,7 +22,7 @@ from lightkube.types import CascadeType, PatchType
 
 from claude_proxy_operator.spec import GROUP, KIND, PLURAL, VERSION
 
-Obj = dict[str, Any]
+Manifest = dict[str, Any]  # a Kubernetes object as the API server reads and writes it
 FIELD_MANAGER = "claude-proxy-operator"
 # lightkube raises ApiError for an answer that is a Kubernetes Status, httpx's error for any other failed answer.
 APIError = (ApiError, httpx.HTTPStatusError)
@@ -103,7 +103,7 @@ class Kube:
             await self._client.close()
             self._client = None
 
-    async def get(self, res: Resource, namespace: str, name: str) -> Obj | None:
+    async def get(self, res: Resource, namespace: str, name: str) -> Manifest | None:
         try:
             found = await self.client.get(res.model, name, namespace=namespace)
         except APIError as exc:
@@ -112,14 +112,14 @@ class Kube:
             raise
         return dict(found)
 
-    async def list(self, res: Resource, namespace: str, labels: Mapping[str, str]) -> list[Obj]:
+    async def list(self, res: Resource, namespace: str, labels: Mapping[str, str]) -> list[Manifest]:
         return [dict(item) async for item in self.client.list(res.model, namespace=namespace, labels=dict(labels))]
 
-    async def create(self, res: Resource, namespace: str, body: Obj) -> Obj:
+    async def create(self, res: Resource, namespace: str, body: Manifest) -> Manifest:
         created = await self.client.create(res.model(body), namespace=namespace)
         return dict(created)
 
-    async def apply(self, res: Resource, namespace: str, body: Obj) -> Obj:
+    async def apply(self, res: Resource, namespace: str, body: Manifest) -> Manifest:
         """Server-side apply of `body` (created when absent), forced, as field manager `claude-proxy-operator`."""
         applied = await self.client.patch(
             res.model,
@@ -132,7 +132,9 @@ class Kube:
         )
         return dict(applied)
 
-    async def patch(self, res: Resource, namespace: str, name: str, patch: Obj, subresource: str | None = None) -> Obj:
+    async def patch(
+        self, res: Resource, namespace: str, name: str, patch: Manifest, subresource: str | None = None
+    ) -> Manifest:
         """A JSON merge patch (used for status, which the operator computes whole)."""
         model = res.status_model if subresource == "status" else res.model
         patched = await self.client.patch(model, name, patch, namespace=namespace, patch_type=PatchType.MERGE)

@@ -37,9 +37,9 @@ from claude_proxy_operator.kube import (
 )
 from claude_proxy_operator.spec import ProxySpec, SecretRef, SpecError, check_name, parse_spec
 
-Obj = dict[str, Any]
+Manifest = dict[str, Any]  # a Kubernetes object as the API server reads and writes it
 EventSink = Callable[[Mapping[str, Any], str, str, str], Awaitable[None]]
-_UNREAD: Obj = {}  # `_apply`'s default: the live object is read there
+_UNREAD: Manifest = {}  # `_apply`'s default: the live object is read there
 _log = logging.getLogger("claude_proxy_operator.events")
 
 
@@ -81,13 +81,13 @@ class Reconciler:
             if body is None or body.get("metadata", {}).get("deletionTimestamp"):
                 self._locks.pop((namespace, name), None)
                 return
-            await _Pass(self, body, logger).run()
+            await _ReconcilePass(self, body, logger).run()
 
 
-class _Pass:
+class _ReconcilePass:
     """The state of one reconcile pass over one ClaudeProxy."""
 
-    def __init__(self, owner: Reconciler, body: Obj, logger: kopf.Logger) -> None:
+    def __init__(self, owner: Reconciler, body: Manifest, logger: kopf.Logger) -> None:
         self.kube = owner.kube
         self.config = owner.config
         self.now = owner.clock()
@@ -102,11 +102,11 @@ class _Pass:
 
     # --- writing children ----------------------------------------------------------------------------------------
 
-    def _own(self, obj: Obj) -> Obj:
+    def _own(self, obj: Manifest) -> Manifest:
         kopf.adopt(obj, owner=self.body)  # type: ignore[arg-type]
         return obj
 
-    async def _apply(self, res: Resource, desired: Obj, live: Obj | None = _UNREAD) -> Obj:
+    async def _apply(self, res: Resource, desired: Manifest, live: Manifest | None = _UNREAD) -> Manifest:
         """Server-side apply `desired` (created when absent), unless the live object was applied from exactly it;
         `live` is the object as this pass already read it (None: absent), so it is not read twice."""
         name = desired["metadata"]["name"]
@@ -194,8 +194,8 @@ class _Pass:
         return {"login_probed": True, "login": await proxy_login.probe(url, self.config.login_timeout)}
 
     def _deployment(
-        self, spec: ProxySpec, digests: list[str], seed: Mapping[str, Any] | None, seeded: bool, live: Obj | None
-    ) -> Obj:
+        self, spec: ProxySpec, digests: list[str], seed: Mapping[str, Any] | None, seeded: bool, live: Manifest | None
+    ) -> Manifest:
         """Roll out on a Secret's new content, and on a new seed once it has landed (not while it is copying)."""
         seed_digest = None
         if spec.oauth is not None:
@@ -222,7 +222,7 @@ class _Pass:
                 await self.kube.delete(JOBS, self.ns, stale["metadata"]["name"])
         done = self.previous.get("seed") or {}
         if seed_digest is not None and done.get("digest") != seed_digest:
-            job: Obj | None = next((j for j in jobs if j["metadata"]["name"] == current), None)
+            job: Manifest | None = next((j for j in jobs if j["metadata"]["name"] == current), None)
             if job is None:  # Jobs are immutable: applied once per Secret content (created), never changed
                 job = await self._apply(JOBS, self._own(builders.seed_job(self.name, self.ns, spec, seed_digest)))
             found["seed_job"] = status.job_state(job)
@@ -258,7 +258,7 @@ class _Pass:
         record = {"digest": digest, "job": job_name, "time": status.rfc3339(self.now)}
         await self.kube.patch(CLAUDE_PROXIES, self.ns, self.name, {"status": {"refreshNow": record}}, "status")
 
-    async def _credentials_volume(self, spec: ProxySpec) -> Obj:
+    async def _credentials_volume(self, spec: ProxySpec) -> Manifest:
         """The PVC, applied whole: its immutable fields (class, access modes) cannot change in the spec (CEL rules),
         and its size only grows (a volume cannot shrink, so a larger live size is kept)."""
         assert spec.oauth is not None

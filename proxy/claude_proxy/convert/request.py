@@ -476,7 +476,7 @@ def _metadata(req: ChatRequest) -> dict[str, Any] | None:
 
 
 @dataclass
-class _Mapped:
+class _EachParameter:
     """Each parameter mapped on its own, before the rules that cross parameters (`_combine`)."""
 
     model: str
@@ -501,7 +501,7 @@ def to_anthropic(req: ChatRequest, options: Options) -> Translation:
     model = resolve_model(req.model, options)
     system, messages, history_tools = _messages(req)
     tools, strict_wanted = _tool_defs(req)
-    mapped = _Mapped(
+    mapped = _EachParameter(
         model=model,
         system=system,
         messages=messages,
@@ -519,7 +519,7 @@ def to_anthropic(req: ChatRequest, options: Options) -> Translation:
     return _combine(mapped, options)
 
 
-def _combine(m: _Mapped, options: Options) -> Translation:
+def _combine(m: _EachParameter, options: Options) -> Translation:
     """The rules that cross parameters, in one place and in this order:
     1. tools used in the history but not defined get minimal definitions (and, with no tools of the client's,
        tool_choice none);
