@@ -44,6 +44,8 @@ PURE = {
     "claude_proxy.errors",
     "claude_proxy.retry",
 }
+# The HTTP server's framework is the server layer's alone: below it, nothing knows how requests arrive.
+SERVER_FRAMEWORKS = ("starlette", "fastapi", "uvicorn")
 FILE_TOOLS = {"claude_proxy.credentials.store", "claude_proxy.credentials.lifecycle", "claude_proxy.credentials.oauth"}
 
 
@@ -175,6 +177,13 @@ def test_the_hot_path_does_not_import_the_credential_file_tools() -> None:
     for module, targets in EDGES.items():
         if module.startswith(("claude_proxy.server", "claude_proxy.upstream", "claude_proxy.convert")):
             assert not targets & FILE_TOOLS, module
+
+
+def test_only_the_server_layer_knows_the_http_framework() -> None:
+    for folder in ("convert", "credentials", "upstream"):
+        for path in sorted((PACKAGE / folder).glob("*.py")):
+            framework = {m for m in imports(path, PACKAGE) if m.split(".")[0] in SERVER_FRAMEWORKS}
+            assert not framework, f"{folder}/{path.name} imports {sorted(framework)}"
 
 
 @pytest.fixture

@@ -21,13 +21,12 @@ does Anthropic's own HTTP error answer (`refused`).
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
 
 import anyio
 import orjson
-from starlette.types import Message
 from yarl import URL
 
 from claude_proxy.convert.chat_stream import encode_chunks
@@ -257,7 +256,7 @@ class StreamRelay:
             with anyio.CancelScope(shield=True):
                 await self.response.close()
 
-    async def pump(self, send: Callable[[Message], Awaitable[None]]) -> None:
+    async def pump(self, send: Callable[[MutableMapping[str, Any]], Awaitable[None]]) -> None:
         """Relay the opened stream to the client as ASGI body messages (`more_body` always true: the caller ends
         the response), one per network read: its events translated together and sent at once (or, passed through,
         the read itself). One coroutine frame per read, nothing stacked on it (each layer of async iteration costs a
