@@ -21,7 +21,7 @@ does Anthropic's own HTTP error answer (`refused`).
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Mapping, MutableMapping
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
 
@@ -126,7 +126,12 @@ def _retryable_error(event: Mapping[str, Any]) -> int | None:
     return kind.status if kind is not None and kind.status in RETRYABLE_STATUS else None
 
 
-def _watch(feed: Callable[[Mapping[str, Any]], object], batch: list[bytes]) -> dict[str, Any] | None:
+# What the data of a message_start or message_delta event holds, and a text delta's never does (unless its text
+# says it, which costs only a parse): a passed-through stream's deltas go by unparsed.
+_USAGE_MARK = b'"message_'
+
+
+def _watch(feed: Callable[[Mapping[str, Any]], object], batch: Sequence[bytes]) -> dict[str, Any] | None:
     """Show a passthrough's translator the events of `batch` (a malformed one is the client's to judge, not the
     relay's); the first of them, parsed, when it could be."""
     first = None
@@ -276,8 +281,9 @@ class StreamRelay:
                     batch = batch + decoder.feed_data(self._rest, b"ping")
                 while True:
                     if passthrough:
-                        if batch:
-                            _watch(feed, batch)
+                        for event in batch:
+                            if _USAGE_MARK in event:  # only message_start and message_delta carry usage
+                                _watch(feed, (event,))
                         if data:
                             await send({"type": "http.response.body", "body": data, "more_body": True})
                     elif len(batch) == 1 and fast is not None and (line := fast(batch[0])) is not None:
