@@ -7,11 +7,8 @@ No I/O, no clock, no globals: the same input always gives the same dict, which i
 from __future__ import annotations
 
 import copy
-from typing import Any
 
-from claude_proxy_operator.spec import ProxySpec, SecretRef
-
-Manifest = dict[str, Any]  # a Kubernetes object as the API server reads and writes it
+from claude_proxy_operator.spec import Manifest, ProxySpec, SecretRef
 
 APP = "claude-proxy"
 MANAGER = "claude-proxy-operator"

@@ -20,9 +20,8 @@ from lightkube.core import resource as lk
 from lightkube.generic_resource import GenericNamespacedResource, GenericNamespacedStatus
 from lightkube.types import CascadeType, PatchType
 
-from claude_proxy_operator.spec import GROUP, KIND, PLURAL, VERSION
+from claude_proxy_operator.spec import GROUP, KIND, PLURAL, VERSION, Manifest
 
-Manifest = dict[str, Any]  # a Kubernetes object as the API server reads and writes it
 FIELD_MANAGER = "claude-proxy-operator"
 # lightkube raises ApiError for an answer that is a Kubernetes Status, httpx's error for any other failed answer.
 APIError = (ApiError, httpx.HTTPStatusError)

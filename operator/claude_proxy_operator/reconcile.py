@@ -35,9 +35,8 @@ from claude_proxy_operator.kube import (
     Kube,
     Resource,
 )
-from claude_proxy_operator.spec import ProxySpec, SecretRef, SpecError, check_name, parse_spec
+from claude_proxy_operator.spec import Manifest, ProxySpec, SecretRef, SpecError, check_name, parse_spec
 
-Manifest = dict[str, Any]  # a Kubernetes object as the API server reads and writes it
 EventSink = Callable[[Mapping[str, Any], str, str, str], Awaitable[None]]
 _UNREAD: Manifest = {}  # `_apply`'s default: the live object is read there
 _log = logging.getLogger("claude_proxy_operator.events")

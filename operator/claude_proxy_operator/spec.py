@@ -17,6 +17,8 @@ VERSION = "v1alpha1"
 PLURAL = "claudeproxies"
 KIND = "ClaudeProxy"
 
+Manifest = dict[str, Any]  # a Kubernetes object as the API server reads and writes it
+
 AuthMode = Literal["apiKey", "accessToken", "oauth"]
 
 DEFAULT_RESOURCES: dict[str, Any] = {"requests": {"cpu": "50m", "memory": "128Mi"}, "limits": {"memory": "512Mi"}}
