@@ -111,9 +111,9 @@ def context_files(source: str) -> list[str]:
 
 
 def test_dockerignore_matcher() -> None:
-    assert in_context("pyproject.toml") and in_context("proxy/claude_proxy/app.py")
-    assert not in_context(".venv/bin/python") and not in_context("tests/proxy/test_sse.py")
-    assert not in_context("proxy/claude_proxy/__pycache__/app.cpython-311.pyc")
+    assert in_context("pyproject.toml") and in_context("proxy/claude_proxy/server/app.py")
+    assert not in_context(".venv/bin/python") and not in_context("tests/proxy/upstream/test_sse.py")
+    assert not in_context("proxy/claude_proxy/server/__pycache__/app.cpython-311.pyc")
     assert not in_context("operator/README.md")
 
 
