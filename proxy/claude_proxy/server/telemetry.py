@@ -6,8 +6,9 @@ true) it gives None and nothing of OpenTelemetry is imported; the app's hooks th
 Configured, it builds the SDK's providers (never the global ones: each app has its own, as each has its own
 Prometheus registry) with OTLP/HTTP exporters (or the console ones), and:
 
-- one SERVER span per request, started by the access middleware with the incoming W3C `traceparent` as parent and
-  ended when the response is over, a stream's last byte included; on the GenAI routes it is named
+- one SERVER span per request (but the probes and `/metrics`), started by the access middleware with the incoming
+  W3C `traceparent` as parent and ended when the response is over, a stream's last byte included; on the GenAI
+  routes it is named
   `chat {model}` and carries `gen_ai.*` attributes: operation, provider, request and response model, the usage
   (cache reads and writes included) and the finish reasons;
 - one CLIENT span per upstream attempt, a child of the request's, through the upstream layer's `AttemptTracer`
@@ -51,6 +52,8 @@ TTFT_BUCKETS = (0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75
 TPOT_BUCKETS = (0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5)
 
 _EXPORTERS = ("otlp", "console")
+# Probes and scrapes are not traced: every few seconds from the kubelet and Prometheus, they would drown the rest.
+UNTRACED = frozenset(("/health", "/readyz", "/metrics"))
 
 
 def _on(value: str | None) -> bool:
@@ -265,7 +268,7 @@ class Telemetry:
     def start(self, scope: Mapping[str, Any], info: RequestInfo) -> RequestTrace | None:
         """The request's span, its parent the incoming `traceparent` (None when traces are off); the upstream
         attempts made in this task until `finish` are its children."""
-        if self.tracer is None:
+        if self.tracer is None or scope.get("path") in UNTRACED:
             return None
         parent = self._propagator.extract(scope.get("headers") or (), getter=self._getter)
         method = scope.get("method", "")

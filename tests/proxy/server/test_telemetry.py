@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import openai
 import pytest
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
@@ -140,6 +141,10 @@ def test_the_genai_metrics_record_duration_tokens_and_the_stream_timings(fake: F
     assert 0 < tpot.sum < duration.sum
     m = metric_samples(traced.url)
     assert m["proxy_time_per_output_token_seconds_count"] == 1
+    assert len(traced.spans.get_finished_spans()) == 4  # the scrape and the probes are not traced
+    assert httpx.get(f"{traced.url}/health").status_code == 200
+    assert httpx.get(f"{traced.url}/readyz").status_code == 200
+    traced.finished(4)
 
 
 def test_an_upstream_error_ends_both_spans_as_errors(fake: FakeAnthropic, traced: Traced) -> None:
@@ -204,6 +209,7 @@ from tests.conftest import serve
 from tests.fakes.anthropic import FakeAnthropic, message, text
 from claude_proxy.config import Settings
 from claude_proxy.server.app import create_app
+import httpx
 import openai
 
 with FakeAnthropic(api_keys=("k",)) as fake:
