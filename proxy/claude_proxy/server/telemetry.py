@@ -32,6 +32,7 @@ from collections.abc import Iterable, Mapping
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
+from claude_proxy.redact import display_url
 from claude_proxy.server.access import RequestInfo
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -97,7 +98,24 @@ def from_env(environ: Mapping[str, str] | None = None) -> Telemetry | None:
         from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
 
         metric_reader = PeriodicExportingMetricReader(_metric_exporter(metrics, environ))
+    log.info(
+        "OpenTelemetry: traces %s, metrics %s",
+        _where(traces, environ, "traces"),
+        _where(metrics, environ, "metrics"),
+    )
     return Telemetry(span_exporter=span_exporter, metric_reader=metric_reader, environ=environ)
+
+
+def _where(exporter: str | None, environ: Mapping[str, str], signal: str) -> str:
+    """Where a signal goes, for the start-up log (the endpoint without a user, password or query)."""
+    if exporter is None:
+        return "off"
+    if exporter == "console":
+        return "to the console"
+    endpoint = environ.get(f"OTEL_EXPORTER_OTLP_{signal.upper()}_ENDPOINT") or environ.get(
+        "OTEL_EXPORTER_OTLP_ENDPOINT", "http://localhost:4318"
+    )
+    return f"over OTLP ({_protocol(environ, signal)}) to {display_url(endpoint.split('?')[0])}"
 
 
 def _protocol(environ: Mapping[str, str], signal: str) -> str:

@@ -5,6 +5,7 @@ tests/proxy/e2e/test_telemetry_e2e.py."""
 from __future__ import annotations
 
 import json
+import logging
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -235,3 +236,13 @@ def test_unconfigured_no_sdk_or_exporter_is_imported() -> None:
     modules = done.stdout.split()
     assert "opentelemetry.trace" in modules  # the API, as FastAPI imports it: the check sees the imports
     assert not [m for m in modules if m.startswith(("opentelemetry.sdk", "opentelemetry.exporter"))]
+
+
+def test_the_start_up_log_says_where_telemetry_goes_without_credentials(caplog: pytest.LogCaptureFixture) -> None:
+    environ = {"OTEL_EXPORTER_OTLP_ENDPOINT": "https://user:secret@collector:4318", "OTEL_METRICS_EXPORTER": "none"}
+    with caplog.at_level(logging.INFO, logger="claude_proxy"):
+        telemetry = from_env(environ)
+    assert telemetry is not None and telemetry.tracer is not None and telemetry.duration is None
+    telemetry.shutdown()
+    line = next(r.getMessage() for r in caplog.records if r.getMessage().startswith("OpenTelemetry:"))
+    assert line == "OpenTelemetry: traces over OTLP (http/protobuf) to https://collector:4318, metrics off"
