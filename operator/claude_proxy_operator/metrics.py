@@ -76,9 +76,10 @@ def cron_period(schedule: str) -> float | None:
     if len(fields) != 5:
         return None
     parsed = [_field(text, low, high) for text, (low, high) in zip(fields, _RANGES, strict=True)]
-    if any(p is None for p in parsed):
+    sets = [p for p in parsed if p is not None]
+    if len(sets) != len(parsed):
         return None
-    minutes, hours, days, months, weekdays = parsed  # type: ignore[misc]
+    minutes, hours, days, months, weekdays = sets
     weekdays = frozenset(d % 7 for d in weekdays)
     any_day, any_weekday = fields[2] == "*", fields[4] == "*"
     start = datetime(2026, 1, 1, tzinfo=UTC)

@@ -52,7 +52,7 @@ class Traced:
             assert len(spans) == count, [s.name for s in spans]
             return spans
 
-        return eventually(check)  # type: ignore[no-any-return]
+        return eventually(check)
 
     def metrics(self) -> dict[str, list[Any]]:
         """Metric name -> its data points."""
