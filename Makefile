@@ -79,8 +79,8 @@ manifests: $(STAMP) tools
 constraints:
 	rm -rf .constraints-venv
 	$(PYTHON) -m venv .constraints-venv
-	.constraints-venv/bin/python -m pip install --quiet '.[operator]'
-	{ echo "# Runtime pins for the images: make constraints (pip freeze of a clean install of .[operator])."; \
+	.constraints-venv/bin/python -m pip install --quiet '.[operator,otel]'
+	{ echo "# Runtime pins for the images: make constraints (pip freeze of a clean install of .[operator,otel])."; \
 	  .constraints-venv/bin/python -m pip freeze --exclude claude-code-proxy --exclude pip --exclude setuptools; \
 	} > constraints.txt
 	rm -rf .constraints-venv

@@ -1001,6 +1001,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--load-generator", choices=("auto", "wrk", "python"), default="auto")
     parser.add_argument("--results", type=Path, default=HERE / "results", help="where tables are stored")
     parser.add_argument("--no-save", action="store_true", help="print the table only")
+    parser.add_argument(
+        "--otel",
+        action="store_true",
+        help="the proxy exports OpenTelemetry traces and metrics over OTLP/HTTP to a local sink (bench/otlpsink.py)",
+    )
     args = parser.parse_args(argv)
 
     raise_nofile()
@@ -1028,8 +1033,21 @@ def main(argv: list[str] | None = None) -> int:
     serve = [*proxy_command(), "serve", "--host", HOST, "--port", str(proxy_port)]
     if args.workers:
         serve += ["--workers", str(args.workers)]
+    sink: ExitStack = ExitStack()
+    if args.otel:  # every span and metric exported, as to a collector beside the proxy
+        sink_port = free_port()
+        sink_cmd = [sys.executable, "-m", "bench.otlpsink", "--port", str(sink_port)]
+        sink_proc = sink.enter_context(
+            process(sink_cmd, {**base_env, "PYTHONPATH": str(HERE.parent)}, logs / "otlp.log")
+        )
+        wait_port(sink_port, sink_proc, logs / "otlp.log")
+        proxy_env["OTEL_EXPORTER_OTLP_ENDPOINT"] = f"http://{HOST}:{sink_port}"
+        proxy_env.setdefault("OTEL_SERVICE_NAME", "claude-code-proxy-bench")
+    else:  # the default: whatever the environment says of OpenTelemetry, the proxy runs without it
+        proxy_env = {k: v for k, v in proxy_env.items() if not k.startswith("OTEL_")}
 
     with (
+        sink,
         process(upstream_cmd, {**base_env, "PYTHONPATH": str(HERE.parent)}, logs / "upstream.log") as up,
         process(serve, proxy_env, logs / "proxy.log") as px,
     ):
@@ -1050,6 +1068,11 @@ def main(argv: list[str] | None = None) -> int:
         except ImportError:
             runner = asyncio.run
         report = runner(measure(args, direct, proxy, px.pid, upstream_port, logs))
+        if args.otel:
+            report.notes.append(
+                "OpenTelemetry on: the proxy exported every span and its GenAI metrics over OTLP/HTTP to a local "
+                "sink (bench/otlpsink.py) that decodes nothing; without --otel the proxy runs with no OTEL_ variable."
+            )
         px.send_signal(signal.SIGTERM)  # the first proxy is done: it must not hold a core or memory meanwhile
         px.wait(30)
         for i, second in enumerate(second_servers(args, proxy_env, base_env, upstream_port)):

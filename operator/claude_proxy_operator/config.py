@@ -18,6 +18,8 @@ class Config:
     # {domain} and {port} are filled in
     login_url: str = "http://{name}.{namespace}.svc.{domain}:{port}/readyz"
     login_timeout: float = 3.0
+    # CLAUDE_PROXY_OPERATOR_METRICS_PORT: where the operator serves its Prometheus /metrics (0: not served)
+    metrics_port: int = 8082
     # POD_NAMESPACE (the downward API): the operator's namespace, admitted by each proxy's NetworkPolicy
     namespace: str = ""
 
@@ -27,7 +29,11 @@ class Config:
         resync = float(env.get("CLAUDE_PROXY_OPERATOR_RESYNC_SECONDS") or cls.resync_seconds)
         if resync <= 0:
             raise ValueError("CLAUDE_PROXY_OPERATOR_RESYNC_SECONDS must be > 0")
+        port = int(env.get("CLAUDE_PROXY_OPERATOR_METRICS_PORT") or cls.metrics_port)
+        if not 0 <= port <= 65535:
+            raise ValueError("CLAUDE_PROXY_OPERATOR_METRICS_PORT must be a port number (0: not served)")
         return cls(
+            metrics_port=port,
             default_image=env.get("CLAUDE_PROXY_IMAGE") or DEFAULT_IMAGE,
             cluster_domain=env.get("CLUSTER_DOMAIN") or "cluster.local",
             resync_seconds=resync,

@@ -13,6 +13,7 @@ import kopf
 from claude_proxy_operator import builders
 from claude_proxy_operator.config import Config
 from claude_proxy_operator.kube import Kube
+from claude_proxy_operator.metrics import OperatorMetrics
 from claude_proxy_operator.reconcile import Reconciler
 from claude_proxy_operator.spec import GROUP, PLURAL, VERSION
 
@@ -39,10 +40,15 @@ def configure(settings: kopf.OperatorSettings) -> None:
 
 
 def build_registry(
-    config: Config, *, login: Callable[..., Any] | None = None, kube: Kube | None = None
+    config: Config,
+    *,
+    login: Callable[..., Any] | None = None,
+    kube: Kube | None = None,
+    metrics: OperatorMetrics | None = None,
 ) -> kopf.OperatorRegistry:
     """The operator's handlers; `login` replaces kopf's usual logins (service account, kubeconfig) and `kube` the
-    operator's own client (which logs in the same usual ways), e.g. in tests.
+    operator's own client (which logs in the same usual ways), e.g. in tests; `metrics` receives what the passes
+    see (main serves it on `/metrics`).
 
     No handler here needs a finalizer (kopf adds one for per-resource daemons and timers, and for deletion handlers):
     the children go with their ClaudeProxy by ownerReferences, so deleting one never waits for the operator, even
@@ -51,7 +57,7 @@ def build_registry(
     logins = [login] if login is not None else [kopf.login_with_service_account, kopf.login_with_kubeconfig]
     for fn in logins:
         kopf.on.login(registry=registry, errors=kopf.ErrorsMode.IGNORED)(fn)
-    reconciler = Reconciler(kube or Kube(), config)
+    reconciler = Reconciler(kube or Kube(), config, metrics=metrics)
     background: set[asyncio.Task[None]] = set()
 
     # Every ClaudeProxy in the watched namespaces, kept current by kopf's watch: what the resync loop goes over.

@@ -10,6 +10,7 @@ import kopf
 
 from claude_proxy_operator.config import Config
 from claude_proxy_operator.handlers import build_registry, configure
+from claude_proxy_operator.metrics import OperatorMetrics
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -36,8 +37,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     kopf.configure(verbose=args.verbose)
     settings = kopf.OperatorSettings()
     configure(settings)
+    metrics = OperatorMetrics()
+    if config.metrics_port:
+        metrics.serve(config.metrics_port)
     kopf.run(
-        registry=build_registry(config),
+        registry=build_registry(config, metrics=metrics),
         settings=settings,
         standalone=True,
         clusterwide=not args.namespace,

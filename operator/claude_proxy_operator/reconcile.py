@@ -35,6 +35,7 @@ from claude_proxy_operator.kube import (
     Kube,
     Resource,
 )
+from claude_proxy_operator.metrics import OperatorMetrics
 from claude_proxy_operator.spec import Manifest, ProxySpec, SecretRef, SpecError, check_name, parse_spec
 
 EventSink = Callable[[Mapping[str, Any], str, str, str], Awaitable[None]]
@@ -59,9 +60,11 @@ class Reconciler:
         *,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         post_event: EventSink | None = None,
+        metrics: OperatorMetrics | None = None,
     ) -> None:
         self.kube = kube
         self.config = config
+        self.metrics = metrics or OperatorMetrics()
         self.clock = clock
         self.post_event = post_event or self._post_event
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
@@ -79,8 +82,10 @@ class Reconciler:
             body = await self.kube.get(CLAUDE_PROXIES, namespace, name)
             if body is None or body.get("metadata", {}).get("deletionTimestamp"):
                 self._locks.pop((namespace, name), None)
+                self.metrics.forget(namespace, name)
                 return
-            await _ReconcilePass(self, body, logger).run()
+            with self.metrics.reconcile_pass():
+                await _ReconcilePass(self, body, logger).run()
 
 
 class _ReconcilePass:
@@ -91,6 +96,7 @@ class _ReconcilePass:
         self.config = owner.config
         self.now = owner.clock()
         self.post_event = owner.post_event
+        self.metrics = owner.metrics
         self.body = body
         self.logger = logger
         meta = body["metadata"]
@@ -319,6 +325,7 @@ class _ReconcilePass:
 
     async def _write_status(self, observed: status.Observed) -> None:
         new = status.compute_status(self.previous, observed)
+        self.metrics.observe(self.body, new)
         old = {key: value for key, value in self.previous.items() if key in new}
         if {k: v for k, v in new.items() if v is not None} == {k: v for k, v in old.items() if v is not None}:
             return
@@ -340,6 +347,7 @@ class _ReconcilePass:
         if status.condition(self.previous, "Ready").get("message") == message:
             return
         conditions = [c for c in self.previous.get("conditions") or () if c.get("type") != "Ready"] + [invalid]
+        self.metrics.observe(self.body, {**self.previous, "conditions": conditions})
         patch = {"status": {"observedGeneration": self.generation, "conditions": conditions}}
         await self.kube.patch(CLAUDE_PROXIES, self.ns, self.name, patch, subresource="status")
         await self.post_event(self.body, "Warning", "InvalidSpec", message)

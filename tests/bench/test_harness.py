@@ -142,3 +142,22 @@ def test_paced_steps_are_parsed_sorted_and_unique_and_bad_ones_refused() -> None
     for bad in ("250,x", "0", "-5"):
         with pytest.raises(argparse.ArgumentTypeError):
             _counts(bad)
+
+
+@pytest.mark.slow
+def test_the_otel_harness_exports_to_its_sink_only_when_asked() -> None:
+    """`bench.otel_ab`, the farm-bench workload of docs/performance.md#opentelemetry: with --otel the proxy's spans
+    and metrics reach the local sink; without, the proxy runs with no exporter."""
+    for otel in (True, False):
+        out = subprocess.run(
+            [sys.executable, "-m", "bench.otel_ab", "--requests", "20", "--streams", "2",
+             *(["--otel"] if otel else [])],
+            cwd=ROOT, capture_output=True, text=True, timeout=90,
+        )  # fmt: skip
+        assert out.returncode == 0, out.stderr[-3000:]
+        first = out.stdout.splitlines()[0]
+        assert first.startswith(f"otel={'on' if otel else 'off'} requests=22 events=")
+        sink = re.search(r"otlp sink: (\d+) exports, (\d+) bytes", out.stdout)
+        assert (sink is not None) == otel
+        if sink:
+            assert int(sink[1]) >= 1 and int(sink[2]) > 0

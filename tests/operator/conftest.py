@@ -19,6 +19,7 @@ from claude_proxy_operator import rbac
 from claude_proxy_operator.config import Config
 from claude_proxy_operator.handlers import build_registry, configure
 from claude_proxy_operator.kube import Kube
+from claude_proxy_operator.metrics import OperatorMetrics
 from tests.operator.cluster import (
     RESOURCES,
     TEST_CLIENT,
@@ -107,8 +108,14 @@ async def _quiesce(emulator: Cluster) -> None:
 
 
 @pytest.fixture
+def operator_metrics() -> OperatorMetrics:
+    """The metrics the `operator` fixture's reconciler records into."""
+    return OperatorMetrics()
+
+
+@pytest.fixture
 async def operator(
-    cluster: tuple[Cluster, str], readyz: Readyz, request: pytest.FixtureRequest
+    cluster: tuple[Cluster, str], readyz: Readyz, request: pytest.FixtureRequest, operator_metrics: OperatorMetrics
 ) -> AsyncIterator[Cluster]:
     emulator, url = cluster
 
@@ -125,7 +132,7 @@ async def operator(
     }
     kube = Kube(KubeConfig.from_dict(kubeconfig))
     config = Config(default_image=IMAGE, resync_seconds=RESYNC_SECONDS, login_url=readyz.url, login_timeout=1.0)
-    registry = build_registry(config, login=login, kube=kube)
+    registry = build_registry(config, login=login, kube=kube, metrics=operator_metrics)
     settings = kopf.OperatorSettings()
     configure(settings)
     settings.networking.error_backoffs = [0.1, 0.2]

@@ -1,5 +1,5 @@
-"""The Helm chart's ServiceMonitor: off by default, scraping every proxy Service the operator builds, following the
-watched namespaces and the timing values."""
+"""The Helm chart's ServiceMonitor of the proxies (the operator's own is in test_chart_alerts.py): off by default,
+scraping every proxy Service the operator builds, following the watched namespaces and the timing values."""
 
 from __future__ import annotations
 
@@ -11,16 +11,16 @@ import kubernetes_validate
 from claude_proxy_operator import builders
 from claude_proxy_operator.spec import parse_spec
 from tests.packaging.chart_support import K8S, instance
-from tests.packaging.helm import NAMESPACE, of_kind, one, template
+from tests.packaging.helm import NAMESPACE, of_kind, template
 
 # The fields of monitoring.coreos.com/v1 ServiceMonitor this chart sets (a subset of what its CRD defines).
 SERVICE_MONITOR_SPEC = {"selector", "namespaceSelector", "endpoints", "targetLabels"}
-SERVICE_MONITOR_ENDPOINT = {"port", "path", "scheme", "interval", "scrapeTimeout"}
+SERVICE_MONITOR_ENDPOINT = {"port", "path", "scheme", "interval", "scrapeTimeout", "honorLabels"}
 DURATION = re.compile(r"^(0|(([0-9]+)y)?(([0-9]+)w)?(([0-9]+)d)?(([0-9]+)h)?(([0-9]+)m)?(([0-9]+)s)?(([0-9]+)ms)?)$")
 
 
 def _service_monitor(values: dict[str, str]) -> dict[str, Any]:
-    monitor = one(template(values), "ServiceMonitor")
+    [monitor] = [m for m in of_kind(template(values), "ServiceMonitor") if m["metadata"]["name"].endswith("-proxies")]
     assert (monitor["apiVersion"], monitor["kind"]) == ("monitoring.coreos.com/v1", "ServiceMonitor")
     assert set(monitor) == {"apiVersion", "kind", "metadata", "spec"}
     assert set(monitor["spec"]) <= SERVICE_MONITOR_SPEC

@@ -259,16 +259,21 @@ def _pins() -> dict[str, str]:
 
 
 def _runtime_closure() -> dict[str, list[Requirement]]:
-    """Every distribution `claude-code-proxy[operator]` needs at run time on this platform, with its requirements."""
+    """Every distribution `claude-code-proxy[operator,otel]` needs at run time on this platform, with its requirements
+    (the project's own from pyproject.toml, which an older install's metadata may not match)."""
     needed: dict[str, list[Requirement]] = {}
-    todo: list[tuple[str, frozenset[str]]] = [("claude-code-proxy", frozenset({"operator"}))]
+    todo: list[tuple[str, frozenset[str]]] = [("claude-code-proxy", frozenset({"operator", "otel"}))]
     seen: set[tuple[str, frozenset[str]]] = set()
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    own = [*project["dependencies"]] + [
+        f"{raw}; extra == '{extra}'" for extra, raws in project["optional-dependencies"].items() for raw in raws
+    ]
     while todo:
         dist, extras = todo.pop()
         if (dist, extras) in seen:
             continue
         seen.add((dist, extras))
-        for raw in importlib.metadata.requires(dist) or []:
+        for raw in own if dist == "claude-code-proxy" else importlib.metadata.requires(dist) or []:
             req = Requirement(raw)
             contexts = [{"extra": e} for e in extras] or [{"extra": ""}]
             if req.marker is not None and not any(req.marker.evaluate(c) for c in contexts):

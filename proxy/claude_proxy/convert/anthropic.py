@@ -56,13 +56,15 @@ class MessagesRequest(CountTokensRequest):
 class StreamWatch:
     """The relay's translator for a Messages stream passed through: Anthropic's bytes go to the client unchanged, so
     it writes nothing and never fails a stream; it only keeps the token counts of message_start and message_delta
-    (for the access log and the metrics)."""
+    (for the access log and the metrics), the model message_start names and the stop reason (for the traces)."""
 
-    __slots__ = ("_usage",)
+    __slots__ = ("_usage", "model", "stop_reason")
     fast_path = None  # nothing to translate
 
     def __init__(self) -> None:
         self._usage: dict[str, Any] = {}
+        self.model: str | None = None  # what message_start named
+        self.stop_reason: str | None = None  # what message_delta brought
 
     @property
     def usage(self) -> Mapping[str, Any]:
@@ -73,8 +75,13 @@ class StreamWatch:
         kind = event.get("type")
         if kind == "message_start":
             holder = event.get("message")
+            model = holder.get("model") if isinstance(holder, Mapping) else None
+            self.model = model if isinstance(model, str) else None
         elif kind == "message_delta":
             holder = event
+            delta = event.get("delta")
+            stop = delta.get("stop_reason") if isinstance(delta, Mapping) else None
+            self.stop_reason = stop if isinstance(stop, str) else self.stop_reason
         else:
             return []
         usage = holder.get("usage") if isinstance(holder, Mapping) else None

@@ -90,6 +90,16 @@ class StreamTranslator:
         """message_stop was seen."""
         return self._done
 
+    @property
+    def stop_reason(self) -> str | None:
+        """Anthropic's stop reason, once message_delta brought it."""
+        return self._stop_reason
+
+    @property
+    def model(self) -> str:
+        """The model Anthropic's message_start named (the requested one before it)."""
+        return self._model
+
     # ---- chunks ----------------------------------------------------------------------------------------------------
 
     def _chunk(self, delta: dict[str, Any], finish_reason: str | None = None) -> dict[str, Any]:

@@ -119,6 +119,11 @@ class ResponsesStreamTranslator:
     def done(self) -> bool:
         return self._done
 
+    @property
+    def stop_reason(self) -> str | None:
+        """Anthropic's stop reason, once message_delta brought it."""
+        return self._stop_reason
+
     # ---- output ----------------------------------------------------------------------------------------------------
 
     def _event(self, kind: str, **fields: Any) -> None:

@@ -13,7 +13,7 @@ import logging
 import os
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -33,12 +33,16 @@ class RequestInfo:
         "cache_read_tokens",
         "cache_write_tokens",
         "error",
+        "finish_reason",
+        "first_token",
         "input_tokens",
         "model",
         "output_tokens",
         "request_id",
+        "response_model",
         "status",
         "stream",
+        "tpot",
         "upstream_request_id",
     )
 
@@ -53,6 +57,11 @@ class RequestInfo:
         self.cache_read_tokens = 0
         self.cache_write_tokens = 0
         self.error: str | None = None
+        # For the telemetry: Anthropic's stop reason and model, and a stream's time to first token and per token.
+        self.finish_reason: str | None = None
+        self.response_model: str | None = None
+        self.first_token: float | None = None
+        self.tpot: float | None = None
 
     def add_usage(self, usage: Mapping[str, Any] | None) -> None:
         if not usage:
@@ -73,10 +82,19 @@ INTERNAL_ERROR = orjson.dumps(
 )
 
 
+class Tracing(Protocol):
+    """The OpenTelemetry hooks (`server.telemetry.Telemetry`), given only when telemetry is configured."""
+
+    def start(self, scope: Scope, info: RequestInfo) -> Any: ...
+
+    def finish(self, trace: Any, info: RequestInfo, route: str, status: int, seconds: float) -> None: ...
+
+
 class AccessMiddleware:
-    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+    def __init__(self, app: ASGIApp, metrics: Metrics, telemetry: Tracing | None = None) -> None:
         self.app = app
         self.metrics = metrics
+        self.telemetry = telemetry
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -85,6 +103,7 @@ class AccessMiddleware:
         started = time.perf_counter()
         info = RequestInfo(new_request_id())
         scope.setdefault("state", {})["info"] = info
+        trace = self.telemetry.start(scope, info) if self.telemetry is not None else None
         header = (b"x-request-id", info.request_id.encode())
 
         async def send_with_id(message: Message) -> None:
@@ -112,12 +131,14 @@ class AccessMiddleware:
             )
             await send({"type": "http.response.body", "body": INTERNAL_ERROR})
         finally:
-            self._record(scope, info, time.perf_counter() - started)
+            self._record(scope, info, time.perf_counter() - started, trace)
 
-    def _record(self, scope: Scope, info: RequestInfo, seconds: float) -> None:
+    def _record(self, scope: Scope, info: RequestInfo, seconds: float, trace: Any = None) -> None:
         route = scope.get("route")
         path = getattr(route, "path", None) or UNMATCHED
         self.metrics.request(path, info.status or 499, info.model, seconds)
+        if self.telemetry is not None:
+            self.telemetry.finish(trace, info, path, info.status or 499, seconds)
         if info.status == 499 and path != UNMATCHED:
             self.metrics.disconnects.inc()
         direct = direct_access_handler(access_log)

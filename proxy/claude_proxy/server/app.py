@@ -15,7 +15,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import APIRouter, FastAPI
 from fastapi.exceptions import RequestValidationError
@@ -41,6 +41,7 @@ from claude_proxy.server.routing import ProxyRoute, body_schemas
 from claude_proxy.server.startup import startup_lines
 from claude_proxy.server.state import AppState, ModelCache
 from claude_proxy.server.streaming import SERVER_SEND
+from claude_proxy.server.telemetry import Telemetry, from_env
 from claude_proxy.upstream.api import Upstream
 from claude_proxy.upstream.client import Client, Timeouts
 from claude_proxy.upstream.login import LoginState
@@ -72,13 +73,18 @@ def create_app(
     *,
     clock: Callable[[], float] = time.time,
     sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
+    telemetry: Telemetry | Literal["env"] | None = "env",
 ) -> ProxyApp:
-    """The app. `sleep` is how the upstream layer waits between retries (tests pass one that does not wait).
+    """The app. `sleep` is how the upstream layer waits between retries (tests pass one that does not wait);
+    `telemetry` is the OpenTelemetry the standard `OTEL_` environment configures (`server.telemetry.from_env`: None
+    when it configures none), or the one given.
 
     What lives outside the event loop is made here (the server reads `app.state.drain` for its SIGTERM drain); the
     `AppState`, with the upstream client, is made when the lifespan starts and reaches each request through the
     lifespan state (`state.app_state(request)`)."""
     settings = settings or Settings.from_env()
+    if telemetry == "env":
+        telemetry = from_env()
     resolver = settings.credential_resolver()
     metrics = Metrics(clock=clock)
     limiter = Limiter(
@@ -113,7 +119,14 @@ def create_app(
         await client.start()
         try:
             upstream = Upstream(
-                client, resolver, timeouts=timeouts, retry=retry, sleep=sleep, observer=metrics, login=login
+                client,
+                resolver,
+                timeouts=timeouts,
+                retry=retry,
+                sleep=sleep,
+                observer=metrics,
+                login=login,
+                tracer=telemetry if telemetry is not None and telemetry.tracer is not None else None,
             )
             yield {
                 "app": AppState(
@@ -133,6 +146,8 @@ def create_app(
             }
         finally:
             await client.close()
+            if telemetry is not None:
+                telemetry.shutdown()
 
     app = ProxyApp(
         title="claude-code-proxy",
@@ -141,7 +156,7 @@ def create_app(
         docs_url=None,
         redoc_url=None,
         telemetry=NO_TELEMETRY,
-        middleware=[Middleware(AccessMiddleware, metrics=metrics)],
+        middleware=[Middleware(AccessMiddleware, metrics=metrics, telemetry=telemetry)],
         exception_handlers={
             ProxyError: _proxy_error,
             RequestValidationError: _validation_error,

@@ -33,6 +33,8 @@ NO_MODEL = ""
 # Seconds: fast non-streamed answers to long generations (the read timeout is 600 s by default).
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0)
 TTFT_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 10.0, 20.0, 30.0, 60.0)
+# Seconds per output token after the first: Claude streams some tens of tokens a second.
+TPOT_BUCKETS = (0.002, 0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0)
 
 
 class _StateCollector(Collector):
@@ -121,6 +123,12 @@ class Metrics:
             "proxy_time_to_first_token_seconds",
             "Time from request to the first streamed output",
             buckets=TTFT_BUCKETS,
+            registry=r,
+        )
+        self.tpot = Histogram(
+            "proxy_time_per_output_token_seconds",
+            "Streamed answers that ended normally: (end of stream - first output) / (output tokens - 1)",
+            buckets=TPOT_BUCKETS,
             registry=r,
         )
         self.tokens = Counter(

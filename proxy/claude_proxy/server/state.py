@@ -123,6 +123,16 @@ class UpstreamSlot:
         if not self.streaming or exc is not None:
             self.release()
 
+    def answered(self, message: Any) -> None:
+        """A whole answer came: its usage to record, and its stop reason and model for the traces."""
+        if not isinstance(message, Mapping):
+            return
+        usage = message.get("usage")
+        self.usage = usage if isinstance(usage, Mapping) else None
+        stop, model = message.get("stop_reason"), message.get("model")
+        self.info.finish_reason = stop if isinstance(stop, str) else None
+        self.info.response_model = model if isinstance(model, str) else None
+
     def hold_for_stream(self) -> None:
         """The block is about to return a stream's response, which calls `release()` when the stream ends."""
         self.streaming = True
@@ -170,14 +180,23 @@ async def relay_stream(
     info.upstream_request_id = upstream.headers.get("request-id")
     if relay.refused:
         return None
-    state.metrics.ttft.observe(time.perf_counter() - started)
+    first = time.perf_counter()
+    info.first_token = first - started
+    state.metrics.ttft.observe(info.first_token)
     assert translator is not None
     slot.usage = translator.usage  # the translator's own counts, filled as the stream goes
     fail = relay.shape.fail
 
     def on_close(outcome: str) -> None:
         stream_ended(state, info, outcome, relay.error, relay.finished)
+        output = info.output_tokens
         slot.release()
+        info.finish_reason = getattr(translator, "stop_reason", None)
+        info.response_model = getattr(translator, "model", None)
+        output = info.output_tokens - output
+        if relay.finished and relay.error is None and output > 1:  # a whole answer: (end - first token) / (n - 1)
+            info.tpot = (time.perf_counter() - first) / (output - 1)
+            state.metrics.tpot.observe(info.tpot)
 
     def error_ending(error: ProxyError) -> bytes:  # the shutdown deadline: the stream's own ending for an error
         return fail(translator, error)

@@ -109,9 +109,11 @@ class Retry(Exception):
         reason: str,
         hint: float | None = None,
         answer: Response | None = None,
+        status: int | None = None,
     ) -> None:
         super().__init__(why)
         self.error = error
+        self.status = status  # the HTTP status of the answer retried, None for a broken connection or stream
         self.why = why  # for the log line
         self.reason = reason  # the retry metric's label (`retry_reason`, or "connection", "stream_error")
         self.hint = hint  # the server's retry-after, in seconds
@@ -131,6 +133,19 @@ class UpstreamObserver(Protocol):
     def retry(self, reason: str) -> None: ...
 
     def ratelimits(self, headers: Mapping[str, str]) -> None: ...
+
+
+class AttemptSpan(Protocol):
+    """One attempt's trace span, ended once with the attempt's HTTP status and error type (None when it had none)."""
+
+    def end(self, status: int | None, error: str | None) -> None: ...
+
+
+class AttemptTracer(Protocol):
+    """Opens a span for each attempt of `send_with_retries` (the app's OpenTelemetry traces implement it; None when
+    they are off); `resend_count` is the number of attempts before this one. Must be cheap and never raise."""
+
+    def attempt(self, resend_count: int, stream: bool) -> AttemptSpan | None: ...
 
 
 def retry_reason(status: int | None) -> str:
@@ -153,8 +168,10 @@ class Upstream:
         sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
         observer: UpstreamObserver | None = None,
         login: LoginState | None = None,
+        tracer: AttemptTracer | None = None,
     ) -> None:
         self.client = client
+        self.tracer = tracer
         self.login = login  # told whether Anthropic accepted the credential, on every answer
         self._login_kind = ""  # the kind of credential the last attempt used
         default = aiohttp.ClientTimeout(total=None, sock_connect=10.0, sock_read=600.0)
@@ -261,12 +278,18 @@ class Upstream:
         budget = budget if budget is not None else RetryBudget()
         while True:
             response: Response | None = None
+            span = self.tracer.attempt(budget.retries, stream) if self.tracer is not None else None
             try:
                 response = await self._attempt(body, client_betas, stream, url, version, relay_errors, budget)
                 if opened is not None and response.status_code < 400:
                     await opened(response)
+                if span is not None:
+                    code = response.status_code
+                    span.end(code, str(code) if code >= 400 else None)
                 return response
             except Retry as retry:
+                if span is not None:
+                    span.end(retry.status, str(retry.status) if retry.status is not None else retry.reason)
                 wait = self.retry.delay(budget.retries + 1, retry.hint, budget.waited)
                 if wait is None and retry.answer is not None:
                     return retry.answer
@@ -283,7 +306,10 @@ class Upstream:
                 )
                 await self.sleep(wait)
                 budget.spend(wait)
-            except BaseException:
+            except BaseException as exc:
+                if span is not None:
+                    status = exc.status if isinstance(exc, UpstreamError) else None
+                    span.end(status, str(status) if status is not None else type(exc).__name__)
                 if response is not None:
                     await _close(response)
                 raise
@@ -327,6 +353,7 @@ class Upstream:
                 retry_reason(response.status_code),
                 retry_after(response.headers),
                 response if relay_errors else None,
+                response.status_code,
             )
         if relay_errors:
             return response

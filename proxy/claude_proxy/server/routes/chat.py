@@ -71,7 +71,7 @@ async def complete(
     )
     request_id = headers.get("request-id")
     slot.info.upstream_request_id = request_id
-    slot.usage = message.get("usage")
+    slot.answered(message)
     body = to_openai(message, model=translation.model, created=created, json_tool=translation.json_tool)
     return json_response(body, headers={"x-upstream-request-id": request_id} if request_id else None)
 

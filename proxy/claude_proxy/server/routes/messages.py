@@ -173,8 +173,7 @@ async def _passthrough(
                 message = orjson.loads(content)
             except orjson.JSONDecodeError:
                 message = None
-            counts = message.get("usage") if isinstance(message, dict) else None
-            turn.usage = counts if isinstance(counts, dict) else None
+            turn.answered(message)
         await _answer(send, reply.status_code, reply.headers, content, budget)
 
 

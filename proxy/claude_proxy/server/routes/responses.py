@@ -86,7 +86,7 @@ async def complete(
     )
     request_id = headers.get("request-id")
     slot.info.upstream_request_id = request_id
-    slot.usage = message.get("usage")
+    slot.answered(message)
     body = to_response(
         message, model=translation.model, created_at=created, echo=translated.echo, json_tool=translation.json_tool
     )
