@@ -267,7 +267,9 @@ def _check_document(block: dict[str, Any], where: str, role: str) -> None:
         if set(src) != {"type", "url"} or not str(src.get("url", "")).startswith("https://"):
             raise _bad(f"{where}.source.url: must be an https URL")
     else:
-        raise _bad(f"{where}.source.type: Input tag {kind!r} found using 'type' does not match any of the expected tags")
+        raise _bad(
+            f"{where}.source.type: Input tag {kind!r} found using 'type' does not match any of the expected tags"
+        )
 
 
 def _check_blocks(content: Any, where: str, role: str) -> list[dict[str, Any]]:

@@ -79,9 +79,9 @@ def upstream_error(status: int, body: Any, headers: Any, *, messages: bool = Tru
         message = (
             f"Anthropic refused the proxy's own upstream credential (HTTP {status}: {mask_secrets(message)}). This is "
             "not a fault of this request or of its API key, and retrying will not help: the proxy's operator must "
-            "renew its login or configure another credential (`claude-proxy check` shows which is in use; Anthropic serves "
-            "subscription tokens only to Claude Code, so a Console API key in ANTHROPIC_API_KEY is the way for "
-            "other clients)."
+            "renew its login or configure another credential (`claude-proxy check` shows which is in use; "
+            "Anthropic serves subscription tokens only to Claude Code, so a Console API key in ANTHROPIC_API_KEY "
+            "is the way for other clients)."
         )
         answered, etype, code = REFUSED_STATUS, REFUSED, REFUSED
     elif match:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import re
 
 import httpx
-
 import pytest
 
 from claude_proxy.convert.errors import credential_refusal, upstream_error

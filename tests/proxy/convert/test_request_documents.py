@@ -14,7 +14,7 @@ from tests.paths import FIXTURES
 from tests.proxy.convert.request_support import OPTS, translate, user
 
 PDF = base64.b64encode((FIXTURES / "documents" / "invoice.pdf").read_bytes()).decode()
-TEXT = base64.b64encode("Dear team,\nthe total is 42.00 EUR.\n".encode()).decode()
+TEXT = base64.b64encode(b"Dear team,\nthe total is 42.00 EUR.\n").decode()
 
 
 def with_parts(*parts: dict[str, Any]) -> dict[str, Any]:
@@ -44,7 +44,11 @@ def test_bare_base64_is_read_as_a_pdf_by_its_signature_and_as_text_by_its_name()
     body = with_parts(file(file_data=PDF), file(filename="notes.txt", file_data=TEXT))
     pdf, text = body["messages"][0]["content"][1:]
     assert pdf == {"type": "document", "source": {"type": "base64", "media_type": "application/pdf", "data": PDF}}
-    assert text["source"] == {"type": "text", "media_type": "text/plain", "data": "Dear team,\nthe total is 42.00 EUR.\n"}
+    assert text["source"] == {
+        "type": "text",
+        "media_type": "text/plain",
+        "data": "Dear team,\nthe total is 42.00 EUR.\n",
+    }
     assert text["title"] == "notes.txt"
 
 

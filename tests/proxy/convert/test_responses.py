@@ -285,8 +285,16 @@ def test_input_files_become_documents() -> None:
         }
     )
     assert body["messages"][0]["content"][1:] == [
-        {"type": "document", "source": {"type": "base64", "media_type": "application/pdf", "data": pdf}, "title": "a.pdf"},
-        {"type": "document", "source": {"type": "url", "url": "https://example.com/b.pdf"}, "cache_control": {"type": "ephemeral"}},
+        {
+            "type": "document",
+            "source": {"type": "base64", "media_type": "application/pdf", "data": pdf},
+            "title": "a.pdf",
+        },
+        {
+            "type": "document",
+            "source": {"type": "url", "url": "https://example.com/b.pdf"},
+            "cache_control": {"type": "ephemeral"},
+        },
     ]
 
 

@@ -236,7 +236,9 @@ def test_context_overflow_is_rewritten_in_openai_wording(fake: FakeAnthropic, pr
     assert "resulted in 250000 tokens" in err.message
 
 
-CLAUDE_CODE_ONLY = "This credential is only authorized for use with Claude Code and cannot be used for other API requests."
+CLAUDE_CODE_ONLY = (
+    "This credential is only authorized for use with Claude Code and cannot be used for other API requests."
+)
 
 
 # Anthropic's status and type -> the status, exception and error type an OpenAI client gets (docs/translation.md#errors
@@ -245,8 +247,22 @@ CLAUDE_CODE_ONLY = "This credential is only authorized for use with Claude Code 
     ("status", "etype", "message", "seen", "exc", "seen_type"),
     [
         (400, "invalid_request_error", "bad", 400, openai.BadRequestError, "invalid_request_error"),
-        (400, "invalid_request_error", CLAUDE_CODE_ONLY, 403, openai.PermissionDeniedError, "upstream_credential_refused"),
-        (401, "authentication_error", "invalid x-api-key", 403, openai.PermissionDeniedError, "upstream_credential_refused"),
+        (
+            400,
+            "invalid_request_error",
+            CLAUDE_CODE_ONLY,
+            403,
+            openai.PermissionDeniedError,
+            "upstream_credential_refused",
+        ),
+        (
+            401,
+            "authentication_error",
+            "invalid x-api-key",
+            403,
+            openai.PermissionDeniedError,
+            "upstream_credential_refused",
+        ),
         (402, "billing_error", "credit balance too low", 402, openai.APIStatusError, "insufficient_quota"),
         (403, "permission_error", "not allowed", 403, openai.PermissionDeniedError, "upstream_credential_refused"),
         (404, "not_found_error", "no such thing", 404, openai.NotFoundError, "not_found_error"),

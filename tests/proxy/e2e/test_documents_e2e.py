@@ -78,9 +78,7 @@ def test_a_pdf_through_the_responses_api(fake: FakeAnthropic, proxy: ProxyFactor
     assert document["title"] == "invoice.pdf"
 
 
-def test_a_file_id_is_a_400_naming_the_part_and_nothing_goes_upstream(
-    fake: FakeAnthropic, proxy: ProxyFactory
-) -> None:
+def test_a_file_id_is_a_400_naming_the_part_and_nothing_goes_upstream(fake: FakeAnthropic, proxy: ProxyFactory) -> None:
     c = client(proxy())
     with pytest.raises(openai.BadRequestError) as chat:
         c.chat.completions.create(
@@ -102,7 +100,10 @@ def test_a_broken_pdf_is_anthropics_400_passed_on(fake: FakeAnthropic, proxy: Pr
         client(proxy()).chat.completions.create(
             model=MODEL,
             messages=[
-                {"role": "user", "content": [{"type": "file", "file": {"file_data": f"data:application/pdf;base64,{broken}"}}]}
+                {
+                    "role": "user",
+                    "content": [{"type": "file", "file": {"file_data": f"data:application/pdf;base64,{broken}"}}],
+                }
             ],
         )
     assert "The PDF specified was not valid." in info.value.message

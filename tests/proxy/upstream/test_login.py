@@ -115,7 +115,9 @@ def test_a_refusal_message_shaped_like_a_token_is_masked(fake: FakeAnthropic, pr
     assert leaked not in str(login["message"]) and "[redacted]" in str(login["message"])
 
 
-CLAUDE_CODE_ONLY = "This credential is only authorized for use with Claude Code and cannot be used for other API requests."
+CLAUDE_CODE_ONLY = (
+    "This credential is only authorized for use with Claude Code and cannot be used for other API requests."
+)
 
 
 def test_a_subscription_token_refused_outside_claude_code_is_a_refused_login_said_once(
@@ -135,7 +137,8 @@ def test_a_subscription_token_refused_outside_claude_code_is_a_refused_login_sai
     with pytest.raises(openai.PermissionDeniedError) as streamed:
         list(client.responses.create(model="claude-sonnet-4-6", input="hi", stream=True))
     messages = httpx.post(
-        f"{url}/v1/messages", json={"model": "claude-sonnet-4-6", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]}
+        f"{url}/v1/messages",
+        json={"model": "claude-sonnet-4-6", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]},
     )
     assert len(fake.messages_requests) == before + 3  # one attempt each, no retry
     for error in (chat.value, streamed.value):
