@@ -12,7 +12,6 @@ from typing import Any
 
 from claude_proxy.convert.tables import client_status, openai_error_type
 from claude_proxy.errors import UpstreamError
-from claude_proxy.redact import mask_secrets
 from claude_proxy.retry import retry_after as retry_hint
 
 _TOO_LONG = re.compile(r"prompt is too long:\s*(\d+)\s*tokens\s*>\s*(\d+)\s*maximum", re.IGNORECASE)
@@ -77,7 +76,7 @@ def upstream_error(status: int, body: Any, headers: Any, *, messages: bool = Tru
         # The client's own key never goes upstream: this refusal is of the proxy's credential, which only its
         # operator can fix. Said plainly, with a status no client retries or blames on its request.
         message = (
-            f"Anthropic refused the proxy's own upstream credential (HTTP {status}: {mask_secrets(message)}). This is "
+            f"Anthropic refused the proxy's own upstream credential (HTTP {status}: {message}). This is "
             "not a fault of this request or of its API key, and retrying will not help: the proxy's operator must "
             "renew its login or configure another credential (`claude-proxy check` shows which is in use; "
             "Anthropic serves subscription tokens only to Claude Code, so a Console API key in ANTHROPIC_API_KEY "

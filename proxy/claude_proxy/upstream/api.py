@@ -34,7 +34,7 @@ from claude_proxy.errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
-from claude_proxy.redact import display_url
+from claude_proxy.redact import display_url, mask_secrets
 from claude_proxy.retry import RetryBudget, RetryPolicy, retry_after, should_retry
 from claude_proxy.upstream.client import Client, Response, TransportError
 from claude_proxy.upstream.login import LoginState
@@ -194,8 +194,12 @@ class Upstream:
         return headers
 
     def _note_login(self, error: UpstreamError, kind: str) -> None:
-        if self.login is not None and error.credential_refused:
-            self.login.refused(kind, error.upstream_status, error.upstream_message)
+        """A refusal of the credential marks the login refused; its message, shown to every client from now on,
+        loses anything shaped like a token."""
+        if error.credential_refused:
+            error.message = mask_secrets(error.message)
+            if self.login is not None:
+                self.login.refused(kind, error.upstream_status, error.upstream_message)
 
     async def _send(
         self,
