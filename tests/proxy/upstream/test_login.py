@@ -129,25 +129,27 @@ def test_a_subscription_token_refused_outside_claude_code_is_a_refused_login_sai
     assert ask(client)
     # Anthropic's answer even invites a retry: a refused credential is not retried all the same.
     refusal = ErrorReply(400, "invalid_request_error", CLAUDE_CODE_ONLY, headers={"x-should-retry": "true"})
-    fake.script(refusal, refusal, refusal)
+    fake.script(refusal, refusal, refusal, refusal)
     before = len(fake.messages_requests)
 
     with pytest.raises(openai.PermissionDeniedError) as chat:
         ask(client)
     with pytest.raises(openai.PermissionDeniedError) as streamed:
         list(client.responses.create(model="claude-sonnet-4-6", input="hi", stream=True))
-    messages = httpx.post(
-        f"{url}/v1/messages",
-        json={"model": "claude-sonnet-4-6", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]},
-    )
-    assert len(fake.messages_requests) == before + 3  # one attempt each, no retry
+    body = {"model": "claude-sonnet-4-6", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]}
+    messages = [
+        httpx.post(f"{url}/v1/messages", json=body),
+        httpx.post(f"{url}/v1/messages", json=body | {"stream": True}),
+    ]
+    assert len(fake.messages_requests) == before + 4  # one attempt each, no retry
     for error in (chat.value, streamed.value):
         assert error.code == "upstream_credential_refused"
         assert "proxy's own upstream credential" in error.message and CLAUDE_CODE_ONLY in error.message
         assert error.response.headers["x-should-retry"] == "false"
-    assert messages.status_code == 403
-    assert messages.json()["error"]["type"] == "permission_error"
-    assert "proxy's own upstream credential" in messages.json()["error"]["message"]
+    for answer in messages:  # Anthropic's clients are told the same, in Anthropic's shape
+        assert answer.status_code == 403
+        assert answer.json()["error"]["type"] == "permission_error"
+        assert "proxy's own upstream credential" in answer.json()["error"]["message"]
 
     login = readyz(url)["login"]
     assert isinstance(login, dict)
