@@ -252,7 +252,7 @@ def _check_document(block: dict[str, Any], where: str, role: str) -> None:
             raise _bad(f"{where}.source.data: invalid base64 data") from None
         try:
             pages = len(pypdf.PdfReader(io.BytesIO(data)).pages)
-        except (pypdf.errors.PyPdfError, ValueError, KeyError, TypeError):
+        except Exception:  # whatever the reader trips on, the PDF is not one Anthropic reads
             raise _bad("The PDF specified was not valid.") from None
         if not pages:
             raise _bad("The PDF specified was not valid.")

@@ -61,7 +61,7 @@ DOCUMENT_TYPES = (PDF, PLAIN_TEXT)
 # count needs the PDF parsed (Anthropic says it, as a 400); every document is at least a page, so more than 100
 # documents, or more than 32 MB of them, can never be served and are refused before the upstream call.
 MAX_DOCUMENTS = 100
-MAX_DOCUMENT_BYTES = 32 * 1024 * 1024  # of document data as sent (base64 or text) in one request
+MAX_DOCUMENT_BYTES = 32_000_000  # of document data as sent (base64 or text) in one request, as PROXY_MAX_BODY_BYTES
 TITLE_MAX = 255
 _TEXT_SUFFIXES = (".txt", ".text", ".md", ".csv", ".log")
 
@@ -187,7 +187,7 @@ class Documents:
             )
         if self.size > MAX_DOCUMENT_BYTES:
             raise InvalidRequest(
-                f"documents too large: at most {MAX_DOCUMENT_BYTES // (1024 * 1024)} MB of document data per request "
+                f"documents too large: at most {MAX_DOCUMENT_BYTES // 1_000_000} MB of document data per request "
                 "(Anthropic's request limit)",
                 status=413,
                 param=param,
