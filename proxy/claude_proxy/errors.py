@@ -50,14 +50,19 @@ class Unauthorized(ProxyError):
 
 
 class CredentialsUnavailable(ProxyError):
-    """The proxy has no usable upstream credential (not the client's fault)."""
+    """The proxy has no usable upstream credential (not the client's fault). `x-should-retry: false`: an attempt
+    at once fares no better (only the operator's fix does), so SDK clients that honour the header do not retry."""
 
     status = 503
     type = "server_error"
 
+    def __init__(self, message: str, *, code: str | None = None) -> None:
+        super().__init__(message, code=code, headers={"x-should-retry": "false"})
+
 
 class UpstreamError(ProxyError):
-    """Anthropic answered with an error status."""
+    """Anthropic answered with an error status: `status` is the one the OpenAI routes answer with (529 is 503 there),
+    `upstream_status` Anthropic's own; `credential_refused` when the answer refused the proxy's credential."""
 
     def __init__(
         self,
@@ -71,11 +76,17 @@ class UpstreamError(ProxyError):
         param: str | None = None,
         code: str | None = None,
         upstream_message: str | None = None,
+        upstream_status: int | None = None,
+        credential_refused: bool = False,
     ) -> None:
         headers = {"retry-after": retry_after} if retry_after else {}
         if request_id:
             headers["x-upstream-request-id"] = request_id
+        if credential_refused:
+            headers["x-should-retry"] = "false"
         super().__init__(message, status=status, type=type, param=param, code=code, headers=headers)
+        self.upstream_status = upstream_status if upstream_status is not None else status
+        self.credential_refused = credential_refused
         self.upstream_type = upstream_type
         self.upstream_message = upstream_message if upstream_message is not None else message  # Anthropic's words
         self.request_id = request_id

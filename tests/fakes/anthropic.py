@@ -10,7 +10,11 @@ replaces the rendered stream: raw SSE bytes, numbers (pauses, during which a cli
 
 from __future__ import annotations
 
+import base64
+import binascii
+import io
 import json
+import logging
 import re
 import socket
 import struct
@@ -22,6 +26,10 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlparse
+
+import pypdf
+
+logging.getLogger("pypdf").setLevel(logging.ERROR)  # a refused PDF is the answer, not a log line
 
 TOOL_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,128}$")
 TOOL_ID = re.compile(r"^[a-zA-Z0-9_-]+$")
@@ -217,6 +225,53 @@ def _bad(message: str) -> Reject:
     return Reject(400, "invalid_request_error", message)
 
 
+MAX_PDF_PAGES = 100
+DOCUMENT_KEYS = {"type", "source", "title", "context", "citations", "cache_control"}
+
+
+def _check_document(block: dict[str, Any], where: str, role: str) -> None:
+    """A document block as the real API checks it: a user turn's, a PDF (base64 that decodes to a PDF, or an https
+    URL) or plain text, and nothing else."""
+    if role != "user":
+        raise _bad(f"{where}: document blocks are only allowed in user messages")
+    extra = set(block) - DOCUMENT_KEYS
+    if extra:
+        raise _bad(f"{where}.{sorted(extra)[0]}: Extra inputs are not permitted")
+    if "title" in block and (not isinstance(block["title"], str) or not 1 <= len(block["title"]) <= 500):
+        raise _bad(f"{where}.title: must be a string of 1 to 500 characters")
+    src = block.get("source")
+    if not isinstance(src, dict):
+        raise _bad(f"{where}.source: Field required")
+    kind = src.get("type")
+    if kind == "base64":
+        if set(src) != {"type", "media_type", "data"} or src["media_type"] != "application/pdf":
+            raise _bad(f"{where}.source.media_type: Input should be 'application/pdf'")
+        try:
+            data = base64.b64decode(str(src["data"]), validate=True)
+        except (binascii.Error, ValueError):
+            raise _bad(f"{where}.source.data: invalid base64 data") from None
+        try:
+            pages = len(pypdf.PdfReader(io.BytesIO(data)).pages)
+        except Exception:  # whatever the reader trips on, the PDF is not one Anthropic reads
+            raise _bad("The PDF specified was not valid.") from None
+        if not pages:
+            raise _bad("The PDF specified was not valid.")
+        if pages > MAX_PDF_PAGES:
+            raise _bad(f"A maximum of {MAX_PDF_PAGES} PDF pages may be provided.")
+    elif kind == "text":
+        if set(src) != {"type", "media_type", "data"} or src["media_type"] != "text/plain":
+            raise _bad(f"{where}.source.media_type: Input should be 'text/plain'")
+        if not isinstance(src["data"], str) or not src["data"]:
+            raise _bad(f"{where}.source.data: must be a non-empty string")
+    elif kind == "url":
+        if set(src) != {"type", "url"} or not str(src.get("url", "")).startswith("https://"):
+            raise _bad(f"{where}.source.url: must be an https URL")
+    else:
+        raise _bad(
+            f"{where}.source.type: Input tag {kind!r} found using 'type' does not match any of the expected tags"
+        )
+
+
 def _check_blocks(content: Any, where: str, role: str) -> list[dict[str, Any]]:
     if isinstance(content, str):
         if not content.strip():
@@ -244,6 +299,8 @@ def _check_blocks(content: Any, where: str, role: str) -> list[dict[str, Any]]:
                     raise _bad(f"{where}.{i}.source.url: must be https")
             else:
                 raise _bad(f"{where}.{i}.source: unsupported source type")
+        if kind == "document":
+            _check_document(block, f"{where}.{i}", role)
         if kind == "tool_use":
             if role != "assistant":
                 raise _bad(f"{where}.{i}: tool_use blocks are only allowed in assistant messages")

@@ -38,6 +38,24 @@ def test_instance_disabled_by_default() -> None:
     assert of_kind(template(), "ClaudeProxy") == []
 
 
+ORIGINAL_ENDPOINT = "http://claude-code-proxy.rockbot.svc.cluster.local/v1"  # the original proxy's README
+
+
+def test_the_default_instance_has_the_original_proxys_service_name() -> None:
+    proxy = one(template(instance("apiKey"), namespace="rockbot"), "ClaudeProxy")
+    name = proxy["metadata"]["name"]
+    assert name == "claude-code-proxy"
+    spec = parse_spec(proxy["spec"], default_image="img")
+    service = builders.service(name, "rockbot", spec)  # the Service the operator makes of it
+    assert service["metadata"]["name"] == "claude-code-proxy"
+    assert builders.endpoint(name, "rockbot", spec.service_port) == ORIGINAL_ENDPOINT
+
+
+def test_an_install_of_the_earlier_default_name_keeps_it_by_value() -> None:
+    proxy = one(template(instance("oauth", **{"instance.name": "claude-proxy"})), "ClaudeProxy")
+    assert proxy["metadata"]["name"] == "claude-proxy"
+
+
 FULL = {
     "instance.name": "rockbot-llm",
     "instance.auth.oauth.tokenURL": "http://oauth.test.svc:8081/v1/oauth/token",

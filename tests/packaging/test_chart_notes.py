@@ -38,14 +38,29 @@ def test_notes_tell_how_to_seed_a_login() -> None:
     text = notes(instance("oauth"))
     assert "claude auth login" in text
     assert "--from-file=.credentials.json=" in text and "create secret generic claude-credentials" in text
-    assert "claude-proxy-refresh" in text
-    annotate = f"kubectl -n team annotate claudeproxy claude-proxy --overwrite {builders.REFRESH_NOW_ANNOTATION}="
+    assert "claude-code-proxy-refresh" in text
+    annotate = f"kubectl -n team annotate claudeproxy claude-code-proxy --overwrite {builders.REFRESH_NOW_ANNOTATION}="
     assert annotate in text
 
 
 def test_notes_without_instance_show_how_to_create_one() -> None:
     text = notes({})
     assert "kind: ClaudeProxy" in text and "status.endpoint" in text
+    assert "name: claude-code-proxy" in text and "http://claude-code-proxy.<namespace>.svc.cluster.local/v1" in text
+
+
+def test_notes_give_rockbot_the_original_proxys_configuration_unchanged() -> None:
+    """The original proxy's README configures RockBot with exactly these three values; the chart's default instance,
+    installed in namespace rockbot, must be reachable by them."""
+    result = helm.run(
+        "install", RELEASE, str(helm.CHART), "--dry-run=client", "--namespace", "rockbot",
+        *helm.set_args(instance("apiKey")),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    text = result.stdout.split("NOTES:", 1)[1]
+    assert 'endpoint: "http://claude-code-proxy.rockbot.svc.cluster.local/v1"' in text
+    assert 'apiKey: "unused"' in text
+    assert 'modelId: "claude-sonnet-4-6"' in text
 
 
 @pytest.mark.parametrize("key", ["keys", "client.keys"])

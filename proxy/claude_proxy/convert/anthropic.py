@@ -18,9 +18,38 @@ class TextBlock(TypedDict):
     text: str
 
 
+class Base64PDFSource(TypedDict):
+    type: Literal["base64"]
+    media_type: Literal["application/pdf"]
+    data: str
+
+
+class PlainTextSource(TypedDict):
+    type: Literal["text"]
+    media_type: Literal["text/plain"]
+    data: str
+
+
+class URLPDFSource(TypedDict):
+    type: Literal["url"]
+    url: str
+
+
+class DocumentBlock(TypedDict):
+    """A document (a PDF, or plain text) in a user turn or a tool result: what a chat `file` part or a Responses
+    `input_file` becomes (`convert.request.document_block`)."""
+
+    type: Literal["document"]
+    source: Base64PDFSource | PlainTextSource | URLPDFSource
+    title: NotRequired[str]
+    context: NotRequired[str]
+    citations: NotRequired[dict[str, Any]]
+    cache_control: NotRequired[dict[str, Any]]
+
+
 class Message(TypedDict):
     role: Literal["user", "assistant"]
-    content: str | list[dict[str, Any]]
+    content: str | list[TextBlock | DocumentBlock | dict[str, Any]]
 
 
 class Tool(TypedDict):

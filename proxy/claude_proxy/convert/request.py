@@ -6,7 +6,11 @@ in through `Options`. Errors are `InvalidRequest` naming the offending field (`p
 
 Mapping notes (OpenAI field -> Anthropic field):
 - system/developer messages, wherever they stand -> the one top-level `system`, in order.
-- user parts: text -> text; image_url data: URL -> base64 image; https: URL -> url image; others -> 400.
+- user parts: text -> text; image_url data: URL -> base64 image; https: URL -> url image; file (file_data: a PDF
+  or plain text, as a data: URL or bare base64) -> a document block (base64 PDF source, or text source), file_url
+  (https:) -> a URL document; file_id, other media types and other part types -> 400 naming the part. Documents are
+  counted and measured against Anthropic's limits before anything goes upstream (`MAX_DOCUMENTS`,
+  `MAX_DOCUMENT_BYTES`). Tool results take text, image and file parts alike.
 - assistant tool_calls -> tool_use (arguments must be a JSON object); tool/function messages -> tool_result blocks
   in one user turn, results first. A tool call left without a result gets an explicit error result; a result without
   its call becomes plain text; tool history without `tools` gets minimal tool definitions and tool_choice none.
@@ -36,6 +40,8 @@ from claude_proxy.convert.schema import Complexity, UnsupportedSchema, complexit
 from claude_proxy.convert.wire import (
     AssistantMessage,
     ChatRequest,
+    FileData,
+    FilePart,
     FunctionMessage,
     ImagePart,
     SystemMessage,
@@ -49,6 +55,15 @@ TOOL_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,128}$")
 _ID_UNSAFE = re.compile(r"[^a-zA-Z0-9_-]")
 _DATA_URL = re.compile(r"^data:(?P<mime>[\w.+-]+/[\w.+-]+)(?P<params>(;[^,;]*)*?);base64,(?P<data>.*)$", re.DOTALL)
 IMAGE_TYPES = frozenset({"image/jpeg", "image/png", "image/gif", "image/webp"})
+PDF, PLAIN_TEXT = "application/pdf", "text/plain"
+DOCUMENT_TYPES = (PDF, PLAIN_TEXT)
+# Anthropic's limits for documents (PDF support): a request of at most 32 MB and at most 100 PDF pages. A page
+# count needs the PDF parsed (Anthropic says it, as a 400); every document is at least a page, so more than 100
+# documents, or more than 32 MB of them, can never be served and are refused before the upstream call.
+MAX_DOCUMENTS = 100
+MAX_DOCUMENT_BYTES = 32_000_000  # of document data as sent (base64 or text) in one request, as PROXY_MAX_BODY_BYTES
+TITLE_MAX = 255
+_TEXT_SUFFIXES = (".txt", ".text", ".md", ".csv", ".log")
 
 MISSING_RESULT = "No result was returned for this tool call."
 HISTORY_TOOL_DESCRIPTION = "Tool used earlier in this conversation (its definition was not sent with this request)."
@@ -153,7 +168,112 @@ def _image_block(url: str, param: str) -> dict[str, Any]:
     raise InvalidRequest("image_url.url must be an https: URL or a data: URL with base64 image data", param=param)
 
 
-def _user_blocks(content: str | list[Any], param: str) -> list[dict[str, Any]]:
+class Documents:
+    """The documents of one request so far, held to Anthropic's count and size limits as they are added."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.size = 0
+
+    def add(self, block: dict[str, Any], param: str) -> dict[str, Any]:
+        self.count += 1
+        self.size += len(block["source"].get("data") or block["source"].get("url") or "")
+        if self.count > MAX_DOCUMENTS:
+            raise InvalidRequest(
+                f"too many documents: at most {MAX_DOCUMENTS} per request (Anthropic reads at most 100 PDF pages "
+                "per request)",
+                param=param,
+                code="too_many_documents",
+            )
+        if self.size > MAX_DOCUMENT_BYTES:
+            raise InvalidRequest(
+                f"documents too large: at most {MAX_DOCUMENT_BYTES // 1_000_000} MB of document data per request "
+                "(Anthropic's request limit)",
+                status=413,
+                param=param,
+                code="request_too_large",
+            )
+        return block
+
+
+def _base64_ok(data: str) -> bool:
+    head = data[:4096]
+    try:
+        b64decode(head + "=" * (-len(head) % 4), validate=True)
+    except (binascii.Error, ValueError):
+        return False
+    return True
+
+
+def _inline_type(data: str, filename: str | None) -> str | None:
+    """The media type of bare base64 file data: a PDF by its signature, plain text by the file's name."""
+    try:
+        head = b64decode(data[:12] + "=" * (-len(data[:12]) % 4), validate=True)
+    except (binascii.Error, ValueError):
+        return None
+    if head.startswith(b"%PDF-"):
+        return PDF
+    if filename and filename.lower().endswith(_TEXT_SUFFIXES):
+        return PLAIN_TEXT
+    return None
+
+
+def document_block(file: FileData, param: str, documents: Documents) -> dict[str, Any]:
+    """A `file` content part as an Anthropic document block; `param` names the part (`messages[0].content[1]`)."""
+    if file.file_id:
+        raise InvalidRequest(
+            "file parts with file_id are not supported: file ids belong to OpenAI's Files API, which this proxy does "
+            "not have; send the file's content as file_data (data:application/pdf;base64,... or "
+            "data:text/plain;base64,...)",
+            param=f"{param}.file.file_id",
+        )
+    block: dict[str, Any]
+    if file.file_data:
+        raw = file.file_data.strip()
+        where = f"{param}.file.file_data"
+        if raw.startswith("data:"):
+            match = _DATA_URL.match(raw)
+            if not match:
+                raise InvalidRequest("file data URLs must look like data:application/pdf;base64,<data>", param=where)
+            mime, data = match.group("mime").lower(), match.group("data").strip()
+        else:
+            data = raw
+            mime = _inline_type(data, file.filename) or ""
+            if not mime:
+                raise InvalidRequest(
+                    "file_data without a data: URL must be a base64 PDF (or plain text with a .txt file name); send "
+                    "data:<media type>;base64,<data>",
+                    param=where,
+                )
+        if mime not in DOCUMENT_TYPES:
+            raise InvalidRequest(
+                f"unsupported file type {mime!r}: Anthropic reads PDF ({PDF}) and plain text ({PLAIN_TEXT}) documents",
+                param=where,
+            )
+        if not data or not _base64_ok(data):
+            raise InvalidRequest("file_data is not valid base64", param=where)
+        if mime == PDF:
+            block = {"type": "document", "source": {"type": "base64", "media_type": PDF, "data": data}}
+        else:
+            try:
+                text = b64decode(data + "=" * (-len(data) % 4), validate=True).decode("utf-8")
+            except (binascii.Error, ValueError):
+                raise InvalidRequest("text/plain file_data must be base64 of UTF-8 text", param=where) from None
+            if not text.strip():
+                raise InvalidRequest("text/plain file_data is empty", param=where)
+            block = {"type": "document", "source": {"type": "text", "media_type": PLAIN_TEXT, "data": text}}
+    elif file.file_url:
+        if not file.file_url.startswith("https://"):
+            raise InvalidRequest("file_url must be an https: URL of a PDF", param=f"{param}.file.file_url")
+        block = {"type": "document", "source": {"type": "url", "url": file.file_url}}
+    else:
+        raise InvalidRequest("file parts need file_data (or file_url)", param=f"{param}.file")
+    if file.filename and file.filename.strip():
+        block["title"] = file.filename.strip()[:TITLE_MAX]
+    return documents.add(block, param)
+
+
+def _user_blocks(content: str | list[Any], param: str, documents: Documents) -> list[dict[str, Any]]:
     if isinstance(content, str):
         return [{"type": "text", "text": content}] if content.strip() else []
     blocks: list[dict[str, Any]] = []
@@ -163,7 +283,9 @@ def _user_blocks(content: str | list[Any], param: str) -> list[dict[str, Any]]:
                 blocks.append({"type": "text", "text": part.text})
         elif isinstance(part, ImagePart):
             blocks.append(_image_block(part.image_url.url, f"{param}[{j}].image_url.url"))
-        elif part.type in ("text", "image_url"):
+        elif isinstance(part, FilePart):
+            blocks.append(document_block(part.file, f"{param}[{j}]", documents))
+        elif part.type in ("text", "image_url", "file"):
             raise InvalidRequest(f"malformed {part.type} content part", param=f"{param}[{j}]")
         else:
             raise InvalidRequest(f"unsupported content part type {part.type!r}", param=f"{param}[{j}].type")
@@ -205,7 +327,7 @@ def _tool_id(raw: str, fallback: str) -> str:
     return _ID_UNSAFE.sub("_", raw) if raw else fallback
 
 
-def _result_content(content: Any, param: str) -> str | list[dict[str, Any]] | None:
+def _result_content(content: Any, param: str, documents: Documents) -> str | list[dict[str, Any]] | None:
     """A tool message's content as tool_result content (None when there is nothing to send)."""
     if content is None:
         return None
@@ -219,6 +341,12 @@ def _result_content(content: Any, param: str) -> str | list[dict[str, Any]] | No
                     blocks.append({"type": "text", "text": part["text"]})
             elif part["type"] == "image_url" and isinstance(part.get("image_url"), dict):
                 blocks.append(_image_block(str(part["image_url"].get("url", "")), f"{param}[{j}].image_url.url"))
+            elif part["type"] == "file" and isinstance(part.get("file"), dict):
+                try:
+                    file = FileData.model_validate(part["file"])
+                except ValueError:
+                    raise InvalidRequest("malformed file content part", param=f"{param}[{j}].file") from None
+                blocks.append(document_block(file, f"{param}[{j}]", documents))
             else:
                 blocks.append({"type": "text", "text": orjson.dumps(part).decode()})
         return blocks or None
@@ -243,6 +371,7 @@ class _Turns:
         self.answered: set[str] = set()
         self.history_tools: dict[str, None] = {}  # tool names used in history, in order
         self.legacy_calls: list[tuple[str, str]] = []  # (id, name) of legacy function_call turns, unanswered
+        self.documents = Documents()
 
     def add(self, role: str, blocks: list[dict[str, Any]]) -> None:
         if not blocks:
@@ -294,7 +423,7 @@ def _convert_messages(req: ChatRequest) -> tuple[list[str], _Turns]:
                 system.append(text)
         elif isinstance(msg, UserMessage):
             turns.flush()
-            turns.add("user", _user_blocks(msg.content, f"{param}.content"))
+            turns.add("user", _user_blocks(msg.content, f"{param}.content", turns.documents))
         elif isinstance(msg, AssistantMessage):
             calls = []
             for k, call in enumerate(msg.tool_calls or []):
@@ -317,13 +446,14 @@ def _convert_messages(req: ChatRequest) -> tuple[list[str], _Turns]:
             turns.assistant(_assistant_text(msg.content, f"{param}.content"), calls)
         elif isinstance(msg, ToolMessage):
             tool_id = _tool_id(msg.tool_call_id, "")
-            turns.result(tool_id, turns.pending.get(tool_id), _result_content(msg.content, f"{param}.content"))
+            content = _result_content(msg.content, f"{param}.content", turns.documents)
+            turns.result(tool_id, turns.pending.get(tool_id), content)
         elif isinstance(msg, FunctionMessage):
             match = next((c for c in reversed(turns.legacy_calls) if c[1] == msg.name), None)
             if match is not None:
                 turns.legacy_calls.remove(match)
             tool_id = match[0] if match else f"call_fn_orphan_{i}"
-            turns.result(tool_id, msg.name, _result_content(msg.content, f"{param}.content"))
+            turns.result(tool_id, msg.name, _result_content(msg.content, f"{param}.content", turns.documents))
     turns.flush()
     return system, turns
 
@@ -423,7 +553,7 @@ def _stop_sequences(stop: str | list[str] | None) -> list[str]:
 
 def _cache_last(blocks: list[dict[str, Any]]) -> None:
     for block in reversed(blocks):
-        if block.get("type") in ("text", "image", "tool_use", "tool_result") and not (
+        if block.get("type") in ("text", "image", "document", "tool_use", "tool_result") and not (
             block.get("type") == "text" and not block.get("text")
         ):
             block["cache_control"] = {"type": "ephemeral"}

@@ -9,7 +9,8 @@ a Response object (`to_response`). No I/O, no environment, no globals; inputs ar
 Mapping notes (Responses field -> chat field):
 - `instructions` -> a leading system message; `input` as a string -> one user message.
 - message items (role user/assistant/system/developer, content a string or parts): input_text/output_text ->
-  text, input_image with `image_url` (data: or https: URL) -> image_url; `file_id` and input_file -> 400.
+  text, input_image with `image_url` (data: or https: URL) -> image_url; input_file with `file_data` or
+  `file_url` -> a file part (a document block: PDF or plain text, base64, text or URL source); `file_id` -> 400.
 - function_call items -> the assistant's tool_calls (consecutive calls join one assistant turn, `call_id` is the
   tool call id); function_call_output items -> tool messages; reasoning items are ignored (their text cannot be
   sent back to Anthropic without its signature).
@@ -144,6 +145,17 @@ def _part(part: Any, param: str, role: str) -> dict[str, Any]:
                 param=f"{param}.file_id",
             )
         raise InvalidRequest("input_image needs image_url", param=f"{param}.image_url")
+    if kind == "input_file" and role != "assistant":
+        if part.get("file_id"):
+            raise InvalidRequest(
+                "input_file with file_id is not supported: file ids belong to OpenAI's Files API, which this proxy "
+                "does not have; send the content as file_data (data:application/pdf;base64,...) or an https: file_url",
+                param=f"{param}.file_id",
+            )
+        file = {k: part[k] for k in ("filename", "file_data", "file_url") if isinstance(part.get(k), str)}
+        if not file.get("file_data") and not file.get("file_url"):
+            raise InvalidRequest("input_file needs file_data or file_url", param=f"{param}.file_data")
+        return {"type": "file", "file": file}
     raise InvalidRequest(f"unsupported content part type {kind!r} in a {role} message", param=f"{param}.type")
 
 
@@ -224,7 +236,9 @@ class _Builder:
         origin = self.origins[index]
         if match.group(2) is not None:
             origin = self.calls.get((index, int(match.group(2))), origin)
-        return origin + chat_param[match.end() :]
+        rest = chat_param[match.end() :]
+        # a chat file part's fields (`file.file_data`) are the input_file's own (`file_data`)
+        return origin + rest.replace(".file.file_", ".file_").replace(".file.filename", ".filename")
 
 
 def _referenced(item: Mapping[str, Any], param: str, lookup: Lookup | None) -> Mapping[str, Any]:

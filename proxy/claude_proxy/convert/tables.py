@@ -59,6 +59,23 @@ ANTHROPIC_TYPES: Mapping[int, str] = {
 }
 
 
+# Anthropic's HTTP status -> the status the OpenAI routes answer with, so that the OpenAI SDKs' retry rules fit what
+# happened (docs/translation.md#errors has the table with each SDK's retry set). 529 `overloaded_error` is Anthropic's
+# own status, which no OpenAI SDK knows and the .NET one (System.ClientModel: 408, 429, 500, 502, 503, 504) never
+# retries: 503, the status for a server that is busy for a while. Any other 5xx outside those the SDKs share is a
+# 502, the answer of a gateway whose upstream failed. Every other status is kept.
+CLIENT_STATUS: Mapping[int, int] = {529: 503}
+SHARED_5XX = frozenset({500, 502, 503, 504})
+
+
+def client_status(status: int) -> int:
+    """The status an OpenAI client sees for an Anthropic error status (`/v1/messages` keeps Anthropic's own)."""
+    mapped = CLIENT_STATUS.get(status)
+    if mapped is not None:
+        return mapped
+    return 502 if status >= 500 and status not in SHARED_5XX else status
+
+
 def error_status(event: Mapping[str, Any]) -> int:
     """The HTTP status an Anthropic error object (`{"error": {"type": …}}`) stands for; 500 when it names none."""
     error = event.get("error")

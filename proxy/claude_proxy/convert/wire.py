@@ -35,13 +35,28 @@ class ImagePart(_Open):
     image_url: ImageURL
 
 
+class FileData(_Open):
+    """A file given inline (`file_data`: a data: URL with base64 content, or the base64 alone), by URL (`file_url`,
+    as the Responses API's input_file has it) or by OpenAI Files API id (`file_id`, which has no counterpart here)."""
+
+    filename: str | None = None
+    file_data: str | None = None
+    file_url: str | None = None
+    file_id: str | None = None
+
+
+class FilePart(_Open):
+    type: Literal["file"]
+    file: FileData
+
+
 class OtherPart(_Open):
-    """Any other part type (input_audio, file, refusal, ...): rejected or handled by translation with a clear error."""
+    """Any other part type (input_audio, refusal, ...): rejected or handled by translation with a clear error."""
 
     type: str
 
 
-ContentPart = TextPart | ImagePart | OtherPart
+ContentPart = TextPart | ImagePart | FilePart | OtherPart
 
 
 class FunctionCall(_Open):

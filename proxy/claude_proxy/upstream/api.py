@@ -5,7 +5,8 @@ never refreshes OAuth tokens itself (that is `claude-proxy refresh`'s job); it r
 changed, and once more after a 401 in case the file was rewritten since.
 
 Retries follow `retry.py`: 429, 529, 500/502/503/504 and connection failures, with jittered exponential backoff that
-honours `retry-after`/`retry-after-ms` and `x-should-retry`, bounded in attempts and in total wait. They happen only
+honours `retry-after`/`retry-after-ms` and `x-should-retry`, bounded in attempts and in total wait; a refusal of the
+credential (`convert.errors.credential_refusal`) is never retried. They happen only
 before anything was sent to the client, in one loop (`send_with_retries`) that also retries a stream failing before its
 first output (the streaming relay's `opened` hook raises `Retry`), all from one budget.
 """
@@ -33,10 +34,10 @@ from claude_proxy.errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
-from claude_proxy.redact import display_url
+from claude_proxy.redact import display_url, mask_secrets
 from claude_proxy.retry import RetryBudget, RetryPolicy, retry_after, should_retry
 from claude_proxy.upstream.client import Client, Response, TransportError
-from claude_proxy.upstream.login import LoginState, refuses_login
+from claude_proxy.upstream.login import LoginState
 
 log = logging.getLogger("claude_proxy.upstream")
 
@@ -209,9 +210,13 @@ class Upstream:
             self._headers_by_betas[client_betas] = headers
         return headers
 
-    def _note_login(self, error: UpstreamError, kind: str, *, messages: bool) -> None:
-        if self.login is not None and refuses_login(error.status, error.upstream_type, messages=messages):
-            self.login.refused(kind, error.status, error.upstream_message)
+    def _note_login(self, error: UpstreamError, kind: str) -> None:
+        """A refusal of the credential marks the login refused; its message, shown to every client from now on,
+        loses anything shaped like a token."""
+        if error.credential_refused:
+            error.message = mask_secrets(error.message)
+            if self.login is not None:
+                self.login.refused(kind, error.upstream_status, error.upstream_message)
 
     async def _send(
         self,
@@ -269,7 +274,7 @@ class Upstream:
     ) -> Response:
         """POST /v1/messages (or `url`) until a non-retryable answer; returns a 2xx response (a stream still open).
         With `relay_errors`, the final error answer is returned too, its body read and the response closed, instead
-        of raised.
+        of raised (but for a refusal of the credential, which is raised).
 
         The one retry loop before the first byte: `opened`, given for a stream, reads an opened 2xx answer up to its
         first output before it counts as the answer, and raises `Retry` for an early failure worth another attempt;
@@ -345,8 +350,9 @@ class Upstream:
         finally:
             await response.close()
         error = upstream_error(response.status_code, _parse_error_body(content), response.headers)
-        self._note_login(error, self._login_kind, messages=True)
-        if should_retry(response.status_code, response.headers):
+        self._note_login(error, self._login_kind)
+        # A refused credential is refused again at once, whatever the answer's retry hint says.
+        if not error.credential_refused and should_retry(response.status_code, response.headers):
             raise Retry(
                 error,
                 f"answered HTTP {response.status_code}",
@@ -355,7 +361,7 @@ class Upstream:
                 response if relay_errors else None,
                 response.status_code,
             )
-        if relay_errors:
+        if relay_errors and not error.credential_refused:  # a refusal is said the proxy's way on every route
             return response
         raise error
 
@@ -387,8 +393,10 @@ class Upstream:
                 raise _transport_error(exc, self.base_url) from None
             content = response.content or b""
             if response.status_code >= 400:
-                error = upstream_error(response.status_code, _parse_error_body(content), response.headers)
-                self._note_login(error, credential.kind.value, messages=False)
+                error = upstream_error(
+                    response.status_code, _parse_error_body(content), response.headers, messages=False
+                )
+                self._note_login(error, credential.kind.value)
                 raise error
             if self.login is not None:
                 self.login.accepted(credential.kind.value)

@@ -1,21 +1,26 @@
 """Whether Anthropic accepts the proxy's credential, as its answers showed: the login's truth for /readyz, /metrics and
 the operator's `LoginValid` condition.
 
-Every upstream answer updates it: a 401 (or a 403 `permission_error` to a message) marks the login refused, keeping
-Anthropic's error message, masked and shortened, and which kind of credential was in use; any success marks it valid
-again. Only the kind of credential is kept, never the credential: the message is masked for anything shaped like a
-token, since /readyz is readable by whoever reaches the pod.
+Every upstream answer updates it: a refusal of the credential (`convert.errors.credential_refusal`: a 401, a 403
+`permission_error` to a message, Anthropic's 400 for a subscription token outside Claude Code, …) marks the login
+refused, keeping Anthropic's error message, masked and shortened, and which kind of credential was in use; any success
+marks it valid again. Only the kind of credential is kept, never the credential: the message is masked for anything
+shaped like a token, since /readyz is readable by whoever reaches the pod. Each change of verdict is logged once: a
+WARNING when the login is refused, an INFO when it is accepted again.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
+from claude_proxy.convert.errors import credential_refusal
 from claude_proxy.redact import mask_secrets
 
+log = logging.getLogger("claude_proxy.login")
 MAX_MESSAGE = 300
 
 
@@ -24,11 +29,10 @@ def _masked(text: str) -> str:
     return masked if len(masked) <= MAX_MESSAGE else masked[: MAX_MESSAGE - 1] + "…"
 
 
-def refuses_login(status: int, error_type: str | None, *, messages: bool) -> bool:
-    """Whether an upstream error says the credential itself is refused (not the request)."""
-    if status == 401:
-        return True
-    return messages and status == 403 and error_type == "permission_error"
+def refuses_login(status: int, error_type: str | None, *, messages: bool, message: str | None = None) -> bool:
+    """Whether an upstream error says the credential itself is refused (not the request); `message`, Anthropic's
+    words, tells the refusals it answers with a 400 from the request errors."""
+    return credential_refusal(status, error_type, message, messages=messages)
 
 
 class LoginState:
@@ -45,6 +49,16 @@ class LoginState:
     def _set(self, valid: bool, credential: str, status: int | None, message: str) -> None:
         if valid is not self.valid:
             self.since = self.clock()
+            if not valid:
+                log.warning(
+                    "Anthropic refused the proxy's credential (%s): HTTP %s %s; every request fails until the login "
+                    "is renewed or another credential is configured",
+                    credential,
+                    status,
+                    message,
+                )
+            elif self.valid is False:
+                log.info("Anthropic accepts the proxy's credential (%s) again", credential)
         self.valid, self.credential, self.status, self.message = valid, credential, status, message
 
     def accepted(self, credential: str) -> None:

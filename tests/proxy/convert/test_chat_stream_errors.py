@@ -20,28 +20,28 @@ from tests.proxy.convert.chat_stream_support import (
 
 
 @pytest.mark.parametrize(
-    ("etype", "status"),
+    ("etype", "upstream", "status"),
     [
-        ("overloaded_error", 529),
-        ("api_error", 500),
-        ("rate_limit_error", 429),
-        ("request_too_large", 413),
-        ("timeout_error", 504),
-        ("invalid_request_error", 400),
-        ("authentication_error", 401),
-        ("permission_error", 403),
-        ("not_found_error", 404),
-        ("billing_error", 402),
-        ("brand_new_error", 500),
+        ("overloaded_error", 529, 503),
+        ("api_error", 500, 500),
+        ("rate_limit_error", 429, 429),
+        ("request_too_large", 413, 413),
+        ("timeout_error", 504, 504),
+        ("invalid_request_error", 400, 400),
+        ("authentication_error", 401, 403),
+        ("permission_error", 403, 403),
+        ("not_found_error", 404, 404),
+        ("billing_error", 402, 402),
+        ("brand_new_error", 500, 500),
     ],
 )
-def test_error_event_status(etype: str, status: int) -> None:
+def test_error_event_status(etype: str, upstream: int, status: int) -> None:
     t = StreamTranslator(model="m", created=1, include_usage=True)
     feed_all(t, [start_event()])
     event = {"type": "error", "error": {"type": etype, "message": f"boom {etype}"}}
     with pytest.raises(UpstreamError) as info:
         t.feed(event)
-    assert info.value.status == status
+    assert (info.value.status, info.value.upstream_status) == (status, upstream)
     assert info.value.upstream_type == etype
     assert f"boom {etype}" in info.value.message
     assert event == {"type": "error", "error": {"type": etype, "message": f"boom {etype}"}}

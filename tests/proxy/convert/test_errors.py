@@ -5,8 +5,9 @@ from __future__ import annotations
 import re
 
 import httpx
+import pytest
 
-from claude_proxy.convert.errors import upstream_error
+from claude_proxy.convert.errors import credential_refusal, upstream_error
 
 
 def body(etype: str, message: str) -> dict[str, object]:
@@ -39,3 +40,43 @@ def test_non_json_and_unknown_error_bodies() -> None:
     assert err.envelope() == {
         "error": {"message": "short and stout", "type": "invalid_request_error", "param": None, "code": "teapot_error"}
     }
+
+
+@pytest.mark.parametrize(
+    ("status", "etype", "message", "messages", "refused"),
+    [
+        (401, "authentication_error", "invalid x-api-key", True, True),
+        (401, "authentication_error", "OAuth token has expired", False, True),
+        (403, "permission_error", "not allowed", True, True),
+        (403, "permission_error", "not allowed", False, False),  # the model list may be closed to a good login
+        (
+            400,
+            "invalid_request_error",
+            "This credential is only authorized for use with Claude Code and cannot be used for other API requests.",
+            True,
+            True,
+        ),
+        (
+            400,
+            "invalid_request_error",
+            "Third-party apps now draw from your extra usage, not your plan limits. Add more at "
+            "claude.ai/settings/usage and keep going.",
+            True,
+            True,
+        ),
+        (400, "invalid_request_error", "You're out of extra usage. Add more at claude.ai/settings/usage.", True, True),
+        (400, "invalid_request_error", "max_tokens: must be at least 1", True, False),
+        (429, "rate_limit_error", "only authorized for use with Claude Code", True, False),  # never by words alone
+        (402, "billing_error", "Your credit balance is too low", True, False),
+    ],
+)
+def test_a_credential_refusal_is_told_from_a_request_error(
+    status: int, etype: str, message: str, messages: bool, refused: bool
+) -> None:
+    assert credential_refusal(status, etype, message, messages=messages) is refused
+    err = upstream_error(status, body(etype, message), None, messages=messages)
+    assert err.credential_refused is refused and err.upstream_status == status
+    if refused:
+        assert (err.status, err.type, err.code) == (403, "upstream_credential_refused", "upstream_credential_refused")
+        assert err.headers["x-should-retry"] == "false"
+        assert "proxy's own upstream credential" in err.message and message in err.message

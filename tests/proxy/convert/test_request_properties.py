@@ -8,6 +8,7 @@ random JSON. Runs are derandomized, so CI sees the same examples every time; rai
 
 from __future__ import annotations
 
+import base64
 from collections import Counter
 from typing import Any
 
@@ -23,10 +24,12 @@ from claude_proxy.convert.wire import ChatRequest
 from claude_proxy.errors import InvalidRequest
 from claude_proxy.server.body import validation_error as _validation_error
 from tests.fakes.anthropic import Reject, validate_messages_request
+from tests.paths import FIXTURES
 
 OPTIONS = Settings(default_model=None).conversion_options()
 OPTIONS_WITH_DEFAULT = Settings(default_model="claude-sonnet-4-6").conversion_options()
 PNG = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6kgAAAABJRU5ErkJggg=="
+PDF = base64.b64encode((FIXTURES / "documents" / "invoice.pdf").read_bytes()).decode()
 
 
 def outcome(payload: Any, options: Options = OPTIONS) -> dict[str, Any] | InvalidRequest:
@@ -103,11 +106,31 @@ image_urls = st.sampled_from(
         "",
     ]
 )
+file_fields = st.sampled_from(["filename", "file_data", "file_url", "file_id"])
+file_values = st.one_of(
+    st.sampled_from(
+        [
+            f"data:application/pdf;base64,{PDF}",
+            PDF,
+            "data:text/plain;base64,aGVsbG8=",
+            "data:text/plain;base64,//4=",
+            "data:application/pdf;base64,@@",
+            "data:image/png;base64,iVBORw0K",
+            "https://example.com/a.pdf",
+            "a.txt",
+            "file-abc",
+            "",
+        ]
+    ),
+    json_values,
+)
 parts = st.one_of(
     st.fixed_dictionaries({"type": st.just("text"), "text": messy_text}),
     st.fixed_dictionaries({"type": st.just("image_url"), "image_url": st.fixed_dictionaries({"url": image_urls})}),
     st.fixed_dictionaries({"type": st.just("image_url"), "image_url": image_urls}),
     st.fixed_dictionaries({"type": st.sampled_from(["input_audio", "file", "refusal", "video", ""])}),
+    st.fixed_dictionaries({"type": st.just("file"), "file": st.dictionaries(file_fields, file_values, max_size=3)}),
+    st.fixed_dictionaries({"type": st.just("file"), "file": json_values}),
     st.fixed_dictionaries({"type": st.just("text")}),
     st.dictionaries(st.sampled_from(["type", "text", "image_url"]), json_values, max_size=3),
 )

@@ -229,7 +229,21 @@ def test_an_item_reference_the_lookup_does_not_know_is_named(reference: dict[str
     ("items", "param"),
     [
         ([{"role": "user", "content": [{"type": "input_image", "file_id": "file_1"}]}], "input[0].content[0].file_id"),
-        ([{"role": "user", "content": [{"type": "input_file", "file_data": "x"}]}], "input[0].content[0].type"),
+        ([{"role": "user", "content": [{"type": "input_file", "file_data": "x"}]}], "input[0].content[0].file_data"),
+        ([{"role": "user", "content": [{"type": "input_file", "file_id": "file-1"}]}], "input[0].content[0].file_id"),
+        ([{"role": "user", "content": [{"type": "input_file", "filename": "a"}]}], "input[0].content[0].file_data"),
+        (
+            [{"role": "user", "content": [{"type": "input_file", "file_data": "data:image/gif;base64,R0lG"}]}],
+            "input[0].content[0].file_data",
+        ),
+        (
+            [{"role": "user", "content": [{"type": "input_file", "file_url": "http://x.test/a.pdf"}]}],
+            "input[0].content[0].file_url",
+        ),
+        (
+            [{"role": "assistant", "content": [{"type": "input_file", "file_data": "data:application/pdf;base64,"}]}],
+            "input[0].content[0].type",
+        ),
         ([{"type": "item_reference", "id": "msg_1"}], "input[0].type"),
         ([{"type": "web_search_call", "id": "ws_1"}], "input[0].type"),
         (
@@ -252,6 +266,36 @@ def test_an_item_reference_the_lookup_does_not_know_is_named(reference: dict[str
 )
 def test_bad_items_are_named_by_their_input_field(items: list[Any], param: str) -> None:
     assert refusal({"input": items}).param == param
+
+
+def test_input_files_become_documents() -> None:
+    pdf = "JVBERi0xLjQK"  # %PDF-1.4
+    body = body_of(
+        {
+            "input": [
+                {
+                    "role": "user",
+                    "content": [
+                        {"type": "input_text", "text": "Compare"},
+                        {"type": "input_file", "filename": "a.pdf", "file_data": f"data:application/pdf;base64,{pdf}"},
+                        {"type": "input_file", "file_url": "https://example.com/b.pdf"},
+                    ],
+                }
+            ]
+        }
+    )
+    assert body["messages"][0]["content"][1:] == [
+        {
+            "type": "document",
+            "source": {"type": "base64", "media_type": "application/pdf", "data": pdf},
+            "title": "a.pdf",
+        },
+        {
+            "type": "document",
+            "source": {"type": "url", "url": "https://example.com/b.pdf"},
+            "cache_control": {"type": "ephemeral"},
+        },
+    ]
 
 
 def test_the_echo_repeats_the_request() -> None:

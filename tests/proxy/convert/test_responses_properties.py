@@ -4,6 +4,7 @@ never another exception. Derandomized, like the chat properties."""
 
 from __future__ import annotations
 
+import base64
 from collections import Counter
 from typing import Any
 
@@ -17,8 +18,10 @@ from claude_proxy.convert.responses import ResponsesRequest, to_anthropic_reques
 from claude_proxy.errors import InvalidRequest
 from claude_proxy.server.body import validation_error as _validation_error
 from tests.fakes.anthropic import Reject, validate_messages_request
+from tests.paths import FIXTURES
 
 OPTIONS = Settings(default_model=None).conversion_options()
+PDF = base64.b64encode((FIXTURES / "documents" / "invoice.pdf").read_bytes()).decode()
 PNG = (
     "data:image/png;base64,"
     "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6kgAAAABJRU5ErkJggg=="
@@ -32,6 +35,14 @@ parts = st.one_of(
         {"type": st.just("input_image"), "image_url": st.sampled_from([PNG, "https://x/a.png", "ftp://x"])}
     ),
     st.fixed_dictionaries({"type": st.sampled_from(["input_file", "input_audio", "weird"])}),
+    st.fixed_dictionaries(
+        {
+            "type": st.just("input_file"),
+            "filename": st.sampled_from(["a.pdf", "b.txt", ""]),
+            "file_data": st.sampled_from([f"data:application/pdf;base64,{PDF}", PDF, "aGk=", "", "x"]),
+        }
+    ),
+    st.fixed_dictionaries({"type": st.just("input_file"), "file_url": st.sampled_from(["https://x/a.pdf", "ftp://x"])}),
 )
 items = st.one_of(
     st.fixed_dictionaries(

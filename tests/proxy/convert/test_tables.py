@@ -14,22 +14,25 @@ from claude_proxy.convert.tables import ERROR_TYPES, FINISH_REASONS, USAGE_KEYS,
 from claude_proxy.errors import UpstreamError
 from claude_proxy.server.access import RequestInfo
 from claude_proxy.server.metrics import Metrics
-from claude_proxy.server.routes.messages import anthropic_envelope
+from claude_proxy.server.routes.messages import anthropic_envelope, anthropic_status
 
 MODEL = "claude-sonnet-4-6"
 
-# Written out, not read from the table: what each Anthropic error becomes for an OpenAI client.
+# Written out, not read from the table: what each Anthropic error becomes for an OpenAI client: its type, the status
+# Anthropic sends it with, the status an OpenAI client sees (529 is 503; a refused credential is 403), and its type
+# back in Anthropic's shape (the /v1/messages passthrough).
+REFUSED = "upstream_credential_refused"
 EXPECTED_ERRORS = {
-    "invalid_request_error": ("invalid_request_error", 400),
-    "authentication_error": ("authentication_error", 401),
-    "billing_error": ("insufficient_quota", 402),
-    "permission_error": ("permission_error", 403),
-    "not_found_error": ("not_found_error", 404),
-    "request_too_large": ("invalid_request_error", 413),
-    "rate_limit_error": ("rate_limit_error", 429),
-    "api_error": ("server_error", 500),
-    "timeout_error": ("timeout_error", 504),
-    "overloaded_error": ("overloaded_error", 529),
+    "invalid_request_error": ("invalid_request_error", 400, 400, "invalid_request_error"),
+    "authentication_error": (REFUSED, 401, 403, "permission_error"),
+    "billing_error": ("insufficient_quota", 402, 402, "billing_error"),
+    "permission_error": (REFUSED, 403, 403, "permission_error"),
+    "not_found_error": ("not_found_error", 404, 404, "not_found_error"),
+    "request_too_large": ("invalid_request_error", 413, 413, "request_too_large"),
+    "rate_limit_error": ("rate_limit_error", 429, 429, "rate_limit_error"),
+    "api_error": ("server_error", 500, 500, "api_error"),
+    "timeout_error": ("timeout_error", 504, 504, "timeout_error"),
+    "overloaded_error": ("overloaded_error", 529, 503, "overloaded_error"),
 }
 
 
@@ -47,21 +50,24 @@ def test_every_anthropic_error_type_is_in_the_table() -> None:
 
 @pytest.mark.parametrize("etype", sorted(EXPECTED_ERRORS))
 def test_an_error_means_the_same_as_an_http_answer_and_in_either_stream(etype: str) -> None:
-    openai_type, status = EXPECTED_ERRORS[etype]
+    openai_type, status, seen, anthropic_type = EXPECTED_ERRORS[etype]
     body = {"type": "error", "error": {"type": etype, "message": "went wrong"}}
     answered = upstream_error(status, body, {})
     chat = _in_stream(StreamTranslator(model=MODEL, created=1, include_usage=False), etype)
     responses = _in_stream(ResponsesStreamTranslator(model=MODEL, created_at=1, echo={}, json_tool=None), etype)
     for error in (answered, chat, responses):
-        assert (error.status, error.type, error.upstream_type) == (status, openai_type, etype)
+        assert (error.status, error.type, error.upstream_type) == (seen, openai_type, etype)
+        assert error.upstream_status == status
         assert error.envelope()["error"]["type"] == openai_type
-        # and back in Anthropic's shape (the /v1/messages passthrough) it is the type Anthropic sent
-        assert anthropic_envelope(error)["error"]["type"] == etype
+        # and back in Anthropic's shape (the /v1/messages passthrough): the type Anthropic sent, with its status
+        assert anthropic_envelope(error)["error"]["type"] == anthropic_type
+        assert anthropic_status(error) == (seen if openai_type == REFUSED else status)
 
 
 def test_an_unknown_error_type_goes_by_status() -> None:
     body = {"error": {"type": "brand_new_error", "message": "x"}}
     assert upstream_error(503, body, {}).type == "server_error"
+    assert upstream_error(520, body, {}).status == 502  # a 5xx the OpenAI SDKs do not share: a gateway's 502
     assert upstream_error(422, body, {}).type == "invalid_request_error"
     chat = _in_stream(StreamTranslator(model=MODEL, created=1, include_usage=False), "brand_new_error")
     assert (chat.status, chat.type) == (500, "server_error")

@@ -236,33 +236,76 @@ def test_context_overflow_is_rewritten_in_openai_wording(fake: FakeAnthropic, pr
     assert "resulted in 250000 tokens" in err.message
 
 
+CLAUDE_CODE_ONLY = (
+    "This credential is only authorized for use with Claude Code and cannot be used for other API requests."
+)
+
+
+# Anthropic's status and type -> the status, exception and error type an OpenAI client gets (docs/translation.md#errors
+# has the table, with which OpenAI SDKs retry each).
 @pytest.mark.parametrize(
-    ("status", "etype", "exc"),
+    ("status", "etype", "message", "seen", "exc", "seen_type"),
     [
-        (401, "authentication_error", openai.AuthenticationError),
-        (403, "permission_error", openai.PermissionDeniedError),
-        (404, "not_found_error", openai.NotFoundError),
-        (413, "request_too_large", openai.APIStatusError),
-        (429, "rate_limit_error", openai.RateLimitError),
-        (500, "api_error", openai.InternalServerError),
-        (529, "overloaded_error", openai.InternalServerError),
+        (400, "invalid_request_error", "bad", 400, openai.BadRequestError, "invalid_request_error"),
+        (
+            400,
+            "invalid_request_error",
+            CLAUDE_CODE_ONLY,
+            403,
+            openai.PermissionDeniedError,
+            "upstream_credential_refused",
+        ),
+        (
+            401,
+            "authentication_error",
+            "invalid x-api-key",
+            403,
+            openai.PermissionDeniedError,
+            "upstream_credential_refused",
+        ),
+        (402, "billing_error", "credit balance too low", 402, openai.APIStatusError, "insufficient_quota"),
+        (403, "permission_error", "not allowed", 403, openai.PermissionDeniedError, "upstream_credential_refused"),
+        (404, "not_found_error", "no such thing", 404, openai.NotFoundError, "not_found_error"),
+        (408, "timeout_error", "gateway timeout", 408, openai.APIStatusError, "timeout_error"),
+        (409, "conflict", "conflict", 409, openai.ConflictError, "invalid_request_error"),
+        (413, "request_too_large", "too large", 413, openai.APIStatusError, "invalid_request_error"),
+        (429, "rate_limit_error", "slow down", 429, openai.RateLimitError, "rate_limit_error"),
+        (500, "api_error", "oops", 500, openai.InternalServerError, "server_error"),
+        (502, "api_error", "bad gateway", 502, openai.InternalServerError, "server_error"),
+        (503, "api_error", "unavailable", 503, openai.InternalServerError, "server_error"),
+        (504, "timeout_error", "timed out", 504, openai.InternalServerError, "timeout_error"),
+        (520, "api_error", "unknown", 502, openai.InternalServerError, "server_error"),
+        (529, "overloaded_error", "Overloaded", 503, openai.InternalServerError, "overloaded_error"),
     ],
 )
-def test_upstream_errors_keep_status_message_and_request_id(
-    fake: FakeAnthropic, proxy: ProxyFactory, status: int, etype: str, exc: type[Exception]
+def test_each_upstream_status_becomes_one_an_openai_client_can_act_on(
+    fake: FakeAnthropic,
+    proxy: ProxyFactory,
+    status: int,
+    etype: str,
+    message: str,
+    seen: int,
+    exc: type[Exception],
+    seen_type: str,
 ) -> None:
-    fake.script(ErrorReply(status, etype, f"upstream says {etype}", headers={"retry-after": "7"}))
+    fake.script(ErrorReply(status, etype, message, headers={"retry-after": "7"}))
     with pytest.raises(exc) as info:
         client(proxy(PROXY_MAX_RETRIES="0")).chat.completions.create(
             model="claude-sonnet-4-6", messages=[{"role": "user", "content": "x"}]
         )
     err = info.value
     assert isinstance(err, openai.APIStatusError)
-    assert err.status_code == status
-    assert f"upstream says {etype}" in err.message
+    assert err.status_code == seen
+    assert err.type == seen_type
+    assert message in err.message
     assert "req_fake" in err.message
-    if status == 429:
-        assert err.response.headers["retry-after"] == "7"
+    assert err.response.headers["retry-after"] == "7"  # kept, whatever the status
+    if seen_type == "upstream_credential_refused":
+        assert err.code == "upstream_credential_refused"
+        assert "proxy's own upstream credential" in err.message and "not a fault of this request" in err.message
+        assert err.response.headers["x-should-retry"] == "false"
+    elif status == 529:
+        assert err.code == "overloaded_error"
 
 
 def test_unreachable_upstream_is_502_and_missing_credentials_503(proxy: ProxyFactory, tmp_path: Path) -> None:
@@ -364,3 +407,15 @@ def test_readyz_reports_missing_and_expired_credentials(proxy: ProxyFactory, tmp
     assert response.status_code == 503 and "expired" in response.json()["reason"]
     assert "sk-ant" not in response.text
     assert httpx.get(f"{url}/health").json() == {"status": "ok"}
+
+
+def test_without_a_credential_the_openai_sdk_does_not_retry(proxy: ProxyFactory, tmp_path: Path) -> None:
+    url = proxy(ANTHROPIC_API_KEY="-", CLAUDE_CREDENTIALS_PATH=str(tmp_path / "none.json"))
+    attempts: list[str] = []
+    http = httpx.Client(event_hooks={"request": [lambda request: attempts.append(request.url.path)]})
+    c = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=3, http_client=http)
+    with pytest.raises(openai.InternalServerError) as info:
+        c.chat.completions.create(model="claude-sonnet-4-6", messages=[{"role": "user", "content": "x"}])
+    assert info.value.status_code == 503
+    assert info.value.response.headers["x-should-retry"] == "false"
+    assert attempts == ["/v1/chat/completions"]  # one attempt: only the operator's fix helps

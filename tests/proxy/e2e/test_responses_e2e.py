@@ -397,3 +397,18 @@ def test_with_the_store_off_references_are_refused_as_before(fake: FakeAnthropic
     assert error.param == "input[1].type" and "PROXY_RESPONSES_STORE_MB=0" in error.message
     assert "turn `store` off" in error.message
     assert metric_samples(url)["proxy_responses_store_items"] == 0
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_overloaded_is_a_503_with_its_retry_after(fake: FakeAnthropic, proxy: ProxyFactory, stream: bool) -> None:
+    fake.script(ErrorReply(529, "overloaded_error", "Overloaded", headers={"retry-after": "4"}))
+    c = client(proxy(PROXY_MAX_RETRIES="0"))
+    with pytest.raises(openai.InternalServerError) as info:
+        if stream:
+            with c.responses.stream(model=MODEL, input="hi") as events:
+                list(events)
+        else:
+            c.responses.create(model=MODEL, input="hi")
+    assert info.value.status_code == 503
+    assert info.value.code == "overloaded_error"
+    assert info.value.response.headers["retry-after"] == "4"

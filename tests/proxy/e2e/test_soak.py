@@ -37,7 +37,7 @@ USAGE = {"input_tokens": 9, "output_tokens": 4, "cache_read_input_tokens": 0, "c
 SCENARIOS = {
     "plain": (0.40, False),
     "stream": (0.40, True),
-    "overloaded": (0.05, False),  # 529 on every attempt: the client gets 529 after the retry
+    "overloaded": (0.05, False),  # 529 on every attempt: the client gets 503 after the retry
     "reset_stream": (0.05, True),  # reset after output began: an error line
     "malformed": (0.04, False),  # a 200 whose body is not JSON: 502
     "html": (0.03, True),  # a gateway's HTML 502 page: 502 before the stream begins
@@ -82,7 +82,7 @@ async def one(client: aiohttp.ClientSession, kind: str, n: int) -> str:
                     and json.loads(raw)["choices"][0]["message"]["content"] == f"answer to {prompt}"
                 )
             elif kind == "overloaded":
-                ok = response.status == 529 and response.headers.get("x-should-retry") == "false"
+                ok = response.status == 503 and response.headers.get("x-should-retry") == "false"
             elif kind == "html":
                 ok = response.status == 502 and error is not None and "text/html page" in error["message"]
             else:  # malformed

@@ -270,3 +270,31 @@ def test_stalled_stream_is_cut_with_an_error_line(fake: FakeAnthropic, proxy: Pr
             pass
     assert "stalled" in str(info.value)
     assert time.monotonic() - started < 4
+
+
+@pytest.mark.parametrize("way", ["http_529", "first_event"])
+def test_overloaded_before_output_is_a_503_the_dotnet_sdk_retries(
+    fake: FakeAnthropic, proxy: ProxyFactory, way: str
+) -> None:
+    if way == "http_529":
+        fake.script(ErrorReply(529, "overloaded_error", "Overloaded", headers={"retry-after": "3"}))
+    else:
+        fake.script({**message(text("x")), "_events": [next(iter(render_sse(message(text("x"))))), OVERLOADED]})
+    with pytest.raises(openai.InternalServerError) as info:
+        client(proxy(PROXY_MAX_RETRIES="0")).chat.completions.create(
+            model="claude-sonnet-4-6", messages=ASK, stream=True
+        )
+    assert info.value.status_code == 503
+    assert (info.value.type, info.value.code) == ("overloaded_error", "overloaded_error")
+    if way == "http_529":
+        assert info.value.response.headers["retry-after"] == "3"
+
+
+def test_overloaded_after_output_is_an_error_line_of_type_overloaded(fake: FakeAnthropic, proxy: ProxyFactory) -> None:
+    fake.script(events_then(OVERLOADED))
+    with httpx.stream(
+        "POST", f"{proxy()}/v1/chat/completions", json={"model": "claude-sonnet-4-6", "messages": ASK, "stream": True}
+    ) as response:
+        lines = [line for line in response.iter_lines() if line]
+    error = json.loads(lines[-1][len("data: ") :])["error"]
+    assert (error["type"], error["code"]) == ("overloaded_error", "overloaded_error")

@@ -122,7 +122,7 @@ def test_no_secret_reaches_logs_metrics_or_probes(
     with pytest.raises(openai.InternalServerError):
         c.chat.completions.create(model=MODEL, messages=ask)
     fake.oauth_tokens = set()  # the upstream now refuses the token
-    with pytest.raises(openai.AuthenticationError):
+    with pytest.raises(openai.PermissionDeniedError):
         c.chat.completions.create(model=MODEL, messages=ask, stream=True)
     # client-supplied credentials are never forwarded: only the proxy's own token goes upstream
     httpx.post(

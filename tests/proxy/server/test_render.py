@@ -34,15 +34,15 @@ def test_an_unreachable_upstream_is_named_in_the_error(proxy: ProxyFactory) -> N
             assert "ANTHROPIC_BASE_URL" in info.value.message
 
 
-def test_a_401_from_anthropic_says_it_refused_the_proxys_own_credential(
+def test_a_401_from_anthropic_says_it_refused_the_proxys_own_credential_with_a_403(
     fake: FakeAnthropic, proxy: ProxyFactory
 ) -> None:
     c = client(proxy(ANTHROPIC_API_KEY="sk-ant-api03-revoked"), key="the-clients-own-key")
-    with pytest.raises(openai.AuthenticationError) as info:
+    with pytest.raises(openai.PermissionDeniedError) as info:
         c.chat.completions.create(model="claude-sonnet-4-6", messages=MESSAGES)
     message = info.value.message
     assert "refused the proxy's own upstream credential" in message
-    assert "not the API key of this request" in message
+    assert "not a fault of this request or of its API key" in message
     assert "invalid x-api-key" in message  # Anthropic's own words are kept
     assert "sk-ant-api03-revoked" not in message and "the-clients-own-key" not in message
     assert [r.headers["x-api-key"] for r in fake.messages_requests] == ["sk-ant-api03-revoked"]

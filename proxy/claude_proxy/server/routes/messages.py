@@ -47,9 +47,19 @@ from claude_proxy.upstream.relay import Shape, StreamRelay
 RELAYED = frozenset({"content-type", "request-id", "retry-after", "retry-after-ms", "x-should-retry"})
 
 
+def anthropic_status(exc: ProxyError) -> int:
+    """The status of a proxy error on these routes: Anthropic's own for its errors (529 stays 529), the proxy's for
+    a refusal of its credential (said its way on every route)."""
+    if isinstance(exc, UpstreamError) and not exc.credential_refused:
+        return exc.upstream_status
+    return exc.status
+
+
 def anthropic_envelope(exc: ProxyError) -> dict[str, Any]:
     """A proxy error in Anthropic's shape: {"type": "error", "error": {"type", "message"}}."""
-    if isinstance(exc, UpstreamError) and exc.upstream_type:
+    if isinstance(exc, UpstreamError) and exc.credential_refused:
+        etype = "permission_error"
+    elif isinstance(exc, UpstreamError) and exc.upstream_type:
         etype = exc.upstream_type
     else:
         etype = ANTHROPIC_TYPES.get(exc.status, "api_error" if exc.status >= 500 else "invalid_request_error")
@@ -74,7 +84,7 @@ class AnthropicRoute(ProxyRoute):
     """These routes' errors raised before the answer began, in Anthropic's envelope (their clients read that shape)."""
 
     def error_response(self, exc: ProxyError) -> Answer:
-        return json_response(anthropic_envelope(exc), exc.status, exc.headers)
+        return json_response(anthropic_envelope(exc), anthropic_status(exc), exc.headers)
 
 
 router = APIRouter(route_class=AnthropicRoute, dependencies=[Depends(anthropic_key)])
@@ -127,7 +137,7 @@ async def _answering(
         body = orjson.dumps(anthropic_envelope(exc))
         head = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
         head += [(k.encode("latin-1"), v.encode("latin-1")) for k, v in exc.headers.items()]
-        await send({"type": "http.response.start", "status": exc.status, "headers": head})
+        await send({"type": "http.response.start", "status": anthropic_status(exc), "headers": head})
         await send({"type": "http.response.body", "body": body})
 
 
