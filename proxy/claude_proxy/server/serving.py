@@ -65,9 +65,14 @@ def _answer(status: str, error: ProxyError, *extra: bytes) -> bytes:
     reached the app."""
     body = orjson.dumps(error.envelope())
     return (
-        b"HTTP/1.1 " + status.encode() + b"\r\ncontent-type: application/json\r\nconnection: close\r\n"
+        b"HTTP/1.1 "
+        + status.encode()
+        + b"\r\ncontent-type: application/json\r\nconnection: close\r\n"
         + b"".join(extra)
-        + b"content-length: " + str(len(body)).encode() + b"\r\n\r\n" + body
+        + b"content-length: "
+        + str(len(body)).encode()
+        + b"\r\n\r\n"
+        + body
     )
 
 
@@ -194,7 +199,7 @@ class GuardedProtocol(HttpToolsProtocol):
         cycle = self.cycle
         if cycle is not None and not cycle.response_complete:
             cycle.scope[SEND_STALLED] = True  # type: ignore[literal-required]
-        client = "%s:%d" % self.client if self.client else "a client"
+        client = f"{self.client[0]}:{self.client[1]}" if self.client else "a client"
         log.warning(
             "%s read nothing of its answer for %g s (PROXY_SEND_TIMEOUT): connection dropped", client, self.send_timeout
         )

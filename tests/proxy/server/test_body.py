@@ -27,7 +27,10 @@ def nested(depth: int) -> dict[str, Any]:
 
 
 def tool(schema: dict[str, Any]) -> dict[str, Any]:
-    return {"type": "function", "function": {"name": "f", "parameters": {"type": "object", "properties": {"x": schema}}}}
+    return {
+        "type": "function",
+        "function": {"name": "f", "parameters": {"type": "object", "properties": {"x": schema}}},
+    }
 
 
 def response_format(schema: dict[str, Any]) -> dict[str, Any]:
@@ -40,7 +43,9 @@ def test_a_body_nested_too_deep_is_a_400_at_parse(
     fake: FakeAnthropic, proxy: ProxyFactory, where: str, depth: int
 ) -> None:
     url = proxy()
-    extra = {"tools": [tool(nested(depth))]} if where == "tools" else {"response_format": response_format(nested(depth))}
+    extra = (
+        {"tools": [tool(nested(depth))]} if where == "tools" else {"response_format": response_format(nested(depth))}
+    )
     body = json.dumps({"model": MODEL, "messages": ASK, **extra})
     answer = httpx.post(f"{url}/v1/chat/completions", content=body, headers={"content-type": "application/json"})
     assert answer.status_code == 400
@@ -51,7 +56,7 @@ def test_a_body_nested_too_deep_is_a_400_at_parse(
 
 def test_a_body_past_the_parsers_own_bound_is_the_same_400(fake: FakeAnthropic, proxy: ProxyFactory) -> None:
     url = proxy()
-    deep = '{"model": "%s", "messages": [], "metadata": %s}' % (MODEL, "[" * 2000 + "]" * 2000)
+    deep = '{"model": "' + MODEL + '", "messages": [], "metadata": ' + "[" * 2000 + "]" * 2000 + "}"
     for path in ("/v1/chat/completions", "/v1/responses"):
         answer = httpx.post(f"{url}{path}", content=deep, headers={"content-type": "application/json"})
         assert answer.status_code == 400 and answer.json()["error"]["code"] == "json_too_deep", path

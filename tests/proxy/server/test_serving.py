@@ -109,7 +109,9 @@ def big_stream(megabytes: int, then_pause: float) -> dict[str, Any]:
     return {**message(text("")), "_events": [*events[:-3], then_pause, *events[-3:]]}
 
 
-def test_a_stream_whose_client_stops_reading_is_cut_and_frees_its_slot(fake: FakeAnthropic, proxy: ProxyFactory) -> None:
+def test_a_stream_whose_client_stops_reading_is_cut_and_frees_its_slot(
+    fake: FakeAnthropic, proxy: ProxyFactory
+) -> None:
     url = proxy(**SERVER, PROXY_SEND_TIMEOUT="1", PROXY_MAX_CONCURRENCY="1", PROXY_MAX_QUEUE="0")
     fake.script(big_stream(24, 120.0))
     sock = socket.socket()
