@@ -7,7 +7,8 @@ deltas written as fast as the proxy takes them, then held open), and misbehaves 
 - `head`: one request head of 32 MiB of `X-H: v` lines to `GET /health` (no key needed); `head4`: four at once;
 - `conns`: 2,000 connections, each sending 16 KiB of a head (90 lines) and then nothing; `idle`: 2,000 that send
   nothing;
-- `bodies`: eight 31 MB chat request bodies at once; `bodies-nokey`: the same with a wrong key, keys required;
+- `body`: one 31 MB chat request body; `bodies`: eight at once; `bodies-nokey`: eight with a wrong key, keys
+  required;
 - `drip`: a body dripped a byte every 2 s, with `PROXY_BODY_TIMEOUT=3`: when does the proxy answer?
 - `readers`: eight streams whose clients never read (`PROXY_MAX_CONCURRENCY=8`, `PROXY_MAX_QUEUE=0`), while another
   client asks once a second: when is it served again, and are the upstream streams closed?
@@ -326,10 +327,10 @@ def scenario_conns(p: Proxy, send: bytes) -> str:
     return f"{len(socks) - closed} held open, {closed + refused} refused or closed; /health meanwhile: {health}"
 
 
-def scenario_bodies(p: Proxy, headers: str = "") -> str:
+def scenario_bodies(p: Proxy, headers: str = "", count: int = 8) -> str:
     body = chat(31_000_000)
     return summary(
-        in_threads(8, lambda i: str(p.request("POST", "/v1/chat/completions", body, timeout=120, headers=headers)))
+        in_threads(count, lambda i: str(p.request("POST", "/v1/chat/completions", body, timeout=120, headers=headers)))
     )
 
 
@@ -402,6 +403,7 @@ SCENARIOS: dict[str, tuple[str, dict[str, str], Callable[[Proxy], str]]] = {
     "head4": ("four 32 MiB request heads at once", {}, lambda p: scenario_head(p, 4)),
     "conns": ("2,000 connections, 16 KiB of head each", {}, lambda p: scenario_conns(p, PARTIAL_HEAD)),
     "idle": ("2,000 idle connections", {}, lambda p: scenario_conns(p, b"")),
+    "body": ("one 31 MB body", {}, lambda p: scenario_bodies(p, count=1)),
     "bodies": ("eight 31 MB bodies at once", {}, scenario_bodies),
     "bodies-nokey": (
         "eight 31 MB bodies at once, with a wrong key (PROXY_API_KEYS set)",
