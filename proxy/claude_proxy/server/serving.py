@@ -221,6 +221,10 @@ class GuardedProtocol(HttpToolsProtocol):
         transport = self.transport
         if transport.is_closing():
             return
+        cycle = self.cycle
+        if cycle is not None and not cycle.response_complete:  # a pipelined head: an answer is being written
+            cycle.keep_alive = False  # that answer ends the connection, with no other written into it
+            return
         transport.write(answer)
         if transport.can_write_eof():
             transport.write_eof()

@@ -5,6 +5,7 @@ upstream request freed)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import threading
@@ -76,6 +77,20 @@ def test_each_head_on_a_keep_alive_connection_has_the_whole_limit(proxy: ProxyFa
         for _ in range(5):  # 15 kB of heads in all, each under 4 KiB
             sock.sendall(request)
             assert read_response(sock)[0] == 200
+
+
+def test_an_oversized_pipelined_head_ends_the_connection_after_the_answer_before_it(proxy: ProxyFactory) -> None:
+    url = proxy(**SERVER, PROXY_MAX_HEADER_BYTES="4096")
+    with connect(url) as sock:
+        first = b"GET /health HTTP/1.1\r\nhost: x\r\n\r\n"
+        sock.sendall(first + b"GET /health HTTP/1.1\r\nhost: x\r\n" + b"X-H: v\r\n" * 1000)
+        status, _, body = read_response(sock)
+        assert status == 200 and json.loads(body) == {"status": "ok"}  # whole, nothing written into it
+        rest = b""
+        with contextlib.suppress(ConnectionResetError):
+            while piece := sock.recv(65536):
+                rest += piece
+        assert rest == b""  # then closed
 
 
 def test_connections_beyond_the_cap_get_503_and_are_closed(proxy: ProxyFactory) -> None:
