@@ -639,8 +639,9 @@ async def measure(
 ) -> Report:
     report = Report(load_before=load_average())
     report.notes.append(
-        f"The proxy ran with its defaults except PROXY_MAX_CONCURRENCY={args.hold + 64} (default 64), so that "
-        f"{args.hold:,} streams can be open upstream at once."
+        f"The proxy ran with its defaults except PROXY_MAX_CONCURRENCY={max(args.hold, args.paced) + 64} (default 64) "
+        f"and PROXY_MAX_CONNECTIONS={max(args.hold, args.paced) + 1000} (default 1000), so that "
+        f"{max(args.hold, args.paced):,} streams can be open at once."
     )
     if (args.workers or 1) > 1:
         report.notes.append(
@@ -1027,8 +1028,10 @@ def main(argv: list[str] | None = None) -> int:
         "ANTHROPIC_BASE_URL": f"http://{HOST}:{upstream_port}",
         "ANTHROPIC_API_KEY": "bench-dummy-key",
         "HOME": str(logs),  # no credentials file of the machine's user is ever read
-        # The held streams all at once, not queued behind the default limit of concurrent upstream requests.
+        # The held streams all at once, not queued behind the default limit of concurrent upstream requests, nor
+        # refused by the default limit of connections.
         "PROXY_MAX_CONCURRENCY": str(max(args.hold, args.paced) + 64),
+        "PROXY_MAX_CONNECTIONS": str(max(args.hold, args.paced) + 1000),
     }
     serve = [*proxy_command(), "serve", "--host", HOST, "--port", str(proxy_port)]
     if args.workers:

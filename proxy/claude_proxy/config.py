@@ -218,7 +218,18 @@ class Settings(BaseSettings):
     max_queue: Annotated[int, Field(ge=0)] = _env("PROXY_MAX_QUEUE", 256)
     queue_timeout: Seconds = _env("PROXY_QUEUE_TIMEOUT", 30.0)
     header_timeout: Timeout = _env("PROXY_HEADER_TIMEOUT", 10.0)
-    body_timeout: Timeout = _env("PROXY_BODY_TIMEOUT", 30.0)
+    # A request head is read piece by piece and refused (431) once past either bound, before it is all received.
+    max_header_bytes: Annotated[int, Field(ge=1024, le=1048576)] = _env("PROXY_MAX_HEADER_BYTES", 32768)
+    max_headers: Annotated[int, Field(ge=8, le=10000)] = _env("PROXY_MAX_HEADERS", 100)
+    max_connections: Annotated[int, Field(ge=1)] = _env("PROXY_MAX_CONNECTIONS", 1000)
+    # The whole body must have arrived this many seconds after its head: a deadline, not a silence timeout.
+    body_timeout: Timeout = _env("PROXY_BODY_TIMEOUT", 60.0)
+    # Request body bytes held at once, over all requests (whole MiB); a body that does not fit is refused (429).
+    body_budget_mb: Annotated[int, Field(ge=1, le=65536)] = _env("PROXY_BODY_BUDGET_MB", 64)
+    max_json_depth: Annotated[int, Field(ge=8, le=200)] = _env("PROXY_MAX_JSON_DEPTH", 64)
+    # A stream whose client reads nothing for this long is cut, its slot and upstream request freed.
+    send_timeout: Timeout = _env("PROXY_SEND_TIMEOUT", 30.0)
+    log_field_chars: Annotated[int, Field(ge=16, le=65536)] = _env("PROXY_LOG_FIELD_CHARS", 200)
     keepalive_timeout: Timeout = _env("PROXY_KEEPALIVE_TIMEOUT", 5.0)
     shutdown_grace: Seconds = _env("PROXY_SHUTDOWN_GRACE", 25.0)
     # The Responses output items kept so item references resolve (0: none kept, references refused).
@@ -273,6 +284,10 @@ class Settings(BaseSettings):
     @property
     def responses_store_bytes(self) -> int:
         return self.responses_store_mb * MB
+
+    @property
+    def body_budget_bytes(self) -> int:
+        return self.body_budget_mb * MB
 
     def conversion_options(self) -> Options:
         """What the conversion layer needs of these settings."""

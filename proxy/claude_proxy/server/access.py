@@ -18,18 +18,23 @@ from typing import Any, Protocol
 import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from claude_proxy.config import Settings
 from claude_proxy.convert.tables import tokens
-from claude_proxy.server.logs import ACCESS_LOGGER, direct_access_handler
+from claude_proxy.server.limits import BodyHold
+from claude_proxy.server.logs import ACCESS_LOGGER, clip, direct_access_handler
 from claude_proxy.server.metrics import Metrics
+from claude_proxy.server.streaming import SEND_STALLED
 
 log = logging.getLogger("claude_proxy")
 access_log = logging.getLogger(ACCESS_LOGGER)
 
 UNMATCHED = "unmatched"
+DEFAULT_FIELD_CHARS: int = Settings.model_fields["log_field_chars"].default
 
 
 class RequestInfo:
     __slots__ = (
+        "body",
         "cache_read_tokens",
         "cache_write_tokens",
         "error",
@@ -62,6 +67,12 @@ class RequestInfo:
         self.response_model: str | None = None
         self.first_token: float | None = None
         self.tpot: float | None = None
+        self.body: BodyHold | None = None  # the request body's share of the body budget, given back at the end
+
+    def release(self) -> None:
+        """Give back what the request held of the body budget (the access edge calls this when the request ends)."""
+        if self.body is not None:
+            self.body.release()
 
     def add_usage(self, usage: Mapping[str, Any] | None) -> None:
         if not usage:
@@ -75,6 +86,12 @@ class RequestInfo:
 
 def new_request_id() -> str:
     return "req_" + os.urandom(12).hex()
+
+
+def _field_chars(scope: Scope) -> int:
+    """PROXY_LOG_FIELD_CHARS, from the app's state (the lifespan's; the default before it ran)."""
+    state = scope.get("state", {}).get("app")
+    return state.settings.log_field_chars if state is not None else DEFAULT_FIELD_CHARS
 
 
 INTERNAL_ERROR = orjson.dumps(
@@ -115,7 +132,8 @@ class AccessMiddleware:
         try:
             await self.app(scope, receive, send_with_id)
         except Exception as exc:
-            log.error("unhandled %s on %s %s", type(exc).__name__, scope["method"], scope["path"], exc_info=exc)
+            path = clip(scope["path"], _field_chars(scope))
+            log.error("unhandled %s on %s %s", type(exc).__name__, scope["method"], path, exc_info=exc)
             info.error = info.error or "server_error"
             if info.status:  # the response had begun: nothing more can be said to this client
                 return
@@ -131,11 +149,15 @@ class AccessMiddleware:
             )
             await send({"type": "http.response.body", "body": INTERNAL_ERROR})
         finally:
+            info.release()
             self._record(scope, info, time.perf_counter() - started, trace)
 
     def _record(self, scope: Scope, info: RequestInfo, seconds: float, trace: Any = None) -> None:
         route = scope.get("route")
         path = getattr(route, "path", None) or UNMATCHED
+        if scope.get(SEND_STALLED):  # the server dropped a client that stopped reading its answer
+            info.error = "client_stalled"
+            self.metrics.rejected.labels("send_timeout").inc()
         self.metrics.request(path, info.status or 499, info.model, seconds)
         if self.telemetry is not None:
             self.telemetry.finish(trace, info, path, info.status or 499, seconds)
@@ -145,16 +167,17 @@ class AccessMiddleware:
         if direct is None and not access_log.isEnabledFor(logging.INFO):
             return
         client = scope.get("client")
+        chars = _field_chars(scope)
         fields = {
             "request_id": info.request_id,
-            "method": scope["method"],
-            "path": scope["path"],
+            "method": clip(scope["method"], chars),
+            "path": clip(scope["path"], chars),
             "route": path,
             "status": info.status or 499,
             "duration_ms": round(seconds * 1000, 1),
-            "model": info.model,
+            "model": clip(info.model, chars),
             "stream": info.stream,
-            "upstream_request_id": info.upstream_request_id,
+            "upstream_request_id": clip(info.upstream_request_id, chars),
             "input_tokens": info.input_tokens,
             "output_tokens": info.output_tokens,
             "cache_read_tokens": info.cache_read_tokens,

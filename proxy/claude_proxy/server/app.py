@@ -32,7 +32,7 @@ from claude_proxy.errors import ProxyError
 from claude_proxy.retry import RetryPolicy
 from claude_proxy.server.access import AccessMiddleware
 from claude_proxy.server.body import validation_error
-from claude_proxy.server.limits import Drain, Limiter
+from claude_proxy.server.limits import BodyBudget, Drain, Limiter
 from claude_proxy.server.metrics import Metrics
 from claude_proxy.server.render import error_response, json_response, note_error
 from claude_proxy.server.responses_store import ItemStore
@@ -93,6 +93,7 @@ def create_app(
         settings.queue_timeout,
         on_reject=lambda reason: metrics.rejected.labels(reason).inc(),
     )
+    bodies = BodyBudget(settings.body_budget_bytes, on_reject=limiter.on_reject)
     drain = Drain(settings.shutdown_grace)
     login = LoginState(clock=clock)
     items = ItemStore(settings.responses_store_bytes, settings.responses_store_ttl)
@@ -135,6 +136,7 @@ def create_app(
                     upstream=upstream,
                     resolver=resolver,
                     limiter=limiter,
+                    bodies=bodies,
                     drain=drain,
                     metrics=metrics,
                     login=login,

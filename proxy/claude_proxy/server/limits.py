@@ -2,8 +2,10 @@
 queue, and the drain that follows SIGTERM.
 
 - `read_body` reads the ASGI body piece by piece and gives up as soon as the limit is passed (or the declared
-  `content-length` is over it), so an oversized body is refused without being held; a client that stops sending
-  mid-body gets a 408 after `body_timeout` seconds of silence.
+  `content-length` is over it), so an oversized body is refused without being held; a body not all received within
+  `timeout` seconds gets a 408, however it trickles in. What it holds is taken from a `BodyBudget`, the bytes of
+  request bodies the whole process may hold at once: a body that does not fit is refused (429, `retry-after`) as
+  soon as it does not, and what a request took goes back when it ends (`RequestInfo.release`).
 - `Limiter` admits `limit` upstream requests at once; up to `max_queue` more wait (FIFO) at most `timeout` seconds.
   Anything beyond is refused at once with a 429 and `retry-after`, so load turns into quick, retryable refusals
   rather than unbounded memory and latency. A slot is held for the whole upstream exchange, stream included.
@@ -33,6 +35,11 @@ class RequestTimeout(ProxyError):
     type = "invalid_request_error"
 
 
+class HeadTooLarge(ProxyError):
+    status = 431
+    type = "invalid_request_error"
+
+
 class Overloaded(ProxyError):
     status = 429
     type = "rate_limit_error"
@@ -57,8 +64,57 @@ def _too_large(limit: int) -> BodyTooLarge:
     )
 
 
-async def read_body(receive: Receive, content_length: str | None, limit: int, timeout: float) -> bytes:
-    """The whole request body, or BodyTooLarge / RequestTimeout / ClientGone without reading past the limit."""
+class BodyBudget:
+    """The bytes of request bodies the process holds, over all requests, and their bound. `take` and `give` are
+    plain arithmetic on the loop's thread: no lock, no wait."""
+
+    def __init__(self, limit: int, *, on_reject: Callable[[str], None] | None = None) -> None:
+        self.limit = limit
+        self.held = 0
+        self.on_reject = on_reject
+
+    def take(self, size: int) -> None:
+        """Hold `size` more bytes, or raise Overloaded (nothing taken)."""
+        if self.held + size > self.limit:
+            if self.on_reject is not None:
+                self.on_reject("body_budget")
+            raise Overloaded(
+                f"the proxy holds {self.limit // (1024 * 1024)} MiB of request bodies already (PROXY_BODY_BUDGET_MB); "
+                "retry later",
+                code="proxy_overloaded",
+                headers={"retry-after": "1"},
+            )
+        self.held += size
+
+    def give(self, size: int) -> None:
+        self.held -= size
+
+
+class BodyHold:
+    """What one request took from a `BodyBudget`; `release()` gives it all back, once."""
+
+    __slots__ = ("_budget", "size")
+
+    def __init__(self, budget: BodyBudget) -> None:
+        self._budget: BodyBudget | None = budget
+        self.size = 0
+
+    def take(self, size: int) -> None:
+        assert self._budget is not None
+        self._budget.take(size)
+        self.size += size
+
+    def release(self) -> None:
+        budget, self._budget = self._budget, None
+        if budget is not None:
+            budget.give(self.size)
+
+
+async def read_body(
+    receive: Receive, content_length: str | None, limit: int, timeout: float, hold: BodyHold | None = None
+) -> bytes:
+    """The whole request body, or BodyTooLarge / RequestTimeout / ClientGone / Overloaded without reading past the
+    limit. `timeout` bounds the whole read; what is read is taken from `hold` (when given) as it arrives."""
     if content_length is not None:
         try:
             declared = int(content_length)
@@ -68,25 +124,26 @@ async def read_body(receive: Receive, content_length: str | None, limit: int, ti
             raise _too_large(limit)
     chunks: list[bytes] = []
     size = 0
-    while True:
-        try:
-            async with asyncio.timeout(timeout):
+    try:
+        async with asyncio.timeout(timeout):
+            while True:
                 message = await receive()
-        except TimeoutError:
-            raise RequestTimeout(
-                f"the request body stalled: nothing received for {timeout:g} s (PROXY_BODY_TIMEOUT)",
-                code="request_timeout",
-            ) from None
-        if message["type"] == "http.disconnect":
-            raise ClientGone("client disconnected while sending the request")
-        body = message.get("body", b"")
-        if body:
-            size += len(body)
-            if size > limit:
-                raise _too_large(limit)
-            chunks.append(body)
-        if not message.get("more_body", False):
-            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+                if message["type"] == "http.disconnect":
+                    raise ClientGone("client disconnected while sending the request")
+                body = message.get("body", b"")
+                if body:
+                    size += len(body)
+                    if size > limit:
+                        raise _too_large(limit)
+                    if hold is not None:
+                        hold.take(len(body))
+                    chunks.append(body)
+                if not message.get("more_body", False):
+                    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+    except TimeoutError:
+        raise RequestTimeout(
+            f"the request body did not arrive within {timeout:g} s (PROXY_BODY_TIMEOUT)", code="request_timeout"
+        ) from None
 
 
 class Slot:

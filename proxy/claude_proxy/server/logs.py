@@ -4,6 +4,12 @@ The access log is the `claude_proxy.access` logger: one line per request, whose 
 dict) so both formats render them; under the proxy's own handler the line is formatted from the fields directly,
 without a record (`direct_access_handler`, `format_access`). Nothing logged anywhere in the proxy carries a prompt, a
 key or a token: messages name error types, statuses and ids only.
+
+What a client wrote (the path, the model, …) reaches a line cut to `PROXY_LOG_FIELD_CHARS` (`clip`, by the access
+edge) and escaped, so no client can forge a line or a field: JSON escapes control characters itself; the plain
+format writes a client's value with its backslashes, blanks and control characters escaped
+(a backslash doubled, a newline as backslash-n, a blank as backslash-x20, …).
+Every message of a plain line has its control characters escaped likewise (a traceback follows on lines of its own).
 """
 
 from __future__ import annotations
@@ -11,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import time
 from typing import Any, TextIO
 
@@ -20,6 +27,35 @@ ACCESS_LOGGER = "claude_proxy.access"
 
 
 _second: tuple[int, str] = (-1, "")
+
+# What a plain line's value may not hold as it is: blanks (they separate fields), backslashes (they escape), control
+# characters and the line separators beyond them.
+_UNSAFE_VALUE = re.compile(r"[\x00-\x20\x7f-\xa0\\\u2028\u2029]")
+_UNSAFE_MESSAGE = re.compile(r"[\x00-\x1f\x7f\x85\u2028\u2029]")
+_ESCAPES = {"\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _escape(match: re.Match[str]) -> str:
+    char = match.group()
+    return _ESCAPES.get(char) or (f"\\x{ord(char):02x}" if ord(char) < 0x100 else f"\\u{ord(char):04x}")
+
+
+def plain_value(value: object) -> str:
+    """A value as a plain line writes it: one token, nothing in it that reads as a separator or a new line."""
+    text = str(value)
+    return _UNSAFE_VALUE.sub(_escape, text) if _UNSAFE_VALUE.search(text) else text
+
+
+def plain_message(text: str) -> str:
+    """A message as a plain line writes it: on one line."""
+    return _UNSAFE_MESSAGE.sub(_escape, text) if _UNSAFE_MESSAGE.search(text) else text
+
+
+def clip(value: str | None, limit: int) -> str | None:
+    """`value` cut to `limit` characters, saying how long it was."""
+    if value is None or len(value) <= limit:
+        return value
+    return f"{value[:limit]}...[{len(value)}chars]"  # no blank: one token in a plain line
 
 
 def _timestamp(created: float) -> str:
@@ -63,7 +99,7 @@ class PlainFormatter(logging.Formatter):
         access = getattr(record, "access", None)
         if isinstance(access, dict):
             return f"{head} {_plain_access(access)}"
-        text = f"{head} {record.getMessage()}"
+        text = f"{head} {plain_message(record.getMessage())}"
         if record.exc_info and record.exc_info[0] is not None:
             text += "\n" + self.formatException(record.exc_info)
         return text
@@ -139,12 +175,13 @@ def flush_batched() -> None:
 
 def _plain_access(a: dict[str, Any]) -> str:
     text = (
-        f"{a['method']} {a['path']} {a['status']} {a['duration_ms']}ms id={a['request_id']}"
-        f" model={a['model'] or '-'} upstream_id={a['upstream_request_id'] or '-'}"
+        f"{plain_value(a['method'])} {plain_value(a['path'])} {a['status']} {a['duration_ms']}ms"
+        f" id={a['request_id']} model={plain_value(a['model'] or '-')}"
+        f" upstream_id={plain_value(a['upstream_request_id'] or '-')}"
         f" tokens={a['input_tokens']}/{a['output_tokens']}"
     )
     if a.get("error"):
-        text += f" error={a['error']}"
+        text += f" error={plain_value(a['error'])}"
     return text
 
 

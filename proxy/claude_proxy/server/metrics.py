@@ -4,8 +4,9 @@ Everything is recorded at the edge (the access middleware, the upstream and rela
 hot path: label children are looked up once and cached, and the gauges that describe state (slots in use, queue
 length, token expiry, event loop tasks) are computed only when `/metrics` is scraped.
 
-Label values stay bounded: routes are the matched route templates, statuses are numbers, and model names (which
-clients choose) are kept for the first `MAX_MODELS` distinct ids, then counted as `other`.
+Label values stay bounded: routes are the matched route templates, statuses are numbers, and a model name (which
+clients choose) becomes a label only once Anthropic answered a request for it (its usage recorded), for the first
+`MAX_MODELS` such ids; any other model counts as `other`.
 """
 
 from __future__ import annotations
@@ -156,15 +157,15 @@ class Metrics:
 
     # ---- recording (hot path) --------------------------------------------------------------------------------------
 
+    def accept_model(self, model: str | None) -> None:
+        """`model` is one Anthropic answered for: its own label from now on (while there is room for one)."""
+        if model and model not in self._models and len(self._models) < MAX_MODELS:
+            self._models[model] = model[:100]
+
     def model_label(self, model: str | None) -> str:
         if not model:
             return NO_MODEL
-        label = self._models.get(model)
-        if label is None:
-            if len(self._models) >= MAX_MODELS:
-                return OTHER
-            label = self._models[model] = model[:100]
-        return label
+        return self._models.get(model, OTHER)
 
     def request(self, route: str, status: int, model: str | None, seconds: float) -> None:
         key = (route, status, self.model_label(model))
@@ -178,8 +179,10 @@ class Metrics:
         timer.observe(seconds)
 
     def usage(self, model: str | None, usage: Mapping[str, Any] | None) -> None:
+        """The usage of an answer Anthropic gave for `model` (which is so accepted as a label)."""
         if not usage:
             return
+        self.accept_model(model)
         label = self.model_label(model)
         for field in USAGE_FIELDS:
             value = count(usage.get(field.anthropic))

@@ -12,7 +12,8 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from claude_proxy.errors import ProxyError, UpstreamError
-from claude_proxy.server.access import RequestInfo
+from claude_proxy.server.access import DEFAULT_FIELD_CHARS, RequestInfo
+from claude_proxy.server.logs import clip
 
 log = logging.getLogger("claude_proxy")
 
@@ -43,4 +44,4 @@ def note_error(exc: ProxyError, info: RequestInfo | None, method: str, path: str
         if isinstance(exc, UpstreamError) and exc.request_id:
             info.upstream_request_id = exc.request_id
     if exc.status >= 500:
-        log.warning("%s %s -> %d %s", method, path, exc.status, exc.type)
+        log.warning("%s %s -> %d %s", method, clip(path, DEFAULT_FIELD_CHARS), exc.status, exc.type)

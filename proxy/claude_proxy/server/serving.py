@@ -1,9 +1,24 @@
-"""Running the app under uvicorn: timeouts for slow clients and the SIGTERM drain.
+"""Running the app under uvicorn: bounds on what a connection may send before the app sees a request, and the
+SIGTERM drain.
 
-uvicorn closes idle keep-alive connections (`PROXY_KEEPALIVE_TIMEOUT`) but waits forever for the headers of a
-request; `header_timeout_protocol` wraps its HTTP protocol so a connection that has not sent a complete request head
-within `PROXY_HEADER_TIMEOUT` seconds (from connecting, or from the first byte of a next request) gets a 408 and is
-closed. The request body's own timeout is the app's (`PROXY_BODY_TIMEOUT`).
+uvicorn closes idle keep-alive connections (`PROXY_KEEPALIVE_TIMEOUT`) but bounds neither the time nor the size of a
+request head, nor the number of connections. `guarded_protocol` wraps its httptools protocol so that:
+
+- a connection that has not sent a complete request head within `PROXY_HEADER_TIMEOUT` seconds (from connecting, or
+  from the first byte of a next request) gets a 408 and is closed;
+- a head is fed to the parser at most `PROXY_MAX_HEADER_BYTES` at a time, and one longer than that, or with more than
+  `PROXY_MAX_HEADERS` header lines, gets a 431 as soon as the limit is passed (while the rest is still arriving,
+  never held), then the connection is closed: the client gets `LINGER` seconds to read the answer, whatever it sends
+  meanwhile dropped unread, and no more than `LINGER_BYTES` of it;
+- beyond `PROXY_MAX_CONNECTIONS` open connections a new one gets a 503 and is closed at once;
+- a client that stops reading is dropped: once the answer's writes back up (the kernel's buffers are full and the
+  transport's own has passed its high-water mark, which is when the app's `send` starts to wait), the client has
+  `PROXY_SEND_TIMEOUT` seconds to read enough to bring it below the low-water mark. Otherwise the connection is
+  aborted (what is buffered for it dropped), the request's scope marked `SEND_STALLED` and the app sees the client
+  gone: a stream closes its upstream request and frees its slot. This costs nothing per write: only the transport's
+  pause and resume touch the timer.
+
+The request body's own deadline is the app's (`PROXY_BODY_TIMEOUT`).
 
 On SIGTERM `ProxyServer` marks the app as draining before uvicorn stops accepting: `/readyz` answers 503 at once, the
 requests in flight get `PROXY_SHUTDOWN_GRACE` seconds, then streams are ended with an error line and waits with a
@@ -27,76 +42,227 @@ from typing import Any
 import orjson
 import uvicorn
 from starlette.applications import Starlette
-from uvicorn.config import HTTP_PROTOCOLS
-from uvicorn.importer import import_from_string
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from claude_proxy.config import Settings
-from claude_proxy.server.limits import Drain, RequestTimeout
+from claude_proxy.errors import ProxyError
+from claude_proxy.server.limits import Drain, HeadTooLarge, RequestTimeout
 from claude_proxy.server.logs import flush_batched, logging_config
+from claude_proxy.server.streaming import SEND_STALLED
 
 log = logging.getLogger("claude_proxy.server")
 
 # Time between the grace period's end and uvicorn cancelling what is left: room for the error lines to go out.
 HARD_STOP_MARGIN = 3.0
+# A refused head's client has this long to read the 431 before its connection is dropped, as long as it sends no more
+# than LINGER_BYTES meanwhile.
+LINGER = 2.0
+LINGER_BYTES = 1024 * 1024
 
-# The same envelope as every other error (the app's RequestTimeout), written by the protocol itself: no request
-# reached the app.
-_TIMEOUT_BODY = orjson.dumps(
-    RequestTimeout("request headers not received in time (PROXY_HEADER_TIMEOUT)", code="request_timeout").envelope()
+
+def _answer(status: str, error: ProxyError, *extra: bytes) -> bytes:
+    """A whole HTTP/1.1 answer, in the same envelope as every other error, written by the protocol itself: no request
+    reached the app."""
+    body = orjson.dumps(error.envelope())
+    return (
+        b"HTTP/1.1 "
+        + status.encode()
+        + b"\r\ncontent-type: application/json\r\nconnection: close\r\n"
+        + b"".join(extra)
+        + b"content-length: "
+        + str(len(body)).encode()
+        + b"\r\n\r\n"
+        + body
+    )
+
+
+REQUEST_TIMEOUT = _answer(
+    "408 Request Timeout",
+    RequestTimeout("request headers not received in time (PROXY_HEADER_TIMEOUT)", code="request_timeout"),
 )
-REQUEST_TIMEOUT = (
-    b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\nconnection: close\r\n"
-    b"content-length: " + str(len(_TIMEOUT_BODY)).encode() + b"\r\n\r\n" + _TIMEOUT_BODY
-)
 
 
-def header_timeout_protocol(timeout: float) -> type[asyncio.Protocol]:
-    """uvicorn's HTTP protocol class (its own choice: httptools when installed), with a deadline for each request
-    head."""
-    base: type[asyncio.Protocol] = import_from_string(HTTP_PROTOCOLS["auto"])
-    parent: Any = base
+def head_too_large(what: str) -> bytes:
+    return _answer(
+        "431 Request Header Fields Too Large", HeadTooLarge(f"request head too large: {what}", code="header_too_large")
+    )
 
-    class HeaderTimeoutProtocol(parent):
-        _head_timer: asyncio.TimerHandle | None = None
-        _seen_cycle: Any = None
 
-        def connection_made(self, transport: asyncio.BaseTransport) -> None:
-            super().connection_made(transport)
-            self._arm()
+def too_many_connections(limit: int) -> bytes:
+    error = ProxyError(
+        f"the proxy has {limit} connections open (PROXY_MAX_CONNECTIONS); retry later",
+        status=503,
+        type="server_error",
+        code="too_many_connections",
+    )
+    return _answer("503 Service Unavailable", error, b"retry-after: 1\r\n")
 
-        def data_received(self, data: bytes) -> None:
-            super().data_received(data)
-            cycle = getattr(self, "cycle", None)
-            if cycle is not self._seen_cycle:  # a request head was complete
-                self._seen_cycle = cycle
-                self._disarm()
-            elif self._head_timer is None and (cycle is None or cycle.response_complete):
-                self._arm()  # the first bytes of a next request
 
-        def connection_lost(self, exc: Exception | None) -> None:
+class _TooManyHeaders(Exception):
+    pass
+
+
+class GuardedProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol with the head bounds, the connection cap and the send deadline;
+    `guarded_protocol` sets the limits."""
+
+    head_timeout = 10.0
+    max_head_bytes = 32768
+    max_headers = 100
+    max_connections = 1000
+    send_timeout = 30.0
+
+    _head_timer: asyncio.TimerHandle | None = None
+    _seen_cycle: Any = None
+    _head_bytes = 0  # bytes of the current request head fed to the parser so far
+    _headers = 0  # header lines of the current request head
+    _in_body = False  # between a head's end and its message's end: what comes is body, not head
+    _refused: bytes | None = None  # the 431 to send (the header count ran over inside the parser)
+    _discarding = False  # a 431 went out: what the client still sends is dropped
+    _discarded = 0
+    _linger: asyncio.TimerHandle | None = None
+    _stall_timer: asyncio.TimerHandle | None = None  # runs while the transport's writes are paused
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)  # type: ignore[arg-type]
+        if len(self.connections) > self.max_connections:
+            self._discarding = True
+            self.transport.write(too_many_connections(self.max_connections))
+            self.transport.close()
+            return
+        self._arm()
+
+    def data_received(self, data: bytes) -> None:
+        if self._discarding:
+            self._discarded += len(data)
+            if self._discarded > LINGER_BYTES and not self.transport.is_closing():
+                self.transport.close()
+            return
+        while data:
+            if self._in_body:
+                piece, data = data, b""
+            else:
+                room = self.max_head_bytes - self._head_bytes
+                if room <= 0:
+                    self._refuse(head_too_large(f"more than {self.max_head_bytes} bytes (PROXY_MAX_HEADER_BYTES)"))
+                    return
+                piece, data = data[:room], data[room:]
+                self._head_bytes += len(piece)
+            super().data_received(piece)
+            if self._discarding or self.transport.is_closing():
+                return
+        cycle = self.cycle
+        if cycle is not self._seen_cycle:  # a request head was complete
+            self._seen_cycle = cycle
             self._disarm()
-            super().connection_lost(exc)
+        elif self._head_timer is None and (cycle is None or cycle.response_complete):
+            self._arm()  # the first bytes of a next request
 
-        def _arm(self) -> None:
-            self._head_timer = self.loop.call_later(timeout, self._expired)
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._headers = 0
 
-        def _disarm(self) -> None:
-            if self._head_timer is not None:
-                self._head_timer.cancel()
-                self._head_timer = None
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._headers += 1
+        if self._headers > self.max_headers:
+            self._refused = head_too_large(f"more than {self.max_headers} header lines (PROXY_MAX_HEADERS)")
+            raise _TooManyHeaders  # stops the parser; uvicorn answers a parser error with send_400_response
+        super().on_header(name, value)
 
-        def _expired(self) -> None:
+    def on_headers_complete(self) -> None:
+        self._in_body, self._head_bytes = True, 0
+        super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        self._in_body = False
+        super().on_message_complete()
+
+    def send_400_response(self, msg: str) -> None:
+        if self._refused is not None:
+            self._refuse(self._refused)
+        else:
+            super().send_400_response(msg)
+
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        if self._stall_timer is None:
+            self._stall_timer = self.loop.call_later(self.send_timeout, self._stalled)
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        if self._stall_timer is not None:
+            self._stall_timer.cancel()
+            self._stall_timer = None
+
+    def _stalled(self) -> None:
+        self._stall_timer = None
+        cycle = self.cycle
+        if cycle is not None and not cycle.response_complete:
+            cycle.scope[SEND_STALLED] = True  # type: ignore[literal-required]
+        client = f"{self.client[0]}:{self.client[1]}" if self.client else "a client"
+        log.warning(
+            "%s read nothing of its answer for %g s (PROXY_SEND_TIMEOUT): connection dropped", client, self.send_timeout
+        )
+        self.transport.abort()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        for timer in (self._linger, self._stall_timer):
+            if timer is not None:
+                timer.cancel()
+        self._linger = self._stall_timer = None
+        super().connection_lost(exc)
+
+    def _refuse(self, answer: bytes) -> None:
+        """Answer, then drop whatever else comes for `LINGER` seconds (so the client reads the answer rather than a
+        reset), then close."""
+        self._disarm()
+        self._discarding = True
+        transport = self.transport
+        if transport.is_closing():
+            return
+        cycle = self.cycle
+        if cycle is not None and not cycle.response_complete:  # a pipelined head: an answer is being written
+            cycle.keep_alive = False  # that answer ends the connection, with no other written into it
+            return
+        transport.write(answer)
+        if transport.can_write_eof():
+            transport.write_eof()
+        self.flow.resume_reading()
+        self._linger = self.loop.call_later(LINGER, transport.close)
+
+    def _arm(self) -> None:
+        self._head_timer = self.loop.call_later(self.head_timeout, self._expired)
+
+    def _disarm(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
             self._head_timer = None
-            cycle = getattr(self, "cycle", None)
-            if cycle is not self._seen_cycle or (cycle is not None and not cycle.response_complete):
-                return  # a request is being served after all
-            transport = self.transport
-            if transport is not None and not transport.is_closing():
-                transport.write(REQUEST_TIMEOUT)
-                transport.close()
 
-    HeaderTimeoutProtocol.__name__ = f"HeaderTimeout{base.__name__}"
-    return HeaderTimeoutProtocol
+    def _expired(self) -> None:
+        self._head_timer = None
+        cycle = self.cycle
+        if cycle is not self._seen_cycle or (cycle is not None and not cycle.response_complete):
+            return  # a request is being served after all
+        transport = self.transport
+        if transport is not None and not transport.is_closing() and not self._discarding:
+            transport.write(REQUEST_TIMEOUT)
+            transport.close()
+
+
+def guarded_protocol(settings: Settings) -> type[GuardedProtocol]:
+    """The protocol class for these settings' limits."""
+    return type(
+        "GuardedProtocol",
+        (GuardedProtocol,),
+        {
+            "head_timeout": settings.header_timeout,
+            "max_head_bytes": settings.max_header_bytes,
+            "max_headers": settings.max_headers,
+            "max_connections": settings.max_connections,
+            "send_timeout": settings.send_timeout,
+        },
+    )
 
 
 class ProxyServer(uvicorn.Server):
@@ -132,7 +298,7 @@ def build_server(
         app,
         host=host,
         port=port,
-        http=header_timeout_protocol(settings.header_timeout),  # on uvloop and httptools when installed
+        http=guarded_protocol(settings),  # on uvloop when installed
         log_config=logging_config(settings.log_level, settings.log_format) if configure_logging else None,
         log_level=settings.log_level,
         access_log=False,

@@ -23,7 +23,7 @@ from claude_proxy.convert.request import Options
 from claude_proxy.credentials.resolver import CredentialResolver
 from claude_proxy.errors import ProxyError, Unauthorized
 from claude_proxy.server.access import RequestInfo
-from claude_proxy.server.limits import Drain, Limiter, Slot
+from claude_proxy.server.limits import BodyBudget, Drain, Limiter, Slot
 from claude_proxy.server.metrics import Metrics
 from claude_proxy.server.responses_store import ItemStore
 from claude_proxy.server.streaming import SSEResponse, until_disconnect
@@ -50,6 +50,7 @@ class AppState:
     upstream: Upstream
     resolver: CredentialResolver
     limiter: Limiter
+    bodies: BodyBudget  # the request body bytes held at once, over all requests
     drain: Drain
     metrics: Metrics
     login: LoginState
@@ -157,6 +158,8 @@ def stream_ended(state: AppState, info: RequestInfo, outcome: str, error: ProxyE
     elif outcome == "shutdown":
         state.metrics.stream_errors.labels("shutting_down").inc()
         info.error = "shutting_down"
+    elif outcome == "client_stalled":  # counted by the access edge, with the non-streamed answers so cut
+        info.error = "client_stalled"
     elif outcome == "client_gone" and not finished:
         state.metrics.disconnects.inc()
         info.error = "client_disconnected"

@@ -94,6 +94,9 @@ async def until_disconnect(
 
 
 SERVER_SEND = "claude_proxy.server_send"  # scope key: the ASGI server's own `send`, below every middleware
+# Scope key, set (true) by the server when it dropped the connection because the client read nothing of the answer
+# for PROXY_SEND_TIMEOUT (serving.GuardedProtocol): the request then sees its client gone.
+SEND_STALLED = "claude_proxy.send_stalled"
 
 
 class BodyWriter(Protocol):
@@ -115,7 +118,8 @@ class SSEResponse(StreamingResponse):
     closes its source (which closes the upstream stream, even when the client left before the body began), and
     ends the stream with `error_ending(error)` when the shutdown grace period runs out (chat completions' error line
     by default; the Responses API's `response.failed`, Anthropic's `error` event). `on_close(outcome)` runs once
-    at the end, however the response ends: "done" (the body ran out), "client_gone" or "shutdown"."""
+    at the end, however the response ends: "done" (the body ran out), "client_gone", "client_stalled" (the server
+    dropped a client that read nothing for PROXY_SEND_TIMEOUT) or "shutdown"."""
 
     def __init__(
         self,
@@ -154,7 +158,7 @@ class SSEResponse(StreamingResponse):
                 if failure is not None:
                     raise failure  # as if it had run in the request's own task
             elif not gone.cancelled() and gone.exception() is None:
-                outcome = "client_gone"
+                outcome = "client_stalled" if scope.get(SEND_STALLED) else "client_gone"
             elif expired is not None and expired.done():
                 outcome = "shutdown"
             if outcome == "shutdown" and self.drain is not None:

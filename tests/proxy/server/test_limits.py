@@ -1,10 +1,12 @@
-"""Limits towards clients, against the real server: body size, body and header timeouts, keep-alive, and upstream
-concurrency with its bounded queue."""
+"""Limits towards clients, against the real server: body size, deadline and budget, header timeout, keep-alive, and
+upstream concurrency with its bounded queue."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import threading
 import time
 from typing import Any
 
@@ -197,3 +199,52 @@ async def test_limiter_hands_slots_over_in_order_and_survives_cancellation() -> 
     await asyncio.gather(tasks[0], tasks[2])
     assert order == [0, 2]
     assert limiter.active == 0 and limiter.queued == 0
+
+
+def test_a_dripped_body_gets_408_at_the_deadline_however_it_trickles(fake: FakeAnthropic, proxy: ProxyFactory) -> None:
+    url = proxy(PROXY_BODY_TIMEOUT="1.5")
+    stop = threading.Event()
+    with connect(url) as sock:
+        sock.sendall(head("/v1/chat/completions", length=500) + b"{")
+
+        def drip() -> None:  # a byte every 0.3 s: never silent for long, never done
+            with contextlib.suppress(OSError):
+                while not stop.wait(0.3):
+                    sock.sendall(b" ")
+
+        dripper = threading.Thread(target=drip, daemon=True)
+        dripper.start()
+        try:
+            status, _, body = read_response(sock, timeout=10)
+        finally:
+            stop.set()
+            dripper.join(5)
+    assert status == 408
+    error = json.loads(body)["error"]
+    assert error["code"] == "request_timeout" and "PROXY_BODY_TIMEOUT" in error["message"]
+    assert fake.messages_requests == []
+
+
+def test_bodies_held_at_once_are_bounded_by_the_budget(fake: FakeAnthropic, proxy: ProxyFactory) -> None:
+    url = proxy(PROXY_BODY_BUDGET_MB="1", PROXY_MAX_BODY_BYTES="1000000")
+    padded = json.dumps({**ASK, "user": "u" * 400_000}).encode()
+    with connect(url) as holder:  # 800 kB of a 1 MB body sent, the rest never: held until the body deadline
+        holder.sendall(head("/v1/chat/completions", length=1_000_000) + b"{" + b" " * 800_000)
+        deadline = time.monotonic() + 10
+        while True:  # until the proxy has read what was sent
+            refused = httpx.post(f"{url}/v1/chat/completions", content=padded, timeout=10)
+            if refused.status_code == 429 or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        assert refused.status_code == 429 and refused.headers["retry-after"] == "1"
+        error = refused.json()["error"]
+        assert error["code"] == "proxy_overloaded" and "PROXY_BODY_BUDGET_MB" in error["message"]
+        assert httpx.post(f"{url}/v1/chat/completions", json=ASK).status_code == 200  # a small body still fits
+    deadline = time.monotonic() + 10
+    while True:  # the holder left: what it held is given back
+        answer = httpx.post(f"{url}/v1/chat/completions", content=padded, timeout=10)
+        if answer.status_code == 200 or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert answer.status_code == 200
+    assert 'proxy_rejected_requests_total{reason="body_budget"}' in httpx.get(f"{url}/metrics").text

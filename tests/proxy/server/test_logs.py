@@ -164,3 +164,13 @@ def test_the_direct_access_line_is_the_line_a_record_would_give(formatter: JSONF
     entry.created = 1_795_000_000.25
     assert formatter.format_access(entry.created, FIELDS) == formatter.format(entry)
     assert "2026-11-18T" in formatter.format(entry) and ".250Z" in formatter.format(entry)
+
+
+def test_a_plain_line_escapes_what_a_client_wrote_and_stays_one_line() -> None:
+    forged = {**FIELDS, "path": "/x\n2030-01-01T00:00:00.000Z INFO claude_proxy.access GET /admin", "model": "a b\\c\r"}
+    line = PlainFormatter().format_access(1_795_000_000.0, forged)
+    assert "\n" not in line and "\r" not in line
+    assert " /x\\n2030-01-01T00:00:00.000Z\\x20INFO\\x20claude_proxy.access\\x20GET\\x20/admin " in line
+    assert " model=a\\x20b\\\\c\\r " in line
+    message = logging.LogRecord("claude_proxy", logging.WARNING, __file__, 1, "GET %s -> 502", ("/a\nforged",), None)
+    assert PlainFormatter().format(message).endswith("GET /a\\nforged -> 502")

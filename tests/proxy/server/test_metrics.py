@@ -73,6 +73,23 @@ def test_model_label_values_are_bounded(fake: FakeAnthropic, proxy: ProxyFactory
     assert m['proxy_requests_total{model="other",route="/v1/chat/completions",status="200"}'] == 5
 
 
+def test_only_models_anthropic_answered_for_become_labels(fake: FakeAnthropic, proxy: ProxyFactory) -> None:
+    fake.known_models_only = True  # Anthropic's 404 for a model it does not know
+    url = proxy()
+    ask = [{"role": "user", "content": "x"}]
+    for i in range(MAX_MODELS + 5):  # more names than there are label slots, none of them a model
+        junk = f"junk-{i}" if i % 2 else f"junk-{i}\n" + "z" * 10_000
+        answer = httpx.post(f"{url}/v1/chat/completions", json={"model": junk, "messages": ask})
+        assert answer.status_code == 404
+    fake.script(message(text("yes"), usage=USAGE))
+    assert httpx.post(f"{url}/v1/chat/completions", json={"model": MODEL, "messages": ask}).status_code == 200
+    m = metric_samples(url)
+    models = {key.split('model="')[1].split('"')[0] for key in m if 'model="' in key}
+    assert models == {"other", MODEL}  # the junk counted, under `other`; the accepted model kept its slot
+    assert m['proxy_requests_total{model="other",route="/v1/chat/completions",status="404"}'] == MAX_MODELS + 5
+    assert m[f'proxy_requests_total{{model="{MODEL}",route="/v1/chat/completions",status="200"}}'] == 1
+
+
 def test_client_disconnects_are_counted(fake: FakeAnthropic, proxy: ProxyFactory) -> None:
     url = proxy()
 
