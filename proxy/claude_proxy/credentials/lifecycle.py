@@ -38,6 +38,7 @@ from claude_proxy.credentials.oauth import (
     refresh_grant,
 )
 from claude_proxy.credentials.resolver import (
+    MAX_FILE_BYTES,
     Credential,
     CredentialKind,
     CredentialResolver,
@@ -45,8 +46,11 @@ from claude_proxy.credentials.resolver import (
     MalformedCredentials,
     MissingCredentials,
     OAuthFile,
+    OversizedCredentials,
     UnreadableCredentials,
+    exposure_warning,
     parse_credentials,
+    read_credentials_file,
 )
 from claude_proxy.credentials.store import (
     AtomicWriter,
@@ -133,10 +137,12 @@ def emit(outcome: Outcome, stream_write: Callable[[str], object], termination_lo
 
 
 def _read(path: Path) -> tuple[bytes | None, str | None]:
-    """(content, None) or (None, reason) with reason `missing` or `unreadable`."""
+    """(content, None) or (None, reason) with reason `missing`, `unreadable` or `too_large` (over MAX_FILE_BYTES:
+    refused unread)."""
     try:
-        with open(path, "rb") as fh:
-            return fh.read(), None
+        return read_credentials_file(path), None
+    except OversizedCredentials:
+        return None, "too_large"
     except FileNotFoundError:
         return None, "missing"
     except OSError as exc:
@@ -256,6 +262,8 @@ def _unreadable_message(path: Path, problem: str | None) -> str:
             f"{path} does not exist: on a workstation, run `claude auth login` (it writes this file); "
             "on a shared volume, seed it first (`claude-proxy seed`)"
         )
+    if problem == "too_large":
+        return f"{path} is larger than a credentials file can be ({MAX_FILE_BYTES // 1024} KiB at most); not read"
     return f"{path} cannot be read (check its permissions and owner)"
 
 
@@ -341,9 +349,8 @@ def seed(source: Path, target: Path, force: bool = False, lock_timeout: float = 
 
     data, problem = _read(source)
     if data is None:
-        return failed(
-            problem or "missing", f"source {source} {'does not exist' if problem == 'missing' else 'cannot be read'}"
-        )
+        said = {"missing": "does not exist", "too_large": f"is larger than {MAX_FILE_BYTES // 1024} KiB; not read"}
+        return failed(problem or "missing", f"source {source} {said.get(problem or '', 'cannot be read')}")
     try:
         src = parse_credentials(data, f"source {source}")
     except MalformedCredentials as exc:
@@ -401,6 +408,7 @@ def _seed_locked(data: bytes, src: OAuthFile, source: Path, target: Path, force:
         "forced": "forced",
         "missing": "target was missing",
         "unreadable": "target was unreadable",
+        "too_large": "target was too large to be a credentials file",
         "malformed": "target was malformed",
         "source_newer": "target was older",
     }[reason]
@@ -486,6 +494,9 @@ def check(
     has_refresh: bool | None = None
     if credential.kind is CredentialKind.OAUTH_FILE and resolver.path is not None:
         has_refresh = _file_has_refresh_token(resolver.path)
+        exposed = exposure_warning(resolver.path)
+        if exposed:
+            notes += (exposed,)
     now = clock()
     expires_ms = int(credential.expires_at * 1000) if credential.expires_at is not None else None
     left = credential.expires_at - now if credential.expires_at is not None else None
@@ -501,6 +512,11 @@ def check(
             CredentialKind.ACCESS_TOKEN: "an OAuth access token from the environment (expiry unknown)",
             CredentialKind.OAUTH_FILE: "an OAuth access token from a credentials file",
         }[credential.kind]
+        if credential.kind is CredentialKind.ACCESS_TOKEN and credential.source == "ANTHROPIC_API_KEY":
+            message = (
+                "an OAuth access token in ANTHROPIC_API_KEY (it starts with sk-ant-oat, so it is sent as a Bearer "
+                "token, not as a Console API key; expiry unknown)"
+            )
         if credential.kind is CredentialKind.OAUTH_FILE and left is not None and left <= due_within:
             todo = "run `claude-proxy refresh` (or let the scheduled refresh do it)" if has_refresh else RELOGIN_HINT
             notes += (f"the access token expires within {_duration(due_within)} and is due for refresh: {todo}",)
