@@ -21,6 +21,8 @@ from __future__ import annotations
 import json
 import logging
 import os
+import random
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -336,6 +338,53 @@ def _refresh_locked(
         f"new access token valid for {_time_left(new_expires, now)}, refresh token {rotated}{note}",
         new_expires,
     )
+
+
+# ------------------------------------------------------------------------------------------------ keep alive
+
+# Outcomes no later run can mend: the login itself is gone, someone must log in again.
+PERMANENT_FAILURES = frozenset({"invalid_grant", "no_refresh_token"})
+# After a failure that may pass (network, 5xx, a lock held, a file caught mid-write) the next try comes within this.
+RETRY_AFTER_FAILURE = 300.0
+
+
+def next_wait(outcome: Outcome, every: float, before_seconds: float, now: float, rand: Callable[[], float]) -> float:
+    """Seconds until the next run of `refresh --every`: `every` give or take 10% (so refreshers of many files do not
+    move in step), sooner when the token falls due before that (a little after it does), and at most
+    RETRY_AFTER_FAILURE after a failure that may pass."""
+    wait = every * (0.9 + 0.2 * rand())
+    if not outcome.ok:
+        return min(wait, RETRY_AFTER_FAILURE * (0.9 + 0.2 * rand()))
+    if outcome.expires_at_ms is not None:
+        until_due = outcome.expires_at_ms / 1000 - before_seconds - now
+        wait = min(wait, until_due + rand() * min(60.0, every * 0.1))
+    return max(1.0, wait)
+
+
+def keep_alive(
+    path: Path,
+    options: RefreshOptions,
+    every: float,
+    stop: threading.Event,
+    report: Callable[[Outcome], object],
+    *,
+    transport: httpx.BaseTransport | None = None,
+    clock: Callable[[], float] = time.time,
+    rand: Callable[[], float] = random.random,
+) -> Outcome | None:
+    """`refresh` again and again, each outcome to `report`, until `stop` is set (returns None) or the login is gone
+    (returns that outcome). One refresher at a time still holds: every run takes the file's lock to refresh.
+    A stop asked for during a run lets the run finish, so new tokens are never lost between the grant and the write.
+    """
+    while not stop.is_set():
+        outcome = refresh(path, options, transport=transport, clock=clock, sleep=stop.wait)
+        report(outcome)
+        if outcome.reason in PERMANENT_FAILURES:
+            return outcome
+        wait = next_wait(outcome, every, options.before_seconds, clock(), rand)
+        log.debug("next look at %s in %.0fs", path, wait)
+        stop.wait(wait)
+    return None
 
 
 # ------------------------------------------------------------------------------------------------------ seed
