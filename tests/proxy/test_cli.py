@@ -248,3 +248,37 @@ def test_an_oauth_token_in_anthropic_api_key_is_used_as_one(
     sent = fake.messages_requests[-1].headers
     assert sent["authorization"] == f"Bearer {OAUTH_TOKEN}" and "x-api-key" not in sent
     assert "oauth-2025-04-20" in sent["anthropic-beta"]
+
+
+def test_compose_runs_the_proxy_and_a_refresher_the_cli_accepts_on_one_login(tmp_path: Path) -> None:
+    import yaml
+
+    from claude_proxy.cli import _refresh, _serve, build_parser
+
+    compose = yaml.safe_load((ROOT / "compose.yaml").read_text())
+    services = compose["services"]
+    assert set(services) == {"proxy", "refresher"}
+    proxy, refresher = services["proxy"], services["refresher"]
+    assert proxy["image"] == refresher["image"] and "claude-code-proxy" in proxy["image"]
+    assert proxy["user"] == refresher["user"]  # both can read the file, and the refresher's rewrite stays readable
+
+    def mount(service: dict[str, object]) -> tuple[str, str, str]:
+        (volume,) = service["volumes"]  # type: ignore[misc]
+        match = re.fullmatch(r"(.+):(/[^:]*)(?::(ro|rw))?", str(volume))
+        assert match, volume
+        return match.group(1), match.group(2), match.group(3) or "rw"
+
+    (source, target, mode), (refresher_source, refresher_target, refresher_mode) = mount(proxy), mount(refresher)
+    assert (source, target) == (refresher_source, refresher_target) and "~/.claude" in source
+    assert (mode, refresher_mode) == ("ro", "rw")  # the proxy only reads; the refresher rewrites the file
+    path = proxy["environment"]["CLAUDE_CREDENTIALS_PATH"]
+    assert path == refresher["environment"]["CLAUDE_CREDENTIALS_PATH"] and path.startswith(f"{target}/")
+
+    # The commands are ones the CLI takes: parsed as the image's entrypoint would, and every flag in `--help`.
+    serve_args = build_parser().parse_args(proxy["command"])
+    assert serve_args.func is _serve
+    refresh_args = build_parser().parse_args(refresher["command"])
+    assert refresh_args.func is _refresh and refresh_args.every == 1800 and refresh_args.credentials == path
+    help_text = run_cli("refresh", "--help", env=cli_env(tmp_path)).stdout
+    flags = [part for part in refresher["command"] if part.startswith("--")]
+    assert flags and all(flag in help_text for flag in flags)
