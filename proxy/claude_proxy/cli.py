@@ -169,8 +169,12 @@ def _refresh_every(args: argparse.Namespace, options: Any) -> int:
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, asked_to_stop)
-    log.info("keeping %s fresh: a look every %s, a refresh when it expires within %s", path, _span(args.every),
-             _span(options.before_seconds))
+    log.info(
+        "keeping %s fresh: a look every %s, a refresh when it expires within %s",
+        path,
+        _span(args.every),
+        _span(options.before_seconds),
+    )
     try:
         ended = keep_alive(path, options, args.every, stop, _emit)
     except Exception as exc:
@@ -236,9 +240,7 @@ def _check(args: argparse.Namespace) -> int:
         (None, "no valid credential to ask with") if report.exit_code else _usage(settings, resolver, args.json)
     )
     if problem and problem.startswith("refused"):  # valid as far as the file says, refused by Anthropic
-        report = dataclasses.replace(
-            report, status="refused", exit_code=1, message=f"{report.message}; but {problem}"
-        )
+        report = dataclasses.replace(report, status="refused", exit_code=1, message=f"{report.message}; but {problem}")
     if args.json:
         print(json.dumps({**report.to_dict(), "usage": usage, "usageError": problem}))
     else:

@@ -376,8 +376,12 @@ def keep_alive(
     (returns that outcome). One refresher at a time still holds: every run takes the file's lock to refresh.
     A stop asked for during a run lets the run finish, so new tokens are never lost between the grant and the write.
     """
+
+    def pause(seconds: float) -> None:  # a back-off between tries of the grant, cut short by a stop
+        stop.wait(seconds)
+
     while not stop.is_set():
-        outcome = refresh(path, options, transport=transport, clock=clock, sleep=stop.wait)
+        outcome = refresh(path, options, transport=transport, clock=clock, sleep=pause)
         report(outcome)
         if outcome.reason in PERMANENT_FAILURES:
             return outcome

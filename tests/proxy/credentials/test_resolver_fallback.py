@@ -26,7 +26,9 @@ from claude_proxy.credentials.resolver import (
 )
 from claude_proxy.upstream.api import OAUTH_BETA, build_headers
 
-GOOD = {"claudeAiOauth": {"accessToken": "sk-ant-oat01-good", "refreshToken": "sk-ant-ort01-r", "expiresAt": 4102444800000}}
+GOOD = {
+    "claudeAiOauth": {"accessToken": "sk-ant-oat01-good", "refreshToken": "sk-ant-ort01-r", "expiresAt": 4102444800000}
+}
 
 
 def write_good(path: Path, token: str = "sk-ant-oat01-good") -> None:
@@ -171,10 +173,17 @@ def test_an_oauth_token_in_anthropic_api_key_is_sent_as_a_bearer_token() -> None
 
 @pytest.mark.parametrize(
     ("mode", "refresh", "warned"),
-    [(0o644, True, "its group and every user (mode 0644)"), (0o640, True, "its group (mode 0640)"),
-     (0o604, True, "every user (mode 0604)"), (0o600, True, None), (0o644, False, None)],
+    [
+        (0o644, True, "its group and every user (mode 0644)"),
+        (0o640, True, "its group (mode 0640)"),
+        (0o604, True, "every user (mode 0604)"),
+        (0o600, True, None),
+        (0o644, False, None),
+    ],
 )
-def test_a_refresh_token_readable_by_others_is_named(tmp_path: Path, mode: int, refresh: bool, warned: str | None) -> None:
+def test_a_refresh_token_readable_by_others_is_named(
+    tmp_path: Path, mode: int, refresh: bool, warned: str | None
+) -> None:
     path = tmp_path / ".credentials.json"
     doc = json.loads(json.dumps(GOOD))
     if not refresh:

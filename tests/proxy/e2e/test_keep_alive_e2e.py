@@ -73,7 +73,9 @@ def test_the_refresher_keeps_the_proxy_serving_across_expiries(
 
     def ask(client: openai.OpenAI) -> None:
         try:
-            out = client.chat.completions.create(model="claude-sonnet-4-6", messages=[{"role": "user", "content": "hi"}])
+            out = client.chat.completions.create(
+                model="claude-sonnet-4-6", messages=[{"role": "user", "content": "hi"}]
+            )
             assert out.choices[0].message.content
             served_tokens.append(fake.messages_requests[-1].headers["authorization"].removeprefix("Bearer "))
         except openai.APIError as exc:
@@ -85,7 +87,13 @@ def test_the_refresher_keeps_the_proxy_serving_across_expiries(
         # Refresh when 5 s of the 8 are left: each token is replaced about 3 s after it was issued, 5 s before it
         # expires.
         refresher = start_cli(
-            "refresh", "--every", "1s", "--before", str(5 / 60), "--credentials", str(creds),
+            "refresh",
+            "--every",
+            "1s",
+            "--before",
+            str(5 / 60),
+            "--credentials",
+            str(creds),
             env=cli_env(tmp_path, oauth),
         )
         try:
