@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, Any
 from claude_proxy import __version__
 from claude_proxy.config import ConfigError, Settings, default_credentials_path
 
+log = logging.getLogger("claude_proxy.cli")
+
 if TYPE_CHECKING:  # the lifecycle modules are imported by the commands that need them
     from starlette.applications import Starlette
 
@@ -31,6 +33,8 @@ def _serve(args: argparse.Namespace) -> int:
 
     if args.graceful_timeout is not None:
         settings = settings.model_copy(update={"shutdown_grace": args.graceful_timeout})
+    if args.log_level is not None:
+        settings = settings.model_copy(update={"log_level": args.log_level})
     host = args.host or settings.host
     port = args.port or settings.port
     workers = 1 if args.workers is None else args.workers
@@ -40,9 +44,14 @@ def _serve(args: argparse.Namespace) -> int:
     if workers > 1:
         # N complete servers, each with its own app, upstream pool and drain, on one port (SO_REUSEPORT).
         extra = [] if args.graceful_timeout is None else ["--graceful-timeout", str(args.graceful_timeout)]
+        if args.log_level is not None:
+            extra += ["--log-level", args.log_level]
         return run_workers(workers, host, port, extra)
     sockets = [listening_socket(host, port)] if args.reuse_port else None
-    build_server(serving_app(settings), settings, host, port).run(sockets=sockets)
+    try:
+        build_server(serving_app(settings), settings, host, port).run(sockets=sockets)
+    except KeyboardInterrupt:  # Ctrl-C: the server has stopped and said so; no traceback for asking it to
+        return 130
     return 0
 
 
@@ -69,11 +78,30 @@ def _default(name: str) -> Any:
     return Settings.model_fields[name].default
 
 
+# The levels uvicorn knows (and `serve` takes), as the logging module numbers them; trace is uvicorn's own, below debug.
+LEVELS = {"critical": 50, "error": 40, "warning": 30, "info": 20, "debug": 10, "trace": 5}
+
+
+def _level(text: str) -> str:
+    name = text.strip().lower()
+    if name not in LEVELS:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a log level: use one of {', '.join(LEVELS)}")
+    return name
+
+
 def _setup_logging(level: str | None) -> None:
-    name = (level or os.environ.get("LOG_LEVEL") or _default("log_level")).upper()
-    logging.basicConfig(
-        level=getattr(logging, name, logging.INFO), stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s"
-    )
+    """Logging on stderr at `level` (the flag), else LOG_LEVEL, else the default; a LOG_LEVEL that is not a level
+    ends the command with one line, as it ends `serve`."""
+    name = level
+    if name is None:
+        variable = os.environ.get("LOG_LEVEL", "").strip()
+        try:
+            name = _level(variable) if variable else _default("log_level")
+        except argparse.ArgumentTypeError:
+            print(f"claude-proxy: LOG_LEVEL must be one of {', '.join(LEVELS)} (got {variable!r})", file=sys.stderr)
+            raise SystemExit(2) from None
+    logging.addLevelName(LEVELS["trace"], "TRACE")
+    logging.basicConfig(level=LEVELS[name], stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
     # Transport chatter adds nothing to the outcome line and must never get a chance to print a request body.
     for noisy in ("httpx", "httpcore"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
@@ -114,11 +142,69 @@ def _refresh(args: argparse.Namespace) -> int:
         retry=dataclasses.replace(REFRESH_RETRY, max_retries=max(1, args.attempts) - 1, max_wait=args.max_wait),
         lock_timeout=args.lock_timeout,
     )
+    if args.every is not None:
+        return _refresh_every(args, options)
     try:
         outcome = refresh(_credentials_path(args), options)
     except Exception as exc:
         outcome = _internal_failure("refresh", exc)
     return _emit(outcome)
+
+
+def _refresh_every(args: argparse.Namespace, options: Any) -> int:
+    """`refresh --every`: the refresh on a loop, one outcome line per run, until SIGTERM or Ctrl-C (exit 0) or a
+    login that can no longer be refreshed (exit 1, with a line saying what to do)."""
+    import signal
+    import threading
+
+    from claude_proxy.credentials.lifecycle import keep_alive
+
+    path = _credentials_path(args)
+    stop = threading.Event()
+
+    def asked_to_stop(sig: int, frame: object) -> None:
+        if not stop.is_set():
+            log.info("signal %d: stopping after the run in progress, if any", sig)
+        stop.set()
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, asked_to_stop)
+    log.info(
+        "keeping %s fresh: a look every %s, a refresh when it expires within %s",
+        path,
+        _span(args.every),
+        _span(options.before_seconds),
+    )
+    try:
+        ended = keep_alive(path, options, args.every, stop, _emit)
+    except Exception as exc:
+        return _emit(_internal_failure("refresh", exc))
+    if ended is None:
+        log.info("stopped")
+        return 0
+    print(f"claude-proxy: {path} can no longer be refreshed ({ended.reason}): {ended.message}", file=sys.stderr)
+    return 1
+
+
+def _span(seconds: float) -> str:
+    if seconds >= 3600 and seconds % 3600 == 0:
+        return f"{seconds / 3600:g}h"
+    if seconds >= 60 and seconds % 60 == 0:
+        return f"{seconds / 60:g}m"
+    return f"{seconds:g}s"
+
+
+def _duration(text: str) -> float:
+    """`30m`, `1h`, `90s` or plain seconds; at least one second."""
+    import re
+
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smh]?)\s*", text.lower())
+    if not match:
+        raise argparse.ArgumentTypeError(f"not a duration: {text!r} (e.g. 30m, 1h, 90s)")
+    seconds = float(match.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600}[match.group(2)]
+    if seconds < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1s: {text!r}")
+    return seconds
 
 
 def _seed(args: argparse.Namespace) -> int:
@@ -133,6 +219,7 @@ def _seed(args: argparse.Namespace) -> int:
 
 
 def _check(args: argparse.Namespace) -> int:
+    import dataclasses
     import json
 
     from claude_proxy.credentials.lifecycle import check
@@ -152,13 +239,15 @@ def _check(args: argparse.Namespace) -> int:
     usage, problem = (
         (None, "no valid credential to ask with") if report.exit_code else _usage(settings, resolver, args.json)
     )
+    if problem and problem.startswith("refused"):  # valid as far as the file says, refused by Anthropic
+        report = dataclasses.replace(report, status="refused", exit_code=1, message=f"{report.message}; but {problem}")
     if args.json:
         print(json.dumps({**report.to_dict(), "usage": usage, "usageError": problem}))
     else:
         print(report.to_text())
         if problem:
             print(f"usage:        unavailable ({problem})")
-        elif usage is not None:
+        if usage is not None:
             print("\n".join(usage) if usage else "usage:        Anthropic sent no rate-limit headers")
     return report.exit_code or (1 if problem else 0)
 
@@ -184,10 +273,27 @@ def _usage(settings: Settings, resolver: CredentialResolver, as_json: bool) -> t
     except httpx.HTTPError as exc:
         return None, f"Anthropic API is unreachable ({type(exc).__name__})"
     state = ratelimits.parse(response.headers)
+    now = time.time()
+    usage = state.to_dict(now) if as_json else ratelimits.to_text(state, now)
+    if 400 <= response.status_code < 500:  # the credential (or the request made with it) was refused
+        refused = f"refused: Anthropic answered HTTP {response.status_code}{_error_detail(response)}"
+        return (None if state.empty() else usage), refused
     if response.status_code >= 400 and state.empty():
         return None, f"Anthropic API answered HTTP {response.status_code}"
-    now = time.time()
-    return (state.to_dict(now) if as_json else ratelimits.to_text(state, now)), None
+    return usage, None
+
+
+def _error_detail(response: Any) -> str:
+    """` (type: message)` of an Anthropic error body, masked and bounded; empty when there is none."""
+    from claude_proxy.redact import mask_secrets
+
+    try:
+        error = response.json().get("error") or {}
+        kind, message = error.get("type"), error.get("message")
+    except (ValueError, AttributeError):
+        return ""
+    text = ": ".join(str(part) for part in (kind, message) if isinstance(part, str) and part)
+    return f" ({mask_secrets(text)[:200]})" if text else ""
 
 
 def _positive(kind: type[float] | type[int]) -> Callable[[str], float | int]:
@@ -204,6 +310,18 @@ def _positive(kind: type[float] | type[int]) -> Callable[[str], float | int]:
 
 
 SERVE_EPILOG = f"""\
+endpoints:
+  POST /v1/chat/completions  OpenAI Chat Completions (streamed or not)
+  POST /v1/responses         OpenAI Responses
+  POST /v1/messages          Anthropic Messages, passed through
+  POST /v1/messages/count_tokens
+                             Anthropic token counting, passed through
+  GET  /v1/models, /v1/models/{{model}}
+                             the models (Anthropic's list, else PROXY_MODELS)
+  GET  /health, /readyz      liveness; readiness (503 with the reason when not ready)
+  GET  /metrics              Prometheus metrics
+  /v1/chat/completions, /v1/responses and /v1/models also answer without the /v1.
+
 main environment variables:
   ANTHROPIC_API_KEY          Console API key (the first credential tried)
   CLAUDE_ACCESS_TOKEN, CLAUDE_CODE_OAUTH_TOKEN
@@ -240,9 +358,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser(
         "serve",
         help="run the OpenAI-compatible proxy server",
-        description="Serve OpenAI's /v1/chat/completions and /v1/models in front of Anthropic's Messages API. "
-        "Settings come from the environment and are checked at start: a bad one ends serve with one line "
-        "naming it, and exit code 2.",
+        description="Serve OpenAI's Chat Completions and Responses APIs (and Anthropic's own Messages API, passed "
+        "through) in front of Anthropic's Messages API. Settings come from the environment and are checked at "
+        "start: a bad one ends serve with one line naming it, and exit code 2.",
         epilog=SERVE_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -261,14 +379,21 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="worker processes sharing the port (default 1); up to one per CPU core",
     )
+    serve.add_argument(
+        "--log-level",
+        type=_level,
+        default=None,
+        metavar="LEVEL",
+        help=f"{'|'.join(LEVELS)} (env LOG_LEVEL, default {_default('log_level')})",
+    )
     serve.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)  # set for each worker
     serve.set_defaults(func=_serve)
 
     from claude_proxy.credentials.oauth import DEFAULT_CLIENT_ID, DEFAULT_TOKEN_URL
 
     log_level = argparse.ArgumentParser(add_help=False)
-    level_help = f"debug|info|warning|error (env LOG_LEVEL, default {_default('log_level')})"
-    log_level.add_argument("--log-level", default=None, help=level_help)
+    level_help = f"{'|'.join(LEVELS)} (env LOG_LEVEL, default {_default('log_level')})"
+    log_level.add_argument("--log-level", type=_level, default=None, metavar="LEVEL", help=level_help)
 
     refresh = sub.add_parser(
         "refresh",
@@ -282,6 +407,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--before", type=_positive(float), default=60.0, help="refresh when the token expires within MINUTES (60)"
     )
     refresh.add_argument("--force", action="store_true", help="refresh even when the token is not due")
+    refresh.add_argument(
+        "--every",
+        type=_duration,
+        default=None,
+        metavar="DURATION",
+        help="keep going: look again every DURATION (e.g. 30m; jittered, sooner when the token falls due), one "
+        "outcome line per look, until SIGTERM or Ctrl-C (exit 0) or a login that cannot be refreshed (exit 1)",
+    )
     refresh.add_argument(
         "--token-url",
         default=os.environ.get("CLAUDE_OAUTH_TOKEN_URL") or DEFAULT_TOKEN_URL,

@@ -191,6 +191,8 @@ class Settings(BaseSettings):
     empty_credentials: tuple[str, ...] = ()  # credential variables set to an empty value (so ignored)
     # `from_env` finds the file from CLAUDE_CREDENTIALS_PATH, CLAUDE_CONFIG_DIR or HOME; None: no file at all.
     credentials_path: Path | None = None
+    # How long the last good credential stands in for a credentials file that became unreadable or malformed.
+    credentials_grace: Seconds = _env("PROXY_CREDENTIALS_GRACE", 300.0)
     inbound_keys: Items = _env("PROXY_API_KEYS", (), secret=True)
     default_max_tokens: Annotated[int, Field(ge=1)] = _env("PROXY_DEFAULT_MAX_TOKENS", 8192)
     default_model: str | None = _env("PROXY_DEFAULT_MODEL")
@@ -310,6 +312,7 @@ class Settings(BaseSettings):
             token_variable=self.access_token_variable,
             empty=self.empty_credentials,
             recheck=RECHECK_SECONDS,
+            grace=self.credentials_grace,
         )
 
 

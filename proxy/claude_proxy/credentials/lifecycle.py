@@ -21,6 +21,8 @@ from __future__ import annotations
 import json
 import logging
 import os
+import random
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -38,6 +40,7 @@ from claude_proxy.credentials.oauth import (
     refresh_grant,
 )
 from claude_proxy.credentials.resolver import (
+    MAX_FILE_BYTES,
     Credential,
     CredentialKind,
     CredentialResolver,
@@ -45,8 +48,11 @@ from claude_proxy.credentials.resolver import (
     MalformedCredentials,
     MissingCredentials,
     OAuthFile,
+    OversizedCredentials,
     UnreadableCredentials,
+    exposure_warning,
     parse_credentials,
+    read_credentials_file,
 )
 from claude_proxy.credentials.store import (
     AtomicWriter,
@@ -133,10 +139,12 @@ def emit(outcome: Outcome, stream_write: Callable[[str], object], termination_lo
 
 
 def _read(path: Path) -> tuple[bytes | None, str | None]:
-    """(content, None) or (None, reason) with reason `missing` or `unreadable`."""
+    """(content, None) or (None, reason) with reason `missing`, `unreadable` or `too_large` (over MAX_FILE_BYTES:
+    refused unread)."""
     try:
-        with open(path, "rb") as fh:
-            return fh.read(), None
+        return read_credentials_file(path), None
+    except OversizedCredentials:
+        return None, "too_large"
     except FileNotFoundError:
         return None, "missing"
     except OSError as exc:
@@ -256,6 +264,8 @@ def _unreadable_message(path: Path, problem: str | None) -> str:
             f"{path} does not exist: on a workstation, run `claude auth login` (it writes this file); "
             "on a shared volume, seed it first (`claude-proxy seed`)"
         )
+    if problem == "too_large":
+        return f"{path} is larger than a credentials file can be ({MAX_FILE_BYTES // 1024} KiB at most); not read"
     return f"{path} cannot be read (check its permissions and owner)"
 
 
@@ -330,6 +340,57 @@ def _refresh_locked(
     )
 
 
+# ------------------------------------------------------------------------------------------------ keep alive
+
+# Outcomes no later run can mend: the login itself is gone, someone must log in again.
+PERMANENT_FAILURES = frozenset({"invalid_grant", "no_refresh_token"})
+# After a failure that may pass (network, 5xx, a lock held, a file caught mid-write) the next try comes within this.
+RETRY_AFTER_FAILURE = 300.0
+
+
+def next_wait(outcome: Outcome, every: float, before_seconds: float, now: float, rand: Callable[[], float]) -> float:
+    """Seconds until the next run of `refresh --every`: `every` give or take 10% (so refreshers of many files do not
+    move in step), sooner when the token falls due before that (a little after it does), and at most
+    RETRY_AFTER_FAILURE after a failure that may pass."""
+    wait = every * (0.9 + 0.2 * rand())
+    if not outcome.ok:
+        return min(wait, RETRY_AFTER_FAILURE * (0.9 + 0.2 * rand()))
+    if outcome.expires_at_ms is not None:
+        until_due = outcome.expires_at_ms / 1000 - before_seconds - now
+        wait = min(wait, until_due + rand() * min(60.0, every * 0.1))
+    return max(1.0, wait)
+
+
+def keep_alive(
+    path: Path,
+    options: RefreshOptions,
+    every: float,
+    stop: threading.Event,
+    report: Callable[[Outcome], object],
+    *,
+    transport: httpx.BaseTransport | None = None,
+    clock: Callable[[], float] = time.time,
+    rand: Callable[[], float] = random.random,
+) -> Outcome | None:
+    """`refresh` again and again, each outcome to `report`, until `stop` is set (returns None) or the login is gone
+    (returns that outcome). One refresher at a time still holds: every run takes the file's lock to refresh.
+    A stop asked for during a run lets the run finish, so new tokens are never lost between the grant and the write.
+    """
+
+    def pause(seconds: float) -> None:  # a back-off between tries of the grant, cut short by a stop
+        stop.wait(seconds)
+
+    while not stop.is_set():
+        outcome = refresh(path, options, transport=transport, clock=clock, sleep=pause)
+        report(outcome)
+        if outcome.reason in PERMANENT_FAILURES:
+            return outcome
+        wait = next_wait(outcome, every, options.before_seconds, clock(), rand)
+        log.debug("next look at %s in %.0fs", path, wait)
+        stop.wait(wait)
+    return None
+
+
 # ------------------------------------------------------------------------------------------------------ seed
 
 
@@ -341,9 +402,8 @@ def seed(source: Path, target: Path, force: bool = False, lock_timeout: float = 
 
     data, problem = _read(source)
     if data is None:
-        return failed(
-            problem or "missing", f"source {source} {'does not exist' if problem == 'missing' else 'cannot be read'}"
-        )
+        said = {"missing": "does not exist", "too_large": f"is larger than {MAX_FILE_BYTES // 1024} KiB; not read"}
+        return failed(problem or "missing", f"source {source} {said.get(problem or '', 'cannot be read')}")
     try:
         src = parse_credentials(data, f"source {source}")
     except MalformedCredentials as exc:
@@ -401,6 +461,7 @@ def _seed_locked(data: bytes, src: OAuthFile, source: Path, target: Path, force:
         "forced": "forced",
         "missing": "target was missing",
         "unreadable": "target was unreadable",
+        "too_large": "target was too large to be a credentials file",
         "malformed": "target was malformed",
         "source_newer": "target was older",
     }[reason]
@@ -486,6 +547,9 @@ def check(
     has_refresh: bool | None = None
     if credential.kind is CredentialKind.OAUTH_FILE and resolver.path is not None:
         has_refresh = _file_has_refresh_token(resolver.path)
+        exposed = exposure_warning(resolver.path)
+        if exposed:
+            notes += (exposed,)
     now = clock()
     expires_ms = int(credential.expires_at * 1000) if credential.expires_at is not None else None
     left = credential.expires_at - now if credential.expires_at is not None else None
@@ -501,6 +565,11 @@ def check(
             CredentialKind.ACCESS_TOKEN: "an OAuth access token from the environment (expiry unknown)",
             CredentialKind.OAUTH_FILE: "an OAuth access token from a credentials file",
         }[credential.kind]
+        if credential.kind is CredentialKind.ACCESS_TOKEN and credential.source == "ANTHROPIC_API_KEY":
+            message = (
+                "an OAuth access token in ANTHROPIC_API_KEY (it starts with sk-ant-oat, so it is sent as a Bearer "
+                "token, not as a Console API key; expiry unknown)"
+            )
         if credential.kind is CredentialKind.OAUTH_FILE and left is not None and left <= due_within:
             todo = "run `claude-proxy refresh` (or let the scheduled refresh do it)" if has_refresh else RELOGIN_HINT
             notes += (f"the access token expires within {_duration(due_within)} and is due for refresh: {todo}",)

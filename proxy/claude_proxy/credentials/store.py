@@ -1,5 +1,9 @@
 """The credentials file's tools, for the CLI's `refresh` and `seed`: new tokens into a copy of the document (unknown
-keys kept), an exclusive lock beside the file, and atomic rewrites (temp file, fsync, rename; 0600).
+keys kept), an exclusive lock beside the file, and atomic rewrites (temp file, fsync, rename; owner-only mode).
+
+A credentials path that is a symbolic link (e.g. ~/.claude/.credentials.json pointing into a dotfiles or secrets
+directory) stays one: the lock, the temp file and the rename all happen beside the file the link points to, so the
+link is kept and its target gets the new login.
 
 Nothing here logs, prints or puts a token into an exception message.
 """
@@ -12,6 +16,7 @@ import errno
 import fcntl
 import json
 import os
+import stat
 import tempfile
 import time
 from collections.abc import Iterator
@@ -39,9 +44,16 @@ def dump_credentials(document: dict[str, Any]) -> bytes:
     return json.dumps(document, ensure_ascii=False, indent=2).encode("utf-8") + b"\n"
 
 
+def real_path(path: Path) -> Path:
+    """The file `path` names once every symbolic link is followed (itself when it is none), where writes go."""
+    return Path(os.path.realpath(path))
+
+
 def lock_path(path: Path) -> Path:
-    """The sibling file every writer of `path` locks (never the credentials file itself, which is replaced)."""
-    return path.with_name(path.name + ".lock")
+    """The sibling file every writer of `path` locks (never the credentials file itself, which is replaced); beside
+    the link's target when `path` is a link, so writers through the link and through the target share one lock."""
+    target = real_path(path)
+    return target.with_name(target.name + ".lock")
 
 
 class LockTimeout(TimeoutError):
@@ -87,6 +99,7 @@ TEMP_SUFFIX = ".tmp"
 def remove_stale_temp_files(path: Path) -> int:
     """Delete temp files a killed writer left next to `path`. Call only while holding `exclusive_lock(path)`."""
     removed = 0
+    path = real_path(path)
     prefix = temp_prefix(path)
     try:
         names = os.listdir(path.parent)
@@ -109,17 +122,24 @@ class AtomicWriter:
     fsync, rename over the target, fsync the directory. `abort` (or leaving the `with` block without
     committing) removes the temp file and leaves the target untouched. With `owner` (uid, gid) the new file keeps
     the owner of the one it replaces, where the process may change it.
+
+    A symbolic link is followed: the temp file is made in the target's directory and renamed over the target, so
+    the link stays. Without `mode`, the new file keeps the mode of the one it replaces less any group and other
+    bits (a file holding a refresh token is never written readable by others), and 0600 when there is none.
     """
 
-    def __init__(self, path: Path, mode: int = 0o600, reserve: int = 0, owner: tuple[int, int] | None = None) -> None:
-        self.path = path
-        self.mode = mode
+    def __init__(
+        self, path: Path, mode: int | None = None, reserve: int = 0, owner: tuple[int, int] | None = None
+    ) -> None:
+        self.path = real_path(path)
+        path = self.path
+        self.mode = kept_mode(path) if mode is None else mode
         self.owner = owner
         fd, tmp = tempfile.mkstemp(prefix=temp_prefix(path), suffix=TEMP_SUFFIX, dir=path.parent)
         self._fd: int | None = fd
         self._tmp: str | None = tmp
         try:
-            os.fchmod(fd, mode)
+            os.fchmod(fd, self.mode)
             if reserve > 0:
                 try:
                     os.posix_fallocate(fd, 0, reserve)
@@ -170,6 +190,15 @@ class AtomicWriter:
 
     def __exit__(self, *exc: object) -> None:
         self.abort()
+
+
+def kept_mode(path: Path) -> int:
+    """The owner's permission bits of the file at `path` (0600 when it is missing, or would end up unreadable)."""
+    try:
+        mode = stat.S_IMODE(os.stat(path).st_mode) & 0o700
+    except OSError:
+        return 0o600
+    return mode if mode & 0o400 else 0o600
 
 
 def _fsync_directory(directory: Path) -> None:

@@ -276,17 +276,34 @@ class ProxyServer(uvicorn.Server):
     def capture_signals(self) -> Iterator[None]:
         # uvicorn re-raises the stop signal when this context ends, which ends the process there and then: the log
         # lines gathered in the event loop's last turn must be written before that.
+        # A second Ctrl-C has done its part once uvicorn stopped waiting for in-flight requests: re-raising it as
+        # well would raise KeyboardInterrupt inside the event loop, so each signal is re-raised once. The requests
+        # and the lifespan such a forced stop leaves behind are cancelled as the loop closes; their CancelledError
+        # is the stop itself, not a fault, and is not logged as one.
         with super().capture_signals():
             try:
                 yield
             finally:
+                self._captured_signals[:] = list(dict.fromkeys(self._captured_signals))
+                if self.force_exit:
+                    logging.getLogger("uvicorn.error").addFilter(_not_a_forced_stop)
                 flush_batched()
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         if not self.drain.draining:
             log.info("signal %d: draining, in-flight requests get %g s", sig, self.drain.grace)
+        elif sig == signal.SIGINT and not self.force_exit:
+            log.info("second interrupt: stopping now, without waiting for the requests in flight")
         self.drain.begin()
         super().handle_exit(sig, frame)
+
+
+def _not_a_forced_stop(record: logging.LogRecord) -> bool:
+    """False for uvicorn's report of a task cancelled by a forced stop as the event loop closes: a request's (with
+    the exception attached) or the lifespan's (its traceback as the message, as Starlette hands it over)."""
+    if record.exc_info and isinstance(record.exc_info[1], asyncio.CancelledError | KeyboardInterrupt):
+        return False
+    return not record.getMessage().rstrip().endswith("CancelledError")
 
 
 def build_server(

@@ -8,19 +8,14 @@ import time
 from datetime import UTC, datetime
 
 from claude_proxy.config import Settings
-from claude_proxy.credentials.resolver import CredentialKind, CredentialResolver, CredentialsError
+from claude_proxy.credentials.resolver import CredentialKind, CredentialResolver, CredentialsError, exposure_warning
 from claude_proxy.redact import display_url
-
-_KINDS = {
-    CredentialKind.API_KEY: "a Console API key",
-    CredentialKind.ACCESS_TOKEN: "an OAuth access token",
-    CredentialKind.OAUTH_FILE: "an OAuth token from the credentials file",
-}
 
 
 def startup_lines(settings: Settings, resolver: CredentialResolver, now: float | None = None) -> list[tuple[int, str]]:
     """(log level, message) for each line to log at start: the upstream and the credential in use, or a warning
-    that none resolves; a warning for each credential variable set to an empty value."""
+    that none resolves; a warning for each credential variable set to an empty value, for a file token that has
+    expired (with what to run) and for a credentials file holding a refresh token that others may read."""
     lines: list[tuple[int, str]] = []
     for name in settings.empty_credentials:
         lines.append((logging.WARNING, f"{name} is set but empty: ignored"))
@@ -37,10 +32,22 @@ def startup_lines(settings: Settings, resolver: CredentialResolver, now: float |
         )
         return lines
     where = credential.source if credential.kind is CredentialKind.OAUTH_FILE else f"from {credential.source}"
-    line = f"upstream {upstream}, credential: {_KINDS[credential.kind]} {where}"
+    line = f"upstream {upstream}, credential: {credential.described} {where}"
+    level = logging.INFO
     if credential.expires_at is not None:
         expiry = datetime.fromtimestamp(credential.expires_at, UTC).isoformat(timespec="seconds")
         expired = credential.expired(time.time() if now is None else now)
         line += f" ({'expired' if expired else 'expires'} {expiry.replace('+00:00', 'Z')})"
-    lines.append((logging.INFO, line))
+        if expired and credential.kind is CredentialKind.OAUTH_FILE:
+            level = logging.WARNING
+            line += (
+                f": requests will be refused until it is renewed; run `claude-proxy refresh --credentials "
+                f"{credential.source}` (or `claude` once, if Claude Code uses this login), or `claude auth login` "
+                "when that fails"
+            )
+    lines.append((level, line))
+    if credential.kind is CredentialKind.OAUTH_FILE:
+        exposed = exposure_warning(resolver.path)
+        if exposed:
+            lines.append((logging.WARNING, exposed))
     return lines

@@ -190,9 +190,9 @@ class Upstream:
         self._headers_credential: Credential | None = None
         self._headers_by_betas: dict[str | None, dict[str, str]] = {}
 
-    def credential(self) -> Credential:
+    async def credential(self) -> Credential:
         try:
-            return self.resolver.resolve()
+            return await self.resolver.resolve_async()  # a look at the file runs in a worker thread
         except CredentialsError as exc:
             raise CredentialsUnavailable(str(exc), code="credentials_unavailable") from None
 
@@ -229,7 +229,7 @@ class Upstream:
     ) -> Response:
         """One POST to `url` (/v1/messages by default), with the 401 re-read of a rewritten credentials file; a
         client's `version` replaces the default anthropic-version. Errors are not raised here."""
-        credential = self.credential()
+        credential = await self.credential()
         url = url or self.messages_url
         for attempt in range(2):
             headers = self._headers(credential, client_betas)
@@ -252,7 +252,7 @@ class Upstream:
             if response.status_code != 401 or credential.kind is not CredentialKind.OAUTH_FILE or attempt:
                 return response
             self.resolver.invalidate()
-            fresh = self.credential()
+            fresh = await self.credential()
             if fresh.token == credential.token:
                 return response
             await response.close()
@@ -380,7 +380,7 @@ class Upstream:
 
     async def list_models(self) -> list[dict[str, Any]]:
         """GET /v1/models, all pages (bounded)."""
-        credential = self.credential()
+        credential = await self.credential()
         headers = build_headers(credential)
         models: list[dict[str, Any]] = []
         params: dict[str, str] = {"limit": "1000"}

@@ -84,3 +84,47 @@ def test_serve_logs_the_credential_line_at_start(fake: FakeAnthropic, tmp_path: 
     messages = [line["message"] for line in lines if "message" in line]
     assert f"upstream {fake.url}, credential: a Console API key from ANTHROPIC_API_KEY" in messages
     assert API_KEY not in served.log.read_text()
+
+
+def test_start_warns_of_an_expired_file_token_with_what_to_run(
+    caplog: pytest.LogCaptureFixture, fake: FakeAnthropic, tmp_path: Path
+) -> None:
+    creds = tmp_path / ".claude" / ".credentials.json"
+    creds.parent.mkdir()
+    oauth = {"accessToken": OAUTH_TOKEN, "refreshToken": "sk-ant-ort01-r", "expiresAt": 1_000_000_000_000}
+    creds.write_text(json.dumps({"claudeAiOauth": oauth}))
+    creds.chmod(0o600)
+    records = start_lines(caplog, {"ANTHROPIC_BASE_URL": fake.url, "HOME": str(tmp_path)})
+    (line,) = [r for r in records if "credential:" in r.getMessage()]
+    assert line.levelno == logging.WARNING
+    assert "(expired 2001-09-09T01:46:40Z)" in line.getMessage()
+    assert f"claude-proxy refresh --credentials {creds}" in line.getMessage()
+    assert not [r for r in records if "chmod" in r.getMessage()]  # 0600: nothing to say about the mode
+    assert all("sk-ant-o" not in r.getMessage() for r in records)
+
+
+def test_start_warns_of_a_refresh_token_others_may_read(
+    caplog: pytest.LogCaptureFixture, fake: FakeAnthropic, tmp_path: Path
+) -> None:
+    creds = tmp_path / ".claude" / ".credentials.json"
+    creds.parent.mkdir()
+    oauth = {"accessToken": OAUTH_TOKEN, "refreshToken": "sk-ant-ort01-r", "expiresAt": 4102444800000}
+    creds.write_text(json.dumps({"claudeAiOauth": oauth}))
+    creds.chmod(0o644)
+    records = start_lines(caplog, {"ANTHROPIC_BASE_URL": fake.url, "HOME": str(tmp_path)})
+    (line,) = [r for r in records if "chmod" in r.getMessage()]
+    assert line.levelno == logging.WARNING and "(mode 0644)" in line.getMessage()
+    assert f"chmod 600 {creds}" in line.getMessage()
+    credential = [r for r in records if "credential:" in r.getMessage()]
+    assert [r.levelno for r in credential] == [logging.INFO]  # valid for long: the credential line stays INFO
+
+
+def test_start_names_an_oauth_token_in_anthropic_api_key_as_one(
+    caplog: pytest.LogCaptureFixture, fake: FakeAnthropic, tmp_path: Path
+) -> None:
+    env = {"ANTHROPIC_BASE_URL": fake.url, "ANTHROPIC_API_KEY": OAUTH_TOKEN, "HOME": str(tmp_path)}
+    lines = [r.getMessage() for r in start_lines(caplog, env)]
+    assert (
+        f"upstream {fake.url}, credential: an OAuth access token (sk-ant-oat…, sent as a Bearer token) from "
+        "ANTHROPIC_API_KEY" in lines
+    )

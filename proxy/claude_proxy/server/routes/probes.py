@@ -1,5 +1,6 @@
 """GET /health (the process answers), /readyz (it can serve: not draining, a credential that resolves and has not
-expired, and what Anthropic said of the login) and /metrics (Prometheus)."""
+expired, and what Anthropic said of the login, and whether the last good credential stands in for an unreadable
+credentials file) and /metrics (Prometheus)."""
 
 from __future__ import annotations
 
@@ -29,11 +30,16 @@ async def readyz(request: Request) -> Response:
     if state.drain.draining:
         return json_response({"status": "unready", "reason": "the proxy is shutting down"}, 503)
     try:
-        credential = state.resolver.resolve()
+        credential = await state.resolver.resolve_async()
     except Exception as exc:  # any failure to resolve means not ready; the reason carries no secret
         return json_response({"status": "unready", "reason": str(exc)}, 503)
     # A refused login keeps the pod ready (restarting it mends nothing); the operator reads `login` into status.
     info: dict[str, Any] = {"status": "ready", "credential": credential.kind.value, "login": state.login.as_json()}
+    # The credentials file does not read well, and the last good credential stands in: ready still (it serves), and
+    # said here so that whoever looks finds out before the grace runs out.
+    note = state.resolver.fallback_note()
+    if note:
+        info["credentialNote"] = note
     if credential.expires_at is not None:
         info["expiresAt"] = datetime.fromtimestamp(credential.expires_at, UTC).isoformat().replace("+00:00", "Z")
         if credential.expired(state.clock()):
