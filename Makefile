@@ -28,7 +28,7 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/python -m pip install --quiet -e '.[dev,operator]' --constraint constraints.txt
 	touch $(STAMP)
 
-## run: the proxy on 0.0.0.0:8080 with its embedded defaults (credentials from the environment or ~/.claude)
+## run: the proxy on 127.0.0.1:8080 with its embedded defaults (credentials from the environment or ~/.claude)
 run: $(STAMP)
 	$(BIN)/claude-proxy serve
 

@@ -1,5 +1,12 @@
-"""What a request brings in before its body: the headers the proxy reads, found in one pass, and the inbound key
-check, as FastAPI dependencies (`Depends(openai_key)`, `Depends(anthropic_key)`, `Depends(request_headers)`)."""
+"""What a request brings in before its body: the headers the proxy reads, found in one pass, and the checks made of
+them, as FastAPI dependencies (`Depends(openai_key)`, `Depends(anthropic_key)`, `Depends(request_headers)`): the
+inbound key, and that a POST says its body is JSON.
+
+A POST must be `Content-Type: application/json` (any parameters, such as `charset=utf-8`) or another JSON type
+(`application/*+json`), else it is answered 415 before its body is read. Every client of the proxy sends JSON and says
+so; a web page does not get to: the types a browser sends without asking the server first (a CORS "simple" request:
+`text/plain`, forms, or none at all) are exactly the ones refused, so a page the owner visits cannot drive a proxy
+that listens on their machine."""
 
 from __future__ import annotations
 
@@ -9,18 +16,25 @@ from typing import Annotated
 from fastapi import Depends
 from starlette.requests import Request
 
+from claude_proxy.errors import ProxyError
 from claude_proxy.server.state import app_state, bearer
+
+
+class UnsupportedMediaType(ProxyError):
+    status = 415
+    type = "invalid_request_error"
 
 
 class RequestHeaders:
     """The request headers the proxy reads, from one pass over the ASGI header list (names come lower-cased)."""
 
-    __slots__ = ("anthropic_version", "api_key", "authorization", "betas", "content_length")
+    __slots__ = ("anthropic_version", "api_key", "authorization", "betas", "content_length", "content_type")
 
     def __init__(self, raw: Iterable[tuple[bytes, bytes]]) -> None:
         self.authorization: bytes | None = None
         self.api_key: bytes | None = None
         self.content_length: str | None = None
+        self.content_type: bytes | None = None
         self.anthropic_version: str | None = None
         self.betas: list[str] = []  # every anthropic-beta header, in order
         for name, value in raw:
@@ -28,6 +42,8 @@ class RequestHeaders:
                 self.authorization = value
             elif name == b"content-length":
                 self.content_length = value.decode("latin-1")
+            elif name == b"content-type":
+                self.content_type = value
             elif name == b"anthropic-beta":
                 self.betas.append(value.decode("latin-1"))
             elif name == b"x-api-key":
@@ -45,15 +61,37 @@ async def request_headers(request: Request) -> RequestHeaders:
     return RequestHeaders(request.scope["headers"])
 
 
+def json_media_type(content_type: bytes | None) -> bool:
+    """Whether a `Content-Type` value names JSON: `application/json` or `application/<anything>+json`, with any
+    parameters, in any case."""
+    if not content_type:
+        return False
+    media = content_type.partition(b";")[0].strip().lower()
+    kind, slash, subtype = media.partition(b"/")
+    return kind == b"application" and slash == b"/" and (subtype == b"json" or subtype.endswith(b"+json"))
+
+
+def require_json(request: Request, headers: RequestHeaders) -> None:
+    """Refuse a POST whose body is not said to be JSON (415), before anything else is done with it."""
+    if request.scope["method"] == "POST" and not json_media_type(headers.content_type):
+        raise UnsupportedMediaType(
+            "Unsupported Content-Type: send the request body as JSON, with Content-Type: application/json",
+            code="unsupported_media_type",
+        )
+
+
 async def openai_key(request: Request, headers: Annotated[RequestHeaders, Depends(request_headers)]) -> None:
-    """The OpenAI routes' key check: `Authorization: Bearer <key>`."""
+    """The OpenAI routes' checks: a POST's body is JSON, and `Authorization: Bearer <key>`."""
+    require_json(request, headers)
     state = app_state(request)
     if state.inbound:
         state.check_key(bearer(headers.authorization), "send Authorization: Bearer <one of PROXY_API_KEYS>")
 
 
 async def anthropic_key(request: Request, headers: Annotated[RequestHeaders, Depends(request_headers)]) -> None:
-    """Anthropic's routes' key check: the key as Anthropic's clients send it (`x-api-key`), or as a bearer token."""
+    """Anthropic's routes' checks: a POST's body is JSON, and the key as Anthropic's clients send it (`x-api-key`),
+    or as a bearer token."""
+    require_json(request, headers)
     state = app_state(request)
     if state.inbound:
         presented = headers.api_key.strip() if headers.api_key else bearer(headers.authorization)

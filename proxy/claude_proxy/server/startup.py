@@ -1,8 +1,10 @@
-"""What the proxy says as it starts: where requests go and with which credential, so a misconfiguration shows in
-the first lines of the log rather than in the first failed request. Names variables and files, never a secret."""
+"""What the proxy says as it starts: where it listens and whether keys guard it, where requests go and with which
+credential, so a misconfiguration shows in the first lines of the log rather than in the first failed request. Names
+variables and files, never a secret."""
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import time
 from datetime import UTC, datetime
@@ -18,10 +20,37 @@ _KINDS = {
 }
 
 
+def loopback(host: str) -> bool:
+    """Whether `host` (a listen address) is reachable from this machine only."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def listen_line(settings: Settings) -> tuple[int, str]:
+    """Where the proxy listens and whether inbound keys guard it: a warning when anyone who reaches the address may
+    spend the upstream credential."""
+    address = f"{settings.host}:{settings.port}"
+    keys = len(settings.inbound_keys)
+    if keys:
+        return logging.INFO, f"listening on {address}; clients must present one of {keys} PROXY_API_KEYS"
+    if loopback(settings.host):
+        return logging.INFO, f"listening on {address} (this machine only); no key asked for (PROXY_API_KEYS unset)"
+    return (
+        logging.WARNING,
+        f"listening on {address} WITHOUT KEYS (PROXY_API_KEYS unset): whoever reaches this address uses the upstream "
+        "credential; set PROXY_API_KEYS, or guard the address otherwise (e.g. a NetworkPolicy)",
+    )
+
+
 def startup_lines(settings: Settings, resolver: CredentialResolver, now: float | None = None) -> list[tuple[int, str]]:
-    """(log level, message) for each line to log at start: the upstream and the credential in use, or a warning
-    that none resolves; a warning for each credential variable set to an empty value."""
-    lines: list[tuple[int, str]] = []
+    """(log level, message) for each line to log at start: where it listens and whether keys guard it; the upstream
+    and the credential in use, or a warning that none resolves; a warning for each credential variable set to an
+    empty value."""
+    lines: list[tuple[int, str]] = [listen_line(settings)]
     for name in settings.empty_credentials:
         lines.append((logging.WARNING, f"{name} is set but empty: ignored"))
     upstream = display_url(settings.base_url)

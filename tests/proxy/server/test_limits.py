@@ -61,7 +61,9 @@ def test_body_at_the_limit_passes(fake: FakeAnthropic, proxy: ProxyFactory) -> N
     assert len(padded) == 2000
     response = httpx.post(f"{url}/v1/chat/completions", content=padded, headers={"content-type": "application/json"})
     assert response.status_code == 200
-    response = httpx.post(f"{url}/v1/chat/completions", content=padded + b" ")
+    response = httpx.post(
+        f"{url}/v1/chat/completions", content=padded + b" ", headers={"content-type": "application/json"}
+    )
     assert response.status_code == 413
 
 
