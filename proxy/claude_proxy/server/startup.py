@@ -4,7 +4,6 @@ variables and files, never a secret."""
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import time
 from datetime import UTC, datetime
@@ -12,22 +11,13 @@ from datetime import UTC, datetime
 from claude_proxy.config import Settings
 from claude_proxy.credentials.resolver import CredentialKind, CredentialResolver, CredentialsError
 from claude_proxy.redact import display_url
+from claude_proxy.server.inbound import loopback
 
 _KINDS = {
     CredentialKind.API_KEY: "a Console API key",
     CredentialKind.ACCESS_TOKEN: "an OAuth access token",
     CredentialKind.OAUTH_FILE: "an OAuth token from the credentials file",
 }
-
-
-def loopback(host: str) -> bool:
-    """Whether `host` (a listen address) is reachable from this machine only."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 def listen_line(settings: Settings) -> tuple[int, str]:

@@ -1,13 +1,16 @@
 """The checks made of a request's headers before its body: a POST must say its body is JSON (415 otherwise, in the
 route's own envelope, before the key check and before anything reaches Anthropic), so a web page cannot drive the
-proxy with a request a browser sends without asking first."""
+proxy with a request a browser sends without asking first; and without keys, a request that came in on the loopback
+must be addressed to this machine (`Host`), so a page whose name points at 127.0.0.1 (DNS rebinding) cannot either."""
 
 from __future__ import annotations
 
 import httpx
 import pytest
+from starlette.requests import Request
 
-from claude_proxy.server.inbound import json_media_type
+from claude_proxy.errors import ProxyError
+from claude_proxy.server.inbound import RequestHeaders, json_media_type, local_host_header, require_local_host
 from tests.conftest import ProxyFactory
 from tests.fakes.anthropic import FakeAnthropic, message, text
 
@@ -53,9 +56,9 @@ def test_json_media_types(value: bytes | None, json: bool) -> None:
 def test_a_post_not_said_to_be_json_is_a_415_that_never_reaches_anthropic(
     fake: FakeAnthropic, proxy: ProxyFactory, path: str, content_type: str | None
 ) -> None:
-    """What a page's cross-site "simple" request looks like (its `Origin` and any `Host`), key or none."""
+    """What a page's cross-site "simple" request looks like (its `Origin`, a `Host` of this machine's)."""
     url = proxy()
-    headers = {"origin": "http://attacker.example", "host": "attacker.example"}
+    headers = {"origin": "http://attacker.example", "host": "localhost"}
     if content_type is not None:
         headers["content-type"] = content_type
     answer = httpx.post(f"{url}{path}", content=httpx.Request("POST", url, json=POSTS[path]).read(), headers=headers)
@@ -96,3 +99,84 @@ def test_gets_need_no_content_type(fake: FakeAnthropic, proxy: ProxyFactory) -> 
     url = proxy()
     assert httpx.get(f"{url}/v1/models").status_code == 200
     assert httpx.get(f"{url}/health").status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("host", "local"),
+    [
+        (None, True),
+        (b"localhost", True),
+        (b"localhost:8080", True),
+        (b"LocalHost:8080", True),
+        (b"app.localhost:8080", True),
+        (b"127.0.0.1:8080", True),
+        (b"192.0.2.7", True),
+        (b"[::1]:8080", True),
+        (b"attacker.example", False),
+        (b"attacker.example:8080", False),
+        (b"localhost.attacker.example", False),
+        (b"127.0.0.1.nip.io:8080", False),
+        (b"proxy.internal", False),
+    ],
+)
+def test_host_headers_of_this_machine(host: bytes | None, local: bool) -> None:
+    assert local_host_header(host) is local
+
+
+# What a page on a name the attacker rebinds to 127.0.0.1 sends: same-origin as far as the browser knows, so JSON
+# (or any type, preflight or not), with its own name as Host.
+REBINDING = {"host": "rebound.attacker.example:8080", "origin": "http://rebound.attacker.example:8080"}
+
+
+@pytest.mark.parametrize("path", sorted(POSTS))
+def test_without_keys_a_request_for_another_name_is_a_403_that_never_reaches_anthropic(
+    fake: FakeAnthropic, proxy: ProxyFactory, path: str
+) -> None:
+    url = proxy()
+    answer = httpx.post(f"{url}{path}", json=POSTS[path], headers=REBINDING)
+    assert answer.status_code == 403
+    error = answer.json()["error"]
+    assert error["type"] == "permission_error" and "PROXY_API_KEYS" in error["message"]
+    assert fake.requests == []
+    listed = httpx.get(f"{url}/v1/models", headers=REBINDING)
+    assert listed.status_code == 403 and listed.json()["error"]["code"] == "host_not_allowed"
+
+
+@pytest.mark.parametrize("host", ["localhost", "127.0.0.1", "app.localhost"])
+def test_without_keys_this_machine_s_names_are_served(fake: FakeAnthropic, proxy: ProxyFactory, host: str) -> None:
+    fake.script(message(text("hello")))
+    url = proxy()
+    port = url.rsplit(":", 1)[1]
+    answer = httpx.post(f"{url}/v1/chat/completions", json=CHAT, headers={"host": f"{host}:{port}"})
+    assert answer.status_code == 200 and answer.json()["choices"][0]["message"]["content"] == "hello"
+
+
+def test_with_keys_any_name_is_served_to_a_keyed_client(fake: FakeAnthropic, proxy: ProxyFactory) -> None:
+    fake.script(message(text("hello")))
+    url = proxy(PROXY_API_KEYS=INBOUND)
+    headers = {"host": "proxy.internal:8080", "authorization": f"Bearer {INBOUND}"}
+    answer = httpx.post(f"{url}/v1/chat/completions", json=CHAT, headers=headers)
+    assert answer.status_code == 200
+    refused = httpx.post(f"{url}/v1/chat/completions", json=CHAT, headers=REBINDING)
+    assert refused.status_code == 401
+
+
+@pytest.mark.parametrize(
+    ("server", "refused"),
+    [(("127.0.0.1", 8080), True), (("::1", 8080), True), (("10.1.2.3", 8080), False), (None, False)],
+)
+def test_only_a_connection_on_the_loopback_is_held_to_this_machine_s_names(
+    server: tuple[str, int] | None, refused: bool
+) -> None:
+    """A connection on another address (a pod's, HOST=0.0.0.0 behind a NetworkPolicy) came from elsewhere anyway:
+    its clients use the names of the network (a Service's), not this machine's."""
+    scope = {"type": "http", "method": "GET", "path": "/v1/models", "headers": [(b"host", b"proxy.internal")]}
+    if server is not None:
+        scope["server"] = server
+    request = Request(scope)
+    if refused:
+        with pytest.raises(ProxyError) as info:
+            require_local_host(request, RequestHeaders(scope["headers"]))
+        assert info.value.status == 403
+    else:
+        require_local_host(request, RequestHeaders(scope["headers"]))

@@ -20,7 +20,7 @@ ASK = {"model": "claude-sonnet-4-6", "messages": [{"role": "user", "content": "H
 
 
 def head(path: str, length: int | None = None, chunked: bool = False) -> bytes:
-    lines = [f"POST {path} HTTP/1.1", "host: test", "content-type: application/json"]
+    lines = [f"POST {path} HTTP/1.1", "host: 127.0.0.1", "content-type: application/json"]
     if length is not None:
         lines.append(f"content-length: {length}")
     if chunked:
