@@ -16,6 +16,7 @@ keys, the key check is the guard, and any name may be used."""
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections.abc import Iterable
 from typing import Annotated
@@ -95,6 +96,7 @@ def require_json(request: Request, headers: RequestHeaders) -> None:
         )
 
 
+@functools.lru_cache(maxsize=64)  # per request: the few addresses a server listens on, parsed once
 def loopback(host: str) -> bool:
     """Whether `host` (an address or `localhost`) is this machine's loopback."""
     if host == "localhost":
@@ -105,6 +107,7 @@ def loopback(host: str) -> bool:
         return False
 
 
+@functools.lru_cache(maxsize=256)  # per request without keys: a client sends the same Host again and again
 def local_host_header(host: bytes | None) -> bool:
     """Whether a `Host` header addresses this machine as only its own clients do: `localhost`, a name under
     `.localhost`, or an IP address (with any port); no header at all (HTTP/1.0) too."""
