@@ -17,7 +17,7 @@ OPERATOR_IMAGE ?= $(IMAGE_PREFIX)claude-code-proxy-operator:$(VERSION)
 DOCKER         ?= docker
 export PROXY_IMAGE OPERATOR_IMAGE
 
-.PHONY: install run test lint typecheck tools node clients manifests constraints images e2e bench clean
+.PHONY: install run test lint typecheck tools node clients manifests constraints lock pin-images images e2e bench clean
 
 install: $(STAMP)
 
@@ -28,7 +28,7 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/python -m pip install --quiet -e '.[dev,operator]' --constraint constraints.txt
 	touch $(STAMP)
 
-## run: the proxy on 0.0.0.0:8080 with its embedded defaults (credentials from the environment or ~/.claude)
+## run: the proxy on 127.0.0.1:8080 with its embedded defaults (credentials from the environment or ~/.claude)
 run: $(STAMP)
 	$(BIN)/claude-proxy serve
 
@@ -75,15 +75,33 @@ lint: $(STAMP)
 manifests: $(STAMP) tools
 	$(BIN)/python scripts/render_manifests.py
 
-## constraints: re-pin constraints.txt (every runtime dependency, as resolved today) from a clean virtualenv
+## constraints: re-pin constraints.txt (every runtime dependency, as resolved today) from a clean virtualenv; then make lock
 constraints:
 	rm -rf .constraints-venv
 	$(PYTHON) -m venv .constraints-venv
 	.constraints-venv/bin/python -m pip install --quiet '.[operator,otel]'
-	{ echo "# Runtime pins for the images: make constraints (pip freeze of a clean install of .[operator,otel])."; \
+	{ echo "# Runtime pins: make constraints (pip freeze of a clean install of .[operator,otel]); make lock hashes them for the images."; \
 	  .constraints-venv/bin/python -m pip freeze --exclude claude-code-proxy --exclude pip --exclude setuptools; \
 	} > constraints.txt
 	rm -rf .constraints-venv
+
+## lock: the images' lock files, every package with the sha256 of each of its files on PyPI (uv pip compile
+## --generate-hashes): requirements/proxy.lock and operator.lock at the versions of constraints.txt, build.lock for the
+## build backend (requirements/build.in). A version already in a lock stays unless LOCK_ARGS=--upgrade; the images
+## install them with pip install --require-hashes --no-deps. `make constraints lock` moves everything to today's releases.
+LOCK_PYTHON ?= 3.11
+LOCK_ARGS   ?=
+LOCK = $(BIN)/uv pip compile --quiet --generate-hashes --python-version $(LOCK_PYTHON) --python-platform linux \
+	--index-url https://pypi.org/simple --no-config --custom-compile-command "make lock" $(LOCK_ARGS)
+lock: $(STAMP)
+	$(LOCK) pyproject.toml --extra otel --constraint constraints.txt -o requirements/proxy.lock
+	$(LOCK) pyproject.toml --extra operator --constraint constraints.txt -o requirements/operator.lock
+	$(LOCK) requirements/build.in -o requirements/build.lock
+
+## pin-images: pin each Dockerfile's base image (ARG PYTHON_IMAGE) by digest, resolved from its tag where a registry is
+## reachable (docker buildx imagetools inspect, or crane digest); the tag stays beside the digest
+pin-images:
+	$(PYTHON) scripts/pin_images.py proxy/Dockerfile operator/Dockerfile e2e/fake/Dockerfile
 
 ## images: build the proxy and operator images (needs a Docker engine)
 images:

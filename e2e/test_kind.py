@@ -39,7 +39,7 @@ IMAGES = {
 }
 OPERATOR_NS, NS, NAME = "claude-proxy-system", "e2e", "e2e-proxy"
 FAKE = f"http://fake-upstream.{NS}.svc.cluster.local"
-CLIENT_KEY = "e2e-client-key"
+CLIENT_KEY = "e2e-client-key-of-the-kind-test"
 MODEL = "claude-sonnet-4-6"
 
 

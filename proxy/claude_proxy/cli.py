@@ -37,6 +37,7 @@ def _serve(args: argparse.Namespace) -> int:
         settings = settings.model_copy(update={"log_level": args.log_level})
     host = args.host or settings.host
     port = args.port or settings.port
+    settings = settings.model_copy(update={"host": host, "port": port})  # what the start-up log says it listens on
     workers = 1 if args.workers is None else args.workers
     if workers < 1:
         print("claude-proxy: --workers must be at least 1", file=sys.stderr)

@@ -45,6 +45,10 @@ DEFAULT_FIXED_SAMPLING = r"^claude-opus-4-([7-9]|\d\d)|^claude-[a-z]+-([5-9]|\d\
 
 MB = 1024 * 1024
 
+# The shortest inbound key `PROXY_API_KEYS` takes: a short key is one a client on the network can guess.
+MIN_KEY_LENGTH = 16
+INBOUND_KEYS_VARIABLE = "PROXY_API_KEYS"
+
 # The upstream credential variables, in priority order: one set to an empty value is ignored, and said so.
 CREDENTIAL_VARIABLES = ("ANTHROPIC_API_KEY", "CLAUDE_ACCESS_TOKEN", "CLAUDE_CODE_OAUTH_TOKEN")
 
@@ -95,6 +99,22 @@ def _items(value: Any) -> tuple[str, ...]:
     return tuple(part.strip() for part in str(value).split(",") if part.strip())
 
 
+def _keys(value: Any) -> tuple[str, ...]:
+    """The inbound keys. Set as a variable, it must name at least one (a blank or comma-only value would otherwise
+    leave the proxy open while its owner believes it closed); each key has at least `MIN_KEY_LENGTH` characters. The
+    message says which key by its position, never the key."""
+    keys = _items(value)
+    if isinstance(value, str) and not keys:
+        raise ValueError("is set but holds no key: give one or more comma-separated keys, or unset it")
+    for position, key in enumerate(keys, 1):
+        if len(key) < MIN_KEY_LENGTH:
+            raise ValueError(
+                f"key {position} of {len(keys)} is {len(key)} characters long: each key must have at least "
+                f"{MIN_KEY_LENGTH} (e.g. python3 -c 'import secrets; print(secrets.token_urlsafe(32))')"
+            )
+    return keys
+
+
 def _aliases(value: Any) -> dict[str, str]:
     if isinstance(value, Mapping):
         return dict(value)
@@ -117,6 +137,7 @@ def _models(value: tuple[str, ...]) -> tuple[str, ...]:
 
 Items = Annotated[tuple[str, ...], BeforeValidator(_items)]
 Models = Annotated[tuple[str, ...], BeforeValidator(_items), AfterValidator(_models)]
+InboundKeys = Annotated[tuple[str, ...], BeforeValidator(_keys)]
 Aliases = Annotated[dict[str, str], BeforeValidator(_aliases)]
 Regex = Annotated[str, AfterValidator(_regex)]
 BaseURL = Annotated[str, AfterValidator(_base_url)]
@@ -142,7 +163,8 @@ def variables_of(field: FieldInfo) -> tuple[str, ...]:
 class _Variables(PydanticBaseSettingsSource):
     """The fields' variables in one mapping, each value under the name it was set as, so that an error names the
     variable the user set (`ANTHROPIC_API_BASE`, not the first name of the field). A variable set to blanks counts as
-    unset: `PORT=` means the default port."""
+    unset (`PORT=` means the default port), but for `PROXY_API_KEYS`: set to blanks, it is refused rather than taken
+    to ask for no key."""
 
     def __init__(self, settings_cls: type[BaseSettings], variables: Mapping[str, str]) -> None:
         super().__init__(settings_cls)
@@ -156,7 +178,7 @@ class _Variables(PydanticBaseSettingsSource):
         for field in self.settings_cls.model_fields.values():
             for name in variables_of(field):
                 value = self.variables.get(name, "").strip()
-                if value:
+                if value or (name == INBOUND_KEYS_VARIABLE and name in self.variables):
                     values[name] = value
                     break
         return values
@@ -180,7 +202,8 @@ class Settings(BaseSettings):
         validate_by_alias=True,
     )
 
-    host: str = _env("HOST", "0.0.0.0")
+    # The loopback only unless told otherwise: the images and the operator's pods set HOST=0.0.0.0 themselves.
+    host: str = _env("HOST", "127.0.0.1")
     port: Port = _env("PORT", 8080)
     # ANTHROPIC_API_BASE is the older name, read when ANTHROPIC_BASE_URL is unset.
     base_url: BaseURL = _env(("ANTHROPIC_BASE_URL", "ANTHROPIC_API_BASE"), DEFAULT_BASE_URL)
@@ -193,7 +216,8 @@ class Settings(BaseSettings):
     credentials_path: Path | None = None
     # How long the last good credential stands in for a credentials file that became unreadable or malformed.
     credentials_grace: Seconds = _env("PROXY_CREDENTIALS_GRACE", 300.0)
-    inbound_keys: Items = _env("PROXY_API_KEYS", (), secret=True)
+    # Unset: no key asked for. Set: at least one key, each at least MIN_KEY_LENGTH characters (`_keys`).
+    inbound_keys: InboundKeys = _env(INBOUND_KEYS_VARIABLE, (), secret=True)
     default_max_tokens: Annotated[int, Field(ge=1)] = _env("PROXY_DEFAULT_MAX_TOKENS", 8192)
     default_model: str | None = _env("PROXY_DEFAULT_MODEL")
     prompt_cache: bool = _env("PROXY_PROMPT_CACHE", True)
@@ -335,8 +359,14 @@ def _problem(error: ErrorDetails) -> str:
     if name == "PORT" and kind in ("greater_than_equal", "less_than_equal"):
         reason = "must be a port number from 1 to 65535"
     shown = error.get("input")
-    if not isinstance(shown, str):  # only checked variables get here, and none of them holds a secret
+    if not isinstance(shown, str) or name in _SECRET_VARIABLES:  # a secret's value is never shown, even a wrong one
         return f"{name} {reason}"
     if name in ("ANTHROPIC_BASE_URL", "ANTHROPIC_API_BASE"):
         shown = display_url(shown)
     return f"{name} {reason} (got {shown!r})"
+
+
+# The variables whose values are secrets (the fields kept out of repr()): an error about one never shows its value.
+_SECRET_VARIABLES = frozenset(
+    variable for field in Settings.model_fields.values() if not field.repr for variable in variables_of(field)
+)

@@ -278,3 +278,10 @@ def test_the_network_policy_admits_the_operator_to_read_readyz() -> None:
     assert "app.kubernetes.io/name: claude-proxy-operator" in chart
     rendered = (ROOT / "manifests" / "operator" / "20-deployment.yaml").read_text()
     assert "POD_NAMESPACE" in rendered and "fieldPath: metadata.namespace" in rendered
+
+
+def test_every_proxy_deployment_listens_on_every_interface_explicitly() -> None:
+    """The proxy's own default is the loopback: the pods must say 0.0.0.0, or the Service would reach nothing."""
+    for name, example in EXAMPLES.items():
+        env = _env(builders.deployment(name, NS, _spec(example["spec"]), CHECKSUM))
+        assert (env["HOST"], env["PORT"]) == ("0.0.0.0", str(builders.PROXY_PORT)), name

@@ -36,9 +36,9 @@ def test_refresh_rotates_the_token_the_proxy_uses(tmp_path: Path) -> None:
     credentials.chmod(0o600)
     with Upstream(host="127.0.0.1", ports=(0, 0, 0)) as upstream:
         env = {"ANTHROPIC_BASE_URL": upstream.anthropic.url, "CLAUDE_CREDENTIALS_PATH": str(credentials),
-               "HOME": str(tmp_path), "PROXY_API_KEYS": "e2e-client-key"}  # fmt: skip
+               "HOME": str(tmp_path), "PROXY_API_KEYS": "e2e-client-key-of-the-test"}  # fmt: skip
         with serve(create_app(Settings.from_env(env))) as url:
-            client = OpenAI(base_url=f"{url}/v1", api_key="e2e-client-key", max_retries=0)
+            client = OpenAI(base_url=f"{url}/v1", api_key="e2e-client-key-of-the-test", max_retries=0)
             messages: Any = [{"role": "user", "content": "hello"}]
             first = client.chat.completions.create(model="claude-sonnet-4-6", messages=messages)
             assert first.choices[0].message.content

@@ -43,14 +43,15 @@ def proxy_env(tmp_path: Path, env: dict[str, str]) -> dict[str, str]:
 
 
 @contextmanager
-def serve_process(env: dict[str, str], tmp_path: Path) -> Iterator[Served]:
-    """Start the proxy on a free port (stderr into a file, so a full pipe never blocks it) and wait until it answers."""
+def serve_process(env: dict[str, str], tmp_path: Path, host: str | None = "127.0.0.1") -> Iterator[Served]:
+    """Start the proxy on a free port (stderr into a file, so a full pipe never blocks it) and wait until it answers.
+    `host=None`: no `--host`, the proxy's own default (or `HOST` in `env`)."""
     port = free_port()
     log = tmp_path / f"serve-{port}.log"
     full_env = proxy_env(tmp_path, {"LOG_LEVEL": "info", **env})
     with open(log, "wb") as sink:
         process = subprocess.Popen(
-            [sys.executable, "-m", "claude_proxy", "serve", "--host", "127.0.0.1", "--port", str(port)],
+            [sys.executable, "-m", "claude_proxy", "serve", *(["--host", host] if host else []), "--port", str(port)],
             env=full_env,
             stdout=sink,
             stderr=sink,

@@ -182,7 +182,7 @@ def test_a_password_in_the_base_url_is_never_repeated() -> None:
 def test_no_variables_give_the_embedded_defaults() -> None:
     settings = Settings.from_env({})
     assert settings == Settings(credentials_path=settings.credentials_path)
-    assert (settings.host, settings.port, settings.base_url) == ("0.0.0.0", 8080, DEFAULT_BASE_URL)
+    assert (settings.host, settings.port, settings.base_url) == ("127.0.0.1", 8080, DEFAULT_BASE_URL)
     assert settings.log_level == "info" and settings.api_key is None and settings.empty_credentials == ()
     assert (settings.responses_store_bytes, settings.responses_store_ttl) == (16 * 1024 * 1024, 3600.0)
 
@@ -197,7 +197,7 @@ def test_blank_values_mean_the_default_and_values_are_normalised() -> None:
             "ANTHROPIC_BASE_URL": "http://127.0.0.1:9000/gateway/",
             "PROXY_MODEL_ALIASES": "gpt-4o = claude-sonnet-4-6, fast=claude-haiku-4-5",
             "PROXY_MODELS": " , ",
-            "PROXY_API_KEYS": "one, two,",
+            "PROXY_API_KEYS": "inbound-key-one-0001, inbound-key-two-0002,",
             "PROXY_MAX_QUEUE": "0",
             "PROXY_SHUTDOWN_GRACE": "0",
             "PROXY_RESPONSES_STORE_MB": "0",
@@ -209,7 +209,7 @@ def test_blank_values_mean_the_default_and_values_are_normalised() -> None:
     assert settings.base_url == "http://127.0.0.1:9000/gateway"
     assert settings.model_aliases == {"gpt-4o": "claude-sonnet-4-6", "fast": "claude-haiku-4-5"}
     assert settings.models == Settings().models
-    assert settings.inbound_keys == ("one", "two")
+    assert settings.inbound_keys == ("inbound-key-one-0001", "inbound-key-two-0002")
     assert (settings.max_queue, settings.shutdown_grace) == (0, 0.0)
     assert (settings.responses_store_bytes, settings.responses_store_ttl) == (0, 3600.0)
     assert Settings.from_env({"PROXY_RESPONSES_STORE_MB": "2"}).responses_store_bytes == 2 * 1024 * 1024
@@ -249,13 +249,13 @@ def test_settings_are_frozen_and_keep_secrets_out_of_repr() -> None:
         {
             "ANTHROPIC_API_KEY": "sk-ant-api03-secret1",
             "CLAUDE_ACCESS_TOKEN": "sk-ant-oat01-secret2",
-            "PROXY_API_KEYS": "inbound-secret3",
+            "PROXY_API_KEYS": "inbound-secret3-of-the-test",
         }
     )
     assert (settings.api_key, settings.access_token, settings.inbound_keys) == (
         "sk-ant-api03-secret1",
         "sk-ant-oat01-secret2",
-        ("inbound-secret3",),
+        ("inbound-secret3-of-the-test",),
     )
     shown = f"{settings!r} {settings!s}"
     assert "secret" not in shown and "port=8080" in shown
@@ -333,3 +333,27 @@ def test_serve_port_flag_out_of_range_is_refused(tmp_path: Path) -> None:
     )
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert "--port: must be a port number from 1 to 65535" in done.stderr
+
+
+@pytest.mark.parametrize("value", ["", " ", " , ,", ","])
+def test_inbound_keys_set_but_naming_no_key_are_refused(value: str) -> None:
+    """`PROXY_API_KEYS=' , ,'` (or blank) is a misconfiguration, not a request for an open proxy."""
+    with pytest.raises(ConfigError) as info:
+        Settings.from_env({"PROXY_API_KEYS": value})
+    assert str(info.value).startswith("PROXY_API_KEYS is set but holds no key")
+
+
+def test_a_short_inbound_key_is_refused_by_its_position_never_shown() -> None:
+    long_key = "k" * 16  # the documented minimum
+    with pytest.raises(ConfigError) as info:
+        Settings.from_env({"PROXY_API_KEYS": f"{long_key}, tiny-secret-9"})
+    message = str(info.value)
+    assert message.startswith("PROXY_API_KEYS key 2 of 2 is 13 characters long: each key must have at least 16")
+    assert "tiny-secret-9" not in message and long_key not in message
+    assert Settings.from_env({"PROXY_API_KEYS": f"{long_key}, {long_key}x"}).inbound_keys == (long_key, f"{long_key}x")
+
+
+def test_no_inbound_keys_is_the_default_and_the_loopback_the_listen_address() -> None:
+    settings = Settings.from_env({})
+    assert (settings.inbound_keys, settings.host) == ((), "127.0.0.1")
+    assert Settings.from_env({"HOST": "0.0.0.0"}).host == "0.0.0.0"

@@ -108,8 +108,6 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, AppState]]:
         for level, line in startup_lines(settings, resolver, clock()):
             log.log(level, line)
-        if not settings.inbound_keys:
-            log.warning("PROXY_API_KEYS is not set: /v1 endpoints accept requests without a key")
         timeouts = (
             Timeouts(settings.connect_timeout, settings.read_timeout).client_timeout(),
             Timeouts(settings.connect_timeout, settings.stream_idle_timeout).client_timeout(),
@@ -154,6 +152,7 @@ def create_app(
     app = ProxyApp(
         title="claude-code-proxy",
         version=__version__,
+        redirect_slashes=False,  # a trailing slash is a 404 like any unknown URL, never a redirect made from Host
         openapi_url=None,  # served by `document` below, a route like the others (FastAPI's own has no route label)
         docs_url=None,
         redoc_url=None,

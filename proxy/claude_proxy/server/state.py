@@ -11,7 +11,7 @@ from __future__ import annotations
 import hmac
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
 
@@ -56,7 +56,9 @@ class AppState:
     login: LoginState
     models: ModelCache
     items: ItemStore  # the Responses output items kept so item references resolve
-    inbound: tuple[bytes, ...]  # PROXY_API_KEYS, encoded; empty: no key asked for
+    # PROXY_API_KEYS, encoded; empty: no key asked for. Out of repr(): uvicorn's trace log prints each request's
+    # scope, whose state holds this object.
+    inbound: tuple[bytes, ...] = field(repr=False)
     clock: Callable[[], float]
 
     def check_key(self, presented: bytes | None, hint: str) -> None:

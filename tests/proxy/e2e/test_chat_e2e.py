@@ -372,20 +372,20 @@ def test_explicit_access_token_env(fake: FakeAnthropic, proxy: ProxyFactory) -> 
 
 
 def test_inbound_keys(fake: FakeAnthropic, proxy: ProxyFactory) -> None:
-    url = proxy(PROXY_API_KEYS="key-one, key-two")
+    url = proxy(PROXY_API_KEYS="inbound-key-number-one, inbound-key-number-two")
     with pytest.raises(openai.AuthenticationError) as info:
         client(url, "wrong").chat.completions.create(
             model="claude-sonnet-4-6", messages=[{"role": "user", "content": "x"}]
         )
-    assert "key-one" not in info.value.message and "wrong" not in info.value.message
+    assert "inbound-key-number-one" not in info.value.message and "wrong" not in info.value.message
     with pytest.raises(openai.AuthenticationError):
         client(url, "wrong").models.list()
-    out = client(url, "key-two").chat.completions.create(
+    out = client(url, "inbound-key-number-two").chat.completions.create(
         model="claude-sonnet-4-6", messages=[{"role": "user", "content": "x"}]
     )
     assert out.choices[0].message.content
     # the client's own key never goes upstream
-    assert all("key-two" not in json.dumps(r.headers) for r in fake.requests)
+    assert all("inbound-key-number-two" not in json.dumps(r.headers) for r in fake.requests)
     assert httpx.get(f"{url}/health").status_code == 200
 
 

@@ -51,7 +51,7 @@ def test_retrieve_from_the_configured_list_and_without_the_prefix(fake: FakeAnth
 
 
 def test_retrieve_needs_the_inbound_key(proxy: ProxyFactory) -> None:
-    url = proxy(PROXY_API_KEYS="key-one")
+    url = proxy(PROXY_API_KEYS="inbound-key-number-one")
     with pytest.raises(openai.AuthenticationError):
         client(url, "wrong").models.retrieve("claude-sonnet-4-6")
-    assert client(url, "key-one").models.retrieve("claude-sonnet-4-6").id == "claude-sonnet-4-6"
+    assert client(url, "inbound-key-number-one").models.retrieve("claude-sonnet-4-6").id == "claude-sonnet-4-6"

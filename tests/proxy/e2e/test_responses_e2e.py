@@ -204,12 +204,12 @@ def test_raw_stream_has_event_names_and_no_done_line(fake: FakeAnthropic, proxy:
 
 
 def test_inbound_keys_are_enforced(fake: FakeAnthropic, proxy: ProxyFactory) -> None:
-    url = proxy(PROXY_API_KEYS="inbound-1")
+    url = proxy(PROXY_API_KEYS="inbound-key-number-1")
     with pytest.raises(openai.AuthenticationError):
         client(url).responses.create(model=MODEL, input="hi")
-    keyed = openai.OpenAI(base_url=f"{url}/v1", api_key="inbound-1", max_retries=0, timeout=20)
+    keyed = openai.OpenAI(base_url=f"{url}/v1", api_key="inbound-key-number-1", max_retries=0, timeout=20)
     assert keyed.responses.create(model=MODEL, input="hi").output_text == "Hello from the fake."
-    assert all("inbound-1" not in json.dumps(r.headers) for r in fake.messages_requests)
+    assert all("inbound-key-number-1" not in json.dumps(r.headers) for r in fake.messages_requests)
 
 
 def test_oversized_body_is_413(fake: FakeAnthropic, proxy: ProxyFactory) -> None:
@@ -339,10 +339,10 @@ def test_item_references_to_a_streamed_answer_resolve(fake: FakeAnthropic, proxy
 def test_an_item_resolves_only_for_the_inbound_key_that_asked_for_it(fake: FakeAnthropic, proxy: ProxyFactory) -> None:
     """With PROXY_API_KEYS, one key's output items are not another key's to reference: the same id is unknown to it."""
     fake.script(message(text("For the first key."), id="msg_owned1"), message(text("Again.")))
-    url = proxy(PROXY_API_KEYS="inbound-a,inbound-b")
+    url = proxy(PROXY_API_KEYS="inbound-key-number-a,inbound-key-number-b")
     first, second = (
         openai.OpenAI(base_url=f"{url}/v1", api_key=key, max_retries=0, timeout=20)
-        for key in ("inbound-a", "inbound-b")
+        for key in ("inbound-key-number-a", "inbound-key-number-b")
     )
     said = first.responses.create(model=MODEL, input="hi").output[0]
     question = {"role": "user", "content": "and?"}

@@ -18,7 +18,8 @@ from claude_proxy.server.logs import ACCESS_LOGGER
 from tests.conftest import API_KEY, ProxyFactory
 from tests.fakes.anthropic import FakeAnthropic, message, text
 
-INBOUND = "sk-proxy-edge"
+INBOUND = "sk-proxy-edge-test-key"
+JSON = {"content-type": "application/json"}
 
 
 def settings(fake: FakeAnthropic, tmp_path: Path) -> Settings:
@@ -40,7 +41,11 @@ def test_chat_route_answers_through_the_direct_path_with_id_and_route_label(
     assert raw.headers["x-upstream-request-id"]
     assert raw.headers["content-type"] == "application/json"
     # the unprefixed alias is served the same way
-    bare = httpx.post(f"{url}/chat/completions", headers={"authorization": f"Bearer {INBOUND}"}, content=b"[1]")
+    bare = httpx.post(
+        f"{url}/chat/completions",
+        headers={"authorization": f"Bearer {INBOUND}", "content-type": "application/json"},
+        content=b"[1]",
+    )
     assert bare.status_code == 400 and bare.json()["error"]["message"] == "request body must be a JSON object"
     records = [r.access for r in caplog.records if r.name == ACCESS_LOGGER]  # type: ignore[attr-defined]
     assert [(r["route"], r["status"]) for r in records] == [("/v1/chat/completions", 200), ("/chat/completions", 400)]
@@ -59,10 +64,10 @@ def test_a_mounted_prefix_still_reaches_the_chat_route(fake: FakeAnthropic, tmp_
     """Behind a prefix (`root_path`) the router strips the prefix and serves the same handler: the same key check
     and the same body errors."""
     with TestClient(create_app(settings(fake, tmp_path)), root_path="/api", base_url="http://proxy") as http:
-        refused = http.post("/api/v1/chat/completions", content=b"{}")
+        refused = http.post("/api/v1/chat/completions", json={})
         assert refused.status_code == 401 and refused.json()["error"]["code"] == "invalid_api_key"
         broken = http.post(
-            "/api/v1/chat/completions", content=b"{not json", headers={"authorization": f"Bearer {INBOUND}"}
+            "/api/v1/chat/completions", content=b"{not json", headers={"authorization": f"Bearer {INBOUND}", **JSON}
         )
         assert broken.status_code == 400 and broken.json()["error"]["code"] == "invalid_json"
         assert broken.headers["x-request-id"].startswith("req_")
@@ -84,3 +89,13 @@ def test_the_app_puts_the_servers_send_in_each_http_scope(fake: FakeAnthropic, t
     assert lines[-1] == "data: [DONE]"
     chunks = [json.loads(line[6:]) for line in lines[:-1]]
     assert "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"]) == "streamed"
+
+
+@pytest.mark.parametrize("path", ["/health/", "/v1/chat/completions/", "/readyz/"])
+def test_a_trailing_slash_is_a_404_never_a_redirect_built_from_host(proxy: ProxyFactory, path: str) -> None:
+    url = proxy()
+    answer = httpx.get(f"{url}{path}", headers={"host": "attacker.example"}, follow_redirects=False)
+    assert answer.status_code == 404 and "location" not in answer.headers
+    assert answer.json()["error"]["code"] == "unknown_url"
+    posted = httpx.post(f"{url}{path}", json={}, headers={"host": "attacker.example"}, follow_redirects=False)
+    assert posted.status_code in (404, 405) and "location" not in posted.headers

@@ -82,9 +82,9 @@ def test_failing_requests_leave_no_reference_cycle(
     fake: FakeAnthropic, proxy: ProxyFactory, unreachable: Callable[[], Counter[str]]
 ) -> None:
     fake.default = lambda _record: ErrorReply(529, "overloaded_error", "Overloaded", headers={"retry-after-ms": "1"})
-    url = proxy(_full_server=True, PROXY_API_KEYS="inbound-key")
+    url = proxy(_full_server=True, PROXY_API_KEYS="inbound-key-of-the-test")
     chat = {"model": "claude-sonnet-4-6", "messages": [{"role": "user", "content": "Hello"}]}
-    key = {"authorization": "Bearer inbound-key"}
+    key = {"authorization": "Bearer inbound-key-of-the-test"}
     with httpx.Client(base_url=url, timeout=20) as http:
         unreachable()
         for _ in range(ROUNDS):
@@ -93,7 +93,10 @@ def test_failing_requests_leave_no_reference_cycle(
             assert streamed.status_code == 503
             assert http.post("/v1/messages", json={**chat, "max_tokens": 5}, headers=key).status_code == 529
             assert http.post("/v1/chat/completions", json=chat).status_code == 401
-            assert http.post("/v1/chat/completions", content=b"{", headers=key).status_code == 400
+            broken = http.post(
+                "/v1/chat/completions", content=b"{", headers={**key, "content-type": "application/json"}
+            )
+            assert broken.status_code == 400
             assert http.get("/v1/nowhere", headers=key).status_code == 404
         left = unreachable()
     assert not left, f"objects in reference cycles after {ROUNDS} rounds of failing requests: {dict(left)}"

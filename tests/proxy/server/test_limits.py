@@ -22,7 +22,7 @@ ASK = {"model": "claude-sonnet-4-6", "messages": [{"role": "user", "content": "H
 
 
 def head(path: str, length: int | None = None, chunked: bool = False) -> bytes:
-    lines = [f"POST {path} HTTP/1.1", "host: test", "content-type: application/json"]
+    lines = [f"POST {path} HTTP/1.1", "host: 127.0.0.1", "content-type: application/json"]
     if length is not None:
         lines.append(f"content-length: {length}")
     if chunked:
@@ -63,7 +63,9 @@ def test_body_at_the_limit_passes(fake: FakeAnthropic, proxy: ProxyFactory) -> N
     assert len(padded) == 2000
     response = httpx.post(f"{url}/v1/chat/completions", content=padded, headers={"content-type": "application/json"})
     assert response.status_code == 200
-    response = httpx.post(f"{url}/v1/chat/completions", content=padded + b" ")
+    response = httpx.post(
+        f"{url}/v1/chat/completions", content=padded + b" ", headers={"content-type": "application/json"}
+    )
     assert response.status_code == 413
 
 

@@ -94,7 +94,10 @@ def test_both_408s_carry_the_whole_openai_envelope(proxy: ProxyFactory) -> None:
     assert status == 408 and headers["content-type"] == "application/json"
     head_error = json.loads(body)["error"]
     with connect(url) as sock:  # a head, and a body that stalls: the app's 408
-        sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-length: 50\r\n\r\n{")
+        sock.sendall(
+            b"POST /v1/chat/completions HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\n"
+            b"content-length: 50\r\n\r\n{"
+        )
         status, _, body = read_response(sock)
     assert status == 408
     body_error = json.loads(body)["error"]

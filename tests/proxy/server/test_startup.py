@@ -128,3 +128,30 @@ def test_start_names_an_oauth_token_in_anthropic_api_key_as_one(
         f"upstream {fake.url}, credential: an OAuth access token (sk-ant-oat…, sent as a Bearer token) from "
         "ANTHROPIC_API_KEY" in lines
     )
+
+
+@pytest.mark.parametrize(
+    ("env", "level", "message"),
+    [
+        ({}, logging.INFO, "listening on 127.0.0.1:8080 (this machine only); no key asked for (PROXY_API_KEYS unset)"),
+        (
+            {"HOST": "0.0.0.0", "PROXY_API_KEYS": "inbound-key-number-one,inbound-key-number-two"},
+            logging.INFO,
+            "listening on 0.0.0.0:8080; clients must present one of 2 PROXY_API_KEYS",
+        ),
+        (
+            {"HOST": "0.0.0.0", "PORT": "9000"},
+            logging.WARNING,
+            "listening on 0.0.0.0:9000 WITHOUT KEYS (PROXY_API_KEYS unset): whoever reaches this address uses the "
+            "upstream credential; set PROXY_API_KEYS, or guard the address otherwise (e.g. a NetworkPolicy)",
+        ),
+    ],
+)
+def test_start_says_where_it_listens_and_whether_keys_guard_it(
+    caplog: pytest.LogCaptureFixture, fake: FakeAnthropic, tmp_path: Path, env: dict[str, str], level: int, message: str
+) -> None:
+    records = start_lines(
+        caplog, {"ANTHROPIC_BASE_URL": fake.url, "ANTHROPIC_API_KEY": API_KEY, "HOME": str(tmp_path), **env}
+    )
+    assert (level, message) in [(r.levelno, r.getMessage()) for r in records]
+    assert all("inbound-key-number" not in r.getMessage() for r in records)
