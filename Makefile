@@ -17,7 +17,7 @@ OPERATOR_IMAGE ?= $(IMAGE_PREFIX)claude-code-proxy-operator:$(VERSION)
 DOCKER         ?= docker
 export PROXY_IMAGE OPERATOR_IMAGE
 
-.PHONY: install run test lint typecheck tools node clients manifests constraints lock pin-images images e2e bench clean
+.PHONY: install run test lint typecheck tools promtool node clients manifests constraints lock pin-images images e2e bench clean
 
 install: $(STAMP)
 
@@ -35,6 +35,18 @@ run: $(STAMP)
 ## tools: helm and kubectl, unless both are on PATH already
 tools:
 	@if [ -x "$(HELM)" ] && [ -x "$(KUBECTL)" ]; then :; else $(PYTHON) scripts/fetch_tools.py $(TOOLS_DIR); fi
+
+## promtool: Prometheus's rule checker into .tools/bin, unless on PATH, taken out of Debian's prometheus package
+## (apt-get download, unpacked with dpkg-deb: nothing is installed or started); where that cannot be had, the alert
+## rule tests are skipped and say so
+promtool:
+	@if command -v promtool >/dev/null || [ -x $(TOOLS_DIR)/promtool ]; then :; \
+	elif ! command -v apt-get >/dev/null; then echo "apt-get not found: the alert rule tests will be skipped"; \
+	else tmp=$$(mktemp -d) && mkdir -p $(TOOLS_DIR) && \
+	  { (cd $$tmp && apt-get download -qq prometheus 2>/dev/null) || \
+	    { apt-get update -qq >/dev/null 2>&1 && (cd $$tmp && apt-get download -qq prometheus); }; } && \
+	  dpkg-deb -x $$tmp/prometheus_*.deb $$tmp/root && install -m 755 $$tmp/root/usr/bin/promtool $(TOOLS_DIR)/promtool \
+	  || echo "promtool could not be fetched: the alert rule tests will be skipped"; rm -rf $$tmp; fi
 
 ## node: the Node clients some tests run (tests/node, pinned by its package-lock.json), when npm is there
 node:
@@ -56,7 +68,7 @@ clients:
 ## order pytest-randomly shuffles (every test stands alone). The seed is printed first; `--randomly-seed=N` replays
 ## that order, `-p no:randomly` keeps the file order. PYTEST_ARGS replaces these options: PYTEST_ARGS= runs serially.
 PYTEST_ARGS ?= -n auto --maxprocesses 4 --dist load -p randomly
-test: $(STAMP) tools node clients
+test: $(STAMP) tools promtool node clients
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 ## bench: the proxy against the upstream called directly, one table (stored in bench/results/); not a test
