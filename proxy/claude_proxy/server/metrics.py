@@ -60,7 +60,8 @@ class _StateCollector(Collector):
         yield GaugeMetricFamily("proxy_upstream_queued", "Requests waiting for an upstream slot", value=m.queued())
         yield GaugeMetricFamily(
             "proxy_upstream_login_valid",
-            "1 while Anthropic accepts the credential, 0 once it refused it (401), -1 before any answer",
+            "1 while Anthropic accepts the credential, 0 once it refused it (401, 403, other refusals), -1 before"
+            " any answer",
             value=m.login(),
         )
         yield GaugeMetricFamily("proxy_draining", "1 while shutting down (readyz is 503)", value=float(m.draining()))

@@ -4,6 +4,7 @@ credentials file) and /metrics (Prometheus)."""
 
 from __future__ import annotations
 
+from contextlib import suppress
 from datetime import UTC, datetime
 from typing import Any
 
@@ -50,5 +51,9 @@ async def readyz(request: Request) -> Response:
 
 @router.get("/metrics", include_in_schema=False)
 async def metrics(request: Request) -> Response:
-    """Metrics: the Prometheus text format."""
-    return Response(app_state(request).metrics.render(), media_type=CONTENT_TYPE)
+    """Metrics: the Prometheus text format. The credentials file is looked at first, off the event loop, so the
+    token expiry gauge (read synchronously while rendering) finds the answer already there."""
+    state = app_state(request)
+    with suppress(Exception):  # a missing or malformed file shows as no expiry gauge; /readyz says why
+        await state.resolver.resolve_async()
+    return Response(state.metrics.render(), media_type=CONTENT_TYPE)

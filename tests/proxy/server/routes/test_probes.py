@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from pathlib import Path
 
 import httpx
+import pytest
 
 from claude_proxy.config import Settings
-from claude_proxy.credentials.resolver import RECHECK_SECONDS
+from claude_proxy.credentials.resolver import RECHECK_SECONDS, Credential, CredentialResolver
 from claude_proxy.server.app import create_app
 from tests.conftest import API_KEY, OAUTH_TOKEN, metric_samples, serve
 from tests.fakes.anthropic import FakeAnthropic
@@ -55,3 +57,33 @@ def test_a_credentials_file_caught_mid_write_keeps_requests_served_and_readyz_sa
         creds.write_text(json.dumps({"claudeAiOauth": oauth}))  # the writer finished
         time.sleep(RECHECK_SECONDS + 0.2)
         assert "credentialNote" not in httpx.get(f"{url}/readyz").json()
+
+
+def test_metrics_reads_the_credentials_file_off_the_event_loop(
+    fake: FakeAnthropic, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The token expiry gauge is read while rendering, synchronously: the route looks at the file first in a worker
+    thread, so the render finds the answer there and the event loop never reads or parses the file."""
+    creds = tmp_path / ".claude" / ".credentials.json"
+    creds.parent.mkdir()
+    creds.write_text(json.dumps({"claudeAiOauth": {"accessToken": OAUTH_TOKEN, "expiresAt": 4102444800000}}))
+    creds.chmod(0o600)
+    on_loop: list[bool] = []
+    original = CredentialResolver._from_file
+
+    def from_file(self: CredentialResolver) -> Credential:
+        try:
+            asyncio.get_running_loop()
+            on_loop.append(True)
+        except RuntimeError:
+            on_loop.append(False)
+        return original(self)
+
+    monkeypatch.setattr(CredentialResolver, "_from_file", from_file)
+    app = create_app(Settings.from_env({"ANTHROPIC_BASE_URL": fake.url, "HOME": str(tmp_path)}))
+    with serve(app) as url:
+        time.sleep(RECHECK_SECONDS + 0.2)  # past the interval in which the proxy trusts its last look
+        on_loop.clear()
+        samples = metric_samples(url)
+    assert on_loop and not any(on_loop), on_loop
+    assert [key for key in samples if key.startswith("proxy_oauth_token_expiry_seconds")]
