@@ -291,6 +291,16 @@ class Settings(BaseSettings):
             derived["credentials_path"] = default_credentials_path(variables)
         return {**data, **derived}
 
+    @model_validator(mode="after")
+    def _budget_holds_a_body(self) -> Settings:
+        """A body of the largest allowed size must fit in the budget, else it could never be accepted."""
+        if self.body_budget_bytes < self.max_body_bytes:
+            raise ValueError(
+                f"PROXY_BODY_BUDGET_MB ({self.body_budget_mb} MiB) must hold at least one body of "
+                f"PROXY_MAX_BODY_BYTES ({self.max_body_bytes} bytes)"
+            )
+        return self
+
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         """The settings in `env` (default: the process environment), each checked once here; raises ConfigError
@@ -356,6 +366,8 @@ def _problem(error: ErrorDetails) -> str:
         "literal_error": f"must be one of {ctx.get('expected', '').replace(chr(39), '')}",
     }
     reason = str(ctx["error"]) if kind == "value_error" and "error" in ctx else reasons.get(kind, error["msg"])
+    if not error["loc"] and kind == "value_error":  # a rule across variables, which its message names itself
+        return reason
     if name == "PORT" and kind in ("greater_than_equal", "less_than_equal"):
         reason = "must be a port number from 1 to 65535"
     shown = error.get("input")

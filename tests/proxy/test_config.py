@@ -172,6 +172,16 @@ def test_every_bad_variable_is_named_on_the_one_line() -> None:
     assert "\n" not in message
 
 
+def test_a_body_budget_that_cannot_hold_the_largest_body_is_refused() -> None:
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_env({"PROXY_BODY_BUDGET_MB": "16"})  # the default largest body is 32 MB
+    assert str(caught.value) == (
+        "PROXY_BODY_BUDGET_MB (16 MiB) must hold at least one body of PROXY_MAX_BODY_BYTES (32000000 bytes)"
+    )
+    settings = Settings.from_env({"PROXY_BODY_BUDGET_MB": "16", "PROXY_MAX_BODY_BYTES": "16000000"})
+    assert settings.body_budget_bytes >= settings.max_body_bytes
+
+
 def test_a_password_in_the_base_url_is_never_repeated() -> None:
     with pytest.raises(ConfigError) as caught:
         Settings.from_env({"ANTHROPIC_BASE_URL": "https://user:hunter2@gw.example/v1"})

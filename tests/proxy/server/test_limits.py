@@ -19,6 +19,7 @@ from tests.fakes.anthropic import FakeAnthropic, message, render_sse, text
 from tests.proxy.http_support import connect, read_response
 
 ASK = {"model": "claude-sonnet-4-6", "messages": [{"role": "user", "content": "Hello"}]}
+JSON = {"content-type": "application/json"}
 
 
 def head(path: str, length: int | None = None, chunked: bool = False) -> bytes:
@@ -234,7 +235,7 @@ def test_bodies_held_at_once_are_bounded_by_the_budget(fake: FakeAnthropic, prox
         holder.sendall(head("/v1/chat/completions", length=1_000_000) + b"{" + b" " * 800_000)
         deadline = time.monotonic() + 10
         while True:  # until the proxy has read what was sent
-            refused = httpx.post(f"{url}/v1/chat/completions", content=padded, timeout=10)
+            refused = httpx.post(f"{url}/v1/chat/completions", content=padded, headers=JSON, timeout=10)
             if refused.status_code == 429 or time.monotonic() > deadline:
                 break
             time.sleep(0.1)
@@ -244,7 +245,7 @@ def test_bodies_held_at_once_are_bounded_by_the_budget(fake: FakeAnthropic, prox
         assert httpx.post(f"{url}/v1/chat/completions", json=ASK).status_code == 200  # a small body still fits
     deadline = time.monotonic() + 10
     while True:  # the holder left: what it held is given back
-        answer = httpx.post(f"{url}/v1/chat/completions", content=padded, timeout=10)
+        answer = httpx.post(f"{url}/v1/chat/completions", content=padded, headers=JSON, timeout=10)
         if answer.status_code == 200 or time.monotonic() > deadline:
             break
         time.sleep(0.1)
