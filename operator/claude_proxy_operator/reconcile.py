@@ -17,7 +17,7 @@ from typing import Any
 
 import kopf
 
-from claude_proxy_operator import builders, events, proxy_login, status
+from claude_proxy_operator import bookkeeping, builders, events, proxy_login, status
 from claude_proxy_operator.apply import quantity, unchanged, with_digest
 from claude_proxy_operator.config import Config
 from claude_proxy_operator.kube import (
@@ -80,6 +80,10 @@ class Reconciler:
             if body is None or body.get("metadata", {}).get("deletionTimestamp"):
                 self._locks.pop((namespace, name), None)
                 return
+            migration = bookkeeping.migration_patch(body.get("metadata", {}).get("annotations"))
+            if migration is not None:
+                body = await self.kube.patch(CLAUDE_PROXIES, namespace, name, migration)
+                logger.info(f"Moved kopf's bookkeeping on {namespace}/{name} to {bookkeeping.PREFIX}/")
             await _ReconcilePass(self, body, logger).run()
 
 
