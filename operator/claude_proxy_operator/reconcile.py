@@ -229,7 +229,9 @@ class _ReconcilePass:
             if job is None:  # Jobs are immutable: applied once per Secret content (created), never changed
                 job = await self._apply(JOBS, self._own(builders.seed_job(self.name, self.ns, spec, seed_digest)))
             found["seed_job"] = status.job_state(job)
+            found["seed_job_name"] = current
             if found["seed_job"] in ("succeeded", "failed"):
+                found["seed_finished_at"] = status.job_finished_at(job)
                 labels = {**builders.selector(self.name, "seed"), "job-name": str(current)}
                 outcomes = status.pod_outcomes(await self.kube.list(PODS, self.ns, labels), "seed")
                 found["seed_outcome"] = outcomes[-1] if outcomes else None
@@ -237,7 +239,11 @@ class _ReconcilePass:
         await self._apply(CRONJOBS, self._own(builders.refresh_cronjob(self.name, self.ns, spec)))
         await self._refresh_now(spec)
         refresh_pods = await self.kube.list(PODS, self.ns, builders.selector(self.name, "refresh"))
+        refresh_jobs = await self.kube.list(JOBS, self.ns, builders.selector(self.name, "refresh"))
         outcomes = status.pod_outcomes(refresh_pods, "refresh")
+        # A finished run whose pod left nothing readable still counts: what is known of it, and where to look.
+        outcomes += status.unreported_jobs(refresh_jobs, refresh_pods, "refresh", self.now)
+        outcomes.sort(key=lambda outcome: outcome.time)
         found["refresh_outcome"] = outcomes[-1] if outcomes else None
         return seed_digest, found
 
@@ -312,6 +318,8 @@ class _ReconcilePass:
             seed_secret=spec.oauth.seed.name if spec.oauth else None,
             seed_digest=seed_digest,
             seed_job=found.get("seed_job"),
+            seed_job_name=found.get("seed_job_name"),
+            seed_finished_at=found.get("seed_finished_at"),
             seed_outcome=found.get("seed_outcome"),
             refresh_outcome=found.get("refresh_outcome"),
             replicas=spec.replicas,

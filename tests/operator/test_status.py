@@ -79,6 +79,26 @@ def test_job_state() -> None:
     assert status.job_state({"status": {"conditions": [{"type": "Failed", "status": "True"}]}}) == "failed"
 
 
+def test_finished_jobs_without_a_reported_outcome_still_have_one() -> None:
+    reported = _pod(_line("refresh", "refreshed", "due"), "2026-03-01T11:00:00Z")
+    reported["metadata"] = {"labels": {"job-name": "p-refresh-1"}}
+    jobs = [
+        {"metadata": {"name": "p-refresh-1"}, "status": {"conditions": [{"type": "Complete", "status": "True"}]}},
+        {"metadata": {"name": "p-refresh-2"}, "status": {"completionTime": "2026-03-01T12:00:00Z",
+                                                         "conditions": [{"type": "Complete", "status": "True"}]}},
+        {"metadata": {"name": "p-refresh-3"}, "status": {"conditions": [
+            {"type": "Failed", "status": "True", "lastTransitionTime": "2026-03-01T13:00:00Z"}]}},
+        {"metadata": {"name": "p-refresh-4"}, "status": {}},  # still running
+    ]  # fmt: skip
+    now = datetime(2026, 3, 1, 14, tzinfo=UTC)
+    found = status.unreported_jobs(jobs, [reported], "refresh", now)
+    assert [(o.result, o.reason, o.time) for o in found] == [
+        ("unreported", "no_outcome", "2026-03-01T12:00:00Z"),
+        ("failed", "job_failed", "2026-03-01T13:00:00Z"),
+    ]
+    assert "p-refresh-3" in found[1].message and "kubectl logs job/p-refresh-3" in found[1].message
+
+
 def _available(n: int = 1) -> dict[str, Any]:
     return {"status": {"availableReplicas": n}}
 
