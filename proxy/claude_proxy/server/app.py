@@ -11,6 +11,7 @@ generated from the routes; the request models come from their body dependencies.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -43,7 +44,7 @@ from claude_proxy.server.state import AppState, ModelCache
 from claude_proxy.server.streaming import SERVER_SEND
 from claude_proxy.upstream.api import Upstream
 from claude_proxy.upstream.client import Client, Timeouts
-from claude_proxy.upstream.login import LoginState
+from claude_proxy.upstream.login import LoginState, check_when_idle
 
 log = logging.getLogger("claude_proxy")
 # Upstream connections beyond PROXY_MAX_CONCURRENCY, for model listings (which the limiter does not count).
@@ -109,12 +110,17 @@ def create_app(
         )
         retry = RetryPolicy(max_retries=settings.max_retries, max_wait=settings.retry_max_wait)
         drain.bind(asyncio.get_running_loop())
+        checker: asyncio.Task[None] | None = None
         client = Client(settings.base_url, max_connections=settings.max_concurrency + SPARE_CONNECTIONS)
         await client.start()
         try:
             upstream = Upstream(
                 client, resolver, timeouts=timeouts, retry=retry, sleep=sleep, observer=metrics, login=login
             )
+            if settings.login_check_seconds > 0:
+                checker = asyncio.get_running_loop().create_task(
+                    check_when_idle(login, upstream.list_models, settings.login_check_seconds), name="login check"
+                )
             yield {
                 "app": AppState(
                     settings=settings,
@@ -132,6 +138,10 @@ def create_app(
                 )
             }
         finally:
+            if checker is not None:
+                checker.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await checker
             await client.close()
 
     app = ProxyApp(
