@@ -20,6 +20,9 @@ class Config:
     login_timeout: float = 3.0
     # POD_NAMESPACE (the downward API): the operator's namespace, admitted by each proxy's NetworkPolicy
     namespace: str = ""
+    # After a refresh the operator ran for a refused login failed, how long it waits before the next attempt (the
+    # last wait repeats), as cert-manager backs off failed issuances.
+    heal_backoff: tuple[float, ...] = (300.0, 900.0, 3600.0, 10800.0, 21600.0)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Config:

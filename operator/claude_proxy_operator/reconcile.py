@@ -184,6 +184,8 @@ class _ReconcilePass:
             await self._remove(NETWORK_POLICIES, self.name)
 
         observed.update(await self._login(spec, deployment))
+        if spec.oauth is not None:
+            await self._heal(spec, observed.get("login"), observed.get("refresh_outcome"))
         await self._write_status(self._observed(spec, missing, seed_digest, deployment, observed))
 
     async def _login(self, spec: ProxySpec, deployment: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -266,6 +268,56 @@ class _ReconcilePass:
             await self.post_event(self.body, "Normal", "RefreshRequested", f"Job {job_name} refreshes the token now")
         record = {"digest": digest, "job": job_name, "time": status.rfc3339(self.now)}
         await self.kube.patch(CLAUDE_PROXIES, self.ns, self.name, {"status": {"refreshNow": record}}, "status")
+
+    async def _heal(self, spec: ProxySpec, login: Mapping[str, Any] | None, outcome: status.Outcome | None) -> None:
+        """Anthropic refused the volume's access token before its expiry: run the refresh once (the refresh token may
+        still be good), and after a failure again only after a backoff (`Config.heal_backoff`). A refusal the refresh
+        cannot mend (`invalid_grant`: log in again) stops the attempts; `TokenFresh` and the Events say what to do.
+        One refusal (the proxy's `since`) gets one successful refresh at most: if the new token is refused too, a
+        person has to look. The attempts are kept in `status.heal`; their outcomes land in `lastRefresh`."""
+        if not login or login.get("state") != "refused" or login.get("credential") != "oauth_file":
+            return
+        if not status.is_seeded(self.previous.get("seed"), None):
+            return
+        expiry = status.parse_time(self.previous.get("tokenExpiresAt"))
+        if expiry is not None and expiry <= self.now:
+            return  # an expired token is the refresh CronJob's to renew; TokenFresh says so
+        refusal = str(login.get("since") or "refused")
+        record = dict(self.previous.get("heal") or {})
+        if record.get("since") != refusal:
+            record = {"since": refusal, "attempts": 0}
+        attempts = int(record.get("attempts") or 0)
+        if record.get("job"):
+            previous = self.previous.get("lastRefresh") or {}
+            newer = outcome is not None and outcome.time > str(previous.get("time", ""))
+            last = outcome.as_status() if outcome is not None and newer else previous
+            state = status.job_state(await self.kube.get(JOBS, self.ns, str(record["job"])))
+            if state is None:  # the Job expired: its outcome is what lastRefresh last said
+                state = "failed" if last.get("result") == "failed" else "succeeded"
+            if state != "failed":
+                return  # still running, or refreshed: the proxy's next answer tells whether that mended it
+            if last.get("reason") in status.USER_ACTION_REASONS:
+                return  # e.g. invalid_grant: no refresh can mend it
+            started = status.parse_time(record.get("time")) or self.now
+            backoff = self.config.heal_backoff[min(attempts, len(self.config.heal_backoff)) - 1]
+            if (self.now - started).total_seconds() < backoff:
+                return
+        attempts += 1
+        digest = _digest("heal", refusal, str(attempts))
+        job = builders.refresh_now_job(self.name, self.ns, spec, digest)
+        job_name = job["metadata"]["name"]
+        if await self.kube.get(JOBS, self.ns, job_name) is None:
+            await self._apply(JOBS, self._own(job), live=None)
+            await self.post_event(
+                self.body,
+                "Normal",
+                "RefreshStarted",
+                f"Anthropic refused the access token before its expiry; Job {job_name} refreshes the login "
+                f"(attempt {attempts})",
+            )
+        record.update(attempts=attempts, job=job_name, time=status.rfc3339(self.now))
+        await self.kube.patch(CLAUDE_PROXIES, self.ns, self.name, {"status": {"heal": record}}, "status")
+        self.previous = {**self.previous, "heal": record}
 
     async def _credentials_volume(self, spec: ProxySpec) -> Manifest:
         """The PVC, applied whole: its immutable fields (class, access modes) cannot change in the spec (CEL rules),

@@ -415,7 +415,10 @@ def events(previous: Mapping[str, Any], current: Mapping[str, Any]) -> list[tupl
     refresh, old_refresh = current.get("lastRefresh") or {}, previous.get("lastRefresh") or {}
     if refresh and refresh.get("time") != old_refresh.get("time"):
         if refresh.get("result") == "failed":
-            found.append(("Warning", "RefreshFailed", f"{refresh.get('reason')}: {refresh.get('message')}"))
+            said = f"{refresh.get('reason')}: {refresh.get('message')}"
+            if refresh.get("reason") in USER_ACTION_REASONS:  # the condition's message says what to do, and where
+                said = f"{refresh.get('reason')}: {condition(current, 'TokenFresh').get('message', '')}"
+            found.append(("Warning", "RefreshFailed", said))
         elif refresh.get("result") == "refreshed":
             found.append(("Normal", "Refreshed", f"token valid until {current.get('tokenExpiresAt')}"))
         elif refresh.get("result") == UNREPORTED:

@@ -130,6 +130,7 @@ async def operator(
         resync_seconds=resync.args[0] if resync else RESYNC_SECONDS,
         login_url=readyz.url,
         login_timeout=1.0,
+        heal_backoff=(1.0, 2.0),
     )
     registry = build_registry(config, login=login, kube=kube)
     settings = kopf.OperatorSettings()
