@@ -185,7 +185,8 @@ def test_invalid_grant_turns_token_fresh_false_with_what_to_do() -> None:
     assert "log in again" in fresh["message"] and "Secret creds" in fresh["message"]
     assert _conds(st)["Ready"] == ("False", "InvalidGrant")
     assert st["lastRefresh"] == {**failed.as_status()}
-    assert ("Warning", "RefreshFailed", "invalid_grant: refresh failed") in status.events(before, st)
+    told = "invalid_grant: refresh failed; log in again with Claude Code and put the new credentials in Secret creds"
+    assert ("Warning", "RefreshFailed", told) in status.events(before, st)  # what to do, and where
 
 
 def test_transient_refresh_failure_keeps_a_valid_token_fresh() -> None:
