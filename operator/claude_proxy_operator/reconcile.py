@@ -19,7 +19,7 @@ import kopf
 
 from claude_proxy_operator import bookkeeping, builders, events, proxy_login, status
 from claude_proxy_operator.apply import quantity, unchanged, with_digest
-from claude_proxy_operator.config import Config
+from claude_proxy_operator.config import Config, image_repository
 from claude_proxy_operator.kube import (
     CLAUDE_PROXIES,
     CRONJOBS,
@@ -45,6 +45,13 @@ _log = logging.getLogger("claude_proxy_operator.events")
 def _credential_secret(spec: ProxySpec) -> str | None:
     ref = spec.oauth.seed if spec.oauth else (spec.api_key or spec.access_token)
     return ref.name if ref else None
+
+
+class NameConflict(Exception):
+    """A child's name is taken by an object this ClaudeProxy does not own: the operator never writes over it."""
+
+    def __init__(self, kind: str, namespace: str, name: str) -> None:
+        super().__init__(f"{kind} {namespace}/{name}")
 
 
 def _digest(*parts: str) -> str:
@@ -102,6 +109,7 @@ class _ReconcilePass:
         self.ns: str = meta["namespace"]
         self.generation = int(meta.get("generation") or 0)
         self.previous: Mapping[str, Any] = body.get("status") or {}
+        self._seen: dict[tuple[str, str], Manifest | None] = {}  # children read in this pass, by (plural, name)
 
     # --- writing children ----------------------------------------------------------------------------------------
 
@@ -114,16 +122,43 @@ class _ReconcilePass:
         `live` is the object as this pass already read it (None: absent), so it is not read twice."""
         name = desired["metadata"]["name"]
         if live is _UNREAD:
-            live = await self.kube.get(res, self.ns, name)
+            live = await self._read(res, name)
+        if live is not None and not self._owned(res, live):
+            raise NameConflict(res.kind, self.ns, name)  # checked before every write, not only before deletion
         if live is not None and unchanged(live, desired):
             return live
         applied = await self.kube.apply(res, self.ns, with_digest(desired))
         self.logger.info(f"{'Created' if live is None else 'Updated'} {res.kind} {self.ns}/{name}")
         return applied
 
+    async def _read(self, res: Resource, name: str) -> Manifest | None:
+        """A child as this pass first read it (None: absent); each is read once per pass."""
+        key = (res.plural, name)
+        if key not in self._seen:
+            self._seen[key] = await self.kube.get(res, self.ns, name)
+        return self._seen[key]
+
+    def _owned(self, res: Resource, live: Mapping[str, Any]) -> bool:
+        """Whether `live` is this ClaudeProxy's to write: it carries an ownerReference to it (by uid, so not to an
+        earlier resource of the same name), or it is the login's volume kept from one (`retainOnDelete`: no
+        ownerReference, this operator's labels for this name)."""
+        meta = live.get("metadata") or {}
+        uid = self.body["metadata"].get("uid")
+        if uid and any(ref.get("uid") == uid for ref in meta.get("ownerReferences") or ()):
+            return True
+        return res is PVCS and self._is_ours(live)
+
+    def _fixed_children(self, spec: ProxySpec) -> list[tuple[Resource, str]]:
+        children = [(SERVICE_ACCOUNTS, self.name), (DEPLOYMENTS, self.name), (SERVICES, self.name)]
+        if spec.network_policy:
+            children.append((NETWORK_POLICIES, self.name))
+        if spec.oauth is not None:
+            children += [(PVCS, builders.pvc_name(self.name)), (CRONJOBS, builders.cronjob_name(self.name))]
+        return children
+
     async def _remove(self, res: Resource, name: str) -> None:
         live = await self.kube.get(res, self.ns, name)
-        if live is None or not self._is_ours(live):
+        if live is None or not self._is_ours(live) or not self._owned(res, live):
             return
         if await self.kube.delete(res, self.ns, name):
             self.logger.info(f"Deleted {res.kind} {self.ns}/{name} (no longer needed)")
@@ -149,9 +184,35 @@ class _ReconcilePass:
             check_name(self.name)
             spec = parse_spec(self.body.get("spec") or {}, default_image=self.config.default_image)
         except SpecError as exc:
-            await self._write_invalid(str(exc))
+            await self._write_blocked("InvalidSpec", str(exc))
             raise kopf.PermanentError(f"invalid spec: {exc}") from None
+        if not self.config.image_allowed(spec.image):
+            allowed = ", ".join(self.config.allowed_images or (image_repository(self.config.default_image),))
+            message = (
+                f"image {spec.image} is not allowed here; the cluster admin allows {allowed} "
+                "(the operator's CLAUDE_PROXY_ALLOWED_IMAGES, the chart's operator.allowedImages)"
+            )
+            await self._write_blocked("ImageNotAllowed", message)
+            raise kopf.PermanentError(message)
+        conflicts = [
+            f"{res.kind} {self.ns}/{name}"
+            for res, name in self._fixed_children(spec)
+            if (live := await self._read(res, name)) is not None and not self._owned(res, live)
+        ]
+        try:
+            if conflicts:
+                raise NameConflict(", ".join(conflicts), "", "")
+            await self._converge(spec)
+        except NameConflict as exc:
+            taken = ", ".join(conflicts) or str(exc)
+            message = (
+                f"{taken} already exists and does not belong to this ClaudeProxy; the operator leaves it alone. "
+                "Give the ClaudeProxy another name, or remove the other object"
+            )
+            await self._write_blocked("NameConflict", message)
+            raise kopf.PermanentError(message) from None
 
+    async def _converge(self, spec: ProxySpec) -> None:
         missing: list[str] = []
         digests: list[str] = []
         for ref in spec.secret_refs():
@@ -163,7 +224,7 @@ class _ReconcilePass:
         await self._apply(SERVICE_ACCOUNTS, self._own(builders.service_account(self.name, self.ns)))
 
         observed: dict[str, Any] = {}
-        deployment = await self.kube.get(DEPLOYMENTS, self.ns, self.name)
+        deployment = await self._read(DEPLOYMENTS, self.name)
         seed_digest: str | None = None
         if spec.oauth is not None:
             seed_digest, observed = await self._oauth(spec, missing)
@@ -223,7 +284,7 @@ class _ReconcilePass:
         jobs = await self.kube.list(JOBS, self.ns, builders.selector(self.name, "seed"))
         current = builders.seed_job_name(self.name, seed_digest) if seed_digest else None
         for stale in jobs:
-            if stale["metadata"]["name"] != current and self._is_ours(stale):
+            if stale["metadata"]["name"] != current and self._is_ours(stale) and self._owned(JOBS, stale):
                 await self.kube.delete(JOBS, self.ns, stale["metadata"]["name"])
         done = self.previous.get("seed") or {}
         if seed_digest is not None and done.get("digest") != seed_digest:
@@ -326,7 +387,7 @@ class _ReconcilePass:
         desired = builders.credentials_pvc(self.name, self.ns, spec)
         if not spec.oauth.storage.retain_on_delete:
             self._own(desired)
-        live = await self.kube.get(PVCS, self.ns, desired["metadata"]["name"])
+        live = await self._read(PVCS, desired["metadata"]["name"])
         if live is not None:
             current = (((live.get("spec") or {}).get("resources") or {}).get("requests") or {}).get("storage")
             if current and quantity(str(current)) > quantity(spec.oauth.storage.size):
@@ -392,11 +453,13 @@ class _ReconcilePass:
         ready = status.condition(new, "Ready")
         self.logger.info(f"Status: Ready={ready.get('status')} ({ready.get('reason')})")
 
-    async def _write_invalid(self, message: str) -> None:
+    async def _write_blocked(self, reason: str, message: str) -> None:
+        """Ready=False for what keeps the operator from acting at all (an invalid spec, an image not allowed, a name
+        taken), and a Warning Event, once per message."""
         invalid = {
             "type": "Ready",
             "status": "False",
-            "reason": "InvalidSpec",
+            "reason": reason,
             "message": message,
             "lastTransitionTime": status.rfc3339(self.now),
             "observedGeneration": self.generation,
@@ -406,4 +469,4 @@ class _ReconcilePass:
         conditions = [c for c in self.previous.get("conditions") or () if c.get("type") != "Ready"] + [invalid]
         patch = {"status": {"observedGeneration": self.generation, "conditions": conditions}}
         await self.kube.patch(CLAUDE_PROXIES, self.ns, self.name, patch, subresource="status")
-        await self.post_event(self.body, "Warning", "InvalidSpec", message)
+        await self.post_event(self.body, "Warning", reason, message)

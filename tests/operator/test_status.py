@@ -82,7 +82,7 @@ def test_job_state() -> None:
 def test_finished_jobs_without_a_reported_outcome_still_have_one() -> None:
     reported = _pod(_line("refresh", "refreshed", "due"), "2026-03-01T11:00:00Z")
     reported["metadata"] = {"labels": {"job-name": "p-refresh-1"}}
-    jobs = [
+    jobs: list[dict[str, Any]] = [
         {"metadata": {"name": "p-refresh-1"}, "status": {"conditions": [{"type": "Complete", "status": "True"}]}},
         {"metadata": {"name": "p-refresh-2"}, "status": {"completionTime": "2026-03-01T12:00:00Z",
                                                          "conditions": [{"type": "Complete", "status": "True"}]}},
