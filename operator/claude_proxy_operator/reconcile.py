@@ -27,6 +27,7 @@ from claude_proxy_operator.kube import (
     EVENTS,
     JOBS,
     NETWORK_POLICIES,
+    PDBS,
     PODS,
     PVCS,
     SECRETS,
@@ -152,6 +153,8 @@ class _ReconcilePass:
         children = [(SERVICE_ACCOUNTS, self.name), (DEPLOYMENTS, self.name), (SERVICES, self.name)]
         if spec.network_policy:
             children.append((NETWORK_POLICIES, self.name))
+        if spec.replicas > 1:
+            children.append((PDBS, self.name))
         if spec.oauth is not None:
             children += [(PVCS, builders.pvc_name(self.name)), (CRONJOBS, builders.cronjob_name(self.name))]
         return children
@@ -243,6 +246,10 @@ class _ReconcilePass:
             )
         else:
             await self._remove(NETWORK_POLICIES, self.name)
+        if spec.replicas > 1:
+            await self._apply(PDBS, self._own(builders.pod_disruption_budget(self.name, self.ns)))
+        else:
+            await self._remove(PDBS, self.name)
 
         observed.update(await self._login(spec, deployment))
         if spec.oauth is not None:

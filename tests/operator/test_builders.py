@@ -259,7 +259,7 @@ def test_service_endpoint_and_network_policy() -> None:
     assert listed["spec"]["ingress"][0]["from"] == [
         {"podSelector": {"matchLabels": {"app.kubernetes.io/name": "rockbot"}}}
     ]
-    assert listed["spec"]["policyTypes"] == ["Ingress"]
+    assert listed["spec"]["policyTypes"] == ["Ingress", "Egress"]
 
 
 def test_the_network_policy_admits_the_operator_to_read_readyz() -> None:

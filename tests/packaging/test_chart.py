@@ -171,7 +171,13 @@ def test_images_and_operator_settings_come_from_values() -> None:
         ({"instance.auth.oauth.refresh.before": "0"}, "/instance/auth/oauth/refresh/before"),
         ({"instance.auth.apiKey.secretName": ""}, "/instance/auth/apiKey/secretName"),
         ({"instance.model.aliases.fast": "claude=x"}, "/instance/model/aliases"),
-        ({"instance.networkPolicy.allowFrom[0].podSelector.matchLabels.a": "b"}, "/instance/networkPolicy"),
+        (
+            {
+                "instance.networkPolicy.enabled": "false",
+                "instance.networkPolicy.allowFrom[0].podSelector.matchLabels.a": "b",
+            },
+            "/instance/networkPolicy",
+        ),
         (
             {"instance.networkPolicy.enabled": "true", "instance.networkPolicy.allowFrom[0].ports": "80"},
             "/instance/networkPolicy/allowFrom/0",
