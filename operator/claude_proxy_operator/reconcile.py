@@ -288,13 +288,17 @@ class _ReconcilePass:
             missing.append(f"Secret {spec.oauth.seed.name} key {spec.oauth.seed.key}")
 
         found: dict[str, Any] = {}
+        spent = self.previous.get("seedSecret") or {}
+        done = self.previous.get("seed") or {}
+        if content is not None and spent.get("digest") == content and done.get("digest") != seed_digest:
+            # A new volume, and the Secret still holds the login whose refresh token a refresh has spent.
+            found["seed_spent"] = dict(spent)
         jobs = await self.kube.list(JOBS, self.ns, builders.selector(self.name, "seed"))
         current = builders.seed_job_name(self.name, seed_digest) if seed_digest else None
         for stale in jobs:
             if stale["metadata"]["name"] != current and self._is_ours(stale) and self._owned(JOBS, stale):
                 await self.kube.delete(JOBS, self.ns, stale["metadata"]["name"])
-        done = self.previous.get("seed") or {}
-        if seed_digest is not None and done.get("digest") != seed_digest:
+        if seed_digest is not None and done.get("digest") != seed_digest and not found.get("seed_spent"):
             job: Manifest | None = next((j for j in jobs if j["metadata"]["name"] == current), None)
             if job is None:  # Jobs are immutable: applied once per Secret content (created), never changed
                 job = await self._apply(JOBS, self._own(builders.seed_job(self.name, self.ns, spec, seed_digest)))
@@ -315,7 +319,29 @@ class _ReconcilePass:
         outcomes += status.unreported_jobs(refresh_jobs, refresh_pods, "refresh", self.now)
         outcomes.sort(key=lambda outcome: outcome.time)
         found["refresh_outcome"] = outcomes[-1] if outcomes else None
+        await self._mark_spent(spec, content, seed_digest, outcomes)
         return seed_digest, found
+
+    async def _mark_spent(
+        self, spec: ProxySpec, content: str | None, seed_digest: str | None, outcomes: list[status.Outcome]
+    ) -> None:
+        """Once a refresh has rotated the login the volume was seeded with from the Secret's current content, the
+        Secret's refresh token is spent: `status.seedSecret` says so (and the Secret may be deleted), and a new volume
+        is not seeded from it (`Seeded=False`, `SeedSecretSpent`) but waits for a new login."""
+        assert spec.oauth is not None
+        seed = self.previous.get("seed") or {}
+        if content is None or seed_digest is None or seed.get("digest") != seed_digest:
+            return
+        if seed.get("result") == "failed":
+            return
+        if (self.previous.get("seedSecret") or {}).get("digest") == content:
+            return
+        rotated = [o for o in outcomes if o.result == "refreshed" and o.time > str(seed.get("time", ""))]
+        if not rotated:
+            return
+        record = {"name": spec.oauth.seed.name, "digest": content, "consumedAt": rotated[0].time}
+        await self.kube.patch(CLAUDE_PROXIES, self.ns, self.name, {"status": {"seedSecret": record}}, "status")
+        self.previous = {**self.previous, "seedSecret": record}
 
     async def _refresh_now(self, spec: ProxySpec) -> None:
         """A new value of the `refresh-now` annotation: one Job from the CronJob's template with `--force`, once per
@@ -447,6 +473,7 @@ class _ReconcilePass:
             credential_secret=_credential_secret(spec),
             login=found.get("login"),
             login_probed=bool(found.get("login_probed")),
+            seed_spent=found.get("seed_spent"),
         )
 
     async def _write_status(self, observed: status.Observed) -> None:

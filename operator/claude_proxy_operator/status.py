@@ -201,6 +201,7 @@ class Observed:
     credential_secret: str | None = None  # the Secret a new login goes into (the seed Secret in oauth mode)
     login: Mapping[str, Any] | None = None  # proxy_login.parse() of the proxy's /readyz; None: no answer
     login_probed: bool = False  # whether /readyz was read (only while a replica is available)
+    seed_spent: Mapping[str, Any] | None = None  # status.seedSecret, when a new volume would be seeded from it
 
 
 def _condition(kind: str, ok: bool | None, reason: str, message: str) -> Condition:
@@ -236,6 +237,16 @@ def is_seeded(seed: Mapping[str, Any] | None, digest: str | None) -> bool:
 def _seeded(observed: Observed, seed: Mapping[str, Any] | None) -> Condition:
     if observed.auth_mode != "oauth":
         return _condition("Seeded", True, "NotRequired", f"{observed.auth_mode} mode uses no credentials volume")
+    if observed.seed_spent:
+        return _condition(
+            "Seeded",
+            False,
+            "SeedSecretSpent",
+            f"the credentials volume is new, and Secret {observed.seed_secret} still holds the login whose refresh "
+            f"token the refresh at {observed.seed_spent.get('consumedAt')} spent (refresh tokens rotate): it is not "
+            "seeded from it. Run `claude auth login` and replace the Secret's content (the operator seeds the new "
+            "volume from it), or bring back the volume that holds the login",
+        )
     if seed and (observed.seed_digest is None or seed.get("digest") == observed.seed_digest):
         if seed.get("result") == "failed":
             return _condition("Seeded", False, camel(seed.get("reason", "failed")), seed.get("message", ""))
@@ -428,6 +439,9 @@ def events(previous: Mapping[str, Any], current: Mapping[str, Any]) -> list[tupl
         found.append(("Warning", "LoginRefused", str(login.get("message", ""))))
     elif login.get("status") == "True" and old_login.get("status") == "False":
         found.append(("Normal", "LoginAccepted", str(login.get("message", ""))))
+    seeded, old_seeded = condition(current, "Seeded"), condition(previous, "Seeded")
+    if seeded.get("reason") == "SeedSecretSpent" and old_seeded.get("reason") != "SeedSecretSpent":
+        found.append(("Warning", "SeedSecretSpent", str(seeded.get("message", ""))))
     ready, old_ready = condition(current, "Ready"), condition(previous, "Ready")
     if ready.get("status") != old_ready.get("status"):
         if ready.get("status") == "True":
