@@ -204,11 +204,11 @@ def upstream_state(k8s: Cluster) -> dict[str, Any]:
 def test_helm_install_proxy_refresh_and_cleanup(cluster: Cluster) -> None:
     k8s = cluster
 
-    # 1. The chart: operator, CRD, RBAC. A short resync so status follows the refresh quickly.
+    # 1. The chart with its defaults (the default resync too): operator, CRD, RBAC.
     k8s.helm(
         "install", "claude-code-proxy", str(ROOT / "charts" / "claude-code-proxy"),
         "--namespace", OPERATOR_NS, "--create-namespace",
-        "--set", f"operator.image.tag={TAG}", "--set", f"proxy.image.tag={TAG}", "--set", "operator.resyncSeconds=5",
+        "--set", f"operator.image.tag={TAG}", "--set", f"proxy.image.tag={TAG}",
         "--wait", "--timeout", "5m",
     )  # fmt: skip
     k8s.kubectl("wait", "--for=condition=Established", "crd/claudeproxies.claudeproxy.dev", "--timeout=60s")
@@ -232,11 +232,12 @@ def test_helm_install_proxy_refresh_and_cleanup(cluster: Cluster) -> None:
     assert state["grants"] == 0 and state["lastTokenSerial"] == 1
 
     # 4. A refresh asked for by annotation (the CronJob's template, forced) rotates the token; the fake now refuses
-    #    the old one.
+    #    the old one. The annotation wakes the operator at once, well within the default resync interval.
     k8s.kubectl("-n", NS, "annotate", "claudeproxy", NAME, "--overwrite", "claudeproxy.dev/refresh-now=1")
     job = eventually(
         lambda: k8s.get("-n", NS, "claudeproxy", NAME)["status"].get("refreshNow", {}).get("job"),
         "the operator to start the refresh-now Job",
+        timeout=20,
     )
     k8s.kubectl("-n", NS, "wait", "--for=condition=Complete", f"job/{job}", "--timeout=180s", timeout=200)
     logs = k8s.kubectl("-n", NS, "logs", f"job/{job}").splitlines()

@@ -7,6 +7,7 @@ No I/O, no clock, no globals: the same input always gives the same dict, which i
 from __future__ import annotations
 
 import copy
+from urllib.parse import urlsplit
 
 from claude_proxy_operator.spec import Manifest, ProxySpec, SecretRef
 
@@ -77,6 +78,11 @@ def labels(name: str, component: str) -> dict[str, str]:
         COMPONENT_LABEL: component,
         MANAGED_BY_LABEL: MANAGER,
     }
+
+
+def instance_selector(name: str) -> dict[str, str]:
+    """The labels every pod of one instance carries: proxy, seed and refresh."""
+    return {"app.kubernetes.io/name": APP, INSTANCE_LABEL: name}
 
 
 def selector(name: str, component: str) -> dict[str, str]:
@@ -438,9 +444,37 @@ AFFINITY_SECONDS = 3600  # PROXY_RESPONSES_STORE_TTL's default: how long a pod k
 OPERATOR_POD_LABELS = {"app.kubernetes.io/name": "claude-proxy-operator"}
 
 
+DNS_PORT = 53
+HTTPS_PORT = 443
+
+
+def _url_port(url: str | None) -> int | None:
+    if not url:
+        return None
+    parsed = urlsplit(url)
+    try:
+        explicit = parsed.port
+    except ValueError:
+        return None
+    return explicit or (HTTPS_PORT if parsed.scheme == "https" else 80)
+
+
+def egress_ports(spec: ProxySpec) -> list[int]:
+    """The TCP ports the instance's pods call out to: HTTPS (Anthropic and its OAuth endpoint), and the ports of an
+    `upstream.baseURL` or `tokenURL` override (a gateway, a test double)."""
+    ports = {HTTPS_PORT}
+    for url in (spec.base_url, spec.oauth.token_url if spec.oauth else None):
+        port = _url_port(url)
+        if port is not None:
+            ports.add(port)
+    return sorted(ports)
+
+
 def network_policy(name: str, namespace: str, spec: ProxySpec, operator_namespace: str = "") -> Manifest:
-    """Ingress to the proxy port only from the listed peers (by default: pods of the same namespace), and from the
-    operator's pods (in `operator_namespace`, when known), which read each proxy's /readyz for `LoginValid`."""
+    """Every pod of the instance (proxy, seed, refresh: the seed and refresh pods hold the refresh token): ingress to
+    the proxy port only from the listed peers (by default: pods of the same namespace) and from the operator's pods
+    (in `operator_namespace`, when known), which read each proxy's /readyz for `LoginValid`; egress only to DNS and
+    HTTPS (and the ports of an upstream or token URL override)."""
     peers = [copy.deepcopy(dict(peer)) for peer in spec.allow_from] or [{"podSelector": {}}]
     if operator_namespace:
         peers.append(
@@ -454,8 +488,22 @@ def network_policy(name: str, namespace: str, spec: ProxySpec, operator_namespac
         "kind": "NetworkPolicy",
         "metadata": _meta(name, namespace, name, "proxy"),
         "spec": {
-            "podSelector": {"matchLabels": selector(name, "proxy")},
-            "policyTypes": ["Ingress"],
+            "podSelector": {"matchLabels": instance_selector(name)},
+            "policyTypes": ["Ingress", "Egress"],
             "ingress": [{"from": peers, "ports": [{"port": PROXY_PORT, "protocol": "TCP"}]}],
+            "egress": [
+                {"ports": [{"port": DNS_PORT, "protocol": "UDP"}, {"port": DNS_PORT, "protocol": "TCP"}]},
+                {"ports": [{"port": port, "protocol": "TCP"} for port in egress_ports(spec)]},
+            ],
         },
+    }
+
+
+def pod_disruption_budget(name: str, namespace: str) -> Manifest:
+    """With more than one replica, a voluntary disruption (a node drain) takes at most one proxy pod at a time."""
+    return {
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": _meta(name, namespace, name, "proxy"),
+        "spec": {"maxUnavailable": 1, "selector": {"matchLabels": selector(name, "proxy")}},
     }

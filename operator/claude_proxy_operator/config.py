@@ -22,6 +22,20 @@ class Config:
     metrics_port: int = 8082
     # POD_NAMESPACE (the downward API): the operator's namespace, admitted by each proxy's NetworkPolicy
     namespace: str = ""
+    # After a refresh the operator ran for a refused login failed, how long it waits before the next attempt (the
+    # last wait repeats), as cert-manager backs off failed issuances.
+    heal_backoff: tuple[float, ...] = (300.0, 900.0, 3600.0, 10800.0, 21600.0)
+    # CLAUDE_PROXY_ALLOWED_IMAGES: the images a ClaudeProxy may run (`spec.image`), the cluster admin's choice:
+    # comma-separated repositories (`registry.example/team/claude-code-proxy`, any tag or digest of it) or prefixes
+    # ending in `*`. Empty: only the repository of `default_image`.
+    allowed_images: tuple[str, ...] = ()
+
+    def image_allowed(self, image: str) -> bool:
+        repository = image_repository(image)
+        allowed = self.allowed_images or (image_repository(self.default_image),)
+        return any(
+            repository.startswith(entry[:-1]) if entry.endswith("*") else repository == entry for entry in allowed
+        )
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Config:
@@ -39,4 +53,15 @@ class Config:
             resync_seconds=resync,
             login_url=env.get("CLAUDE_PROXY_OPERATOR_LOGIN_URL") or cls.login_url,
             namespace=env.get("POD_NAMESPACE") or "",
+            allowed_images=tuple(
+                entry.strip() for entry in (env.get("CLAUDE_PROXY_ALLOWED_IMAGES") or "").split(",") if entry.strip()
+            ),
         )
+
+
+def image_repository(image: str) -> str:
+    """`registry:5000/team/proxy:1.2@sha256:…` -> `registry:5000/team/proxy`: the image without tag or digest."""
+    name = image.split("@", 1)[0]
+    slash = name.rfind("/")
+    colon = name.rfind(":")
+    return name[:colon] if colon > slash else name

@@ -10,7 +10,7 @@ from typing import Any
 
 import kopf
 
-from claude_proxy_operator import builders
+from claude_proxy_operator import bookkeeping, builders
 from claude_proxy_operator.config import Config
 from claude_proxy_operator.kube import Kube
 from claude_proxy_operator.metrics import OperatorMetrics
@@ -25,11 +25,12 @@ _resync_log = logging.getLogger("claude_proxy_operator.resync")
 
 
 def configure(settings: kopf.OperatorSettings) -> None:
-    """Keep kopf's bookkeeping in annotations (status belongs to the resource), watch only this operator's children,
+    """Keep kopf's bookkeeping in annotations (status belongs to the resource) under a prefix of its own, so the
+    user's `claudeproxy.dev/` annotations wake the handlers (`bookkeeping`), watch only this operator's children,
     and ask only for the RBAC it needs."""
-    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=bookkeeping.PREFIX)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix=GROUP, key="last-handled-configuration"
+        prefix=bookkeeping.PREFIX, key=bookkeeping.DIFFBASE_KEY
     )
     # kopf's Events: handler failures and warnings logged inside a handler; the reconciler posts its own (`events`).
     settings.posting.level = logging.WARNING

@@ -78,6 +78,7 @@ DEPLOYMENTS = Resource("apps", "v1", "deployments", "Deployment")
 JOBS = Resource("batch", "v1", "jobs", "Job")
 CRONJOBS = Resource("batch", "v1", "cronjobs", "CronJob")
 NETWORK_POLICIES = Resource("networking.k8s.io", "v1", "networkpolicies", "NetworkPolicy")
+PDBS = Resource("policy", "v1", "poddisruptionbudgets", "PodDisruptionBudget")
 CLAUDE_PROXIES = Resource(GROUP, VERSION, PLURAL, KIND)
 
 

@@ -14,6 +14,7 @@ import httpx
 
 STATES = frozenset({"valid", "refused", "unknown"})
 CREDENTIALS = frozenset({"api_key", "access_token", "oauth_file"})
+MAX_SINCE = 64
 
 
 def url_for(template: str, name: str, namespace: str, domain: str, port: int) -> str:
@@ -32,6 +33,8 @@ def parse(body: Any) -> dict[str, Any] | None:
         found["status"] = login["status"]
     if isinstance(login.get("message"), str):
         found["message"] = login["message"]
+    if isinstance(login.get("since"), str) and len(login["since"]) <= MAX_SINCE:
+        found["since"] = login["since"]  # when the verdict last changed: names one refusal
     return found
 
 

@@ -28,6 +28,7 @@ RULES: list[dict[str, Any]] = [
         "resources": ["networkpolicies"],
         "verbs": ["create", "delete", "get", "patch"],
     },
+    {"apiGroups": ["policy"], "resources": ["poddisruptionbudgets"], "verbs": ["create", "delete", "get", "patch"]},
 ]
 
 UNEXERCISED = {("claudeproxy.dev", "claudeproxies/finalizers", "update")}

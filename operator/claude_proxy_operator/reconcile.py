@@ -17,9 +17,9 @@ from typing import Any
 
 import kopf
 
-from claude_proxy_operator import builders, events, proxy_login, status
+from claude_proxy_operator import bookkeeping, builders, events, proxy_login, status
 from claude_proxy_operator.apply import quantity, unchanged, with_digest
-from claude_proxy_operator.config import Config
+from claude_proxy_operator.config import Config, image_repository
 from claude_proxy_operator.kube import (
     CLAUDE_PROXIES,
     CRONJOBS,
@@ -27,6 +27,7 @@ from claude_proxy_operator.kube import (
     EVENTS,
     JOBS,
     NETWORK_POLICIES,
+    PDBS,
     PODS,
     PVCS,
     SECRETS,
@@ -46,6 +47,13 @@ _log = logging.getLogger("claude_proxy_operator.events")
 def _credential_secret(spec: ProxySpec) -> str | None:
     ref = spec.oauth.seed if spec.oauth else (spec.api_key or spec.access_token)
     return ref.name if ref else None
+
+
+class NameConflict(Exception):
+    """A child's name is taken by an object this ClaudeProxy does not own: the operator never writes over it."""
+
+    def __init__(self, kind: str, namespace: str, name: str) -> None:
+        super().__init__(f"{kind} {namespace}/{name}")
 
 
 def _digest(*parts: str) -> str:
@@ -84,6 +92,10 @@ class Reconciler:
                 self._locks.pop((namespace, name), None)
                 self.metrics.forget(namespace, name)
                 return
+            migration = bookkeeping.migration_patch(body.get("metadata", {}).get("annotations"))
+            if migration is not None:
+                body = await self.kube.patch(CLAUDE_PROXIES, namespace, name, migration)
+                logger.info(f"Moved kopf's bookkeeping on {namespace}/{name} to {bookkeeping.PREFIX}/")
             with self.metrics.reconcile_pass():
                 await _ReconcilePass(self, body, logger).run()
 
@@ -104,6 +116,7 @@ class _ReconcilePass:
         self.ns: str = meta["namespace"]
         self.generation = int(meta.get("generation") or 0)
         self.previous: Mapping[str, Any] = body.get("status") or {}
+        self._seen: dict[tuple[str, str], Manifest | None] = {}  # children read in this pass, by (plural, name)
 
     # --- writing children ----------------------------------------------------------------------------------------
 
@@ -116,16 +129,45 @@ class _ReconcilePass:
         `live` is the object as this pass already read it (None: absent), so it is not read twice."""
         name = desired["metadata"]["name"]
         if live is _UNREAD:
-            live = await self.kube.get(res, self.ns, name)
+            live = await self._read(res, name)
+        if live is not None and not self._owned(res, live):
+            raise NameConflict(res.kind, self.ns, name)  # checked before every write, not only before deletion
         if live is not None and unchanged(live, desired):
             return live
         applied = await self.kube.apply(res, self.ns, with_digest(desired))
         self.logger.info(f"{'Created' if live is None else 'Updated'} {res.kind} {self.ns}/{name}")
         return applied
 
+    async def _read(self, res: Resource, name: str) -> Manifest | None:
+        """A child as this pass first read it (None: absent); each is read once per pass."""
+        key = (res.plural, name)
+        if key not in self._seen:
+            self._seen[key] = await self.kube.get(res, self.ns, name)
+        return self._seen[key]
+
+    def _owned(self, res: Resource, live: Mapping[str, Any]) -> bool:
+        """Whether `live` is this ClaudeProxy's to write: it carries an ownerReference to it (by uid, so not to an
+        earlier resource of the same name), or it is the login's volume kept from one (`retainOnDelete`: no
+        ownerReference, this operator's labels for this name)."""
+        meta = live.get("metadata") or {}
+        uid = self.body["metadata"].get("uid")
+        if uid and any(ref.get("uid") == uid for ref in meta.get("ownerReferences") or ()):
+            return True
+        return res is PVCS and self._is_ours(live)
+
+    def _fixed_children(self, spec: ProxySpec) -> list[tuple[Resource, str]]:
+        children = [(SERVICE_ACCOUNTS, self.name), (DEPLOYMENTS, self.name), (SERVICES, self.name)]
+        if spec.network_policy:
+            children.append((NETWORK_POLICIES, self.name))
+        if spec.replicas > 1:
+            children.append((PDBS, self.name))
+        if spec.oauth is not None:
+            children += [(PVCS, builders.pvc_name(self.name)), (CRONJOBS, builders.cronjob_name(self.name))]
+        return children
+
     async def _remove(self, res: Resource, name: str) -> None:
         live = await self.kube.get(res, self.ns, name)
-        if live is None or not self._is_ours(live):
+        if live is None or not self._is_ours(live) or not self._owned(res, live):
             return
         if await self.kube.delete(res, self.ns, name):
             self.logger.info(f"Deleted {res.kind} {self.ns}/{name} (no longer needed)")
@@ -151,9 +193,35 @@ class _ReconcilePass:
             check_name(self.name)
             spec = parse_spec(self.body.get("spec") or {}, default_image=self.config.default_image)
         except SpecError as exc:
-            await self._write_invalid(str(exc))
+            await self._write_blocked("InvalidSpec", str(exc))
             raise kopf.PermanentError(f"invalid spec: {exc}") from None
+        if not self.config.image_allowed(spec.image):
+            allowed = ", ".join(self.config.allowed_images or (image_repository(self.config.default_image),))
+            message = (
+                f"image {spec.image} is not allowed here; the cluster admin allows {allowed} "
+                "(the operator's CLAUDE_PROXY_ALLOWED_IMAGES, the chart's operator.allowedImages)"
+            )
+            await self._write_blocked("ImageNotAllowed", message)
+            raise kopf.PermanentError(message)
+        conflicts = [
+            f"{res.kind} {self.ns}/{name}"
+            for res, name in self._fixed_children(spec)
+            if (live := await self._read(res, name)) is not None and not self._owned(res, live)
+        ]
+        try:
+            if conflicts:
+                raise NameConflict(", ".join(conflicts), "", "")
+            await self._converge(spec)
+        except NameConflict as exc:
+            taken = ", ".join(conflicts) or str(exc)
+            message = (
+                f"{taken} already exists and does not belong to this ClaudeProxy; the operator leaves it alone. "
+                "Give the ClaudeProxy another name, or remove the other object"
+            )
+            await self._write_blocked("NameConflict", message)
+            raise kopf.PermanentError(message) from None
 
+    async def _converge(self, spec: ProxySpec) -> None:
         missing: list[str] = []
         digests: list[str] = []
         for ref in spec.secret_refs():
@@ -165,7 +233,7 @@ class _ReconcilePass:
         await self._apply(SERVICE_ACCOUNTS, self._own(builders.service_account(self.name, self.ns)))
 
         observed: dict[str, Any] = {}
-        deployment = await self.kube.get(DEPLOYMENTS, self.ns, self.name)
+        deployment = await self._read(DEPLOYMENTS, self.name)
         seed_digest: str | None = None
         if spec.oauth is not None:
             seed_digest, observed = await self._oauth(spec, missing)
@@ -184,8 +252,14 @@ class _ReconcilePass:
             )
         else:
             await self._remove(NETWORK_POLICIES, self.name)
+        if spec.replicas > 1:
+            await self._apply(PDBS, self._own(builders.pod_disruption_budget(self.name, self.ns)))
+        else:
+            await self._remove(PDBS, self.name)
 
         observed.update(await self._login(spec, deployment))
+        if spec.oauth is not None:
+            await self._heal(spec, observed.get("login"), observed.get("refresh_outcome"))
         await self._write_status(self._observed(spec, missing, seed_digest, deployment, observed))
 
     async def _login(self, spec: ProxySpec, deployment: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -220,18 +294,24 @@ class _ReconcilePass:
             missing.append(f"Secret {spec.oauth.seed.name} key {spec.oauth.seed.key}")
 
         found: dict[str, Any] = {}
+        spent = self.previous.get("seedSecret") or {}
+        done = self.previous.get("seed") or {}
+        if content is not None and spent.get("digest") == content and done.get("digest") != seed_digest:
+            # A new volume, and the Secret still holds the login whose refresh token a refresh has spent.
+            found["seed_spent"] = dict(spent)
         jobs = await self.kube.list(JOBS, self.ns, builders.selector(self.name, "seed"))
         current = builders.seed_job_name(self.name, seed_digest) if seed_digest else None
         for stale in jobs:
-            if stale["metadata"]["name"] != current and self._is_ours(stale):
+            if stale["metadata"]["name"] != current and self._is_ours(stale) and self._owned(JOBS, stale):
                 await self.kube.delete(JOBS, self.ns, stale["metadata"]["name"])
-        done = self.previous.get("seed") or {}
-        if seed_digest is not None and done.get("digest") != seed_digest:
+        if seed_digest is not None and done.get("digest") != seed_digest and not found.get("seed_spent"):
             job: Manifest | None = next((j for j in jobs if j["metadata"]["name"] == current), None)
             if job is None:  # Jobs are immutable: applied once per Secret content (created), never changed
                 job = await self._apply(JOBS, self._own(builders.seed_job(self.name, self.ns, spec, seed_digest)))
             found["seed_job"] = status.job_state(job)
+            found["seed_job_name"] = current
             if found["seed_job"] in ("succeeded", "failed"):
+                found["seed_finished_at"] = status.job_finished_at(job)
                 labels = {**builders.selector(self.name, "seed"), "job-name": str(current)}
                 outcomes = status.pod_outcomes(await self.kube.list(PODS, self.ns, labels), "seed")
                 found["seed_outcome"] = outcomes[-1] if outcomes else None
@@ -239,9 +319,35 @@ class _ReconcilePass:
         await self._apply(CRONJOBS, self._own(builders.refresh_cronjob(self.name, self.ns, spec)))
         await self._refresh_now(spec)
         refresh_pods = await self.kube.list(PODS, self.ns, builders.selector(self.name, "refresh"))
+        refresh_jobs = await self.kube.list(JOBS, self.ns, builders.selector(self.name, "refresh"))
         outcomes = status.pod_outcomes(refresh_pods, "refresh")
+        # A finished run whose pod left nothing readable still counts: what is known of it, and where to look.
+        outcomes += status.unreported_jobs(refresh_jobs, refresh_pods, "refresh", self.now)
+        outcomes.sort(key=lambda outcome: outcome.time)
         found["refresh_outcome"] = outcomes[-1] if outcomes else None
+        await self._mark_spent(spec, content, seed_digest, outcomes)
         return seed_digest, found
+
+    async def _mark_spent(
+        self, spec: ProxySpec, content: str | None, seed_digest: str | None, outcomes: list[status.Outcome]
+    ) -> None:
+        """Once a refresh has rotated the login the volume was seeded with from the Secret's current content, the
+        Secret's refresh token is spent: `status.seedSecret` says so (and the Secret may be deleted), and a new volume
+        is not seeded from it (`Seeded=False`, `SeedSecretSpent`) but waits for a new login."""
+        assert spec.oauth is not None
+        seed = self.previous.get("seed") or {}
+        if content is None or seed_digest is None or seed.get("digest") != seed_digest:
+            return
+        if seed.get("result") == "failed":
+            return
+        if (self.previous.get("seedSecret") or {}).get("digest") == content:
+            return
+        rotated = [o for o in outcomes if o.result == "refreshed" and o.time > str(seed.get("time", ""))]
+        if not rotated:
+            return
+        record = {"name": spec.oauth.seed.name, "digest": content, "consumedAt": rotated[0].time}
+        await self.kube.patch(CLAUDE_PROXIES, self.ns, self.name, {"status": {"seedSecret": record}}, "status")
+        self.previous = {**self.previous, "seedSecret": record}
 
     async def _refresh_now(self, spec: ProxySpec) -> None:
         """A new value of the `refresh-now` annotation: one Job from the CronJob's template with `--force`, once per
@@ -263,6 +369,56 @@ class _ReconcilePass:
         record = {"digest": digest, "job": job_name, "time": status.rfc3339(self.now)}
         await self.kube.patch(CLAUDE_PROXIES, self.ns, self.name, {"status": {"refreshNow": record}}, "status")
 
+    async def _heal(self, spec: ProxySpec, login: Mapping[str, Any] | None, outcome: status.Outcome | None) -> None:
+        """Anthropic refused the volume's access token before its expiry: run the refresh once (the refresh token may
+        still be good), and after a failure again only after a backoff (`Config.heal_backoff`). A refusal the refresh
+        cannot mend (`invalid_grant`: log in again) stops the attempts; `TokenFresh` and the Events say what to do.
+        One refusal (the proxy's `since`) gets one successful refresh at most: if the new token is refused too, a
+        person has to look. The attempts are kept in `status.heal`; their outcomes land in `lastRefresh`."""
+        if not login or login.get("state") != "refused" or login.get("credential") != "oauth_file":
+            return
+        if not status.is_seeded(self.previous.get("seed"), None):
+            return
+        expiry = status.parse_time(self.previous.get("tokenExpiresAt"))
+        if expiry is not None and expiry <= self.now:
+            return  # an expired token is the refresh CronJob's to renew; TokenFresh says so
+        refusal = str(login.get("since") or "refused")
+        record = dict(self.previous.get("heal") or {})
+        if record.get("since") != refusal:
+            record = {"since": refusal, "attempts": 0}
+        attempts = int(record.get("attempts") or 0)
+        if record.get("job"):
+            previous = self.previous.get("lastRefresh") or {}
+            newer = outcome is not None and outcome.time > str(previous.get("time", ""))
+            last = outcome.as_status() if outcome is not None and newer else previous
+            state = status.job_state(await self.kube.get(JOBS, self.ns, str(record["job"])))
+            if state is None:  # the Job expired: its outcome is what lastRefresh last said
+                state = "failed" if last.get("result") == "failed" else "succeeded"
+            if state != "failed":
+                return  # still running, or refreshed: the proxy's next answer tells whether that mended it
+            if last.get("reason") in status.USER_ACTION_REASONS:
+                return  # e.g. invalid_grant: no refresh can mend it
+            started = status.parse_time(record.get("time")) or self.now
+            backoff = self.config.heal_backoff[min(attempts, len(self.config.heal_backoff)) - 1]
+            if (self.now - started).total_seconds() < backoff:
+                return
+        attempts += 1
+        digest = _digest("heal", refusal, str(attempts))
+        job = builders.refresh_now_job(self.name, self.ns, spec, digest)
+        job_name = job["metadata"]["name"]
+        if await self.kube.get(JOBS, self.ns, job_name) is None:
+            await self._apply(JOBS, self._own(job), live=None)
+            await self.post_event(
+                self.body,
+                "Normal",
+                "RefreshStarted",
+                f"Anthropic refused the access token before its expiry; Job {job_name} refreshes the login "
+                f"(attempt {attempts})",
+            )
+        record.update(attempts=attempts, job=job_name, time=status.rfc3339(self.now))
+        await self.kube.patch(CLAUDE_PROXIES, self.ns, self.name, {"status": {"heal": record}}, "status")
+        self.previous = {**self.previous, "heal": record}
+
     async def _credentials_volume(self, spec: ProxySpec) -> Manifest:
         """The PVC, applied whole: its immutable fields (class, access modes) cannot change in the spec (CEL rules),
         and its size only grows (a volume cannot shrink, so a larger live size is kept)."""
@@ -270,7 +426,7 @@ class _ReconcilePass:
         desired = builders.credentials_pvc(self.name, self.ns, spec)
         if not spec.oauth.storage.retain_on_delete:
             self._own(desired)
-        live = await self.kube.get(PVCS, self.ns, desired["metadata"]["name"])
+        live = await self._read(PVCS, desired["metadata"]["name"])
         if live is not None:
             current = (((live.get("spec") or {}).get("resources") or {}).get("requests") or {}).get("storage")
             if current and quantity(str(current)) > quantity(spec.oauth.storage.size):
@@ -314,6 +470,8 @@ class _ReconcilePass:
             seed_secret=spec.oauth.seed.name if spec.oauth else None,
             seed_digest=seed_digest,
             seed_job=found.get("seed_job"),
+            seed_job_name=found.get("seed_job_name"),
+            seed_finished_at=found.get("seed_finished_at"),
             seed_outcome=found.get("seed_outcome"),
             refresh_outcome=found.get("refresh_outcome"),
             replicas=spec.replicas,
@@ -321,6 +479,7 @@ class _ReconcilePass:
             credential_secret=_credential_secret(spec),
             login=found.get("login"),
             login_probed=bool(found.get("login_probed")),
+            seed_spent=found.get("seed_spent"),
         )
 
     async def _write_status(self, observed: status.Observed) -> None:
@@ -335,11 +494,13 @@ class _ReconcilePass:
         ready = status.condition(new, "Ready")
         self.logger.info(f"Status: Ready={ready.get('status')} ({ready.get('reason')})")
 
-    async def _write_invalid(self, message: str) -> None:
+    async def _write_blocked(self, reason: str, message: str) -> None:
+        """Ready=False for what keeps the operator from acting at all (an invalid spec, an image not allowed, a name
+        taken), and a Warning Event, once per message."""
         invalid = {
             "type": "Ready",
             "status": "False",
-            "reason": "InvalidSpec",
+            "reason": reason,
             "message": message,
             "lastTransitionTime": status.rfc3339(self.now),
             "observedGeneration": self.generation,
@@ -350,4 +511,4 @@ class _ReconcilePass:
         self.metrics.observe(self.body, {**self.previous, "conditions": conditions})
         patch = {"status": {"observedGeneration": self.generation, "conditions": conditions}}
         await self.kube.patch(CLAUDE_PROXIES, self.ns, self.name, patch, subresource="status")
-        await self.post_event(self.body, "Warning", "InvalidSpec", message)
+        await self.post_event(self.body, "Warning", reason, message)

@@ -86,7 +86,7 @@ class ProxySpec:
     client_keys: SecretRef | None = None
     service_type: str = "ClusterIP"
     service_port: int = 80
-    network_policy: bool = False
+    network_policy: bool = True
     allow_from: tuple[Mapping[str, Any], ...] = ()
 
     def secret_refs(self) -> tuple[SecretRef, ...]:
@@ -164,7 +164,7 @@ def parse_spec(raw: Mapping[str, Any], *, default_image: str) -> ProxySpec:
     service = _mapping(raw.get("service"), "service")
     netpol = _mapping(raw.get("networkPolicy"), "networkPolicy")
     allow_from = tuple(netpol.get("allowFrom") or ())
-    if allow_from and not netpol.get("enabled", False):
+    if allow_from and not netpol.get("enabled", True):
         raise SpecError("networkPolicy.allowFrom needs networkPolicy.enabled: true")
     replicas = int(raw.get("replicas", 1))
     if not 0 <= replicas <= 20:
@@ -205,6 +205,6 @@ def parse_spec(raw: Mapping[str, Any], *, default_image: str) -> ProxySpec:
         else None,
         service_type=str(service.get("type", "ClusterIP")),
         service_port=int(service.get("port", 80)),
-        network_policy=bool(netpol.get("enabled", False)),
+        network_policy=bool(netpol.get("enabled", True)),
         allow_from=allow_from,
     )

@@ -15,6 +15,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 RESULTS = frozenset({"refreshed", "copied", "skipped", "failed"})
+# A finished Job whose pod left no readable outcome: it exited successfully, but what it did is not known.
+UNREPORTED = "unreported"
 # Refresh failures that retrying cannot mend: a person has to log in again or fix the Secret.
 USER_ACTION_REASONS = frozenset({"invalid_grant", "malformed", "missing"})
 _REASON = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
@@ -112,6 +114,60 @@ def pod_outcomes(pods: Iterable[Mapping[str, Any]], command: str) -> list[Outcom
     return sorted(found, key=lambda o: o.time)
 
 
+def job_finished_at(job: Mapping[str, Any]) -> str | None:
+    """When a finished Job finished: its completionTime, else the time its Complete or Failed condition turned."""
+    job_status = job.get("status") or {}
+    finished = parse_time(job_status.get("completionTime"))
+    for cond in job_status.get("conditions") or ():
+        if finished is None and cond.get("status") == "True" and cond.get("type") in ("Complete", "Failed"):
+            finished = parse_time(cond.get("lastTransitionTime"))
+    return rfc3339(finished) if finished else None
+
+
+def unreported_outcome(command: str, job_name: str, state: str, finished_at: str) -> Outcome:
+    """What is known of a finished `seed` or `refresh` Job whose pod left no readable outcome (an evicted or deleted
+    pod, an image that does not write one): whether it exited successfully, and where to look."""
+    look = f"`kubectl describe job/{job_name}` and `kubectl logs job/{job_name}` may say more"
+    if state == "failed":
+        return Outcome(
+            command=command,
+            result="failed",
+            reason="job_failed",
+            message=clean_message(f"the {command} Job {job_name} failed without reporting an outcome; {look}"),
+            expires_at=None,
+            time=finished_at,
+        )
+    after = (
+        "the volume holds a login, so the proxy starts; the token's expiry shows after the next refresh"
+        if command == "seed"
+        else "the token's expiry shows after the next run"
+    )
+    return Outcome(
+        command=command,
+        result="unreported",
+        reason="no_outcome",
+        message=clean_message(f"the {command} Job {job_name} completed without reporting an outcome; {after}; {look}"),
+        expires_at=None,
+        time=finished_at,
+    )
+
+
+def unreported_jobs(
+    jobs: Iterable[Mapping[str, Any]], pods: Iterable[Mapping[str, Any]], command: str, now: datetime
+) -> list[Outcome]:
+    """An outcome for each finished Job none of whose pods reported one."""
+    reported = {
+        (pod.get("metadata", {}).get("labels") or {}).get("job-name") for pod in pods if pod_outcomes([pod], command)
+    }
+    found = []
+    for job in jobs:
+        state = job_state(job)
+        name = str(job.get("metadata", {}).get("name", ""))
+        if state in ("succeeded", "failed") and name not in reported:
+            found.append(unreported_outcome(command, name, state, job_finished_at(job) or rfc3339(now)))
+    return found
+
+
 def job_state(job: Mapping[str, Any] | None) -> str | None:
     """`succeeded`, `failed`, `running`, or None when there is no Job."""
     if job is None:
@@ -136,6 +192,8 @@ class Observed:
     seed_secret: str | None = None
     seed_digest: str | None = None
     seed_job: str | None = None  # job_state() of the seed Job for seed_digest
+    seed_job_name: str | None = None
+    seed_finished_at: str | None = None  # job_finished_at() of that Job, once finished
     seed_outcome: Outcome | None = None
     refresh_outcome: Outcome | None = None
     replicas: int = 1
@@ -143,6 +201,7 @@ class Observed:
     credential_secret: str | None = None  # the Secret a new login goes into (the seed Secret in oauth mode)
     login: Mapping[str, Any] | None = None  # proxy_login.parse() of the proxy's /readyz; None: no answer
     login_probed: bool = False  # whether /readyz was read (only while a replica is available)
+    seed_spent: Mapping[str, Any] | None = None  # status.seedSecret, when a new volume would be seeded from it
 
 
 def _condition(kind: str, ok: bool | None, reason: str, message: str) -> Condition:
@@ -155,14 +214,16 @@ def seed_record(previous: Mapping[str, Any], observed: Observed) -> dict[str, An
     old = previous.get("seed")
     if observed.seed_outcome is not None and observed.seed_digest is not None:
         return {"digest": observed.seed_digest, **observed.seed_outcome.as_status()}
-    if observed.seed_job == "failed" and observed.seed_digest is not None:
-        return {
-            "digest": observed.seed_digest,
-            "time": rfc3339(observed.now),
-            "result": "failed",
-            "reason": "job_failed",
-            "message": "the seed Job failed without reporting an outcome",
-        }
+    if observed.seed_job in ("succeeded", "failed") and observed.seed_digest is not None:
+        if isinstance(old, Mapping) and old.get("digest") == observed.seed_digest:
+            return dict(old)  # already recorded: the record keeps its first time
+        unreported = unreported_outcome(
+            "seed",
+            observed.seed_job_name or "of this seed",
+            observed.seed_job,
+            observed.seed_finished_at or rfc3339(observed.now),
+        )
+        return {"digest": observed.seed_digest, **unreported.as_status()}
     return dict(old) if isinstance(old, Mapping) else None
 
 
@@ -176,6 +237,16 @@ def is_seeded(seed: Mapping[str, Any] | None, digest: str | None) -> bool:
 def _seeded(observed: Observed, seed: Mapping[str, Any] | None) -> Condition:
     if observed.auth_mode != "oauth":
         return _condition("Seeded", True, "NotRequired", f"{observed.auth_mode} mode uses no credentials volume")
+    if observed.seed_spent:
+        return _condition(
+            "Seeded",
+            False,
+            "SeedSecretSpent",
+            f"the credentials volume is new, and Secret {observed.seed_secret} still holds the login whose refresh "
+            f"token the refresh at {observed.seed_spent.get('consumedAt')} spent (refresh tokens rotate): it is not "
+            "seeded from it. Run `claude auth login` and replace the Secret's content (the operator seeds the new "
+            "volume from it), or bring back the volume that holds the login",
+        )
     if seed and (observed.seed_digest is None or seed.get("digest") == observed.seed_digest):
         if seed.get("result") == "failed":
             return _condition("Seeded", False, camel(seed.get("reason", "failed")), seed.get("message", ""))
@@ -348,19 +419,29 @@ def events(previous: Mapping[str, Any], current: Mapping[str, Any]) -> list[tupl
     if seed and (seed.get("time"), seed.get("digest")) != (old_seed.get("time"), old_seed.get("digest")):
         if seed.get("result") == "failed":
             found.append(("Warning", "SeedFailed", f"{seed.get('reason')}: {seed.get('message')}"))
+        elif seed.get("result") == UNREPORTED:
+            found.append(("Warning", "SeedOutcomeMissing", str(seed.get("message"))))
         else:
             found.append(("Normal", "Seeded", f"{seed.get('result')}: {seed.get('message')}"))
     refresh, old_refresh = current.get("lastRefresh") or {}, previous.get("lastRefresh") or {}
     if refresh and refresh.get("time") != old_refresh.get("time"):
         if refresh.get("result") == "failed":
-            found.append(("Warning", "RefreshFailed", f"{refresh.get('reason')}: {refresh.get('message')}"))
+            said = f"{refresh.get('reason')}: {refresh.get('message')}"
+            if refresh.get("reason") in USER_ACTION_REASONS:  # the condition's message says what to do, and where
+                said = f"{refresh.get('reason')}: {condition(current, 'TokenFresh').get('message', '')}"
+            found.append(("Warning", "RefreshFailed", said))
         elif refresh.get("result") == "refreshed":
             found.append(("Normal", "Refreshed", f"token valid until {current.get('tokenExpiresAt')}"))
+        elif refresh.get("result") == UNREPORTED:
+            found.append(("Warning", "RefreshOutcomeMissing", str(refresh.get("message"))))
     login, old_login = condition(current, "LoginValid"), condition(previous, "LoginValid")
     if login.get("status") == "False" and old_login.get("status") != "False":
         found.append(("Warning", "LoginRefused", str(login.get("message", ""))))
     elif login.get("status") == "True" and old_login.get("status") == "False":
         found.append(("Normal", "LoginAccepted", str(login.get("message", ""))))
+    seeded, old_seeded = condition(current, "Seeded"), condition(previous, "Seeded")
+    if seeded.get("reason") == "SeedSecretSpent" and old_seeded.get("reason") != "SeedSecretSpent":
+        found.append(("Warning", "SeedSecretSpent", str(seeded.get("message", ""))))
     ready, old_ready = condition(current, "Ready"), condition(previous, "Ready")
     if ready.get("status") != old_ready.get("status"):
         if ready.get("status") == "True":

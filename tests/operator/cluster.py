@@ -52,6 +52,7 @@ for _key, _kind in [
     ("v1/serviceaccounts", "ServiceAccount"), ("v1/persistentvolumeclaims", "PersistentVolumeClaim"),
     ("apps/v1/deployments", "Deployment"), ("batch/v1/jobs", "Job"), ("batch/v1/cronjobs", "CronJob"),
     ("networking.k8s.io/v1/networkpolicies", "NetworkPolicy"),
+    ("policy/v1/poddisruptionbudgets", "PodDisruptionBudget"),
 ]:  # fmt: skip
     RESOURCES[_key] = kmock.ResourceInfo(
         kind=_kind, namespaced=True, verbs={"get", "list", "watch", "create", "patch", "delete"}

@@ -30,7 +30,7 @@ from tests.operator.cluster import (
 
 IMAGE = "claude-code-proxy:test"
 RESYNC_SECONDS = 0.4
-HANDLED = "claudeproxy.dev/last-handled-configuration"
+HANDLED = "operator.claudeproxy.dev/last-handled-configuration"
 
 
 class Readyz:
@@ -131,7 +131,14 @@ async def operator(
         "current-context": "emulator",
     }
     kube = Kube(KubeConfig.from_dict(kubeconfig))
-    config = Config(default_image=IMAGE, resync_seconds=RESYNC_SECONDS, login_url=readyz.url, login_timeout=1.0)
+    resync = request.node.get_closest_marker("resync")
+    config = Config(
+        default_image=IMAGE,
+        resync_seconds=resync.args[0] if resync else RESYNC_SECONDS,
+        login_url=readyz.url,
+        login_timeout=1.0,
+        heal_backoff=(1.0, 2.0),
+    )
     registry = build_registry(config, login=login, kube=kube, metrics=operator_metrics)
     settings = kopf.OperatorSettings()
     configure(settings)

@@ -17,7 +17,7 @@ NS = "rockbot"
 K8S = kubernetes_validate.latest_version()
 EVENTS = Resource("", "v1", "events", "Event")
 CHILD_KINDS = {"serviceaccounts", "services", "deployments", "persistentvolumeclaims", "jobs", "cronjobs",
-               "networkpolicies"}  # fmt: skip
+               "networkpolicies", "poddisruptionbudgets"}  # fmt: skip
 
 
 def rbac_rules(group: str, resources: str, verbs: str) -> set[tuple[str, str, str]]:

@@ -259,7 +259,7 @@ def test_service_endpoint_and_network_policy() -> None:
     assert listed["spec"]["ingress"][0]["from"] == [
         {"podSelector": {"matchLabels": {"app.kubernetes.io/name": "rockbot"}}}
     ]
-    assert listed["spec"]["policyTypes"] == ["Ingress"]
+    assert listed["spec"]["policyTypes"] == ["Ingress", "Egress"]
 
 
 def test_the_network_policy_admits_the_operator_to_read_readyz() -> None:
@@ -285,3 +285,18 @@ def test_every_proxy_deployment_listens_on_every_interface_explicitly() -> None:
     for name, example in EXAMPLES.items():
         env = _env(builders.deployment(name, NS, _spec(example["spec"]), CHECKSUM))
         assert (env["HOST"], env["PORT"]) == ("0.0.0.0", str(builders.PROXY_PORT)), name
+
+
+def test_the_network_policy_lets_out_only_dns_https_and_the_overridden_endpoints() -> None:
+    oauth = {"seedSecretRef": {"name": "creds"}, "tokenURL": "http://fake-upstream.test:8081/v1/oauth/token"}
+    spec = _spec({"auth": {"oauth": oauth}, "upstream": {"baseURL": "http://fake-upstream.test:8080"}})
+    policy = builders.network_policy("p", NS, spec)
+    assert policy["spec"]["podSelector"]["matchLabels"] == builders.instance_selector("p")
+    for component in ("proxy", "seed", "refresh"):  # every pod of the instance
+        labels = builders.labels("p", component)
+        assert all(labels[k] == v for k, v in policy["spec"]["podSelector"]["matchLabels"].items())
+    ports = sorted((p["protocol"], p["port"]) for rule in policy["spec"]["egress"] for p in rule["ports"])
+    assert ports == [("TCP", 53), ("TCP", 443), ("TCP", 8080), ("TCP", 8081), ("UDP", 53)]
+    assert all("to" not in rule for rule in policy["spec"]["egress"])  # any address, on those ports only
+    plain = _spec({"auth": {"apiKey": {"secretRef": {"name": "k"}}}, "upstream": {"baseURL": "http://gw.corp"}})
+    assert builders.egress_ports(plain) == [80, 443]

@@ -95,7 +95,7 @@ APIKEY = {"auth": {"apiKey": {"secretRef": {"name": "key"}}}}
         ({"auth": {}}, "== 1"),
         ({"auth": {**APIKEY["auth"], **OAUTH["auth"]}}, "== 1"),
         ({"auth": {"apiKey": {"secretRef": {"name": "k"}}, "accessToken": {"secretRef": {"name": "t"}}}}, "== 1"),
-        ({**APIKEY, "networkPolicy": {"allowFrom": [{"podSelector": {}}]}}, "self.enabled"),
+        ({**APIKEY, "networkPolicy": {"enabled": False, "allowFrom": [{"podSelector": {}}]}}, "self.enabled"),
         ({**APIKEY, "networkPolicy": {"enabled": True, "allowFrom": [{}]}}, "namespaceSelector"),
         ({**APIKEY, "model": {"aliases": {"a,b": "claude-x"}}}, "contains"),
         ({**APIKEY, "model": {"aliases": {"fast": "claude=x"}}}, "contains"),

@@ -80,7 +80,7 @@ async def test_api_key_mode_creates_children_reports_status_and_converges(api: A
     assert env["ANTHROPIC_API_KEY"]["valueFrom"] == {"secretKeyRef": {"name": "key", "key": "api-key"}}
     assert await api.get(PVCS, NS, "p-credentials") is None
     assert await api.get(CRONJOBS, NS, "p-refresh") is None
-    assert await api.get(NETWORK_POLICIES, NS, "p") is None
+    assert await exists(api, NETWORK_POLICIES, "p")  # on by default
 
     waiting = await status_is(api, "p", "Available", ("False", "NoReplicasAvailable"))
     assert waiting["status"]["endpoint"] == "http://p.rockbot.svc.cluster.local/v1"
@@ -282,10 +282,12 @@ async def test_invalid_spec_is_reported_and_builds_nothing(api: Api, operator: C
 
 
 EXPECTED_KINDS = {
-    "claudeproxy-apikey.yaml": {"ServiceAccount", "Deployment", "Service", "NetworkPolicy"},
-    "claudeproxy-accesstoken.yaml": {"ServiceAccount", "Deployment", "Service"},
-    "claudeproxy-oauth.yaml": {"ServiceAccount", "PersistentVolumeClaim", "Job", "CronJob", "Deployment", "Service"},
-}
+    "claudeproxy-apikey.yaml": {"ServiceAccount", "Deployment", "Service", "NetworkPolicy", "PodDisruptionBudget"},
+    "claudeproxy-accesstoken.yaml": {"ServiceAccount", "Deployment", "Service", "NetworkPolicy"},
+    "claudeproxy-oauth.yaml": {
+        "ServiceAccount", "PersistentVolumeClaim", "Job", "CronJob", "Deployment", "Service", "NetworkPolicy",
+    },
+}  # fmt: skip
 
 
 @pytest.mark.parametrize("path", crdtools.EXAMPLES, ids=lambda p: p.name)

@@ -79,6 +79,26 @@ def test_job_state() -> None:
     assert status.job_state({"status": {"conditions": [{"type": "Failed", "status": "True"}]}}) == "failed"
 
 
+def test_finished_jobs_without_a_reported_outcome_still_have_one() -> None:
+    reported = _pod(_line("refresh", "refreshed", "due"), "2026-03-01T11:00:00Z")
+    reported["metadata"] = {"labels": {"job-name": "p-refresh-1"}}
+    jobs: list[dict[str, Any]] = [
+        {"metadata": {"name": "p-refresh-1"}, "status": {"conditions": [{"type": "Complete", "status": "True"}]}},
+        {"metadata": {"name": "p-refresh-2"}, "status": {"completionTime": "2026-03-01T12:00:00Z",
+                                                         "conditions": [{"type": "Complete", "status": "True"}]}},
+        {"metadata": {"name": "p-refresh-3"}, "status": {"conditions": [
+            {"type": "Failed", "status": "True", "lastTransitionTime": "2026-03-01T13:00:00Z"}]}},
+        {"metadata": {"name": "p-refresh-4"}, "status": {}},  # still running
+    ]  # fmt: skip
+    now = datetime(2026, 3, 1, 14, tzinfo=UTC)
+    found = status.unreported_jobs(jobs, [reported], "refresh", now)
+    assert [(o.result, o.reason, o.time) for o in found] == [
+        ("unreported", "no_outcome", "2026-03-01T12:00:00Z"),
+        ("failed", "job_failed", "2026-03-01T13:00:00Z"),
+    ]
+    assert "p-refresh-3" in found[1].message and "kubectl logs job/p-refresh-3" in found[1].message
+
+
 def _available(n: int = 1) -> dict[str, Any]:
     return {"status": {"availableReplicas": n}}
 
@@ -165,7 +185,8 @@ def test_invalid_grant_turns_token_fresh_false_with_what_to_do() -> None:
     assert "log in again" in fresh["message"] and "Secret creds" in fresh["message"]
     assert _conds(st)["Ready"] == ("False", "InvalidGrant")
     assert st["lastRefresh"] == {**failed.as_status()}
-    assert ("Warning", "RefreshFailed", "invalid_grant: refresh failed") in status.events(before, st)
+    told = "invalid_grant: refresh failed; log in again with Claude Code and put the new credentials in Secret creds"
+    assert ("Warning", "RefreshFailed", told) in status.events(before, st)  # what to do, and where
 
 
 def test_transient_refresh_failure_keeps_a_valid_token_fresh() -> None:

@@ -27,3 +27,16 @@ def operator_container(objects: list[dict[str, Any]]) -> dict[str, Any]:
     deployment = one(objects, "Deployment")
     [container] = deployment["spec"]["template"]["spec"]["containers"]
     return container
+
+
+AGGREGATE = "rbac.authorization.k8s.io/aggregate-to-"
+
+
+def aggregated(role: dict[str, Any]) -> bool:
+    """A ClusterRole that lends its rules to the default view/edit/admin roles (not the operator's own)."""
+    return any(label.startswith(AGGREGATE) for label in (role["metadata"].get("labels") or {}))
+
+
+def operator_role(objects: list[dict[str, Any]]) -> dict[str, Any]:
+    [role] = [obj for obj in objects if obj["kind"] == "ClusterRole" and not aggregated(obj)]
+    return role

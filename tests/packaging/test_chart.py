@@ -15,7 +15,7 @@ from claude_proxy_operator.main import build_parser
 from claude_proxy_operator.rbac import RULES
 from tests.operator import crdtools
 from tests.packaging import helm
-from tests.packaging.chart_support import MODES, instance, operator_container, validate_k8s
+from tests.packaging.chart_support import MODES, aggregated, instance, operator_container, operator_role, validate_k8s
 from tests.packaging.helm import NAMESPACE, of_kind, one, template
 
 VERSION = tomllib.loads((helm.ROOT / "pyproject.toml").read_text())["project"]["version"]
@@ -53,9 +53,8 @@ def test_crd_in_chart_is_byte_equal_to_the_source() -> None:
 def test_default_render_is_the_operator_only_and_valid() -> None:
     objects = template(extra=("--include-crds",))
     kinds = sorted(obj["kind"] for obj in objects)
-    assert kinds == sorted(
-        ["CustomResourceDefinition", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Deployment"]
-    )
+    operator = ["CustomResourceDefinition", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Deployment"]
+    assert kinds == sorted([*operator, "ClusterRole", "ClusterRole"])  # + aggregated into view, edit/admin
     validate_k8s(objects)
     for obj in objects:
         if obj["kind"] not in ("CustomResourceDefinition", "ClusterRole", "ClusterRoleBinding"):
@@ -64,13 +63,13 @@ def test_default_render_is_the_operator_only_and_valid() -> None:
 
 def test_rbac_is_exactly_what_the_operator_calls() -> None:
     objects = template()
-    assert one(objects, "ClusterRole")["rules"] == RULES
+    assert operator_role(objects)["rules"] == RULES
     binding = one(objects, "ClusterRoleBinding")
     account = one(objects, "ServiceAccount")["metadata"]["name"]
     assert binding["roleRef"] == {
         "apiGroup": "rbac.authorization.k8s.io",
         "kind": "ClusterRole",
-        "name": one(objects, "ClusterRole")["metadata"]["name"],
+        "name": operator_role(objects)["metadata"]["name"],
     }
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": account, "namespace": NAMESPACE}]
     pod = one(objects, "Deployment")["spec"]["template"]["spec"]
@@ -81,7 +80,8 @@ def test_rbac_is_exactly_what_the_operator_calls() -> None:
 def test_watch_namespaces_gives_roles_and_namespaced_flags() -> None:
     objects = template({"operator.watchNamespaces": "{team,ml}"})
     validate_k8s(objects)
-    assert of_kind(objects, "ClusterRole") == [] and of_kind(objects, "ClusterRoleBinding") == []
+    assert [role for role in of_kind(objects, "ClusterRole") if not aggregated(role)] == []
+    assert of_kind(objects, "ClusterRoleBinding") == []
     roles, bindings = of_kind(objects, "Role"), of_kind(objects, "RoleBinding")
     assert sorted(r["metadata"]["namespace"] for r in roles) == ["ml", "team"]
     assert all(r["rules"] == RULES for r in roles)
@@ -171,7 +171,13 @@ def test_images_and_operator_settings_come_from_values() -> None:
         ({"instance.auth.oauth.refresh.before": "0"}, "/instance/auth/oauth/refresh/before"),
         ({"instance.auth.apiKey.secretName": ""}, "/instance/auth/apiKey/secretName"),
         ({"instance.model.aliases.fast": "claude=x"}, "/instance/model/aliases"),
-        ({"instance.networkPolicy.allowFrom[0].podSelector.matchLabels.a": "b"}, "/instance/networkPolicy"),
+        (
+            {
+                "instance.networkPolicy.enabled": "false",
+                "instance.networkPolicy.allowFrom[0].podSelector.matchLabels.a": "b",
+            },
+            "/instance/networkPolicy",
+        ),
         (
             {"instance.networkPolicy.enabled": "true", "instance.networkPolicy.allowFrom[0].ports": "80"},
             "/instance/networkPolicy/allowFrom/0",
@@ -185,6 +191,8 @@ def test_images_and_operator_settings_come_from_values() -> None:
         ({"serviceMonitor.enabeld": "true"}, "enabeld"),
         ({"instance.imagePullSecrets[0].key": "x"}, "/instance/imagePullSecrets/0"),
         ({"operator.imagePullSecrets[0].name": "Bad_Name"}, "/operator/imagePullSecrets/0/name"),
+        ({"operator.allowedImages[0]": "a b"}, "/operator/allowedImages/0"),
+        ({"rbac.aggregateToDefaultRoles": "maybe"}, "/rbac/aggregateToDefaultRoles"),
     ],
 )
 def test_values_schema_refuses(values: dict[str, str], fragment: str) -> None:

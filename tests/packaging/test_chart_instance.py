@@ -34,6 +34,18 @@ def test_instance_per_auth_mode_is_valid(mode: str) -> None:
     assert ref is not None and (ref.name, ref.key) == refs[mode]
 
 
+def test_the_instance_is_behind_a_network_policy_unless_switched_off() -> None:
+    proxy = one(template(instance("oauth")), "ClaudeProxy")
+    assert proxy["spec"]["networkPolicy"] == {"enabled": True}
+    assert parse_spec(proxy["spec"], default_image="img").network_policy
+    off = one(template(instance("oauth", **{"instance.networkPolicy.enabled": "false"})), "ClaudeProxy")
+    assert off["spec"]["networkPolicy"] == {"enabled": False}
+    assert crdtools.validate(off) == []
+    assert not parse_spec(off["spec"], default_image="img").network_policy
+    # A resource that does not mention it gets one too (the CRD's default, and the operator's).
+    assert parse_spec({"auth": {"apiKey": {"secretRef": {"name": "k"}}}}, default_image="img").network_policy
+
+
 def test_instance_disabled_by_default() -> None:
     assert of_kind(template(), "ClaudeProxy") == []
 

@@ -20,6 +20,7 @@ from claude_proxy_operator.rbac import RULES
 from claude_proxy_operator.spec import parse_spec
 from tests.operator import crdtools
 from tests.packaging import helm
+from tests.packaging.chart_support import operator_role
 
 K8S = kubernetes_validate.latest_version()
 OPERATOR_DIR = helm.ROOT / "manifests" / "operator"
@@ -64,8 +65,7 @@ def test_apply_order_and_namespace() -> None:
 
 
 def test_rbac_and_operator_flags() -> None:
-    role = next(o for o in objects() if o["kind"] == "ClusterRole")
-    assert role["rules"] == RULES
+    assert operator_role(objects())["rules"] == RULES
     deployment = next(o for o in objects() if o["kind"] == "Deployment")
     [container] = deployment["spec"]["template"]["spec"]["containers"]
     assert build_parser().parse_args(container["args"]).all_namespaces

@@ -11,6 +11,7 @@ generated from the routes; the request models come from their body dependencies.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -44,7 +45,7 @@ from claude_proxy.server.streaming import SERVER_SEND
 from claude_proxy.server.telemetry import Telemetry, from_env
 from claude_proxy.upstream.api import Upstream
 from claude_proxy.upstream.client import Client, Timeouts
-from claude_proxy.upstream.login import LoginState
+from claude_proxy.upstream.login import LoginState, check_when_idle
 
 log = logging.getLogger("claude_proxy")
 # Upstream connections beyond PROXY_MAX_CONCURRENCY, for model listings (which the limiter does not count).
@@ -114,6 +115,7 @@ def create_app(
         )
         retry = RetryPolicy(max_retries=settings.max_retries, max_wait=settings.retry_max_wait)
         drain.bind(asyncio.get_running_loop())
+        checker: asyncio.Task[None] | None = None
         client = Client(settings.base_url, max_connections=settings.max_concurrency + SPARE_CONNECTIONS)
         await client.start()
         try:
@@ -127,6 +129,10 @@ def create_app(
                 login=login,
                 tracer=telemetry if telemetry is not None and telemetry.tracer is not None else None,
             )
+            if settings.login_check_seconds > 0:
+                checker = asyncio.get_running_loop().create_task(
+                    check_when_idle(login, upstream.list_models, settings.login_check_seconds), name="login check"
+                )
             yield {
                 "app": AppState(
                     settings=settings,
@@ -145,6 +151,10 @@ def create_app(
                 )
             }
         finally:
+            if checker is not None:
+                checker.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await checker
             await client.close()
             if telemetry is not None:
                 telemetry.shutdown()

@@ -11,9 +11,10 @@ WARNING when the login is refused, an INFO when it is accepted again.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -22,6 +23,7 @@ from claude_proxy.redact import mask_secrets
 
 log = logging.getLogger("claude_proxy.login")
 MAX_MESSAGE = 300
+MIN_CHECK_WAIT = 1.0  # the idle check never spins, whatever the clock says
 
 
 def _masked(text: str) -> str:
@@ -45,6 +47,7 @@ class LoginState:
         self.status: int | None = None
         self.message = ""
         self.since: float | None = None  # when the verdict last changed
+        self.answered: float | None = None  # when Anthropic last said anything of the credential
 
     def _set(self, valid: bool, credential: str, status: int | None, message: str) -> None:
         if valid is not self.valid:
@@ -62,12 +65,18 @@ class LoginState:
         self.valid, self.credential, self.status, self.message = valid, credential, status, message
 
     def accepted(self, credential: str) -> None:
+        self.answered = self.clock()
         if self.valid is True and self.credential == credential:
             return  # the hot path: nothing changes
         self._set(True, credential, None, "")
 
     def refused(self, credential: str, status: int, message: str) -> None:
+        self.answered = self.clock()
         self._set(False, credential, status, _masked(message))
+
+    def idle_for(self, started: float) -> float:
+        """Seconds since Anthropic last answered about the credential (since `started` when it never has)."""
+        return self.clock() - (self.answered if self.answered is not None else started)
 
     def gauge(self) -> float:
         """1 accepted, 0 refused, -1 before any answer."""
@@ -83,3 +92,28 @@ class LoginState:
             info["status"] = self.status
             info["message"] = self.message
         return info
+
+
+async def check_when_idle(
+    state: LoginState,
+    check: Callable[[], Awaitable[object]],
+    interval: float,
+    sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
+) -> None:
+    """Keep the verdict true without traffic: whenever Anthropic has said nothing of the credential for `interval`
+    seconds, run `check` once (a call that validates the credential and generates nothing, `GET /v1/models`), whose
+    answer updates `state` like any other. Real requests answered within the interval make the check unnecessary, so
+    a busy proxy never sends one. Runs until cancelled; a failed check is retried after the next interval."""
+    started = state.clock()
+    while True:
+        idle = state.idle_for(started)
+        if idle < interval:
+            await sleep(max(interval - idle, MIN_CHECK_WAIT))
+            continue
+        try:
+            await check()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # the answer, if any, is already in `state`; the next interval tries again
+            log.debug(f"idle login check: {type(exc).__name__}")
+        started = state.clock()  # a check that got no answer waits a whole interval too

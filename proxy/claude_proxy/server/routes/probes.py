@@ -1,6 +1,6 @@
-"""GET /health (the process answers), /readyz (it can serve: not draining, a credential that resolves and has not
-expired, and what Anthropic said of the login, and whether the last good credential stands in for an unreadable
-credentials file) and /metrics (Prometheus)."""
+"""GET /health (the process answers), /readyz (it can answer: not draining, a credential that resolves; with what
+Anthropic said of the login, when the token expires, and whether the last good credential stands in for an
+unreadable credentials file) and /metrics (Prometheus)."""
 
 from __future__ import annotations
 
@@ -34,7 +34,10 @@ async def readyz(request: Request) -> Response:
         credential = await state.resolver.resolve_async()
     except Exception as exc:  # any failure to resolve means not ready; the reason carries no secret
         return json_response({"status": "unready", "reason": str(exc)}, 503)
-    # A refused login keeps the pod ready (restarting it mends nothing); the operator reads `login` into status.
+    # Neither a refused login nor an expiry date that has passed makes the pod unready: Anthropic is the judge of a
+    # token (it may still accept one past its `expiresAt`), and an unready only replica would leave clients with
+    # connection errors instead of the proxy's explanation. Both are reported here (the operator reads `login` into
+    # status), in /metrics, and in the error body of a refused request.
     info: dict[str, Any] = {"status": "ready", "credential": credential.kind.value, "login": state.login.as_json()}
     # The credentials file does not read well, and the last good credential stands in: ready still (it serves), and
     # said here so that whoever looks finds out before the grace runs out.
@@ -44,8 +47,7 @@ async def readyz(request: Request) -> Response:
     if credential.expires_at is not None:
         info["expiresAt"] = datetime.fromtimestamp(credential.expires_at, UTC).isoformat().replace("+00:00", "Z")
         if credential.expired(state.clock()):
-            info["status"], info["reason"] = "unready", "the OAuth access token has expired"
-            return json_response(info, 503)
+            info["expired"] = True
     return json_response(info)
 
 

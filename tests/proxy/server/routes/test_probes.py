@@ -87,3 +87,18 @@ def test_metrics_reads_the_credentials_file_off_the_event_loop(
         samples = metric_samples(url)
     assert on_loop and not any(on_loop), on_loop
     assert [key for key in samples if key.startswith("proxy_oauth_token_expiry_seconds")]
+
+
+def test_readyz_stays_ready_past_the_token_expiry(fake: FakeAnthropic, tmp_path: Path) -> None:
+    """Anthropic, not the clock, says whether a token is still good: the only replica keeps its endpoint, so clients
+    get the proxy's answer (and its explanation, should Anthropic refuse) instead of connection errors."""
+    creds = tmp_path / ".credentials.json"
+    creds.write_text(json.dumps({"claudeAiOauth": {"accessToken": "sk-ant-oat01-x", "expiresAt": 1000}}))
+    settings = {"ANTHROPIC_BASE_URL": fake.url, "CLAUDE_CREDENTIALS_PATH": str(creds), "HOME": str(tmp_path)}
+    with serve(create_app(Settings.from_env(settings))) as url:
+        ready = httpx.get(f"{url}/readyz")
+        assert ready.status_code == 200
+        body = ready.json()
+        assert body["status"] == "ready" and body["expired"] is True
+        assert body["expiresAt"] == "1970-01-01T00:00:01Z"
+        assert "sk-ant" not in ready.text
