@@ -203,7 +203,7 @@ class Proxy:
         when the connection failed or timed out."""
         try:
             with socket.create_connection(("127.0.0.1", self.port), timeout=timeout) as sock:
-                head = f"{method} {path} HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n{headers}"
+                head = f"{method} {path} HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\n{headers}"
                 with contextlib.suppress(BrokenPipeError, ConnectionResetError):
                     sock.sendall(head.encode() + b"content-length: %d\r\n\r\n" % len(body) + body)
                 return status_of(sock)
@@ -212,7 +212,7 @@ class Proxy:
 
     def upstream_streams(self) -> int:
         with socket.create_connection(("127.0.0.1", self.upstream), timeout=5) as sock:
-            sock.sendall(b"GET /stats HTTP/1.1\r\nhost: x\r\ncontent-length: 0\r\n\r\n")
+            sock.sendall(b"GET /stats HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-length: 0\r\n\r\n")
             data = b""
             while not data.endswith(b"}"):
                 data += sock.recv(4096)
@@ -274,7 +274,7 @@ def huge_head(p: Proxy, size: int) -> str:
         lines = b"X-H: v\r\n" * 8192
         sent = 0
         try:
-            sock.sendall(b"GET /health HTTP/1.1\r\nhost: x\r\n")
+            sock.sendall(b"GET /health HTTP/1.1\r\nhost: 127.0.0.1\r\n")
             while sent < size:
                 sock.sendall(lines)
                 sent += len(lines)
@@ -337,7 +337,7 @@ def scenario_bodies(p: Proxy, headers: str = "", count: int = 8) -> str:
 def scenario_drip(p: Proxy) -> str:
     started = time.monotonic()
     with socket.create_connection(("127.0.0.1", p.port), timeout=2) as sock:
-        sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-length: 1000\r\n\r\n{")
+        sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-length: 1000\r\n\r\n{")
         while time.monotonic() - started < 45:
             try:
                 status = status_of(sock)
@@ -358,7 +358,7 @@ def scenario_readers(p: Proxy) -> str:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         sock.connect(("127.0.0.1", p.port))
         sock.sendall(
-            b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+            b"POST /v1/chat/completions HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\n"
             b"content-length: %d\r\n\r\n" % len(body) + body
         )
         readers.append(sock)
@@ -407,7 +407,7 @@ SCENARIOS: dict[str, tuple[str, dict[str, str], Callable[[Proxy], str]]] = {
     "bodies": ("eight 31 MB bodies at once", {}, scenario_bodies),
     "bodies-nokey": (
         "eight 31 MB bodies at once, with a wrong key (PROXY_API_KEYS set)",
-        {"PROXY_API_KEYS": "sk-bench-key"},
+        {"PROXY_API_KEYS": "sk-bench-key-of-sixteen-chars"},
         lambda p: scenario_bodies(p, "authorization: Bearer wrong\r\n"),
     ),
     "drip": ("a body dripped a byte every 2 s (PROXY_BODY_TIMEOUT=3)", {"PROXY_BODY_TIMEOUT": "3"}, scenario_drip),

@@ -133,7 +133,11 @@ def test_the_refresher_keeps_the_proxy_serving_across_expiries(
     distinct = list(dict.fromkeys(served_tokens))
     assert len(distinct) >= 4, distinct
     assert distinct[0] not in accepted and first.access_token not in accepted  # expired: the proxy really moved on
-    assert served_tokens[-1] == json.loads(creds.read_text())["claudeAiOauth"]["accessToken"]
+    # The last request used the file's token, or the one before it when the refresher replaced it after that request
+    # (the proxy looks at the file at most once a second).
+    newest = sorted(oauth.issued_at, key=oauth.issued_at.__getitem__)[-2:]
+    assert json.loads(creds.read_text())["claudeAiOauth"]["accessToken"] == newest[-1]
+    assert served_tokens[-1] in newest, (served_tokens[-1], newest)
     stdout = "\n".join(json.dumps(line) for line in lines)
     assert_no_secrets([stdout, stderr, proxy_log], oauth.issued())
     assert "Traceback" not in stderr + proxy_log

@@ -35,7 +35,7 @@ class Flood:
     def _run(self) -> None:
         line = b"X-H: v\r\n" * 8192  # 64 KiB
         try:
-            self.sock.sendall(b"GET /health HTTP/1.1\r\nhost: x\r\n")
+            self.sock.sendall(b"GET /health HTTP/1.1\r\nhost: 127.0.0.1\r\n")
             while self.sent < self.total:
                 self.sock.sendall(line)
                 self.sent += len(line)
@@ -61,18 +61,20 @@ def test_a_huge_request_head_is_refused_with_431_while_it_is_still_arriving(prox
 def test_a_head_with_too_many_header_lines_is_refused_with_431(proxy: ProxyFactory) -> None:
     url = proxy(**SERVER, PROXY_MAX_HEADERS="20")
     with connect(url) as sock:  # small lines, well under the size limit: the count refuses it
-        sock.sendall(b"GET /health HTTP/1.1\r\nhost: x\r\n" + b"".join(b"x-%d: v\r\n" % i for i in range(30)) + b"\r\n")
+        sock.sendall(
+            b"GET /health HTTP/1.1\r\nhost: 127.0.0.1\r\n" + b"".join(b"x-%d: v\r\n" % i for i in range(30)) + b"\r\n"
+        )
         status, _, body = read_response(sock)
     assert status == 431 and "PROXY_MAX_HEADERS" in json.loads(body)["error"]["message"]
     with connect(url) as sock:  # at the limit: served
         lines = b"".join(b"x-%d: v\r\n" % i for i in range(19))
-        sock.sendall(b"GET /health HTTP/1.1\r\nhost: x\r\n" + lines + b"\r\n")
+        sock.sendall(b"GET /health HTTP/1.1\r\nhost: 127.0.0.1\r\n" + lines + b"\r\n")
         assert read_response(sock)[0] == 200
 
 
 def test_each_head_on_a_keep_alive_connection_has_the_whole_limit(proxy: ProxyFactory) -> None:
     url = proxy(**SERVER, PROXY_MAX_HEADER_BYTES="4096")
-    request = b"GET /health HTTP/1.1\r\nhost: x\r\nx-pad: " + b"p" * 3000 + b"\r\n\r\n"
+    request = b"GET /health HTTP/1.1\r\nhost: 127.0.0.1\r\nx-pad: " + b"p" * 3000 + b"\r\n\r\n"
     with connect(url) as sock:
         for _ in range(5):  # 15 kB of heads in all, each under 4 KiB
             sock.sendall(request)
@@ -82,8 +84,8 @@ def test_each_head_on_a_keep_alive_connection_has_the_whole_limit(proxy: ProxyFa
 def test_an_oversized_pipelined_head_ends_the_connection_after_the_answer_before_it(proxy: ProxyFactory) -> None:
     url = proxy(**SERVER, PROXY_MAX_HEADER_BYTES="4096")
     with connect(url) as sock:
-        first = b"GET /health HTTP/1.1\r\nhost: x\r\n\r\n"
-        sock.sendall(first + b"GET /health HTTP/1.1\r\nhost: x\r\n" + b"X-H: v\r\n" * 1000)
+        first = b"GET /health HTTP/1.1\r\nhost: 127.0.0.1\r\n\r\n"
+        sock.sendall(first + b"GET /health HTTP/1.1\r\nhost: 127.0.0.1\r\n" + b"X-H: v\r\n" * 1000)
         status, _, body = read_response(sock)
         assert status == 200 and json.loads(body) == {"status": "ok"}  # whole, nothing written into it
         rest = b""
@@ -135,7 +137,7 @@ def test_a_stream_whose_client_stops_reading_is_cut_and_frees_its_slot(
     sock.connect((host, int(port)))
     body = json.dumps({**ASK, "stream": True}).encode()
     sock.sendall(
-        b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+        b"POST /v1/chat/completions HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\n"
         b"content-length: %d\r\n\r\n" % len(body) + body
     )
     try:
