@@ -1,5 +1,5 @@
 """`python -m bench.otel_ab [--otel]`: a fixed amount of work through the proxy, for timing the whole process with
-and without OpenTelemetry (`farm-bench ... --vs ...`, see docs/performance.md#opentelemetry).
+and without OpenTelemetry, runs of each alternating (see docs/performance.md#opentelemetry).
 
 It starts the stand-in (`bench/upstream.py`), the proxy (`claude-proxy serve`, one worker) and, with `--otel`, an
 OTLP/HTTP sink (`bench/otlpsink.py`) the proxy exports every span and metric to; sends `--requests` non-streamed

@@ -146,7 +146,7 @@ def test_paced_steps_are_parsed_sorted_and_unique_and_bad_ones_refused() -> None
 
 @pytest.mark.slow
 def test_the_otel_harness_exports_to_its_sink_only_when_asked() -> None:
-    """`bench.otel_ab`, the farm-bench workload of docs/performance.md#opentelemetry: with --otel the proxy's spans
+    """`bench.otel_ab`, the timed workload of docs/performance.md#opentelemetry: with --otel the proxy's spans
     and metrics reach the local sink; without, the proxy runs with no exporter."""
     for otel in (True, False):
         out = subprocess.run(
