@@ -18,6 +18,9 @@ class Config:
     # {domain} and {port} are filled in
     login_url: str = "http://{name}.{namespace}.svc.{domain}:{port}/readyz"
     login_timeout: float = 3.0
+    # CLAUDE_PROXY_OPERATOR_LOGIN_SECONDS: how often the login watch reads each available proxy's /readyz between
+    # passes, running a pass only when the verdict differs from LoginValid (0: no watch, only the passes read it)
+    login_seconds: float = 20.0
     # CLAUDE_PROXY_OPERATOR_METRICS_PORT: where the operator serves its Prometheus /metrics (0: not served)
     metrics_port: int = 8082
     # POD_NAMESPACE (the downward API): the operator's namespace, admitted by each proxy's NetworkPolicy
@@ -43,6 +46,9 @@ class Config:
         resync = float(env.get("CLAUDE_PROXY_OPERATOR_RESYNC_SECONDS") or cls.resync_seconds)
         if resync <= 0:
             raise ValueError("CLAUDE_PROXY_OPERATOR_RESYNC_SECONDS must be > 0")
+        login = float(env.get("CLAUDE_PROXY_OPERATOR_LOGIN_SECONDS") or cls.login_seconds)
+        if login < 0:
+            raise ValueError("CLAUDE_PROXY_OPERATOR_LOGIN_SECONDS must be >= 0 (0: no login watch)")
         port = int(env.get("CLAUDE_PROXY_OPERATOR_METRICS_PORT") or cls.metrics_port)
         if not 0 <= port <= 65535:
             raise ValueError("CLAUDE_PROXY_OPERATOR_METRICS_PORT must be a port number (0: not served)")
@@ -51,6 +57,7 @@ class Config:
             default_image=env.get("CLAUDE_PROXY_IMAGE") or DEFAULT_IMAGE,
             cluster_domain=env.get("CLUSTER_DOMAIN") or "cluster.local",
             resync_seconds=resync,
+            login_seconds=login,
             login_url=env.get("CLAUDE_PROXY_OPERATOR_LOGIN_URL") or cls.login_url,
             namespace=env.get("POD_NAMESPACE") or "",
             allowed_images=tuple(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import logging
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -14,7 +15,7 @@ from claude_proxy_operator import bookkeeping, builders
 from claude_proxy_operator.config import Config
 from claude_proxy_operator.kube import Kube
 from claude_proxy_operator.metrics import OperatorMetrics
-from claude_proxy_operator.reconcile import Reconciler
+from claude_proxy_operator.reconcile import Reconciler, available_replicas
 from claude_proxy_operator.spec import GROUP, PLURAL, VERSION
 
 CHILD_LABELS: dict[str, Any] = {builders.MANAGED_BY_LABEL: builders.MANAGER, builders.INSTANCE_LABEL: kopf.PRESENT}
@@ -22,6 +23,8 @@ CHILD_LABELS: dict[str, Any] = {builders.MANAGED_BY_LABEL: builders.MANAGER, bui
 CHILD_SELECTOR = f"{builders.MANAGED_BY_LABEL}={builders.MANAGER}"
 WATCHED_CHILDREN = (("apps", "v1", "deployments"), ("batch", "v1", "jobs"))
 _resync_log = logging.getLogger("claude_proxy_operator.resync")
+_login_log = logging.getLogger("claude_proxy_operator.login_watch")
+WATCH_CONCURRENCY = 8  # /readyz reads at once, each at most `Config.login_timeout`
 
 
 def configure(settings: kopf.OperatorSettings) -> None:
@@ -72,13 +75,29 @@ def build_registry(
         }
         return {(str(meta.namespace), str(meta.name)): ref}
 
+    # What the login watch needs of each, as kopf's watches last saw it, so it asks the API server nothing: the
+    # ClaudeProxy's spec and status, and its Deployment's available replicas.
+    @kopf.index(GROUP, VERSION, PLURAL, id="proxy_logins", registry=registry)
+    def proxy_logins(body: kopf.Body, **_: Any) -> dict[tuple[str, str], dict[str, Any]]:
+        key = (str(body.metadata.namespace), str(body.metadata.name))
+        conditions = copy.deepcopy(list(body.status.get("conditions") or ()))
+        return {key: {"spec": copy.deepcopy(dict(body.spec)), "status": {"conditions": conditions}}}
+
+    @kopf.index("apps", "v1", "deployments", labels=CHILD_LABELS, id="proxy_replicas", registry=registry)
+    def proxy_replicas(body: kopf.Body, labels: Mapping[str, str], **_: Any) -> dict[tuple[str, str], int]:
+        return {(str(body.metadata.namespace), labels[builders.INSTANCE_LABEL]): available_replicas(body)}
+
     @kopf.on.startup(registry=registry)
     async def startup(logger: kopf.Logger, **kwargs: Any) -> None:
         logger.info(f"Managing {PLURAL}.{GROUP}/{VERSION}; proxy image {config.default_image}")
         known = kwargs["claudeproxies"]  # the index above, filled as kopf watches
-        task = asyncio.get_running_loop().create_task(resync(known), name="claude-proxy resync")
-        background.add(task)
-        task.add_done_callback(background.discard)
+        loops = {"resync": resync(known)}
+        if config.login_seconds > 0:
+            loops["login watch"] = watch_logins(kwargs["proxy_logins"], kwargs["proxy_replicas"])
+        for what, loop in loops.items():
+            task = asyncio.get_running_loop().create_task(loop, name=f"claude-proxy {what}")
+            background.add(task)
+            task.add_done_callback(background.discard)
 
     @kopf.on.cleanup(registry=registry)
     async def cleanup(**_: Any) -> None:
@@ -107,6 +126,33 @@ def build_registry(
                     logger.debug(f"Resync of {namespace}/{name}: {exc}")  # already in the status and an Event
                 except Exception as exc:
                     logger.warning(f"Resync of {namespace}/{name} failed, retry in {config.resync_seconds:g}s: {exc}")
+
+    async def watch_logins(proxies: kopf.Index[Any, Any], replicas: kopf.Index[Any, Any]) -> None:
+        """The login watch: every `login_seconds`, each ClaudeProxy with an available replica has its proxy's /readyz
+        read, a few at a time, and gets a pass only when the verdict differs from its `LoginValid`
+        (`Reconciler.watch_login`), so a refusal the proxy found by itself shows without waiting for the resync.
+        One loop for the whole operator, like the resync loop, so no ClaudeProxy needs a finalizer (kopf's
+        per-resource timers add one)."""
+        limit = asyncio.Semaphore(WATCH_CONCURRENCY)
+
+        async def look(key: tuple[str, str]) -> None:
+            bodies = list(proxies.get(key, ()))
+            if not bodies:  # deleted meanwhile
+                return
+            namespace, name = key
+            available = max(list(replicas.get(key, ())) or [0])
+            logger = logging.LoggerAdapter(_login_log, {"proxy": f"{namespace}/{name}"})
+            async with limit:
+                try:
+                    await reconciler.watch_login(namespace, name, bodies[0], available, logger)
+                except kopf.PermanentError as exc:
+                    logger.debug(f"Login watch pass of {namespace}/{name}: {exc}")  # already in status and an Event
+                except Exception as exc:
+                    logger.warning(f"Login watch of {namespace}/{name} failed: {exc}")
+
+        while True:
+            await asyncio.sleep(config.login_seconds)
+            await asyncio.gather(*(look(key) for key in list(proxies)))
 
     @kopf.on.resume(GROUP, VERSION, PLURAL, registry=registry)
     @kopf.on.create(GROUP, VERSION, PLURAL, registry=registry)

@@ -1,8 +1,8 @@
 """What the proxy last heard from Anthropic about its credential: the `login` object of its GET /readyz.
 
-Each reconcile pass reads it through the proxy's Service, so a refused login shows in `LoginValid` within one resync
-interval. Only the known fields are kept, checked and shortened (status and Events are readable by anyone who may
-read the resource); the proxy never puts the credential there.
+Each reconcile pass reads it through the proxy's Service, and so does the login watch between passes, so a refused
+login shows in `LoginValid` within one watch interval. Only the known fields are kept, checked and shortened (status
+and Events are readable by anyone who may read the resource); the proxy never puts the credential there.
 """
 
 from __future__ import annotations

@@ -49,6 +49,15 @@ def _credential_secret(spec: ProxySpec) -> str | None:
     return ref.name if ref else None
 
 
+def available_replicas(deployment: Mapping[str, Any] | None) -> int:
+    return int(((deployment or {}).get("status") or {}).get("availableReplicas") or 0)
+
+
+def login_url(config: Config, name: str, namespace: str, spec: ProxySpec) -> str:
+    """Where the proxy's Service answers /readyz, whose `login` object is Anthropic's last word on the login."""
+    return proxy_login.url_for(config.login_url, name, namespace, config.cluster_domain, spec.service_port)
+
+
 class NameConflict(Exception):
     """A child's name is taken by an object this ClaudeProxy does not own: the operator never writes over it."""
 
@@ -83,6 +92,29 @@ class Reconciler:
             await self.kube.create(EVENTS, body["metadata"]["namespace"], body)
         except Exception as exc:  # an Event is best effort; the status already says it
             _log.warning(f"Could not post Event {reason} for {owner['metadata']['name']}: {exc}")
+
+    async def watch_login(
+        self, namespace: str, name: str, body: Mapping[str, Any], available: int, logger: kopf.Logger
+    ) -> bool:
+        """The login watch's look at one ClaudeProxy between passes: read its proxy's /readyz (only while a replica
+        is available), and when the verdict differs from the status' `LoginValid`, run the pass at once, so status,
+        Events and the heal follow as from any other trigger. `body` is the resource as kopf's watch last saw it;
+        an unchanged verdict costs one GET of /readyz and no request to the API server. The pass takes the
+        resource's lock as every pass does (it waits for one already running). Returns whether a pass ran."""
+        if available <= 0:
+            return False
+        try:
+            spec = parse_spec(body.get("spec") or {}, default_image=self.config.default_image)
+        except SpecError:
+            return False  # Ready=False says so; nothing to ask
+        if spec.replicas == 0:
+            return False
+        login = await proxy_login.probe(login_url(self.config, name, namespace, spec), self.config.login_timeout)
+        if not status.login_verdict_changed(login, body.get("status") or {}):
+            return False
+        logger.info(f"The proxy's login verdict is now {login and login['state']}: reconciling {namespace}/{name}")
+        await self.run(namespace, name, logger)
+        return True
 
     async def run(self, namespace: str, name: str, logger: kopf.Logger) -> None:
         lock = self._locks.setdefault((namespace, name), asyncio.Lock())
@@ -264,12 +296,9 @@ class _ReconcilePass:
 
     async def _login(self, spec: ProxySpec, deployment: Mapping[str, Any] | None) -> dict[str, Any]:
         """The proxy's own word on whether Anthropic accepts its credential, read from its Service's /readyz."""
-        available = int(((deployment or {}).get("status") or {}).get("availableReplicas") or 0)
-        if available <= 0 or spec.replicas == 0:
+        if available_replicas(deployment) <= 0 or spec.replicas == 0:
             return {"login_probed": False}
-        url = proxy_login.url_for(
-            self.config.login_url, self.name, self.ns, self.config.cluster_domain, spec.service_port
-        )
+        url = login_url(self.config, self.name, self.ns, spec)
         return {"login_probed": True, "login": await proxy_login.probe(url, self.config.login_timeout)}
 
     def _deployment(

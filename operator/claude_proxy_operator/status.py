@@ -332,6 +332,18 @@ def login_hint(observed: Observed) -> str:
     return f"run `claude auth login` and replace Secret {secret}'s content (the operator seeds the volume again)"
 
 
+# The LoginValid status a verdict of the proxy's /readyz leads to; any other ("unknown", no answer) changes nothing
+# the login watch should act on (a pass decides what they mean).
+_LOGIN_STATUS = {"valid": "True", "refused": "False"}
+
+
+def login_verdict_changed(login: Mapping[str, Any] | None, status: Mapping[str, Any]) -> bool:
+    """Whether the proxy's `login` (proxy_login.parse) says something other than the status' `LoginValid`: then a
+    pass has something to write."""
+    verdict = _LOGIN_STATUS.get(str((login or {}).get("state")))
+    return verdict is not None and verdict != condition(status, "LoginValid").get("status")
+
+
 def _login_valid(observed: Observed, previous: Mapping[str, Any]) -> Condition:
     if not observed.login_probed:
         return _condition("LoginValid", None, "ProxyNotAvailable", "no proxy replica is available to ask")

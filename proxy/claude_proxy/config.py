@@ -225,7 +225,7 @@ class Settings(BaseSettings):
     models: Models = _env("PROXY_MODELS", DEFAULT_MODELS)
     models_cache_seconds: Seconds = _env("PROXY_MODELS_CACHE_SECONDS", 300.0)
     # After this long with no answer from Anthropic, one GET /v1/models checks the credential (0: never).
-    login_check_seconds: Seconds = _env("PROXY_LOGIN_CHECK_SECONDS", 60.0)
+    login_check_seconds: Seconds = _env("PROXY_LOGIN_CHECK_SECONDS", 30.0)
     adaptive_thinking_models: Regex = _env("PROXY_ADAPTIVE_THINKING_MODELS", DEFAULT_ADAPTIVE_THINKING)
     fixed_sampling_models: Regex = _env("PROXY_FIXED_SAMPLING_MODELS", DEFAULT_FIXED_SAMPLING)
     budget_minimal: Budget = _env("PROXY_THINKING_BUDGET_MINIMAL", 1024)

@@ -132,9 +132,11 @@ async def operator(
     }
     kube = Kube(KubeConfig.from_dict(kubeconfig))
     resync = request.node.get_closest_marker("resync")
+    watch = request.node.get_closest_marker("login_watch")
     config = Config(
         default_image=IMAGE,
         resync_seconds=resync.args[0] if resync else RESYNC_SECONDS,
+        login_seconds=watch.args[0] if watch else 0.0,
         login_url=readyz.url,
         login_timeout=1.0,
         heal_backoff=(1.0, 2.0),

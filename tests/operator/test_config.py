@@ -36,3 +36,20 @@ def test_the_admin_lists_repositories_and_prefixes() -> None:
     assert config.image_allowed("mirror.local/ccp/claude-code-proxy:1")
     assert config.image_allowed("ghcr.io/acme/anything:2")
     assert not config.image_allowed("claude-code-proxy:0.1.0")  # the default is replaced, not extended
+
+
+def test_the_login_watch_runs_every_20_seconds_unless_set_or_turned_off() -> None:
+    assert Config.from_env({}).login_seconds == 20.0
+    assert Config.from_env({"CLAUDE_PROXY_OPERATOR_LOGIN_SECONDS": "5"}).login_seconds == 5.0
+    assert Config.from_env({"CLAUDE_PROXY_OPERATOR_LOGIN_SECONDS": "0"}).login_seconds == 0.0
+    with pytest.raises(ValueError, match="CLAUDE_PROXY_OPERATOR_LOGIN_SECONDS"):
+        Config.from_env({"CLAUDE_PROXY_OPERATOR_LOGIN_SECONDS": "-1"})
+
+
+def test_at_the_defaults_a_login_refused_without_traffic_shows_within_a_minute() -> None:
+    # Worst case with no client traffic: the proxy's idle check comes round (PROXY_LOGIN_CHECK_SECONDS), then the
+    # operator's login watch (CLAUDE_PROXY_OPERATOR_LOGIN_SECONDS) reads the verdict and runs a pass.
+    from claude_proxy.config import Settings
+
+    worst = Settings.from_env({}).login_check_seconds + Config.from_env({}).login_seconds
+    assert worst < 60

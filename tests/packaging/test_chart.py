@@ -111,6 +111,7 @@ def test_operator_deployment_shape_and_probes() -> None:
     env = {e["name"]: e.get("value", e.get("valueFrom")) for e in container["env"]}
     config = operator_config.Config.from_env(env)  # the operator reads what the chart sets
     assert config.resync_seconds == 60 and config.cluster_domain == "cluster.local"
+    assert env["CLAUDE_PROXY_OPERATOR_LOGIN_SECONDS"] == "20" and config.login_seconds == 20
 
 
 def test_operator_pod_is_hardened() -> None:
@@ -136,6 +137,7 @@ def test_images_and_operator_settings_come_from_values() -> None:
         "proxy.image.repository": "registry.example/ops/proxy",
         "str:proxy.image.tag": "1.2.4",
         "operator.resyncSeconds": "15",
+        "operator.loginSeconds": "5",
         "operator.clusterDomain": "corp.local",
         "operator.verbose": "true",
     }
@@ -147,6 +149,7 @@ def test_images_and_operator_settings_come_from_values() -> None:
     config = operator_config.Config.from_env(env)
     assert config.default_image == "registry.example/ops/proxy:1.2.4"
     assert (config.resync_seconds, config.cluster_domain) == (15.0, "corp.local")
+    assert config.login_seconds == 5.0
     assert build_parser().parse_args(container["args"]).verbose
 
 
@@ -185,6 +188,7 @@ def test_images_and_operator_settings_come_from_values() -> None:
         ({"instance.enabeld": "true"}, "enabeld"),
         ({"operator.watchNamespaces": "{Not_A_Namespace}"}, "/operator/watchNamespaces/0"),
         ({"operator.resyncSeconds": "0"}, "/operator/resyncSeconds"),
+        ({"operator.loginSeconds": "-1"}, "/operator/loginSeconds"),
         ({"operator.image.pullPolicy": "Sometimes"}, "/operator/image/pullPolicy"),
         ({"proxy.image.repository": ""}, "/proxy/image/repository"),
         ({"serviceMonitor.interval": "soon"}, "/serviceMonitor/interval"),

@@ -197,6 +197,12 @@ def test_no_variables_give_the_embedded_defaults() -> None:
     assert (settings.responses_store_bytes, settings.responses_store_ttl) == (16 * 1024 * 1024, 3600.0)
 
 
+def test_an_idle_proxy_checks_its_login_every_half_minute_by_default() -> None:
+    # With the operator's login watch (20 s) a dead login shows as LoginValid=False within a minute of going idle.
+    assert Settings.from_env({}).login_check_seconds == 30.0
+    assert Settings.from_env({"PROXY_LOGIN_CHECK_SECONDS": "0"}).login_check_seconds == 0.0
+
+
 def test_blank_values_mean_the_default_and_values_are_normalised() -> None:
     settings = Settings.from_env(
         {
