@@ -4,14 +4,17 @@ counts of the operator's requests, and the Job controller and kubelet's part in 
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import kmock
 import kubernetes_validate
 
 from claude_proxy_operator import builders
-from claude_proxy_operator.kube import CLAUDE_PROXIES, JOBS, PODS, Resource
-from tests.operator.cluster import Api, Cluster, eventually
+from claude_proxy_operator.kube import CLAUDE_PROXIES, DEPLOYMENTS, JOBS, PODS, SECRETS, Resource
+from tests.operator.cluster import Api, Cluster, eventually, secret_data
+
+if TYPE_CHECKING:
+    from tests.operator.conftest import Readyz
 
 NS = "rockbot"
 K8S = kubernetes_validate.latest_version()
@@ -164,3 +167,19 @@ async def seed_job(api: Api, instance: str, other_than: str | None = None) -> di
         return fresh[0] if len(fresh) == 1 else None
 
     return await eventually(probe, what="one seed Job")
+
+
+async def serving_oauth(api: Api, readyz: Readyz) -> None:
+    """An oauth ClaudeProxy seeded with a login far from expiring, its Deployment available, `/readyz` saying the
+    login is valid, and `Ready=True`."""
+    await api.create(
+        SECRETS, NS, {"metadata": {"name": "creds"}, "data": secret_data({".credentials.json": CREDENTIALS})}
+    )
+    await api.create(CLAUDE_PROXIES, NS, proxy_body("p", OAUTH_SPEC))
+    job = await seed_job(api, "p")
+    line = outcome_line("seed", "copied", "forced", "2999-01-01T08:00:00Z")  # far from expiring
+    await finish_job(api, job["metadata"]["name"], "p", "seed", line)
+    await exists(api, DEPLOYMENTS, "p")
+    readyz.logins[NS, "p"] = {"state": "valid", "credential": "oauth_file"}
+    await api.patch(DEPLOYMENTS, NS, "p", {"status": {"availableReplicas": 1, "readyReplicas": 1}}, "status")
+    await status_is(api, "p", "Ready", ("True", "Ready"))

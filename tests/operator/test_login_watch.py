@@ -15,16 +15,12 @@ from claude_proxy_operator.kube import CLAUDE_PROXIES, DEPLOYMENTS, JOBS, SECRET
 from tests.operator.cluster import TEST_CLIENT, Api, Cluster, eventually, secret_data
 from tests.operator.conftest import Readyz
 from tests.operator.reconcile_support import (
-    CREDENTIALS,
     NS,
-    OAUTH_SPEC,
     condition_of,
     exists,
-    finish_job,
-    outcome_line,
     posted_event,
     proxy_body,
-    seed_job,
+    serving_oauth,
     status_is,
 )
 
@@ -139,17 +135,7 @@ async def test_the_watch_asks_only_while_a_replica_is_available(api: Api, operat
 async def test_a_refused_oauth_token_is_healed_at_once_at_the_default_resync(
     api: Api, operator: Cluster, readyz: Readyz
 ) -> None:
-    await api.create(
-        SECRETS, NS, {"metadata": {"name": "creds"}, "data": secret_data({".credentials.json": CREDENTIALS})}
-    )
-    await api.create(CLAUDE_PROXIES, NS, proxy_body("p", OAUTH_SPEC))
-    job = await seed_job(api, "p")
-    line = outcome_line("seed", "copied", "forced", "2999-01-01T08:00:00Z")  # far from expiring
-    await finish_job(api, job["metadata"]["name"], "p", "seed", line)
-    await exists(api, DEPLOYMENTS, "p")
-    readyz.logins[NS, "p"] = {"state": "valid", "credential": "oauth_file"}
-    await api.patch(DEPLOYMENTS, NS, "p", {"status": {"availableReplicas": 1, "readyReplicas": 1}}, "status")
-    await status_is(api, "p", "Ready", ("True", "Ready"))
+    await serving_oauth(api, readyz)
     await _settled(operator)
 
     readyz.logins[NS, "p"] = {

@@ -11,16 +11,14 @@ from claude_proxy_operator.kube import CLAUDE_PROXIES, DEPLOYMENTS, JOBS, SECRET
 from tests.operator.cluster import Api, Cluster, eventually, secret_data
 from tests.operator.conftest import Readyz
 from tests.operator.reconcile_support import (
-    CREDENTIALS,
     EVENTS,
     NS,
-    OAUTH_SPEC,
     exists,
     finish_job,
     outcome_line,
     posted_event,
     proxy_body,
-    seed_job,
+    serving_oauth,
     status_is,
 )
 
@@ -31,20 +29,6 @@ REFUSED = {
     "message": "OAuth token has been revoked",
     "since": "2030-01-01T01:00:00Z",
 }
-
-
-async def _serving(api: Api, readyz: Readyz) -> None:
-    await api.create(
-        SECRETS, NS, {"metadata": {"name": "creds"}, "data": secret_data({".credentials.json": CREDENTIALS})}
-    )
-    await api.create(CLAUDE_PROXIES, NS, proxy_body("p", OAUTH_SPEC))
-    job = await seed_job(api, "p")
-    line = outcome_line("seed", "copied", "forced", "2999-01-01T08:00:00Z")  # far from expiring
-    await finish_job(api, job["metadata"]["name"], "p", "seed", line)
-    await exists(api, DEPLOYMENTS, "p")
-    readyz.logins[NS, "p"] = {"state": "valid", "credential": "oauth_file"}
-    await api.patch(DEPLOYMENTS, NS, "p", {"status": {"availableReplicas": 1, "readyReplicas": 1}}, "status")
-    await status_is(api, "p", "Ready", ("True", "Ready"))
 
 
 async def _heal_jobs(api: Api, count: int) -> list[str]:
@@ -64,7 +48,7 @@ async def _heal_record(api: Api) -> dict[str, Any]:
 async def test_a_refused_token_is_refreshed_once_with_backoff_until_invalid_grant(
     api: Api, operator: Cluster, readyz: Readyz
 ) -> None:
-    await _serving(api, readyz)
+    await serving_oauth(api, readyz)
     assert await _heal_jobs_now(api) == []
 
     # Revoked upstream while the token is not yet expired: one refresh, at once.
@@ -107,7 +91,7 @@ async def test_a_refused_token_is_refreshed_once_with_backoff_until_invalid_gran
 async def test_a_successful_refresh_is_not_repeated_for_the_same_refusal(
     api: Api, operator: Cluster, readyz: Readyz
 ) -> None:
-    await _serving(api, readyz)
+    await serving_oauth(api, readyz)
     readyz.logins[NS, "p"] = dict(REFUSED)
     [first] = await _heal_jobs(api, 1)
     await finish_job(api, first, "p", "refresh", outcome_line("refresh", "refreshed", "forced", "2999-01-02T00:00:00Z"))
