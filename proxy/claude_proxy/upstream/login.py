@@ -18,7 +18,6 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from claude_proxy.convert.errors import credential_refusal
 from claude_proxy.redact import mask_secrets
 
 log = logging.getLogger("claude_proxy.login")
@@ -29,12 +28,6 @@ MIN_CHECK_WAIT = 1.0  # the idle check never spins, whatever the clock says
 def _masked(text: str) -> str:
     masked = mask_secrets(" ".join(text.split()))
     return masked if len(masked) <= MAX_MESSAGE else masked[: MAX_MESSAGE - 1] + "…"
-
-
-def refuses_login(status: int, error_type: str | None, *, messages: bool, message: str | None = None) -> bool:
-    """Whether an upstream error says the credential itself is refused (not the request); `message`, Anthropic's
-    words, tells the refusals it answers with a 400 from the request errors."""
-    return credential_refusal(status, error_type, message, messages=messages)
 
 
 class LoginState:
